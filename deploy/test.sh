@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Run the whole test suite against real MariaDB and Redis (each run gets its own database and key prefix).
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$REPO_ROOT"
+ensure_venv test
+ensure_services
+log "running pytest"
+exec "$VENV/bin/python" -m pytest "$@"

@@ -1,0 +1,1 @@
+"""The HTTP gateway. Run it with `python -m gateway`."""

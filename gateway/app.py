@@ -1,0 +1,85 @@
+"""The application factory: pools live in cleanup contexts, everything else is passed down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from arq import create_pool
+from arq.connections import RedisSettings
+
+from gateway import keys
+from gateway.metrics import Metrics
+from gateway.middlewares import api_key_auth, problems, request_context
+from gateway.openapi import routes as openapi_routes
+from gateway.routes.customers import routes as customer_routes
+from gateway.routes.health import routes as health_routes
+from gateway.routes.imports import routes as import_routes
+from shared.cache import CacheUnavailable, CustomerCache
+from shared.customers import CustomerService
+from shared.db import close_pool, open_database
+from shared.settings import Settings
+from shared.storage import UploadStore
+
+log = logging.getLogger(__name__)
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    app[keys.DB_POOL] = await open_database(settings.mysql, settings.mysql_pool_size)
+    yield
+    await close_pool(app[keys.DB_POOL])
+
+
+def _redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(settings.redis_url)
+    rs.conn_timeout = 1
+    rs.conn_retries = 0
+    return rs
+
+
+async def _redis(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    redis = await create_pool(_redis_settings(settings), default_queue_name=settings.queue_name, retry=0)
+    # Fail fast on a dead socket rather than hang a request: the cache falls back to MySQL.
+    redis.connection_pool.connection_kwargs.update(socket_timeout=1.0, socket_connect_timeout=1.0)
+    app[keys.REDIS] = redis
+    cache = CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+    app[keys.CACHE] = cache
+    app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache)
+    replayer = asyncio.create_task(_replay_invalidations(cache))
+    yield
+    replayer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await replayer
+    await redis.aclose()
+
+
+async def _replay_invalidations(cache: CustomerCache) -> None:
+    """Invalidations that could not reach Redis are applied as soon as it answers again."""
+    while True:
+        await asyncio.sleep(0.5)
+        if cache.pending:
+            with contextlib.suppress(CacheUnavailable):
+                await cache.flush_pending()
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[request_context, problems, api_key_auth])
+    app[keys.SETTINGS] = settings
+    app[keys.METRICS] = Metrics()
+    store = UploadStore(settings.upload_dir)
+    store.ensure()
+    app[keys.STORE] = store
+    app.cleanup_ctx.append(_database)
+    app.cleanup_ctx.append(_redis)
+    app.add_routes(health_routes)
+    app.add_routes(openapi_routes)
+    app.add_routes(import_routes)
+    app.add_routes(customer_routes)
+    if not settings.api_keys:
+        log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")
+    return app

@@ -1,0 +1,21 @@
+"""Typed application keys: what the app factory puts in the app and handlers read."""
+
+from __future__ import annotations
+
+import aiomysql
+from aiohttp import web
+from arq.connections import ArqRedis
+
+from gateway.metrics import Metrics
+from shared.cache import CustomerCache
+from shared.customers import CustomerService
+from shared.settings import Settings
+from shared.storage import UploadStore
+
+SETTINGS = web.AppKey("settings", Settings)
+DB_POOL = web.AppKey("db_pool", aiomysql.Pool)
+REDIS = web.AppKey("redis", ArqRedis)
+CACHE = web.AppKey("cache", CustomerCache)
+CUSTOMERS = web.AppKey("customers", CustomerService)
+STORE = web.AppKey("store", UploadStore)
+METRICS = web.AppKey("metrics", Metrics)

@@ -1,0 +1,133 @@
+"""Customer CRUD. Handlers parse and check input, call one CustomerService method, shape the answer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aiohttp import web
+
+from gateway import params
+from gateway.keys import CUSTOMERS, METRICS
+from gateway.problems import Problem, field_errors
+from shared.cache import CacheUnavailable
+from shared.customers import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
+
+routes = web.RouteTableDef()
+JSON = "application/json"
+
+
+def _not_found(customer_id: int) -> Problem:
+    return Problem(404, "Not Found", f"No customer {customer_id}.")
+
+
+def _invalid(exc: InvalidInput) -> Problem:
+    title = "Validation failed" if exc.status == 422 else "Bad request"
+    return Problem(exc.status, title, str(exc), errors=field_errors(exc.errors))
+
+
+def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> web.Response:
+    return web.Response(
+        status=status,
+        body=json.dumps(doc, separators=(",", ":")).encode(),
+        content_type=JSON,
+        headers={"ETag": params.etag(int(doc["version"])), "X-Cache": cache},
+    )
+
+
+@routes.get("/customers")
+async def list_customers(request: web.Request) -> web.Response:
+    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    search = params.text_param(request, "q", max_length=100)
+    try:
+        body, cache = await request.app[CUSTOMERS].list_page(
+            limit=limit, cursor=request.query.get("cursor"), search=search
+        )
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
+    request.app[METRICS].cache[cache] += 1
+    return web.Response(body=body, content_type=JSON, headers={"X-Cache": cache})
+
+
+@routes.get("/customers/cache")
+async def cached_customers(request: web.Request) -> web.Response:
+    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    try:
+        page = await request.app[CUSTOMERS].cached(cursor=request.query.get("cursor"), limit=limit)
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
+    except CacheUnavailable:
+        raise Problem(503, "Service Unavailable", "Redis is unavailable; the cache cannot be listed.") from None
+    return web.json_response(page)
+
+
+@routes.get("/customers/{id}")
+async def get_customer(request: web.Request) -> web.Response:
+    customer_id = params.customer_id(request)
+    try:
+        found = await request.app[CUSTOMERS].get(customer_id)
+    except NotFound:
+        raise _not_found(customer_id) from None
+    request.app[METRICS].cache[found.cache] += 1
+    headers = {"ETag": params.etag(found.version), "X-Cache": found.cache}
+    if params.none_match(request, found.version):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=found.body, content_type=JSON, headers=headers)
+
+
+@routes.post("/customers")
+async def create_customer(request: web.Request) -> web.Response:
+    data = await params.json_body(request)
+    try:
+        doc, cache = await request.app[CUSTOMERS].create(data)
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
+    except EmailTaken as exc:
+        raise Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}]) from None
+    response = _document_response(doc, cache, status=201)
+    response.headers["Location"] = f"/customers/{doc['id']}"
+    return response
+
+
+async def _replace(request: web.Request, *, partial: bool) -> web.Response:
+    customer_id = params.customer_id(request)
+    expected = params.if_match_version(request)
+    data = await params.json_body(request)
+    try:
+        doc, cache = await request.app[CUSTOMERS].replace(customer_id, data, if_match=expected, partial=partial)
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
+    except NotFound:
+        raise _not_found(customer_id) from None
+    except PreconditionFailed as exc:
+        raise Problem(
+            412, "Precondition Failed", str(exc), headers={"ETag": params.etag(exc.current_version)}
+        ) from None
+    except EmailTaken as exc:
+        raise Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}]) from None
+    return _document_response(doc, cache)
+
+
+@routes.put("/customers/{id}")
+async def put_customer(request: web.Request) -> web.Response:
+    return await _replace(request, partial=False)
+
+
+@routes.patch("/customers/{id}")
+async def patch_customer(request: web.Request) -> web.Response:
+    return await _replace(request, partial=True)
+
+
+@routes.delete("/customers/{id}")
+async def delete_customer(request: web.Request) -> web.Response:
+    customer_id = params.customer_id(request)
+    expected = params.if_match_version(request)
+    try:
+        cache = await request.app[CUSTOMERS].delete(customer_id, if_match=expected)
+    except NotFound:
+        raise _not_found(customer_id) from None
+    except PreconditionFailed as exc:
+        raise Problem(
+            412, "Precondition Failed", str(exc), headers={"ETag": params.etag(exc.current_version)}
+        ) from None
+    return web.Response(status=204, headers={"X-Cache": cache})

@@ -1,0 +1,52 @@
+"""Liveness, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from gateway.keys import CACHE, DB_POOL, METRICS
+from shared.db import DatabaseUnavailable, connection
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/healthz")
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _mysql_ok(request: web.Request) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            async with connection(request.app[DB_POOL]) as conn, conn.cursor() as cur:
+                await cur.execute("SELECT 1")
+        return True
+    except (DatabaseUnavailable, TimeoutError):
+        return False
+
+
+async def _redis_ok(request: web.Request) -> bool:
+    try:
+        async with asyncio.timeout(2):
+            return await request.app[CACHE].ping()
+    except TimeoutError:
+        return False
+
+
+@routes.get("/readyz")
+async def readyz(request: web.Request) -> web.Response:
+    mysql, redis = await asyncio.gather(_mysql_ok(request), _redis_ok(request))
+    checks = {"mysql": "up" if mysql else "down", "redis": "up" if redis else "down"}
+    ready = mysql and redis
+    return web.json_response(
+        {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
+
+
+@routes.get("/metrics")
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(
+        text=request.app[METRICS].render(), content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"}
+    )

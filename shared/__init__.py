@@ -1,0 +1,1 @@
+"""Code both the gateway and the worker use. Imports neither of them."""

@@ -1,0 +1,296 @@
+"""Redis cache of customers: `customer:{id}` documents and list pages.
+
+Every write into Redis keeps the newer `version` (one Lua script, atomic on the server), and a
+delete leaves a tombstone, so a slow cache-miss read can never put an older or deleted customer back.
+List pages live under a generation number that every write increments.
+
+When Redis cannot be reached the cache raises CacheUnavailable quickly (a short circuit breaker
+avoids paying a timeout on every request) and remembers the invalidations it could not apply; they
+are replayed before this process serves anything from Redis again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from redis import exceptions as redis_errors
+from redis.asyncio import Redis
+
+log = logging.getLogger(__name__)
+
+REDIS_ERRORS: tuple[type[BaseException], ...] = (
+    redis_errors.ConnectionError,
+    redis_errors.TimeoutError,
+    redis_errors.BusyLoadingError,
+    ConnectionError,
+    OSError,
+    TimeoutError,
+)
+
+# KEYS: pairs (customer key, tombstone key); ARGV: ttl, then (version, document) per pair.
+# Documents start with {"id":N,"version":V so the version is read without decoding the JSON.
+_PUT_NEWER = """
+local ttl = ARGV[1]
+local written = 0
+for i = 1, #KEYS, 2 do
+  local n = (i + 1) / 2
+  local version = tonumber(ARGV[2 * n])
+  if redis.call('EXISTS', KEYS[i + 1]) == 0 then
+    local current = redis.call('GET', KEYS[i])
+    local current_version = nil
+    if current then
+      current_version = tonumber(string.match(current, '^{"id":%d+,"version":(%d+)'))
+    end
+    if current_version == nil or current_version < version then
+      redis.call('SET', KEYS[i], ARGV[2 * n + 1], 'EX', ttl)
+      written = written + 1
+    end
+  end
+end
+return written
+"""
+
+# KEYS[1]: generation key; ARGV[1]: page key prefix, ARGV[2]: page id. Returns {generation, page}.
+_GET_PAGE = """
+local generation = redis.call('GET', KEYS[1]) or '0'
+return {generation, redis.call('GET', ARGV[1] .. generation .. ':' .. ARGV[2])}
+"""
+
+
+class CacheUnavailable(Exception):
+    """Redis could not be reached; callers fall back to MySQL and answer `X-Cache: bypass`."""
+
+
+def encode_document(doc: dict[str, Any]) -> bytes:
+    """Serialise a customer with `id` and `version` first, as the Lua script expects."""
+    ordered = {"id": doc["id"], "version": doc["version"]}
+    ordered.update((k, v) for k, v in doc.items() if k not in ordered)
+    return json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class CustomerCache:
+    def __init__(
+        self,
+        redis: Redis,
+        *,
+        prefix: str = "",
+        ttl_s: int = 300,
+        tombstone_s: int = 60,
+        breaker_s: float = 1.0,
+    ) -> None:
+        self.redis = redis
+        self.prefix = prefix
+        self.ttl_s = ttl_s
+        self.tombstone_s = tombstone_s
+        self.breaker_s = breaker_s
+        self._put_newer = redis.register_script(_PUT_NEWER)
+        self._get_page = redis.register_script(_GET_PAGE)
+        self._down_until = 0.0
+        self._pending_deletes: set[int] = set()
+        self._pending_stale: set[int] = set()
+        self._pending_generation = False
+
+    # -- keys ----------------------------------------------------------------------------------
+    def key(self, customer_id: int) -> str:
+        return f"{self.prefix}customer:{customer_id}"
+
+    def tombstone_key(self, customer_id: int) -> str:
+        return f"{self.prefix}tomb:customer:{customer_id}"
+
+    @property
+    def generation_key(self) -> str:
+        return f"{self.prefix}customers:generation"
+
+    @property
+    def page_prefix(self) -> str:
+        return f"{self.prefix}customers:page:"
+
+    # -- fault handling ------------------------------------------------------------------------
+    @property
+    def pending(self) -> bool:
+        return bool(self._pending_deletes or self._pending_stale or self._pending_generation)
+
+    def _check_breaker(self) -> None:
+        if self._down_until and time.monotonic() < self._down_until:
+            raise CacheUnavailable("redis marked down")
+
+    def _trip(self, exc: BaseException) -> CacheUnavailable:
+        if not self._down_until or time.monotonic() >= self._down_until:
+            log.warning("redis unavailable", extra={"error": repr(exc)})
+        self._down_until = time.monotonic() + self.breaker_s
+        return CacheUnavailable(str(exc))
+
+    async def flush_pending(self) -> None:
+        """Replay remembered invalidations now (a background task calls this while any are pending)."""
+        self._down_until = 0.0
+        await self._ready()
+
+    async def _ready(self) -> None:
+        """Fail fast while the breaker is open; replay invalidations that could not be applied."""
+        self._check_breaker()
+        if not self.pending:
+            return
+        deletes, stale = set(self._pending_deletes), set(self._pending_stale)
+        try:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for customer_id in deletes:
+                    pipe.set(self.tombstone_key(customer_id), b"1", ex=self.tombstone_s)
+                for customer_id in deletes | stale:
+                    pipe.delete(self.key(customer_id))
+                pipe.incr(self.generation_key)
+                await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+        self._pending_deletes -= deletes
+        self._pending_stale -= stale
+        self._pending_generation = False
+        self._down_until = 0.0
+        log.info("replayed cache invalidations", extra={"deleted": len(deletes), "stale": len(stale)})
+
+    # -- customers -----------------------------------------------------------------------------
+    async def get(self, customer_id: int) -> bytes | None:
+        await self._ready()
+        try:
+            value: bytes | None = await self.redis.get(self.key(customer_id))
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+        self._down_until = 0.0
+        return value
+
+    async def put(self, doc: dict[str, Any]) -> bytes:
+        """Store the customer unless Redis holds a newer version or a tombstone. Returns the bytes."""
+        body = encode_document(doc)
+        await self.put_encoded([(int(doc["id"]), int(doc["version"]), body)])
+        return body
+
+    async def put_encoded(self, items: Sequence[tuple[int, int, bytes]], chunk: int = 1000) -> int:
+        """Keep-newer writes of many (id, version, document) in a few round trips."""
+        await self._ready()
+        written = 0
+        try:
+            for start in range(0, len(items), chunk):
+                part = items[start : start + chunk]
+                keys: list[str] = []
+                args: list[Any] = [self.ttl_s]
+                for customer_id, version, body in part:
+                    keys += (self.key(customer_id), self.tombstone_key(customer_id))
+                    args += (version, body)
+                written += int(await self._put_newer(keys=keys, args=args))
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+        return written
+
+    async def put_many(self, docs: Iterable[dict[str, Any]]) -> int:
+        return await self.put_encoded([(int(d["id"]), int(d["version"]), encode_document(d)) for d in docs])
+
+    async def updated(self, doc: dict[str, Any]) -> None:
+        """After a committed update: write the new version through and retire cached pages. If
+        Redis is down, remember to drop the old copy before serving from Redis again."""
+        try:
+            await self.put(doc)
+            await self.redis.incr(self.generation_key)
+        except CacheUnavailable:
+            self._pending_stale.add(int(doc["id"]))
+            self._pending_generation = True
+            raise
+        except REDIS_ERRORS as exc:
+            self._pending_stale.add(int(doc["id"]))
+            self._pending_generation = True
+            raise self._trip(exc) from exc
+
+    async def created(self, doc: dict[str, Any]) -> None:
+        try:
+            await self.put(doc)
+            await self.redis.incr(self.generation_key)
+        except CacheUnavailable:
+            self._pending_generation = True
+            raise
+        except REDIS_ERRORS as exc:
+            self._pending_generation = True
+            raise self._trip(exc) from exc
+
+    async def deleted(self, customer_id: int) -> None:
+        """After a committed delete: tombstone first, so a racing refill cannot resurrect it."""
+        try:
+            await self._ready()
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.set(self.tombstone_key(customer_id), b"1", ex=self.tombstone_s)
+                pipe.delete(self.key(customer_id))
+                pipe.incr(self.generation_key)
+                await pipe.execute()
+        except CacheUnavailable:
+            self._pending_deletes.add(customer_id)
+            raise
+        except REDIS_ERRORS as exc:
+            self._pending_deletes.add(customer_id)
+            raise self._trip(exc) from exc
+
+    async def bump_generation(self) -> None:
+        try:
+            await self._ready()
+            await self.redis.incr(self.generation_key)
+        except CacheUnavailable:
+            self._pending_generation = True
+            raise
+        except REDIS_ERRORS as exc:
+            self._pending_generation = True
+            raise self._trip(exc) from exc
+
+    # -- list pages ----------------------------------------------------------------------------
+    @staticmethod
+    def page_id(**params: Any) -> str:
+        raw = json.dumps(params, sort_keys=True, separators=(",", ":"))
+        return hashlib.blake2b(raw.encode(), digest_size=12).hexdigest()
+
+    async def get_page(self, page_id: str) -> tuple[int, bytes | None]:
+        """Returns (generation, cached page or None); store a miss under that generation."""
+        await self._ready()
+        try:
+            generation, page = await self._get_page(keys=[self.generation_key], args=[self.page_prefix, page_id])
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+        return int(generation), page
+
+    async def put_page(self, generation: int, page_id: str, body: bytes) -> None:
+        await self._ready()
+        try:
+            await self.redis.set(f"{self.page_prefix}{generation}:{page_id}", body, ex=self.ttl_s)
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+
+    # -- inspection ----------------------------------------------------------------------------
+    async def scan(self, cursor: int, count: int) -> tuple[int, list[tuple[int, bytes, int]]]:
+        """One SCAN step over cached customers: (next cursor, [(id, document, ttl seconds)])."""
+        await self._ready()
+        pattern = f"{self.prefix}customer:*"
+        try:
+            next_cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=count)
+            if not keys:
+                return int(next_cursor), []
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.get(key)
+                    pipe.ttl(key)
+                values = await pipe.execute()
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
+        items: list[tuple[int, bytes, int]] = []
+        start = len(self.prefix) + len("customer:")
+        for index, key in enumerate(keys):
+            body, ttl = values[2 * index], values[2 * index + 1]
+            suffix = key[start:].decode() if isinstance(key, bytes) else str(key)[start:]
+            if body is None or not suffix.isdigit():
+                continue
+            items.append((int(suffix), body, int(ttl)))
+        return int(next_cursor), items
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self.redis.ping())
+        except REDIS_ERRORS:
+            return False

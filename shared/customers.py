@@ -1,0 +1,216 @@
+"""Customer operations: MySQL is the truth, Redis a cache kept never older than MySQL.
+
+Reads try Redis, fall back to MySQL and refill (keep-newer). Writes commit to MySQL first, then
+write through to Redis, so a read right after the response sees the change.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import logging
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import aiomysql
+from marshmallow import ValidationError
+
+from shared import customer_repo
+from shared.cache import CacheUnavailable, CustomerCache, encode_document
+from shared.customer_repo import EmailTaken
+from shared.db import connection, transaction
+from shared.schemas import CustomerSchema, flatten_errors
+from shared.spreadsheet import CUSTOMER_FIELDS
+
+log = logging.getLogger(__name__)
+
+HIT, MISS, BYPASS = "hit", "miss", "bypass"
+MAX_LIMIT = 1000
+_VERSION = re.compile(rb'^\{"id":\d+,"version":(\d+)')
+
+__all__ = ["CustomerService", "EmailTaken", "InvalidInput", "NotFound", "PreconditionFailed"]
+
+
+class NotFound(Exception):
+    pass
+
+
+class PreconditionFailed(Exception):
+    def __init__(self, current_version: int) -> None:
+        super().__init__(f"the customer has changed: its current version is {current_version}")
+        self.current_version = current_version
+
+
+class InvalidInput(Exception):
+    """Field errors: [(field or None, message)]."""
+
+    def __init__(self, errors: list[tuple[str | None, str]], status: int = 422) -> None:
+        super().__init__("; ".join(f"{f or 'body'}: {m}" for f, m in errors))
+        self.errors = errors
+        self.status = status
+
+
+@dataclass
+class Cached:
+    body: bytes
+    version: int
+    cache: str
+
+
+def encode_cursor(after_id: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"after": after_id}).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if not cursor:
+        return 0
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        after = json.loads(raw)["after"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400) from None
+    if not isinstance(after, int) or after < 0:
+        raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400)
+    return after
+
+
+class CustomerService:
+    def __init__(self, pool: aiomysql.Pool, cache: CustomerCache) -> None:
+        self.pool = pool
+        self.cache = cache
+        self._schema = CustomerSchema()
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def get(self, customer_id: int) -> Cached:
+        try:
+            body = await self.cache.get(customer_id)
+        except CacheUnavailable:
+            doc = await self._load(customer_id)
+            return Cached(encode_document(doc), int(doc["version"]), BYPASS)
+        if body is not None:
+            match = _VERSION.match(body)
+            if match:
+                return Cached(body, int(match.group(1)), HIT)
+        doc = await self._load(customer_id)
+        state = MISS
+        try:
+            body = await self.cache.put(doc)
+        except CacheUnavailable:
+            body, state = encode_document(doc), BYPASS
+        return Cached(body, int(doc["version"]), state)
+
+    async def _load(self, customer_id: int) -> dict[str, Any]:
+        async with connection(self.pool) as conn, conn.cursor() as cur:
+            doc = await customer_repo.get(cur, customer_id)
+        if doc is None:
+            raise NotFound(customer_id)
+        return doc
+
+    async def list_page(self, *, limit: int, cursor: str | None, search: str | None) -> tuple[bytes, str]:
+        after_id = decode_cursor(cursor)
+        page_id = CustomerCache.page_id(limit=limit, after=after_id, q=search or "")
+        generation: int | None = None
+        state = MISS
+        try:
+            generation, page = await self.cache.get_page(page_id)
+            if page is not None:
+                return page, HIT
+        except CacheUnavailable:
+            state = BYPASS
+        async with connection(self.pool) as conn, conn.cursor() as cur:
+            rows = await customer_repo.list_page(cur, after_id=after_id, limit=limit + 1, search=search)
+        next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+        items = [json.loads(encode_document(doc)) for doc in rows[:limit]]
+        body = json.dumps({"items": items, "next_cursor": next_cursor}, separators=(",", ":")).encode()
+        if generation is not None:
+            try:
+                await self.cache.put_page(generation, page_id, body)
+            except CacheUnavailable:
+                state = BYPASS
+        return body, state
+
+    # -- writes --------------------------------------------------------------------------------
+    def _validate(self, data: Any, *, partial: bool = False) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise InvalidInput([(None, "The body must be a JSON object.")])
+        try:
+            loaded: dict[str, Any] = self._schema.load(data, partial=partial)
+        except ValidationError as exc:
+            raise InvalidInput(flatten_errors(exc.messages)) from None
+        return loaded
+
+    async def _write_through(self, doc: dict[str, Any], *, created: bool = False) -> str:
+        try:
+            if created:
+                await self.cache.created(doc)
+            else:
+                await self.cache.updated(doc)
+        except CacheUnavailable:
+            return BYPASS
+        return MISS
+
+    async def create(self, data: Any) -> tuple[dict[str, Any], str]:
+        fields = self._validate(data)
+        async with transaction(self.pool) as cur:
+            customer_id = await customer_repo.insert(cur, fields)
+            doc = await customer_repo.get(cur, customer_id)
+        assert doc is not None
+        return doc, await self._write_through(doc, created=True)
+
+    async def replace(
+        self, customer_id: int, data: Any, *, if_match: int | None, partial: bool
+    ) -> tuple[dict[str, Any], str]:
+        changes = self._validate(data, partial=partial)
+        if partial:
+            # marshmallow fills load_default for absent fields; a PATCH keeps them as they are.
+            changes = {k: v for k, v in changes.items() if k in data}
+        async with transaction(self.pool) as cur:
+            current = await customer_repo.get(cur, customer_id, for_update=True)
+            if current is None:
+                raise NotFound(customer_id)
+            if if_match is not None and if_match != current["version"]:
+                raise PreconditionFailed(current["version"])
+            merged = {name: current[name] for name in CUSTOMER_FIELDS} if partial else {}
+            merged.update(changes)
+            if partial:
+                self._validate({k: v for k, v in merged.items() if v is not None})
+            if not await customer_repo.update(cur, customer_id, merged, current["version"]):
+                raise PreconditionFailed(current["version"])
+            doc = await customer_repo.get(cur, customer_id)
+        assert doc is not None
+        return doc, await self._write_through(doc)
+
+    async def delete(self, customer_id: int, *, if_match: int | None) -> str:
+        async with transaction(self.pool) as cur:
+            current = await customer_repo.get(cur, customer_id, for_update=True)
+            if current is None:
+                raise NotFound(customer_id)
+            if if_match is not None and if_match != current["version"]:
+                raise PreconditionFailed(current["version"])
+            await customer_repo.delete(cur, customer_id)
+        try:
+            await self.cache.deleted(customer_id)
+        except CacheUnavailable:
+            return BYPASS
+        return MISS
+
+    async def cached(self, *, cursor: str | None, limit: int) -> dict[str, Any]:
+        """What Redis holds now: one or more SCAN steps, each document with its remaining TTL."""
+        scan_cursor = 0
+        if cursor:
+            try:
+                scan_cursor = int(cursor)
+            except ValueError:
+                raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400) from None
+        items: list[dict[str, Any]] = []
+        while True:
+            scan_cursor, found = await self.cache.scan(scan_cursor, count=max(limit, 100))
+            for _, body, ttl in found:
+                doc = json.loads(body)
+                doc["ttl_s"] = ttl
+                items.append(doc)
+            if scan_cursor == 0 or len(items) >= limit:
+                break
+        return {"items": items, "next_cursor": str(scan_cursor) if scan_cursor else None}

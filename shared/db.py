@@ -1,0 +1,224 @@
+"""MySQL connection pool, database creation and migrations (applied at start-up under a lock)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiomysql
+import pymysql
+
+from shared.settings import MySQLConfig
+
+log = logging.getLogger(__name__)
+
+# Errors that mean "the server or the connection is gone", as opposed to a bad statement.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """MySQL could not be reached or the connection broke mid-statement."""
+
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "customers, import_jobs, import_errors",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS customers (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                first_name VARCHAR(100) NULL,
+                last_name VARCHAR(100) NULL,
+                company_name VARCHAR(100) NULL,
+                address VARCHAR(255) NULL,
+                city VARCHAR(100) NULL,
+                county VARCHAR(100) NULL,
+                postal VARCHAR(20) NULL,
+                phone VARCHAR(20) NULL,
+                email VARCHAR(100) NOT NULL,
+                web VARCHAR(100) NULL,
+                version INT UNSIGNED NOT NULL DEFAULT 1,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+                UNIQUE KEY uq_customers_email (email)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_jobs (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                filename VARCHAR(255) NOT NULL,
+                file_kind VARCHAR(8) NOT NULL,
+                size_bytes BIGINT UNSIGNED NOT NULL,
+                sha256 CHAR(64) NOT NULL,
+                dry_run TINYINT(1) NOT NULL DEFAULT 0,
+                status VARCHAR(16) NOT NULL,
+                rows_read BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_inserted BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_updated BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_invalid BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_total_estimate BIGINT UNSIGNED NULL,
+                checkpoint_row BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                errors_stored INT UNSIGNED NOT NULL DEFAULT 0,
+                reader VARCHAR(16) NULL,
+                warnings TEXT NULL,
+                error TEXT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                lease_owner VARCHAR(64) NULL,
+                lease_expires_at TIMESTAMP(6) NULL,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                started_at TIMESTAMP(6) NULL,
+                finished_at TIMESTAMP(6) NULL,
+                updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+                KEY ix_import_jobs_created (created_at, id),
+                KEY ix_import_jobs_status (status, lease_expires_at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_errors (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                job_id CHAR(36) NOT NULL,
+                excel_row BIGINT UNSIGNED NOT NULL,
+                column_name VARCHAR(64) NULL,
+                message VARCHAR(512) NOT NULL,
+                KEY ix_import_errors_job (job_id, id),
+                CONSTRAINT fk_import_errors_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+]
+
+
+def _connect_kwargs(cfg: MySQLConfig) -> dict[str, object]:
+    return {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "password": cfg.password,
+        "charset": "utf8mb4",
+        "connect_timeout": 5,
+    }
+
+
+async def create_pool(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
+    """A pool in autocommit mode: a pooled connection never sits in a stale REPEATABLE READ snapshot;
+    batches open their own transactions with begin()/commit()."""
+    return await aiomysql.create_pool(
+        db=cfg.database,
+        minsize=1,
+        maxsize=maxsize,
+        autocommit=True,
+        pool_recycle=280,
+        init_command="SET SESSION time_zone = '+00:00'",
+        **_connect_kwargs(cfg),  # type: ignore[arg-type]
+    )
+
+
+@asynccontextmanager
+async def connection(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Connection]:
+    """Borrow a connection; a connection that broke is closed (so the pool drops it) and the error
+    becomes DatabaseUnavailable, so callers answer 503 and the next request gets a fresh one."""
+    try:
+        conn = await pool.acquire()
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    try:
+        yield conn
+    except CONNECTION_ERRORS as exc:
+        conn.close()
+        raise DatabaseUnavailable(str(exc)) from exc
+    except BaseException:
+        # An interrupted statement leaves the protocol in an unknown state: never reuse it.
+        if conn.get_transaction_status():
+            conn.close()
+        raise
+    finally:
+        pool.release(conn)
+
+
+@asynccontextmanager
+async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
+    async with connection(pool) as conn:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                yield cur
+            await conn.commit()
+        except BaseException:
+            try:
+                await conn.rollback()
+            except Exception:
+                conn.close()
+            raise
+
+
+async def ensure_database(cfg: MySQLConfig) -> None:
+    conn = await aiomysql.connect(autocommit=True, **_connect_kwargs(cfg))  # type: ignore[arg-type]
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{cfg.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+    finally:
+        conn.close()
+
+
+async def migrate(pool: aiomysql.Pool, database: str) -> list[int]:
+    """Apply pending migrations. A named lock lets many processes start together safely."""
+    applied: list[int] = []
+    lock_name = f"{database}.migrations"
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute("SELECT GET_LOCK(%s, 60)", (lock_name,))
+        (got,) = await cur.fetchone()
+        if got != 1:
+            raise RuntimeError("timed out waiting for the migration lock held by another process")
+        try:
+            await cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INT NOT NULL PRIMARY KEY,"
+                " description VARCHAR(255) NOT NULL,"
+                " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            )
+            await cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, description, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    await cur.execute(statement)
+                await cur.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                    (version, description),
+                )
+                applied.append(version)
+                log.info("applied migration", extra={"migration": version, "description": description})
+        finally:
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (lock_name,))
+    return applied
+
+
+async def open_database(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
+    """Create the database if missing, open the pool and bring the schema up to date."""
+    await ensure_database(cfg)
+    pool = await create_pool(cfg, maxsize)
+    try:
+        await migrate(pool, cfg.database)
+    except BaseException:
+        pool.close()
+        await pool.wait_closed()
+        raise
+    return pool
+
+
+async def close_pool(pool: aiomysql.Pool) -> None:
+    pool.close()
+    await pool.wait_closed()

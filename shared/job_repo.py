@@ -1,0 +1,258 @@
+"""SQL for `import_jobs` and `import_errors`: the durable record of every import.
+
+A running job is held under a lease (`lease_owner`, `lease_expires_at`) that its worker renews with
+every batch. A worker killed outright stops renewing; once the lease lapses the sweeper re-queues
+the job and another worker resumes it from `checkpoint_row`. Every batch commit checks the lease, so
+a worker that lost its lease can never commit rows a second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomysql
+
+JOB_COLUMNS = (
+    "id",
+    "filename",
+    "file_kind",
+    "size_bytes",
+    "sha256",
+    "dry_run",
+    "status",
+    "rows_read",
+    "rows_inserted",
+    "rows_updated",
+    "rows_invalid",
+    "rows_total_estimate",
+    "checkpoint_row",
+    "errors_stored",
+    "reader",
+    "warnings",
+    "error",
+    "attempts",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
+
+QUEUED, RUNNING, COMPLETED, FAILED = "queued", "running", "completed", "failed"
+
+
+@dataclass
+class Job:
+    id: str
+    filename: str
+    file_kind: str
+    size_bytes: int
+    sha256: str
+    dry_run: bool
+    status: str
+    rows_read: int
+    rows_inserted: int
+    rows_updated: int
+    rows_invalid: int
+    rows_total_estimate: int | None
+    checkpoint_row: int
+    errors_stored: int
+    reader: str | None
+    warnings: list[str]
+    error: str | None
+    attempts: int
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Job:
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        values["dry_run"] = bool(values["dry_run"])
+        values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
+        return cls(**values)
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch adds to the job."""
+
+    last_row: int
+    rows_read: int
+    inserted: int
+    updated: int
+    invalid: int
+    errors: list[tuple[int, str | None, str]]
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this one must stop without committing."""
+
+
+async def create(
+    cur: aiomysql.Cursor,
+    *,
+    job_id: str,
+    filename: str,
+    file_kind: str,
+    size_bytes: int,
+    sha256: str,
+    dry_run: bool,
+) -> None:
+    await cur.execute(
+        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, status)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        (job_id, filename, file_kind, size_bytes, sha256, int(dry_run), QUEUED),
+    )
+
+
+async def get(cur: aiomysql.Cursor, job_id: str) -> Job | None:
+    await cur.execute(_SELECT + " WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    return Job.from_row(row) if row else None
+
+
+async def list_recent(cur: aiomysql.Cursor, *, before: tuple[dt.datetime, str] | None, limit: int) -> list[Job]:
+    if before is None:
+        await cur.execute(_SELECT + " ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
+    else:
+        created, job_id = before
+        await cur.execute(
+            _SELECT + " WHERE created_at < %s OR (created_at = %s AND id < %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (created, created, job_id, limit),
+        )
+    return [Job.from_row(row) for row in await cur.fetchall()]
+
+
+async def delete(cur: aiomysql.Cursor, job_id: str) -> None:
+    await cur.execute("DELETE FROM import_jobs WHERE id = %s", (job_id,))
+
+
+async def claim(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> Job | None:
+    """Take the job's lease if it is free, lapsed or already ours; None if another worker holds it
+    or the job is finished."""
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, lease_owner = %s,"
+        " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND,"
+        " attempts = attempts + 1, started_at = COALESCE(started_at, CURRENT_TIMESTAMP(6))"
+        " WHERE id = %s AND status IN (%s, %s)"
+        " AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < CURRENT_TIMESTAMP(6))",
+        (RUNNING, owner, lease_s, job_id, QUEUED, RUNNING, owner),
+    )
+    if not cur.rowcount:
+        return None
+    return await get(cur, job_id)
+
+
+async def renew(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND"
+        " WHERE id = %s AND lease_owner = %s AND status = %s",
+        (lease_s, job_id, owner, RUNNING),
+    )
+    if not cur.rowcount:
+        raise LeaseLost(job_id)
+
+
+async def set_reader(
+    cur: aiomysql.Cursor, job_id: str, owner: str, reader: str, total: int | None, warnings: list[str]
+) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET reader = %s, rows_total_estimate = %s, warnings = %s"
+        " WHERE id = %s AND lease_owner = %s",
+        (reader, total, json.dumps(warnings), job_id, owner),
+    )
+
+
+async def commit_batch(
+    cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int, batch: BatchResult, max_errors: int
+) -> None:
+    """Inside the batch's transaction: advance counters and checkpoint, renew the lease and store
+    row errors up to the cap. Raises LeaseLost (the caller rolls back) if the lease is gone."""
+    await cur.execute(
+        "SELECT errors_stored FROM import_jobs WHERE id = %s AND lease_owner = %s AND status = %s FOR UPDATE",
+        (job_id, owner, RUNNING),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LeaseLost(job_id)
+    room = max(max_errors - row[0], 0)
+    errors = batch.errors[:room]
+    if errors:
+        await cur.executemany(
+            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
+            [(job_id, number, column, message[:512]) for number, column, message in errors],
+        )
+    await cur.execute(
+        "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
+        " rows_updated = rows_updated + %s, rows_invalid = rows_invalid + %s,"
+        " checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
+        (
+            batch.rows_read,
+            batch.inserted,
+            batch.updated,
+            batch.invalid,
+            batch.last_row,
+            len(errors),
+            lease_s,
+            job_id,
+        ),
+    )
+
+
+async def finish(cur: aiomysql.Cursor, job_id: str, owner: str, status: str, error: str | None) -> bool:
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_owner = %s",
+        (status, error, job_id, owner),
+    )
+    return bool(cur.rowcount)
+
+
+async def fail_unclaimed(cur: aiomysql.Cursor, job_id: str, error: str) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND status IN (%s, %s)",
+        (FAILED, error, job_id, QUEUED, RUNNING),
+    )
+
+
+async def release(cur: aiomysql.Cursor, job_id: str, owner: str) -> None:
+    """Give the lease back at once (clean shutdown) so another worker can resume without waiting."""
+    await cur.execute(
+        "UPDATE import_jobs SET lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = %s AND lease_owner = %s AND status = %s",
+        (job_id, owner, RUNNING),
+    )
+
+
+async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tuple[str, int]]:
+    """Jobs nobody is working on: running with a lapsed or released lease, or queued for longer
+    than the grace period (their enqueue may have been lost)."""
+    await cur.execute(
+        "SELECT id, attempts FROM import_jobs WHERE"
+        " (status = %s AND (lease_expires_at IS NULL OR lease_expires_at < CURRENT_TIMESTAMP(6)))"
+        " OR (status = %s AND created_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND)"
+        " ORDER BY created_at LIMIT 100",
+        (RUNNING, QUEUED, queued_grace_s),
+    )
+    return [(row[0], int(row[1])) for row in await cur.fetchall()]
+
+
+async def list_errors(
+    cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None
+) -> list[tuple[int, int, str | None, str]]:
+    sql = "SELECT id, excel_row, column_name, message FROM import_errors WHERE job_id = %s AND id > %s ORDER BY id"
+    params: list[Any] = [job_id, after_id]
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    await cur.execute(sql, params)
+    return [(int(r[0]), int(r[1]), r[2], r[3]) for r in await cur.fetchall()]

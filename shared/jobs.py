@@ -1,0 +1,203 @@
+"""Import jobs as the API sees them: submitting an upload, the job document, listings."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import datetime as dt
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomysql
+from arq.connections import ArqRedis
+
+from shared import job_repo
+from shared.cache import REDIS_ERRORS
+from shared.db import connection
+from shared.job_repo import Job
+from shared.readers import inspect_upload
+from shared.settings import Settings
+from shared.storage import UploadStore
+
+log = logging.getLogger(__name__)
+
+IMPORT_FUNCTION = "import_workbook"
+FIRST_ERRORS = 10
+
+
+class JobNotFound(Exception):
+    pass
+
+
+class BadCursor(Exception):
+    pass
+
+
+def first_arq_id(job_id: str) -> str:
+    return f"import:{job_id}"
+
+
+async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id: str | None = None) -> bool:
+    """Pass only the id (arq pickles arguments); the durable state is the job's row."""
+    job = await arq.enqueue_job(
+        IMPORT_FUNCTION, job_id, _job_id=arq_id or first_arq_id(job_id), _queue_name=settings.queue_name
+    )
+    return job is not None
+
+
+async def submit_upload(
+    *,
+    settings: Settings,
+    pool: aiomysql.Pool,
+    arq: ArqRedis,
+    store: UploadStore,
+    chunks: AsyncIterator[bytes],
+    filename: str,
+    dry_run: bool,
+) -> dict[str, Any]:
+    """Store the upload under a new job id, check the container, record the job and queue it.
+    Raises UploadTooLarge or UploadRejected before anything is recorded or queued."""
+    job_id = str(uuid.uuid4())
+    upload = await store.receive(job_id, chunks, settings.max_upload_bytes)
+    try:
+        kind = await asyncio.to_thread(
+            inspect_upload,
+            upload.path,
+            filename,
+            max_inflated_bytes=settings.max_inflated_mb * 1024 * 1024,
+            max_ratio=settings.max_zip_ratio,
+        )
+        path = store.commit(upload, job_id, kind)
+    except BaseException:
+        store.discard(upload.path)
+        raise
+    try:
+        async with connection(pool) as conn, conn.cursor() as cur:
+            await job_repo.create(
+                cur,
+                job_id=job_id,
+                filename=filename[:255],
+                file_kind=kind,
+                size_bytes=upload.size,
+                sha256=upload.sha256,
+                dry_run=dry_run,
+            )
+    except BaseException:
+        store.discard(path)
+        raise
+    try:
+        await enqueue_import(arq, settings, job_id)
+    except REDIS_ERRORS:
+        # The job row is durable: the workers' sweep queues it once Redis answers again.
+        log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    assert job is not None
+    return job_document(job, [])
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]]) -> dict[str, Any]:
+    processed = job.rows_read
+    total = job.rows_total_estimate
+    if job.status == job_repo.COMPLETED:
+        percent: float | None = 100.0
+    elif total:
+        percent = round(min(processed / total, 0.99) * 100, 1)
+    else:
+        percent = 0.0 if job.status == job_repo.QUEUED else None
+    return {
+        "job_id": job.id,
+        "status": job.status,
+        "filename": job.filename,
+        "file_kind": job.file_kind,
+        "size_bytes": job.size_bytes,
+        "sha256": job.sha256,
+        "dry_run": job.dry_run,
+        "reader": job.reader,
+        "rows_read": job.rows_read,
+        "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_invalid": job.rows_invalid,
+        "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
+        "checkpoint_row": job.checkpoint_row,
+        "warnings": job.warnings,
+        "errors": [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors],
+        "errors_stored": job.errors_stored,
+        "error": job.error,
+        "attempts": job.attempts,
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "updated_at": _iso(job.updated_at),
+    }
+
+
+async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        errors = await job_repo.list_errors(cur, job_id, after_id=0, limit=FIRST_ERRORS)
+    return job_document(job, errors)
+
+
+def _encode(payload: Any) -> str:
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+def _decode(cursor: str) -> Any:
+    try:
+        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, binascii.Error):
+        raise BadCursor(cursor) from None
+
+
+async def list_jobs(pool: aiomysql.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    before: tuple[dt.datetime, str] | None = None
+    if cursor:
+        payload = _decode(cursor)
+        try:
+            before = (dt.datetime.fromisoformat(payload["created_at"]), str(payload["id"]))
+        except (KeyError, TypeError, ValueError):
+            raise BadCursor(cursor) from None
+    async with connection(pool) as conn, conn.cursor() as cur:
+        jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
+    next_cursor = None
+    if len(jobs) > limit:
+        last = jobs[limit - 1]
+        next_cursor = _encode({"created_at": last.created_at.isoformat(), "id": last.id})
+    return {"items": [job_document(job, []) for job in jobs[:limit]], "next_cursor": next_cursor}
+
+
+async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
+    after_id = 0
+    if cursor:
+        payload = _decode(cursor)
+        if not isinstance(payload, dict) or not isinstance(payload.get("after"), int):
+            raise BadCursor(cursor)
+        after_id = payload["after"]
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        rows = await job_repo.list_errors(cur, job_id, after_id=after_id, limit=None if limit is None else limit + 1)
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        next_cursor = _encode({"after": rows[limit - 1][0]})
+        rows = rows[:limit]
+    return {
+        "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],
+        "next_cursor": next_cursor,
+        "rows_invalid": job.rows_invalid,
+        "errors_stored": job.errors_stored,
+    }

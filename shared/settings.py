@@ -1,0 +1,199 @@
+"""One settings object, read once at start-up and passed down.
+
+Sources, weakest first: built-in defaults, `config.yaml` (or the file named by CONFIG_FILE),
+`.env`, then the process environment. A bad value stops start-up with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+
+class SettingsError(ValueError):
+    """A configuration value is missing or malformed; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class MySQLConfig:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+@dataclass(frozen=True)
+class Settings:
+    mysql_dsn: str = "mysql://root:@127.0.0.1:3306/customers"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_prefix: str = ""
+    port: int = 8080
+    host: str = "0.0.0.0"
+    api_keys: tuple[str, ...] = ()
+    upload_dir: str = "uploads"
+    max_upload_mb: int = 200
+    max_inflated_mb: int = 4096
+    max_zip_ratio: int = 200
+    import_batch_size: int = 2000
+    cache_ttl_s: int = 300
+    workers: int = 2
+    worker_concurrency: int = 4
+    reader_memory_budget_mb: int = 768
+    max_errors_per_job: int = 1000
+    job_lease_s: int = 30
+    sweep_interval_s: int = 10
+    log_level: str = "INFO"
+    mysql_pool_size: int = 10
+    mysql: MySQLConfig = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mysql", parse_mysql_dsn(self.mysql_dsn))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.redis_prefix}arq:queue"
+
+
+def parse_mysql_dsn(dsn: str) -> MySQLConfig:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
+        raise SettingsError(f"MYSQL_DSN must look like mysql://user:password@host:port/database, got {dsn!r}")
+    database = parts.path.lstrip("/")
+    if not database or not database.replace("_", "").replace("-", "").isalnum():
+        raise SettingsError(f"MYSQL_DSN must name a database (letters, digits, _ or -), got {dsn!r}")
+    try:
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise SettingsError(f"MYSQL_DSN has a bad port: {exc}") from None
+    return MySQLConfig(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+
+
+# variable name -> (field name, parser)
+def _positive_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value <= 0:
+        raise SettingsError(f"{name} must be greater than 0, got {value}")
+    return value
+
+
+def _port(name: str, raw: str) -> int:
+    value = _positive_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1-65535), got {value}")
+    return value
+
+
+def _keys(name: str, raw: str) -> tuple[str, ...]:
+    return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+
+def _redis_url(name: str, raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"{name} must look like redis://host:port/db, got {raw!r}")
+    return raw
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
+    return level
+
+
+def _text(name: str, raw: str) -> str:
+    return raw
+
+
+_VARIABLES: dict[str, tuple[str, Any]] = {
+    "MYSQL_DSN": ("mysql_dsn", _text),
+    "REDIS_URL": ("redis_url", _redis_url),
+    "REDIS_PREFIX": ("redis_prefix", _text),
+    "PORT": ("port", _port),
+    "HOST": ("host", _text),
+    "API_KEYS": ("api_keys", _keys),
+    "UPLOAD_DIR": ("upload_dir", _text),
+    "MAX_UPLOAD_MB": ("max_upload_mb", _positive_int),
+    "MAX_INFLATED_MB": ("max_inflated_mb", _positive_int),
+    "MAX_ZIP_RATIO": ("max_zip_ratio", _positive_int),
+    "IMPORT_BATCH_SIZE": ("import_batch_size", _positive_int),
+    "CACHE_TTL_S": ("cache_ttl_s", _positive_int),
+    "WORKERS": ("workers", _positive_int),
+    "WORKER_CONCURRENCY": ("worker_concurrency", _positive_int),
+    "READER_MEMORY_BUDGET_MB": ("reader_memory_budget_mb", _positive_int),
+    "MAX_ERRORS_PER_JOB": ("max_errors_per_job", _positive_int),
+    "JOB_LEASE_S": ("job_lease_s", _positive_int),
+    "SWEEP_INTERVAL_S": ("sweep_interval_s", _positive_int),
+    "LOG_LEVEL": ("log_level", _log_level),
+    "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
+}
+
+
+def _read_yaml(path: Path) -> dict[str, str]:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SettingsError(f"{path} must hold a mapping of VARIABLE: value")
+    return {str(k).upper(): "" if v is None else str(v) for k, v in data.items()}
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :]
+        key, sep, value = line.partition("=")
+        if not sep:
+            raise SettingsError(f"{path}:{lineno}: expected VARIABLE=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        values[key.strip().upper()] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = None) -> Settings:
+    """Read the settings once: defaults < config.yaml < .env < environment."""
+    env = dict(os.environ if environ is None else environ)
+    base = cwd or Path.cwd()
+    merged: dict[str, str] = {}
+    config_file = env.get("CONFIG_FILE")
+    yaml_path = Path(config_file) if config_file else base / "config.yaml"
+    if config_file and not yaml_path.is_file():
+        raise SettingsError(f"CONFIG_FILE names {config_file!r}, which does not exist")
+    if yaml_path.is_file():
+        merged.update(_read_yaml(yaml_path))
+    dotenv = base / ".env"
+    if dotenv.is_file():
+        merged.update(_read_dotenv(dotenv))
+    merged.update({k: v for k, v in env.items() if k in _VARIABLES})
+
+    kwargs: dict[str, Any] = {}
+    for name, (attr, parse) in _VARIABLES.items():
+        if name in merged:
+            kwargs[attr] = parse(name, merged[name])
+    return Settings(**kwargs)

@@ -1,0 +1,164 @@
+"""Spreadsheet rules that do not depend on the file format: headers, aliases and cell values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CUSTOMER_FIELDS: tuple[str, ...] = (
+    "first_name",
+    "last_name",
+    "company_name",
+    "address",
+    "city",
+    "county",
+    "postal",
+    "phone",
+    "email",
+    "web",
+)
+
+ALIASES: dict[str, str] = {
+    "firstname": "first_name",
+    "first": "first_name",
+    "given_name": "first_name",
+    "forename": "first_name",
+    "lastname": "last_name",
+    "last": "last_name",
+    "surname": "last_name",
+    "family_name": "last_name",
+    "company": "company_name",
+    "companyname": "company_name",
+    "organisation": "company_name",
+    "organization": "company_name",
+    "address1": "address",
+    "address_1": "address",
+    "street": "address",
+    "street_address": "address",
+    "town": "city",
+    "state": "county",
+    "region": "county",
+    "province": "county",
+    "postcode": "postal",
+    "post_code": "postal",
+    "postal_code": "postal",
+    "zip": "postal",
+    "zip_code": "postal",
+    "zipcode": "postal",
+    "phone1": "phone",
+    "phone_1": "phone",
+    "telephone": "phone",
+    "tel": "phone",
+    "phone_number": "phone",
+    "mobile": "phone",
+    "e_mail": "email",
+    "email_address": "email",
+    "mail": "email",
+    "website": "web",
+    "url": "web",
+    "www": "web",
+    "homepage": "web",
+}
+
+_FOLD = re.compile(r"[\s\-]+")
+
+
+class HeaderError(ValueError):
+    """The header row lacks required columns; the message names them."""
+
+
+def fold_header(name: Any) -> str:
+    text = "" if name is None else str(name)
+    return _FOLD.sub("_", text.strip()).lower().strip("_")
+
+
+@dataclass
+class HeaderMap:
+    """Where each customer field sits in a row, and what was ignored."""
+
+    positions: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+
+def map_header(cells: Sequence[Any]) -> HeaderMap:
+    """Match header cells to customer fields: case-insensitive, spaces/dashes folded to `_`, aliases
+    accepted, any order. Exact names win over aliases; unknown columns become warnings."""
+    positions: dict[str, int] = {}
+    via_alias: dict[str, str] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(cells):
+        folded = fold_header(cell)
+        if not folded:
+            continue
+        if folded in CUSTOMER_FIELDS:
+            if folded in positions and folded not in via_alias:
+                ignored.append(f"{cell!s} (duplicate of column {folded})")
+                continue
+            positions[folded] = index
+            via_alias.pop(folded, None)
+        elif folded in ALIASES:
+            target = ALIASES[folded]
+            if target in positions:
+                ignored.append(f"{cell!s} (column {target} already present)")
+                continue
+            positions[target] = index
+            via_alias[target] = str(cell)
+        else:
+            ignored.append(str(cell).strip())
+    missing = [name for name in CUSTOMER_FIELDS if name not in positions]
+    if missing:
+        found = ", ".join(str(c).strip() for c in cells if fold_header(c)) or "nothing"
+        raise HeaderError(
+            "missing required column(s): "
+            + ", ".join(missing)
+            + f". The first non-empty row must be the header; it holds: {found}"
+        )
+    warnings = [f"ignored unknown column(s): {', '.join(ignored)}"] if ignored else []
+    return HeaderMap(positions, warnings)
+
+
+def normalize_cell(value: Any) -> str | None:
+    """A cell as text: whole numbers without `.0`, dates as ISO, white space trimmed, blank as None."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        return text or None
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        if value.is_integer() and abs(value) < 1e17:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0) and value.tzinfo is None:
+            return value.date().isoformat()
+        return value.isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    text = str(value).strip()
+    return text or None
+
+
+def row_is_empty(cells: Sequence[Any]) -> bool:
+    for value in cells:
+        if value is None:
+            continue
+        if isinstance(value, str) and not value.strip():
+            continue
+        return False
+    return True
+
+
+def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
+    width = len(cells)
+    return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}

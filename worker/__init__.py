@@ -1,0 +1,1 @@
+"""The arq worker that imports uploaded spreadsheets. Run it with `python -m worker`."""

@@ -1,0 +1,294 @@
+"""The import job: stream the sheet, validate rows, upsert in batches, warm the cache.
+
+A parser thread reads the file, maps the header, normalises cells and validates rows, handing over
+batches through a bounded queue; the event loop upserts each batch and commits it together with the
+job's counters and checkpoint, so parsing, validation and database writes overlap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+from arq import Retry
+from marshmallow import ValidationError
+
+from shared import customer_repo, job_repo
+from shared.cache import CacheUnavailable, CustomerCache
+from shared.db import DatabaseUnavailable, connection, transaction
+from shared.job_repo import BatchResult, Job, LeaseLost
+from shared.logs import job_id_var
+from shared.readers import WorkbookError, open_reader
+from shared.schemas import RowSchema, flatten_errors
+from shared.settings import Settings
+from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, row_is_empty
+from shared.storage import UploadStore
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 10
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    pool: aiomysql.Pool
+    cache: CustomerCache
+    store: UploadStore
+
+
+@dataclass
+class ParsedBatch:
+    last_row: int = 0
+    rows_read: int = 0
+    valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    invalid: int = 0
+
+
+@dataclass
+class SheetInfo:
+    reader: str
+    total_estimate: int | None
+    warnings: list[str]
+
+
+class _Stopped(Exception):
+    pass
+
+
+def parse_file(
+    path: Path,
+    kind: str,
+    *,
+    memory_budget_bytes: int,
+    batch_size: int,
+    resume_after_row: int,
+    emit: Callable[[Any], None],
+    stop: threading.Event,
+) -> None:
+    """Runs in a thread: emits a SheetInfo, then ParsedBatch objects, and returns at the end."""
+    schema = RowSchema()
+    reader = open_reader(path, kind, memory_budget_bytes)
+    try:
+        header = None
+        batch = ParsedBatch()
+        for number, cells in reader.rows():
+            if row_is_empty(cells):
+                continue
+            if header is None:
+                header = map_header(cells)
+                emit(SheetInfo(reader.name, reader.total_estimate, header.warnings))
+                continue
+            if number <= resume_after_row:
+                continue
+            batch.last_row = number
+            batch.rows_read += 1
+            data = extract_row(cells, header)
+            try:
+                batch.valid.append((number, schema.load(data)))
+            except ValidationError as exc:
+                batch.invalid += 1
+                batch.errors.extend((number, column, message) for column, message in flatten_errors(exc.messages))
+            if batch.rows_read >= batch_size:
+                if stop.is_set():
+                    raise _Stopped
+                emit(batch)
+                batch = ParsedBatch()
+        if header is None:
+            raise WorkbookError("the first worksheet is empty: no header row and no data")
+        if batch.rows_read:
+            emit(batch)
+    finally:
+        reader.close()
+
+
+def worker_identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
+    """arq entry point. Idempotent: runs at least once, resumes from the job's checkpoint."""
+    deps: WorkerDeps = ctx["deps"]
+    token = job_id_var.set(job_id)
+    owner = worker_identity()
+    try:
+        try:
+            async with transaction(deps.pool) as cur:
+                job = await job_repo.claim(cur, job_id, owner, deps.settings.job_lease_s)
+        except DatabaseUnavailable as exc:
+            raise Retry(defer=5) from exc
+        if job is None:
+            log.info("job finished or held by another worker; nothing to do")
+            return "skipped"
+        log.info("import started", extra={"attempt": job.attempts, "resume_after_row": job.checkpoint_row})
+        try:
+            status = await _run(deps, job, owner)
+        except asyncio.CancelledError:
+            # A clean shutdown (SIGTERM): hand the lease back so another worker resumes at once.
+            await asyncio.shield(_release(deps, job_id, owner))
+            log.info("import interrupted by shutdown; lease released")
+            raise
+        except LeaseLost:
+            log.warning("lease lost to another worker; stopping without committing")
+            return "lease-lost"
+        except (WorkbookError, HeaderError) as exc:
+            await _finish(deps, job, owner, job_repo.FAILED, f"{exc}")
+            return job_repo.FAILED
+        except (DatabaseUnavailable, CacheUnavailable) as exc:
+            await _release(deps, job_id, owner)
+            log.warning("import paused: a dependency is unavailable", extra={"error": str(exc)})
+            raise Retry(defer=5) from exc
+        except Exception as exc:
+            log.exception("import crashed")
+            if job.attempts >= MAX_ATTEMPTS:
+                await _finish(deps, job, owner, job_repo.FAILED, f"internal error while importing: {exc!r}")
+                return job_repo.FAILED
+            await _release(deps, job_id, owner)
+            raise Retry(defer=5) from exc
+        return status
+    finally:
+        job_id_var.reset(token)
+
+
+async def _release(deps: WorkerDeps, job_id: str, owner: str) -> None:
+    with contextlib.suppress(Exception):
+        async with connection(deps.pool) as conn, conn.cursor() as cur:
+            await job_repo.release(cur, job_id, owner)
+
+
+async def _finish(deps: WorkerDeps, job: Job, owner: str, status: str, error: str | None) -> None:
+    async with connection(deps.pool) as conn, conn.cursor() as cur:
+        await job_repo.finish(cur, job.id, owner, status, error)
+    if status == job_repo.FAILED:
+        log.warning("import failed", extra={"error": error})
+    deps.store.remove_job_files(job.id)
+
+
+async def _heartbeat(deps: WorkerDeps, job_id: str, owner: str, main: asyncio.Task[Any]) -> None:
+    """Renew the lease while the parser may be busy (a whole-sheet load can take seconds)."""
+    interval = max(deps.settings.job_lease_s / 3, 0.5)
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            async with connection(deps.pool) as conn, conn.cursor() as cur:
+                await job_repo.renew(cur, job_id, owner, deps.settings.job_lease_s)
+        except LeaseLost:
+            main.cancel("lease lost")
+            return
+        except DatabaseUnavailable:
+            continue
+
+
+async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
+    settings = deps.settings
+    path = deps.store.path_for(job.id, job.file_kind)
+    if not path.exists():
+        raise WorkbookError("the uploaded file is no longer in the upload directory")
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
+    stop = threading.Event()
+    done = object()
+
+    def emit(item: Any) -> None:
+        if stop.is_set():
+            raise _Stopped
+        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
+
+    def produce() -> None:
+        try:
+            parse_file(
+                path,
+                job.file_kind,
+                memory_budget_bytes=settings.reader_memory_budget_mb * 1024 * 1024,
+                batch_size=settings.import_batch_size,
+                resume_after_row=job.checkpoint_row,
+                emit=emit,
+                stop=stop,
+            )
+            emit(done)
+        except _Stopped:
+            pass
+        except BaseException as exc:
+            with contextlib.suppress(_Stopped, RuntimeError):
+                emit(exc)
+
+    main = asyncio.current_task()
+    assert main is not None
+    heartbeat = asyncio.create_task(_heartbeat(deps, job.id, owner, main))
+    parser = asyncio.create_task(asyncio.to_thread(produce))
+    seen: set[str] = set()
+    try:
+        while True:
+            item = await queue.get()
+            if item is done:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            if isinstance(item, SheetInfo):
+                async with connection(deps.pool) as conn, conn.cursor() as cur:
+                    await job_repo.set_reader(cur, job.id, owner, item.reader, item.total_estimate, item.warnings)
+                continue
+            await _commit_batch(deps, job, owner, item, seen)
+    finally:
+        stop.set()
+        heartbeat.cancel()
+        # Unblock a parser waiting on a full queue, then let it finish.
+        while not parser.done():
+            while not queue.empty():
+                queue.get_nowait()
+            await asyncio.sleep(0.01)
+        with contextlib.suppress(BaseException):
+            await parser
+    if not job.dry_run:
+        with contextlib.suppress(CacheUnavailable):
+            await deps.cache.bump_generation()
+    await _finish(deps, job, owner, job_repo.COMPLETED, None)
+    log.info("import completed")
+    return job_repo.COMPLETED
+
+
+async def _commit_batch(deps: WorkerDeps, job: Job, owner: str, batch: ParsedBatch, seen: set[str]) -> None:
+    settings = deps.settings
+    rows = [tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in batch.valid]
+    emails = list(dict.fromkeys(data["email"] for _, data in batch.valid))
+    async with transaction(deps.pool) as cur:
+        if job.dry_run:
+            existing = await customer_repo.existing_emails(cur, emails)
+            inserted = updated = 0
+            for _, data in batch.valid:
+                email = data["email"]
+                if email in existing or email in seen:
+                    updated += 1
+                else:
+                    inserted += 1
+                    seen.add(email)
+        else:
+            inserted, updated = await customer_repo.upsert_many(cur, rows)
+        await job_repo.commit_batch(
+            cur,
+            job.id,
+            owner,
+            settings.job_lease_s,
+            BatchResult(batch.last_row, batch.rows_read, inserted, updated, batch.invalid, batch.errors),
+            settings.max_errors_per_job,
+        )
+    if job.dry_run or not emails:
+        return
+    # Warm the cache with what MySQL now holds (ids and versions included).
+    async with connection(deps.pool) as conn, conn.cursor() as cur:
+        docs = await customer_repo.by_emails(cur, emails)
+    try:
+        await deps.cache.put_many(docs)
+    except CacheUnavailable as exc:
+        log.warning("cache warm-up skipped: redis unavailable", extra={"error": str(exc)})

@@ -1,0 +1,60 @@
+"""arq settings built from the service's Settings (read once at start-up)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from arq import cron
+from arq.connections import RedisSettings
+from arq.worker import func
+
+from shared.cache import CustomerCache
+from shared.db import close_pool, open_database
+from shared.jobs import IMPORT_FUNCTION
+from shared.settings import Settings
+from shared.storage import UploadStore
+from worker.importer import WorkerDeps, import_workbook
+from worker.sweeper import sweep_jobs
+
+# Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
+IMPORT_TIMEOUT_S = 6 * 3600
+
+
+def redis_settings(settings: Settings) -> RedisSettings:
+    rs = RedisSettings.from_dsn(settings.redis_url)
+    rs.conn_timeout = 2
+    rs.conn_retries = 30
+    rs.conn_retry_delay = 1
+    return rs
+
+
+def build_worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for arq.Worker."""
+
+    async def on_startup(ctx: dict[str, Any]) -> None:
+        pool = await open_database(settings.mysql, settings.mysql_pool_size)
+        store = UploadStore(settings.upload_dir)
+        store.ensure()
+        cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+        ctx["deps"] = WorkerDeps(settings=settings, pool=pool, cache=cache, store=store)
+
+    async def on_shutdown(ctx: dict[str, Any]) -> None:
+        deps: WorkerDeps | None = ctx.get("deps")
+        if deps is not None:
+            await close_pool(deps.pool)
+
+    step = max(1, min(settings.sweep_interval_s, 60))
+
+    return {
+        "functions": [func(import_workbook, name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20)],
+        "cron_jobs": [cron(sweep_jobs, second=set(range(0, 60, step)), run_at_startup=True, unique=True, timeout=60)],
+        "redis_settings": redis_settings(settings),
+        "queue_name": settings.queue_name,
+        "on_startup": on_startup,
+        "on_shutdown": on_shutdown,
+        "max_jobs": settings.worker_concurrency,
+        "job_timeout": IMPORT_TIMEOUT_S,
+        "keep_result": 600,
+        "poll_delay": 0.2,
+        "health_check_key": f"{settings.queue_name}:health-check",
+    }

@@ -1,0 +1,50 @@
+"""The periodic sweep (arq cron): re-queue jobs nobody is working on.
+
+arq alone would leave a job whose worker was SIGKILLed until its in-progress key expires (the job
+timeout plus 10 s). The job's lease in MySQL lapses within JOB_LEASE_S instead, and this sweep,
+which every worker runs, queues a fresh arq job that resumes it from its checkpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from arq.constants import job_key_prefix
+
+from shared import job_repo
+from shared.db import DatabaseUnavailable, connection
+from shared.jobs import enqueue_import, first_arq_id
+from worker.importer import MAX_ATTEMPTS, WorkerDeps
+
+log = logging.getLogger(__name__)
+
+
+async def sweep_jobs(ctx: dict[str, Any]) -> int:
+    deps: WorkerDeps = ctx["deps"]
+    settings = deps.settings
+    grace = max(30, 3 * settings.sweep_interval_s)
+    try:
+        async with connection(deps.pool) as conn, conn.cursor() as cur:
+            stale = await job_repo.needing_a_worker(cur, grace)
+            for job_id, attempts in stale:
+                if attempts >= MAX_ATTEMPTS:
+                    await job_repo.fail_unclaimed(
+                        cur, job_id, f"gave up after {attempts} attempts; see the worker logs for this job id"
+                    )
+    except DatabaseUnavailable as exc:
+        log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
+        return 0
+    queued = 0
+    tick = int(time.time() // settings.sweep_interval_s)
+    for job_id, attempts in stale:
+        if attempts >= MAX_ATTEMPTS:
+            continue
+        if attempts == 0 and await ctx["redis"].exists(job_key_prefix + first_arq_id(job_id)):
+            continue  # still waiting in the queue behind other work
+        # A fresh arq id: the original may still sit "in progress" in arq after a SIGKILL.
+        if await enqueue_import(ctx["redis"], settings, job_id, f"import:{job_id}:{attempts}:{tick}"):
+            queued += 1
+            log.info("re-queued an import nobody was working on", extra={"job": job_id, "attempts": attempts})
+    return queued
