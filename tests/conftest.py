@@ -1,0 +1,110 @@
+"""Test fixtures. Every run gets its own MariaDB database and Redis key prefix (and arq queue), so
+runs never collide; both are removed at the end. Nothing here fakes MySQL or Redis."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pymysql
+import pytest
+import redis as sync_redis
+from aiohttp.test_utils import TestClient
+from redis.asyncio import Redis
+
+from gateway.app import create_app
+from shared.cache import CustomerCache
+from shared.db import close_pool, open_database
+from shared.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def _base_settings(tmp_root: Path) -> Settings:
+    run = uuid.uuid4().hex[:10]
+    env = dict(os.environ)
+    base = load_settings(env)
+    mysql = base.mysql
+    dsn = f"mysql://{mysql.user}:{mysql.password}@{mysql.host}:{mysql.port}/cit_{run}"
+    return replace(
+        base,
+        mysql_dsn=dsn,
+        redis_prefix=f"cit:{run}:",
+        upload_dir=str(tmp_root / "uploads"),
+        import_batch_size=500,
+        job_lease_s=5,
+        sweep_interval_s=2,
+        api_keys=(),
+        log_level="WARNING",
+    )
+
+
+@pytest.fixture(scope="session")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    s = _base_settings(tmp_path_factory.mktemp("run"))
+    yield s
+    try:
+        conn = pymysql.connect(host=s.mysql.host, port=s.mysql.port, user=s.mysql.user, password=s.mysql.password)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{s.mysql.database}`")
+        conn.close()
+    except pymysql.MySQLError:
+        pass
+    client = sync_redis.Redis.from_url(s.redis_url)
+    for pattern in (f"{s.redis_prefix}*",):
+        keys = list(client.scan_iter(match=pattern, count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+    client.close()
+
+
+def truncate_all(s: Settings) -> None:
+    conn = pymysql.connect(
+        host=s.mysql.host, port=s.mysql.port, user=s.mysql.user, password=s.mysql.password, database=s.mysql.database
+    )
+    with conn.cursor() as cur:
+        cur.execute("DELETE FROM import_errors")
+        cur.execute("DELETE FROM import_jobs")
+        cur.execute("DELETE FROM customers")
+    conn.commit()
+    conn.close()
+    client = sync_redis.Redis.from_url(s.redis_url)
+    keys = [k for k in client.scan_iter(match=f"{s.redis_prefix}*", count=1000)]
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[object]:
+    p = await open_database(settings.mysql, 5)
+    yield p
+    await close_pool(p)
+
+
+@pytest.fixture
+def clean(settings: Settings, pool: object) -> None:
+    """Empty tables and this run's Redis keys before the test (the schema exists: `pool` made it)."""
+    truncate_all(settings)
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def cache(redis: Redis, settings: Settings) -> CustomerCache:
+    return CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+
+
+@pytest.fixture
+async def client(aiohttp_client, settings: Settings, clean: None) -> TestClient:  # type: ignore[no-untyped-def]
+    return await aiohttp_client(create_app(settings))

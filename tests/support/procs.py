@@ -1,0 +1,133 @@
+"""Start real `python -m gateway` / `python -m worker` processes for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from shared.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def service_env(settings: Settings, **overrides: Any) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "MYSQL_DSN": settings.mysql_dsn,
+            "REDIS_URL": settings.redis_url,
+            "REDIS_PREFIX": settings.redis_prefix,
+            "UPLOAD_DIR": settings.upload_dir,
+            "IMPORT_BATCH_SIZE": str(settings.import_batch_size),
+            "JOB_LEASE_S": str(settings.job_lease_s),
+            "SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
+            "LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    env.pop("API_KEYS", None)
+    env.update({k: str(v) for k, v in overrides.items()})
+    return env
+
+
+class Service:
+    """A child process whose combined output goes to a log file (read it when a test fails)."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, name: str) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+    def signal(self, sig: int) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 15) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
+         timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, dict(exc.headers), exc.read()
+
+
+def multipart(filename: str, content: bytes, field: str = "file") -> tuple[bytes, str]:
+    boundary = "----citboundary7MA4YWxkTrZu0gW"
+    head = (
+        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
+
+
+def wait_http_ready(base_url: str, service: Service, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} exited early:\n{service.output()}")
+        try:
+            status, _, _ = http("GET", base_url + "/readyz", timeout=2)
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{service.name} not ready after {timeout}s:\n{service.output()}")
+
+
+def upload(base_url: str, filename: str, content: bytes, query: str = "") -> tuple[int, dict[str, Any]]:
+    body, ctype = multipart(filename, content)
+    status, _, raw = http("POST", f"{base_url}/upload{query}", body, {"Content-Type": ctype})
+    return status, json.loads(raw)
+
+
+def get_json(url: str) -> tuple[int, Any]:
+    status, _, raw = http("GET", url)
+    return status, json.loads(raw) if raw else None
+
+
+def wait_job(base_url: str, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("completed", "failed")
+             ) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    doc: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        _, doc = get_json(f"{base_url}/jobs/{job_id}")
+        if doc.get("status") in until:
+            return doc
+        time.sleep(0.2)
+    raise TimeoutError(f"job {job_id} still {doc.get('status')} after {timeout}s: {doc}")
