@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -164,6 +165,9 @@ async def ensure_database(cfg: MySQLConfig) -> None:
     conn = await aiomysql.connect(autocommit=True, **_connect_kwargs(cfg))  # type: ignore[arg-type]
     try:
         async with conn.cursor() as cur:
+            await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (cfg.database,))
+            if await cur.fetchone():
+                return
             await cur.execute(
                 f"CREATE DATABASE IF NOT EXISTS `{cfg.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
@@ -181,13 +185,15 @@ async def migrate(pool: aiomysql.Pool, database: str) -> list[int]:
         if got != 1:
             raise RuntimeError("timed out waiting for the migration lock held by another process")
         try:
-            await cur.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                " version INT NOT NULL PRIMARY KEY,"
-                " description VARCHAR(255) NOT NULL,"
-                " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
-                ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the server's note that the table already exists
+                await cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INT NOT NULL PRIMARY KEY,"
+                    " description VARCHAR(255) NOT NULL,"
+                    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                )
             await cur.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in await cur.fetchall()}
             for version, description, statements in MIGRATIONS:

@@ -15,6 +15,7 @@ import codecs
 import csv
 import io
 import posixpath
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -294,12 +295,19 @@ class OpenpyxlReader(SheetReader):
         self._ws.reset_dimensions()
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        number = 0
         for number, cells in enumerate(self._ws.iter_rows(values_only=True), 1):
-            yield number, list(cells)
+            # openpyxl leaves OOXML escapes such as _x000D_ in strings; calamine decodes them.
+            yield number, [_unescape(c) if isinstance(c, str) and "_x" in c else c for c in cells]
 
     def close(self) -> None:
         self._wb.close()
+
+
+_OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
+
+
+def _unescape(text: str) -> str:
+    return _OOXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
 def open_reader(path: Path, kind: str, memory_budget_bytes: int) -> SheetReader:

@@ -97,8 +97,9 @@ def map_header(cells: Sequence[Any]) -> HeaderMap:
             if folded in positions and folded not in via_alias:
                 ignored.append(f"{cell!s} (duplicate of column {folded})")
                 continue
+            if folded in via_alias:
+                ignored.append(f"{via_alias.pop(folded)} (column {folded} already present)")
             positions[folded] = index
-            via_alias.pop(folded, None)
         elif folded in ALIASES:
             target = ALIASES[folded]
             if target in positions:

@@ -1,0 +1,181 @@
+"""The import job, run by a real arq worker (burst mode) against the real MariaDB and Redis."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import aiomysql
+import pytest
+from redis.asyncio import Redis
+
+from shared import job_repo
+from shared.db import connection
+from shared.jobs import list_job_errors
+from shared.settings import Settings
+from tests.conftest import SHARED_DATA
+from tests.support.jobs import import_file, submit, run_burst_worker
+from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
+
+pytestmark = pytest.mark.usefixtures("clean")
+ODD = SHARED_DATA / "odd-xlsx"
+
+
+async def scalar(pool: aiomysql.Pool, sql: str, *args: object) -> object:
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute(sql, args)
+        row = await cur.fetchone()
+    return row[0]
+
+
+def assert_exact(job: dict) -> None:
+    assert job["rows_read"] == job["rows_inserted"] + job["rows_updated"] + job["rows_invalid"]
+
+
+async def test_sample_workbook_500_inserted_1500_updated(settings: Settings, pool: aiomysql.Pool, redis: Redis) -> None:
+    data = (SHARED_DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
+    job = await import_file(settings, pool, "Sample_Employee_data_xlsx.xlsx", data)
+    assert job["status"] == "completed", job
+    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (2000, 500, 1500, 0)
+    assert job["reader"] == "calamine"
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 500
+    # Warmed into Redis with the TTL, as the same document the API serves.
+    customer_id = await scalar(pool, "SELECT id FROM customers WHERE email = %s", "atomkiewicz@hotmail.com")
+    key = f"{settings.redis_prefix}customer:{customer_id}"
+    cached = json.loads(await redis.get(key))
+    assert cached["email"] == "atomkiewicz@hotmail.com" and cached["phone"] == "01944-369967"
+    assert 0 < await redis.ttl(key) <= settings.cache_ttl_s
+    # Importing again: every row is an update.
+    again = await import_file(settings, pool, "again.xlsx", data)
+    assert (again["rows_inserted"], again["rows_updated"]) == (0, 2000)
+
+
+async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: aiomysql.Pool) -> None:
+    header = [
+        "First Name",
+        "Last Name",
+        "Company",
+        "Address",
+        "City",
+        "County",
+        "Postcode",
+        "Phone1",
+        "Phone2",
+        "E-mail",
+        "Web",
+        "Notes",
+    ]
+    rows = [r[:8] + ["x"] + r[8:] + ["n"] for r in customers(20)]
+    rows[2][9] = "not-an-email"  # row 4 as a spreadsheet shows it (header is row 1)
+    rows[5][0] = rows[5][1] = ""  # no name at all: row 7
+    rows[7][2] = "C" * 101  # company too long: row 9
+    rows.insert(10, [""] * 12)  # an empty row is skipped and not counted
+    rows.append(list(rows[0]))  # a duplicate email in the same file: an update
+    rows[-1][9] = rows[-1][9].upper()  # emails match case-insensitively
+    job = await import_file(settings, pool, "people.csv", csv_bytes(rows, header, bom=True))
+    assert job["status"] == "completed", job
+    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (21, 17, 1, 3)
+    assert_exact(job)
+    assert job["warnings"] == ["ignored unknown column(s): Phone2, Notes"]
+    errors = {(e["row"], e["column"]) for e in job["errors"]}
+    assert errors == {(4, "email"), (7, "first_name"), (9, "company_name")}
+    messages = {e["row"]: e["message"] for e in job["errors"]}
+    assert "email" in messages[4].lower()
+    assert "100" in messages[9]
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 17
+    assert await scalar(pool, "SELECT phone FROM customers WHERE email = 'person0@example.com'") == "0113-000000"
+
+
+async def test_missing_columns_fail_the_job_with_their_names(settings: Settings, pool: aiomysql.Pool) -> None:
+    data = (SHARED_DATA / "uk-500.csv").read_bytes()  # no header row
+    job = await import_file(settings, pool, "uk-500.csv", data)
+    assert job["status"] == "failed"
+    assert "missing required column(s)" in job["error"]
+    assert "email" in job["error"] and "first non-empty row must be the header" in job["error"]
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("calamine__strict_iso_paths.xlsx", "missing required column(s)"),
+        ("calamine__inlineStr_cdata.xlsx", "missing required column(s)"),
+        ("calamine__has_x000D_.xlsx", "missing required column(s)"),
+        ("calamine__empty_shared_string_value.xlsx", "missing required column(s)"),
+        ("calamine__empty_sheet.xlsx", "worksheet is empty"),
+    ],
+)
+async def test_odd_workbooks_fail_with_a_message(
+    settings: Settings, pool: aiomysql.Pool, name: str, fragment: str
+) -> None:
+    job = await import_file(settings, pool, name, (ODD / name).read_bytes())
+    assert job["status"] == "failed"
+    assert fragment in job["error"]
+
+
+async def test_xlsx_with_header_not_on_first_row(settings: Settings, pool: aiomysql.Pool, tmp_path: Path) -> None:
+    rows = [[None] * 10, *([HEADER] + customers(5))]
+    path = write_xlsx(tmp_path / "late.xlsx", rows, header=None)
+    job = await import_file(settings, pool, "late.xlsx", path.read_bytes())
+    assert job["status"] == "completed", job
+    assert job["rows_inserted"] == 5
+
+
+async def test_dry_run_validates_without_writing(settings: Settings, pool: aiomysql.Pool) -> None:
+    await import_file(settings, pool, "first.csv", csv_bytes(customers(10)))
+    rows = customers(15)  # 10 exist, 5 new
+    rows[12][8] = "bad"
+    job = await import_file(settings, pool, "dry.csv", csv_bytes(rows), dry_run=True)
+    assert job["status"] == "completed" and job["dry_run"] is True
+    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (15, 4, 10, 1)
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 10
+
+
+async def test_row_errors_are_capped_but_counted_exactly(settings: Settings, pool: aiomysql.Pool) -> None:
+    from dataclasses import replace
+
+    capped = replace(settings, max_errors_per_job=7)
+    rows = customers(40)
+    for row in rows[:25]:
+        row[8] = "broken"
+    job = await import_file(capped, pool, "many-bad.csv", csv_bytes(rows))
+    assert job["rows_invalid"] == 25 and job["rows_inserted"] == 15
+    assert job["errors_stored"] == 7
+    page = await list_job_errors(pool, job["job_id"], limit=None, cursor=None)
+    assert len(page["items"]) == 7 and page["rows_invalid"] == 25
+
+
+async def test_resume_from_checkpoint_imports_nothing_twice(settings: Settings, pool: aiomysql.Pool) -> None:
+    """A job that crashed after some batches resumes after its checkpoint with exact counters."""
+    rows = customers(1200)
+    # A worker committed the first two batches (500 rows each, rows 2-1001) and died.
+    await import_file(settings, pool, "prefix.csv", csv_bytes(rows[:1000]))
+    job_id = await submit(settings, pool, "resume.csv", csv_bytes(rows))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute("DELETE FROM import_jobs WHERE filename = 'prefix.csv'")
+        await cur.execute(
+            "UPDATE import_jobs SET status='running', rows_read=1000, rows_inserted=1000, checkpoint_row=1001,"
+            " attempts=1, lease_owner='dead-worker', lease_expires_at=CURRENT_TIMESTAMP(6) - INTERVAL 1 SECOND"
+            " WHERE id=%s",
+            (job_id,),
+        )
+    await run_burst_worker(settings)
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    assert job is not None and job.status == "completed"
+    assert (job.rows_read, job.rows_inserted, job.rows_updated) == (1200, 1200, 0)
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 1200
+    assert await scalar(pool, "SELECT MAX(version) FROM customers") == 1
+
+
+async def test_a_job_held_by_a_live_worker_is_not_run_twice(settings: Settings, pool: aiomysql.Pool) -> None:
+    job_id = await submit(settings, pool, "held.csv", csv_bytes(customers(5)))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute(
+            "UPDATE import_jobs SET status='running', lease_owner='alive',"
+            " lease_expires_at=CURRENT_TIMESTAMP(6) + INTERVAL 60 SECOND WHERE id=%s",
+            (job_id,),
+        )
+    await run_burst_worker(settings)
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 0
+    assert await scalar(pool, "SELECT status FROM import_jobs WHERE id=%s", job_id) == "running"

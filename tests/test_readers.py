@@ -1,0 +1,185 @@
+"""Container checks and readers on real files: the shared sample data and odd workbooks."""
+
+from __future__ import annotations
+
+import datetime as dt
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from shared.readers import (
+    CalamineReader,
+    OpenpyxlReader,
+    UploadRejected,
+    WorkbookError,
+    inspect_upload,
+    open_reader,
+)
+from shared.spreadsheet import normalize_cell, row_is_empty
+from tests.conftest import SHARED_DATA
+from tests.support.workbooks import customers, write_xlsx
+
+ODD = SHARED_DATA / "odd-xlsx"
+LIMITS = {"max_inflated_bytes": 512 * 1024 * 1024, "max_ratio": 200}
+
+
+def normalized(reader: object) -> list[tuple[int, list[str | None]]]:
+    rows = []
+    for number, cells in reader.rows():  # type: ignore[attr-defined]
+        if row_is_empty(cells):
+            continue
+        values = [normalize_cell(c) for c in cells]
+        while values and values[-1] is None:
+            values.pop()
+        rows.append((number, values))
+    reader.close()  # type: ignore[attr-defined]
+    return rows
+
+
+@pytest.mark.parametrize(
+    ("name", "status", "fragment"),
+    [
+        ("calamine__pass_protected.xlsx", 415, "password-protected"),
+        ("calamine__too_small.xls", 415, "not a supported file"),
+        ("tealeg__badfile_noWorksheets.xlsx", 422, "worksheet part"),
+    ],
+)
+def test_bad_odd_files_are_rejected_before_queueing(name: str, status: int, fragment: str) -> None:
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(ODD / name, name, **LIMITS)
+    assert info.value.status == status
+    assert fragment in info.value.detail
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "calamine__strict_iso_paths.xlsx",
+        "calamine__inlineStr_cdata.xlsx",
+        "calamine__has_x000D_.xlsx",
+        "calamine__empty_shared_string_value.xlsx",
+        "calamine__empty_sheet.xlsx",
+    ],
+)
+def test_readable_odd_files_pass_the_container_check(name: str) -> None:
+    assert inspect_upload(ODD / name, name, **LIMITS) == "xlsx"
+
+
+def test_sample_and_csv_pass(tmp_path: Path) -> None:
+    assert inspect_upload(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "s.xlsx", **LIMITS) == "xlsx"
+    assert inspect_upload(SHARED_DATA / "uk-500.csv", "uk-500.csv", **LIMITS) == "csv"
+
+
+def test_empty_binary_and_non_utf8(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.csv"
+    empty.write_bytes(b"")
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(empty, "empty.csv", **LIMITS)
+    assert info.value.status == 400
+    binary = tmp_path / "x.csv"
+    binary.write_bytes(b"\x00\x01\x02abc")
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(binary, "x.csv", **LIMITS)
+    assert info.value.status == 415
+    latin = tmp_path / "l.csv"
+    latin.write_bytes("name\nJosé\n".encode("latin-1"))
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(latin, "l.csv", **LIMITS)
+    assert info.value.status == 422 and "UTF-8" in info.value.detail
+    pdf = tmp_path / "doc.pdf"
+    pdf.write_bytes(b"%PDF-1.4 hello")
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(pdf, "doc.pdf", **LIMITS)
+    assert info.value.status == 415
+
+
+def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
+    path = tmp_path / "a.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("hello.txt", "hi")
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(path, "a.xlsx", **LIMITS)
+    assert info.value.status == 422 and "not an Excel workbook" in info.value.detail
+    broken = tmp_path / "b.xlsx"
+    broken.write_bytes(b"PK\x03\x04garbage")
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(broken, "b.xlsx", **LIMITS)
+    assert info.value.status == 422
+
+
+def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
+    source = SHARED_DATA / "Sample_Employee_data_xlsx.xlsx"
+    bomb = tmp_path / "bomb.xlsx"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            dst.writestr(info.filename, src.read(info.filename))
+        dst.writestr("xl/media/padding.bin", b"\0" * (50 * 1024 * 1024))
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(bomb, "bomb.xlsx", **LIMITS)
+    assert info.value.status == 422 and "compression ratio" in info.value.detail
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(bomb, "bomb.xlsx", max_inflated_bytes=10 * 1024 * 1024, max_ratio=10**6)
+    assert info.value.status == 413
+
+
+def test_strict_sample_reads_all_rows_with_calamine() -> None:
+    reader = open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 512 * 1024 * 1024)
+    assert reader.name == "calamine"
+    rows = normalized(reader)
+    assert len(rows) == 2001
+    assert rows[0] == (
+        1,
+        ["first_name", "last_name", "company_name", "address", "city", "county", "postal", "phone", "email", "web"],
+    )
+    assert rows[1][1][7] == "01944-369967"
+
+
+def test_small_budget_streams_with_openpyxl(tmp_path: Path) -> None:
+    path = write_xlsx(tmp_path / "c.xlsx", customers(50))
+    reader = open_reader(path, "xlsx", 1)
+    assert reader.name == "openpyxl"
+    assert len(normalized(reader)) == 51
+
+
+def test_strict_workbook_over_budget_is_a_clear_error() -> None:
+    with pytest.raises(WorkbookError, match="Strict Open XML"):
+        open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1)
+
+
+def test_openpyxl_finds_no_sheet_in_strict_workbook_and_says_so() -> None:
+    # The trap from the design: openpyxl opens Strict OOXML with zero sheets. Never "0 rows".
+    with pytest.raises(WorkbookError, match="no worksheet"):
+        OpenpyxlReader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx")
+
+
+def _both_readable() -> list[Path]:
+    return [
+        p
+        for p in sorted(ODD.glob("*.xlsx"))
+        if "pass_protected" not in p.name and "noWorksheets" not in p.name and "strict" not in p.name
+    ]
+
+
+@pytest.mark.parametrize("path", _both_readable(), ids=lambda p: p.name)
+def test_both_readers_give_identical_rows_for_shared_files(path: Path) -> None:
+    assert normalized(CalamineReader(path)) == normalized(OpenpyxlReader(path))
+
+
+def test_both_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) -> None:
+    rows = customers(30)
+    rows[3][7] = 1944369967  # a phone typed as a number
+    rows[4][6] = 12345.0
+    rows[5][3] = dt.datetime(2023, 5, 17)
+    rows[6][4] = "  padded  "
+    rows[7] = [None] * 10  # an empty row in the middle
+    path = write_xlsx(tmp_path / "typed.xlsx", rows)
+    calamine_rows = normalized(CalamineReader(path))
+    assert calamine_rows == normalized(OpenpyxlReader(path))
+    by_number = dict(calamine_rows)
+    assert by_number[5][7] == "1944369967"
+    assert by_number[6][6] == "12345"
+    assert by_number[7][3] == "2023-05-17"
+    assert by_number[8][4] == "padded"
+    assert 9 not in by_number  # the empty row is skipped, later rows keep their Excel numbers
+    assert by_number[10][0] == "First8"
