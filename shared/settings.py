@@ -42,7 +42,7 @@ class Settings:
     import_batch_size: int = 2000
     cache_ttl_s: int = 300
     workers: int = 2
-    worker_concurrency: int = 4
+    worker_concurrency: int = 2
     reader_memory_budget_mb: int = 768
     max_errors_per_job: int = 1000
     job_lease_s: int = 30

@@ -76,8 +76,9 @@ class Service:
         return self.log_path.read_text(errors="replace")
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None,
-         timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+def http(
+    method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -89,7 +90,7 @@ def http(method: str, url: str, body: bytes | None = None, headers: dict[str, st
 def multipart(filename: str, content: bytes, field: str = "file") -> tuple[bytes, str]:
     boundary = "----citboundary7MA4YWxkTrZu0gW"
     head = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
         "Content-Type: application/octet-stream\r\n\r\n"
     ).encode()
     return head + content + f"\r\n--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
@@ -121,8 +122,9 @@ def get_json(url: str) -> tuple[int, Any]:
     return status, json.loads(raw) if raw else None
 
 
-def wait_job(base_url: str, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("completed", "failed")
-             ) -> dict[str, Any]:
+def wait_job(
+    base_url: str, job_id: str, timeout: float = 120, until: tuple[str, ...] = ("completed", "failed")
+) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     doc: dict[str, Any] = {}
     while time.monotonic() < deadline:
