@@ -21,8 +21,13 @@ ensure_venv() {
   # Reinstall only when pyproject.toml changed since the last install.
   if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ]; then
     log "installing the project into $VENV ${extra:+(with [$extra])}"
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip >/dev/null
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$spec"
+    local pip_log="$VENV/pip-install.log"
+    if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
+           "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec"; } >"$pip_log" 2>&1; then
+      tail -n 40 "$pip_log" >&2
+      log "pip install failed (full log: $pip_log)"
+      return 1
+    fi
     touch "$stamp"
   fi
 }
