@@ -13,7 +13,7 @@ class Metrics:
         self.cache: Counter[str] = Counter()
         self.uploads: Counter[str] = Counter()
         self._hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(_BUCKETS) + 1))
-        self._sum: Counter[str] = Counter()
+        self._sum: dict[str, float] = defaultdict(float)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests[(method, route, status)] += 1

@@ -76,7 +76,7 @@ def build_spec() -> dict[str, Any]:
             "finished_at": {"type": ["string", "null"]},
         },
     }
-    secured = [{"bearer": []}]
+    secured: list[dict[str, list[str]]] = [{"bearer": []}]
     customer_headers = {
         "ETag": {"schema": {"type": "string"}},
         "X-Cache": {"schema": {"type": "string", "enum": ["hit", "miss", "bypass"]}},

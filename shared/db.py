@@ -119,7 +119,7 @@ async def create_pool(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
         autocommit=True,
         pool_recycle=280,
         init_command="SET SESSION time_zone = '+00:00'",
-        **_connect_kwargs(cfg),  # type: ignore[arg-type]
+        **_connect_kwargs(cfg),
     )
 
 
@@ -162,7 +162,7 @@ async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
 
 
 async def ensure_database(cfg: MySQLConfig) -> None:
-    conn = await aiomysql.connect(autocommit=True, **_connect_kwargs(cfg))  # type: ignore[arg-type]
+    conn = await aiomysql.connect(autocommit=True, **_connect_kwargs(cfg))
     try:
         async with conn.cursor() as cur:
             await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (cfg.database,))

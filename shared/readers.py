@@ -239,7 +239,7 @@ class CsvReader(SheetReader):
         number = 0
         try:
             for number, record in enumerate(reader, 1):
-                yield number, record  # type: ignore[misc]
+                yield number, record
         except UnicodeDecodeError as exc:
             raise WorkbookError(f"the CSV is not UTF-8 (bad byte after row {number}): save it as 'CSV UTF-8'") from exc
         except csv.Error as exc:

@@ -139,14 +139,14 @@ def _crash_case(stack: Stack, settings: Settings, sig: int, rows: int = 60000) -
 
 
 def test_sigkill_mid_import_another_worker_finishes(stack: Stack, settings: Settings) -> None:
-    job, recovered_in, first = _crash_case(stack, settings, signal.SIGKILL)
+    _job, recovered_in, first = _crash_case(stack, settings, signal.SIGKILL)
     assert first.proc.returncode == -signal.SIGKILL
     # Lease (5 s here) + sweep interval (2 s) + the rest of the work: well under a minute.
     assert recovered_in < 60, recovered_in
 
 
 def test_sigterm_stops_cleanly_and_the_job_continues(stack: Stack, settings: Settings) -> None:
-    job, recovered_in, first = _crash_case(stack, settings, signal.SIGTERM)
+    _job, _recovered_in, first = _crash_case(stack, settings, signal.SIGTERM)
     assert first.proc.returncode == 0, first.output()[-3000:]
     assert "lease released" in first.output()
 
@@ -173,11 +173,9 @@ def test_two_workers_share_uploads(stack: Stack, settings: Settings) -> None:
 def test_json_logs_carry_job_and_request_ids(stack: Stack) -> None:
     gateway = stack.start_gateway()
     worker = stack.start_worker()
-    status, body = upload(stack.base, "small.csv", csv_bytes(customers(3)))
+    _status, body = upload(stack.base, "small.csv", csv_bytes(customers(3)))
     wait_job(stack.base, body["job_id"], timeout=60)
     worker_lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
     assert any(line.get("job_id") == body["job_id"] and line["msg"] == "import completed" for line in worker_lines)
     gateway_lines = [json.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
     assert any(line.get("path") == "/upload" and line.get("request_id") for line in gateway_lines)
-
-

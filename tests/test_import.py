@@ -14,7 +14,7 @@ from shared.db import connection
 from shared.jobs import list_job_errors
 from shared.settings import Settings
 from tests.conftest import SHARED_DATA
-from tests.support.jobs import import_file, submit, run_burst_worker
+from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -65,7 +65,7 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
         "Web",
         "Notes",
     ]
-    rows = [r[:8] + ["x"] + r[8:] + ["n"] for r in customers(20)]
+    rows = [[*r[:8], "x", *r[8:], "n"] for r in customers(20)]
     rows[2][9] = "not-an-email"  # row 4 as a spreadsheet shows it (header is row 1)
     rows[5][0] = rows[5][1] = ""  # no name at all: row 7
     rows[7][2] = "C" * 101  # company too long: row 9
@@ -114,7 +114,7 @@ async def test_odd_workbooks_fail_with_a_message(
 
 
 async def test_xlsx_with_header_not_on_first_row(settings: Settings, pool: aiomysql.Pool, tmp_path: Path) -> None:
-    rows = [[None] * 10, *([HEADER] + customers(5))]
+    rows = [[None] * 10, *([HEADER, *customers(5)])]
     path = write_xlsx(tmp_path / "late.xlsx", rows, header=None)
     job = await import_file(settings, pool, "late.xlsx", path.read_bytes())
     assert job["status"] == "completed", job

@@ -60,11 +60,19 @@ async def test_upload_answers_202_with_job_id_and_location(client: TestClient, s
         ("notes.pdf", b"%PDF-1.7 not a sheet", 415, "not a supported file"),
         ("binary.csv", b"\x00\x01\x02\x03", 415, "binary"),
         ("broken.xlsx", b"PK\x03\x04this is not a zip", 422, "not a valid .xlsx"),
-        ("calamine__pass_protected.xlsx", (ODD / "calamine__pass_protected.xlsx").read_bytes(), 415,
-         "password-protected"),
+        (
+            "calamine__pass_protected.xlsx",
+            (ODD / "calamine__pass_protected.xlsx").read_bytes(),
+            415,
+            "password-protected",
+        ),
         ("calamine__too_small.xls", (ODD / "calamine__too_small.xls").read_bytes(), 415, "not a supported file"),
-        ("tealeg__badfile_noWorksheets.xlsx", (ODD / "tealeg__badfile_noWorksheets.xlsx").read_bytes(), 422,
-         "worksheet part"),
+        (
+            "tealeg__badfile_noWorksheets.xlsx",
+            (ODD / "tealeg__badfile_noWorksheets.xlsx").read_bytes(),
+            422,
+            "worksheet part",
+        ),
     ],
 )
 async def test_bad_files_get_a_problem_and_nothing_is_queued(
@@ -107,7 +115,9 @@ async def test_upload_over_the_limit_is_413(aiohttp_client, settings: Settings, 
 
 
 async def test_streamed_upload_over_the_limit_without_content_length(
-    aiohttp_client, settings: Settings, clean: None  # type: ignore[no-untyped-def]
+    aiohttp_client,
+    settings: Settings,
+    clean: None,  # type: ignore[no-untyped-def]
 ) -> None:
     small = replace(settings, max_upload_mb=1)
     client = await aiohttp_client(create_app(small))
