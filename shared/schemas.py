@@ -100,3 +100,53 @@ def flatten_errors(messages: Any) -> list[tuple[str | None, str]]:
     else:
         pairs.append((None, str(messages)))
     return pairs
+
+
+class RowValidator:
+    """Validates spreadsheet rows by RowSchema's own rules at a fraction of `Schema.load`'s cost.
+
+    `Schema.load` costs ~25 µs a row, more than parsing the row. This runs the same pre-load cleaning,
+    the fields' own validators and the schema-level check directly; any row that one of them rejects
+    goes through `RowSchema.load`, so accepted data and error messages are always the schema's.
+    """
+
+    def __init__(self, schema: RowSchema | None = None) -> None:
+        self.schema = schema or RowSchema()
+        self.names = tuple(self.schema.fields)
+        plan = []
+        for name, field in self.schema.fields.items():
+            max_length: int | None = None
+            others = []
+            for validator in field.validators:
+                if isinstance(validator, validate.Length) and validator.min is None and validator.equal is None:
+                    max_length = validator.max
+                else:
+                    others.append(validator)
+            plan.append((name, field.required, bool(field.allow_none), max_length, tuple(others)))
+        self._plan = tuple(plan)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        """The loaded row, or ValidationError exactly as RowSchema.load raises it."""
+        cleaned = self.schema._clean(data)
+        for name, required, allow_none, max_length, others in self._plan:
+            value = cleaned.get(name)
+            if value is None:
+                if required or not allow_none:
+                    return self._load(data)
+                continue
+            if type(value) is not str or (max_length is not None and len(value) > max_length):
+                return self._load(data)
+            try:
+                for validator in others:
+                    validator(value)
+            except ValidationError:
+                return self._load(data)
+        try:
+            self.schema._needs_a_name(cleaned)
+        except ValidationError:
+            return self._load(data)
+        return {name: cleaned.get(name) for name in self.names}
+
+    def _load(self, data: dict[str, Any]) -> dict[str, Any]:
+        loaded: dict[str, Any] = self.schema.load(data)
+        return loaded

@@ -29,7 +29,7 @@ from shared.db import DatabaseUnavailable, connection, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.logs import job_id_var
 from shared.readers import WorkbookError, open_reader
-from shared.schemas import RowSchema, flatten_errors
+from shared.schemas import RowValidator, flatten_errors
 from shared.settings import Settings
 from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, row_is_empty
 from shared.storage import UploadStore
@@ -78,7 +78,7 @@ def parse_file(
     stop: threading.Event,
 ) -> None:
     """Runs in a thread: emits a SheetInfo, then ParsedBatch objects, and returns at the end."""
-    schema = RowSchema()
+    validate_row = RowValidator()
     reader = open_reader(path, kind, memory_budget_bytes)
     try:
         header = None
@@ -96,7 +96,7 @@ def parse_file(
             batch.rows_read += 1
             data = extract_row(cells, header)
             try:
-                batch.valid.append((number, schema.load(data)))
+                batch.valid.append((number, validate_row(data)))
             except ValidationError as exc:
                 batch.invalid += 1
                 batch.errors.extend((number, column, message) for column, message in flatten_errors(exc.messages))
