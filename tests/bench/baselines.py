@@ -1,0 +1,212 @@
+"""Baselines for the import benchmark, each run in a process of its own so its peak RSS is its own.
+
+    python -m tests.bench.baselines parse {openpyxl|calamine|csv|service} PATH
+    python -m tests.bench.baselines insert --dsn DSN --redis URL --prefix P --batch N CSV
+
+Each prints one JSON object on stdout.
+
+* `parse openpyxl|calamine|csv`: the bare reader, iterating every row's values (nothing else).
+* `parse service`: the service's own parser thread body, `worker.importer.parse_file` (reader
+  choice by memory budget, header mapping, cell normalisation, marshmallow validation, batching),
+  with no database: the ceiling for the worker's parse side.
+* `insert`: into an empty `customers` table, aiomysql `executemany` of `customer_repo.UPSERT_SQL`
+  in batches of N, one transaction per batch as the worker does (new rows), then the same rows again
+  (all updates); then, per batch, the select-back of the documents by email that the worker does
+  before warming (`customer_repo.by_emails`) and `CustomerCache.put_many` of them (keep-newer Lua
+  script), and a plain redis-py pipeline of `SET … EX` of the same documents for comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import json
+import resource
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str, Any]:
+    rss_start = peak_rss_mb()
+    started = time.perf_counter()
+    rows = 0
+    extra: dict[str, Any] = {}
+    if reader == "csv":
+        with path.open(encoding="utf-8-sig", newline="") as fh:
+            for _ in csv.reader(fh):
+                rows += 1
+    elif reader == "openpyxl":
+        import openpyxl
+
+        wb = openpyxl.load_workbook(path, read_only=True, data_only=True, keep_links=False)
+        ws = wb.worksheets[0]
+        ws.reset_dimensions()
+        for _ in ws.iter_rows(values_only=True):
+            rows += 1
+        wb.close()
+    elif reader == "calamine":
+        import python_calamine
+
+        wb = python_calamine.CalamineWorkbook.from_path(str(path))
+        sheet = wb.get_sheet_by_index(0)
+        for _ in sheet.iter_rows():
+            rows += 1
+        wb.close()
+    elif reader == "service":
+        from worker.importer import ParsedBatch, SheetInfo, parse_file
+
+        kind = "csv" if path.suffix == ".csv" else "xlsx"
+        counts = {"valid": 0, "invalid": 0}
+
+        def emit(item: Any) -> None:
+            nonlocal rows
+            if isinstance(item, SheetInfo):
+                extra["reader"] = item.reader
+            elif isinstance(item, ParsedBatch):
+                rows += item.rows_read
+                counts["valid"] += len(item.valid)
+                counts["invalid"] += item.invalid
+
+        parse_file(
+            path,
+            kind,
+            memory_budget_bytes=budget_mb * 1024 * 1024,
+            batch_size=batch_size,
+            resume_after_row=0,
+            emit=emit,
+            stop=threading.Event(),
+        )
+        rows += 1  # the header, so the figure compares with the bare readers'
+        extra.update(counts)
+    else:
+        raise SystemExit(f"unknown reader {reader}")
+    seconds = time.perf_counter() - started
+    return {
+        "what": f"parse:{reader}",
+        "rows": rows,
+        "seconds": seconds,
+        "rows_per_s": rows / seconds,
+        "peak_rss_mb": peak_rss_mb(),
+        "start_rss_mb": rss_start,
+        **extra,
+    }
+
+
+async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Path) -> dict[str, Any]:
+    from redis.asyncio import Redis
+
+    from shared import customer_repo
+    from shared.cache import CustomerCache, encode_document
+    from shared.db import close_pool, open_database
+    from shared.settings import parse_mysql_dsn
+
+    with csv_path.open(encoding="utf-8-sig", newline="") as fh:
+        reader = csv.reader(fh)
+        next(reader)
+        rows = [tuple(r) for r in reader]
+    batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
+    pool = await open_database(parse_mysql_dsn(dsn), 4)
+    out: dict[str, Any] = {"rows": len(rows), "batch": batch}
+    try:
+        async with pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute("TRUNCATE TABLE customers")
+
+            async def upsert_all() -> tuple[float, int, int]:
+                ins = upd = 0
+                started = time.perf_counter()
+                for part in batches:
+                    await conn.begin()
+                    i, u = await customer_repo.upsert_many(cur, part)
+                    await conn.commit()
+                    ins += i
+                    upd += u
+                return time.perf_counter() - started, ins, upd
+
+            seconds, ins, upd = await upsert_all()
+            out["insert_new"] = {"seconds": seconds, "rows_per_s": len(rows) / seconds, "inserted": ins, "updated": upd}
+            seconds, ins, upd = await upsert_all()
+            out["insert_update"] = {
+                "seconds": seconds,
+                "rows_per_s": len(rows) / seconds,
+                "inserted": ins,
+                "updated": upd,
+            }
+
+            redis = Redis.from_url(redis_url)
+            cache = CustomerCache(redis, prefix=prefix + "warm:")
+            t_select = t_put = t_pipe = 0.0
+            keys = 0
+            for part in batches:
+                emails = [r[8].lower() for r in part]
+                started = time.perf_counter()
+                docs = await customer_repo.by_emails(cur, emails)
+                t_select += time.perf_counter() - started
+                started = time.perf_counter()
+                await cache.put_many(docs)
+                t_put += time.perf_counter() - started
+                started = time.perf_counter()
+                async with redis.pipeline(transaction=False) as pipe:
+                    for doc in docs:
+                        pipe.set(f"{prefix}raw:customer:{doc['id']}", encode_document(doc), ex=300)
+                    await pipe.execute()
+                t_pipe += time.perf_counter() - started
+                keys += len(docs)
+            out["select_back"] = {"seconds": t_select, "rows_per_s": keys / t_select}
+            out["warm_put_many"] = {"seconds": t_put, "keys_per_s": keys / t_put, "keys": keys}
+            out["warm_pipeline_set"] = {"seconds": t_pipe, "keys_per_s": keys / t_pipe}
+            # leave nothing behind
+            for pattern in (f"{prefix}warm:*", f"{prefix}raw:*"):
+                doomed: list[bytes] = []
+                async for key in redis.scan_iter(match=pattern, count=5000):
+                    doomed.append(key)
+                    if len(doomed) >= 5000:
+                        await redis.unlink(*doomed)
+                        doomed.clear()
+                if doomed:
+                    await redis.unlink(*doomed)
+            await redis.aclose()
+            await cur.execute("TRUNCATE TABLE customers")
+    finally:
+        await close_pool(pool)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("parse")
+    p.add_argument("reader", choices=["openpyxl", "calamine", "csv", "service"])
+    p.add_argument("path", type=Path)
+    p.add_argument("--budget-mb", type=int, default=768)
+    p.add_argument("--batch", type=int, default=2000)
+    i = sub.add_parser("insert")
+    i.add_argument("csv", type=Path)
+    i.add_argument("--dsn", required=True)
+    i.add_argument("--redis", required=True)
+    i.add_argument("--prefix", required=True)
+    i.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args(argv)
+    if args.cmd == "parse":
+        result = parse(args.reader, args.path, args.budget_mb, args.batch)
+    else:
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:
+            pass
+        result = asyncio.run(insert(args.dsn, args.redis, args.prefix, args.batch, args.csv))
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
