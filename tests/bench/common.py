@@ -105,6 +105,23 @@ def fmt_ratio(value: float | None) -> str:
     return f"{value:.2f}x"
 
 
+def code_version() -> str:
+    """The commit measured, with '+dirty' when gateway/, worker/ or shared/ have uncommitted changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "gateway", "worker", "shared"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
+
+
 def results_path(name: str) -> Path:
     from tests.bench.datagen import cache_dir
 

@@ -32,10 +32,11 @@ from typing import Any
 
 import redis as sync_redis
 
-from tests.bench import datagen
+from tests.bench import datagen, profile
 from tests.bench.common import (
     bench_settings,
     clear_redis,
+    code_version,
     drop_database,
     fmt_int,
     fmt_ratio,
@@ -46,7 +47,7 @@ from tests.bench.common import (
     table,
 )
 from tests.bench.procstat import RssSampler, Window, find_pids
-from tests.support.procs import Service, free_port, service_env, wait_http_ready
+from tests.support.procs import REPO, Service, free_port, service_env, wait_http_ready
 
 TARGET_ROWS_S = {"inline": 50_000, "shared": 50_000, "csv": 80_000}
 TARGET_REIMPORT = 25_000
@@ -136,9 +137,18 @@ def cache_check(settings: Any, rows: int, samples: int = 200) -> tuple[int, int]
 
 
 def run_import(
-    port: int, path: Path, rows: int, worker: Service, pids: dict[str, list[int]], settings: Any, expect: str
+    port: int,
+    path: Path,
+    rows: int,
+    worker: Service,
+    pids: dict[str, list[int]],
+    settings: Any,
+    expect: str,
+    profile_to: Path | None = None,
+    py_spy: str | None = None,
 ) -> dict[str, Any]:
     worker_pid = worker.proc.pid
+    spy = profile.start(py_spy, worker_pid, profile_to) if py_spy and profile_to else None
     sampler = RssSampler(worker_pid)
     window = Window(pids)
     poller = Poller(port)
@@ -166,6 +176,8 @@ def run_import(
     seconds = time.perf_counter() - started
     window.stop()
     sampler.stop()
+    if spy is not None:
+        profile.stop(spy)
     poller.close()
     hits, sampled = cache_check(settings, rows)
     if doc["status"] != "completed":
@@ -429,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="bench_import")
     parser.add_argument("--prefix", default="bench:import:")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs at the end")
+    parser.add_argument("--py-spy", help="path to py-spy: profile the worker during the first run of each file")
     args = parser.parse_args(argv)
     sizes = [int(x.replace("_", "")) for x in args.rows.split(",") if x]
     kinds = [k for k in args.kinds.split(",") if k]
@@ -444,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     worker: Service | None = None
     runs: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     baselines: dict[int, dict[str, list[dict[str, Any]]]] = {}
+    profiles: list[str] = []
+    version = code_version()
+    print(f"measuring code at {version} ({REPO})")
     try:
         wait_http_ready(f"http://127.0.0.1:{port}", gateway)
         worker = Service("worker", env, log_dir, "worker")
@@ -468,7 +484,10 @@ def main(argv: list[str] | None = None) -> int:
                     for expect in ("new", "update"):
                         if expect == "update" and args.no_reimport:
                             continue
-                        result = run_import(port, path, n, worker, pids, settings, expect)
+                        prof = log_dir / f"worker-{n}-{kind}-{expect}.txt" if args.py_spy and r == 0 else None
+                        result = run_import(port, path, n, worker, pids, settings, expect, prof, args.py_spy)
+                        if prof is not None and prof.exists():
+                            profiles.append(profile.summarize(prof, 20))
                         runs.setdefault((n, kind, expect), []).append(result)
                         print(
                             f"{n:>9,} {kind:6} {expect:6} run {r + 1}/{args.repeat}: {result['seconds']:7.2f} s "
@@ -491,7 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             drop_database(settings)
             clear_redis(settings)
-    text = report(sizes, kinds, runs, baselines, args.repeat, settings)
+    text = f"code: {version}\n" + report(sizes, kinds, runs, baselines, args.repeat, settings)
+    if profiles:
+        text += "\n\n== py-spy, worker process, first run of each file ==\n" + "\n\n".join(profiles)
     print(text)
     out = results_path("import")
     out.write_text(

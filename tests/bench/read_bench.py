@@ -43,6 +43,7 @@ from tests.bench import datagen
 from tests.bench.common import (
     bench_settings,
     clear_redis,
+    code_version,
     drop_database,
     fmt_int,
     fmt_ratio,
@@ -382,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
             drop_database(settings)
             clear_redis(settings)
 
-    text = report(results, plan, args)
+    text = f"code: {code_version()}\n" + report(results, plan, args)
     print(text)
     if failures:
         print("\nERRORS (zero required):")
