@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
+import tempfile
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -32,8 +35,9 @@ class EmailTaken(Exception):
 
 
 def _iso(value: Any) -> Any:
+    # The same shape as DATE_FORMAT(..., '%Y-%m-%dT%H:%i:%s.%fZ') in the bulk path.
     if isinstance(value, dt.datetime):
-        return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return value
 
 
@@ -119,9 +123,101 @@ async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[st
     return [to_document(row) for row in await cur.fetchall()]
 
 
+async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[tuple[str, int, int, str, str]]:
+    """(email, id, version, created_at, updated_at) of the given emails, timestamps already as the API
+    writes them: the import builds cache documents from these and the values it just wrote."""
+    if not emails:
+        return []
+    marks = ", ".join(["%s"] * len(emails))
+    await cur.execute(
+        "SELECT email, id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
+        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})",
+        list(emails),
+    )
+    return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
+
+
 async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[str]:
     if not emails:
         return set()
     marks = ", ".join(["%s"] * len(emails))
     await cur.execute(f"SELECT email FROM customers WHERE email IN ({marks})", list(emails))
     return {row[0].lower() for row in await cur.fetchall()}
+
+
+# -- bulk import through a staging table ------------------------------------------------------------
+# LOAD DATA LOCAL INFILE into a per-connection temporary table, then one INSERT ... SELECT upsert:
+# about twice the rows/s of a multi-row INSERT, and no per-value escaping in Python. Servers that
+# refuse LOCAL INFILE (MySQL 8 ships with local_infile=OFF) get the executemany path instead.
+_STAGE_COLUMNS = ", ".join(CUSTOMER_FIELDS)
+_STAGE_DDL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
+    + ", ".join(
+        f"{name} VARCHAR({255 if name == 'address' else 20 if name in ('postal', 'phone') else 100})"
+        + (" NOT NULL" if name == "email" else " NULL")
+        for name in CUSTOMER_FIELDS
+    )
+    + ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+)
+_STAGE_LOAD = (
+    "LOAD DATA LOCAL INFILE %s INTO TABLE customer_stage CHARACTER SET utf8mb4"
+    " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+    f" (seq, {_STAGE_COLUMNS})"
+)
+_STAGE_UPSERT = (
+    f"INSERT INTO customers ({_INSERT_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM customer_stage ORDER BY seq"
+    " ON DUPLICATE KEY UPDATE "
+    + ", ".join(f"{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+    + ", version = version + 1"
+)
+_TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
+_STAGE_STAMPS = (
+    f"SELECT s.seq, c.id, c.version, DATE_FORMAT(c.created_at, {_TIMESTAMP}), DATE_FORMAT(c.updated_at, {_TIMESTAMP})"
+    " FROM customer_stage s JOIN customers c ON c.email = s.email"
+)
+# MySQL: 1148, 2068, 3948, 3950; MariaDB: 4166 (client or server has local infile disabled).
+_LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950, 4166}
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+class LocalInfileRefused(Exception):
+    """The server does not accept LOAD DATA LOCAL INFILE."""
+
+
+def _tsv_line(seq: int, row: Sequence[str | None]) -> str:
+    return (
+        str(seq) + "\t" + "\t".join("\\N" if value is None else value.translate(_TSV_ESCAPES) for value in row) + "\n"
+    )
+
+
+async def bulk_upsert(
+    cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]]
+) -> tuple[int, int, dict[int, tuple[int, int, str, str]]]:
+    """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns (inserted,
+    updated, {row index: (id, version, created_at, updated_at)}) for building cache documents: read
+    in the same transaction, while the upsert holds the rows' locks."""
+    if not rows:
+        return 0, 0, {}
+    fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write("".join(_tsv_line(seq, row) for seq, row in enumerate(rows)))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
+            await cur.execute(_STAGE_DDL)
+        await cur.execute("DELETE FROM customer_stage")
+        try:
+            await cur.execute(_STAGE_LOAD, (path,))
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED:
+                raise LocalInfileRefused(str(exc)) from exc
+            raise
+        if cur.rowcount != len(rows):
+            raise RuntimeError(f"staging loaded {cur.rowcount} of {len(rows)} rows")
+        await cur.execute(_STAGE_UPSERT)
+        updated = cur.rowcount - len(rows)
+        await cur.execute(_STAGE_STAMPS)
+        stamps = {int(r[0]): (int(r[1]), int(r[2]), r[3], r[4]) for r in await cur.fetchall()}
+    finally:
+        os.unlink(path)
+    return len(rows) - updated, updated, stamps

@@ -109,7 +109,7 @@ def _connect_kwargs(cfg: MySQLConfig) -> dict[str, object]:
     }
 
 
-async def create_pool(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
+async def create_pool(cfg: MySQLConfig, maxsize: int = 10, *, local_infile: bool = True) -> aiomysql.Pool:
     """A pool in autocommit mode: a pooled connection never sits in a stale REPEATABLE READ snapshot;
     batches open their own transactions with begin()/commit()."""
     return await aiomysql.create_pool(
@@ -118,6 +118,7 @@ async def create_pool(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
         maxsize=maxsize,
         autocommit=True,
         pool_recycle=280,
+        local_infile=local_infile,  # the import's bulk path; only ever sends files this process wrote
         init_command="SET SESSION time_zone = '+00:00'",
         **_connect_kwargs(cfg),
     )
@@ -159,6 +160,18 @@ async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
             except Exception:
                 conn.close()
             raise
+
+
+@asynccontextmanager
+async def savepoint(cur: aiomysql.Cursor) -> AsyncIterator[None]:
+    """Inside a transaction: undo only this block's statements if it raises."""
+    await cur.execute("SAVEPOINT sp")
+    try:
+        yield
+    except BaseException:
+        await cur.execute("ROLLBACK TO SAVEPOINT sp")
+        raise
+    await cur.execute("RELEASE SAVEPOINT sp")
 
 
 async def ensure_database(cfg: MySQLConfig) -> None:

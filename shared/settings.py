@@ -49,6 +49,7 @@ class Settings:
     sweep_interval_s: int = 10
     log_level: str = "INFO"
     mysql_pool_size: int = 10
+    import_bulk_load: bool = True
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -118,6 +119,15 @@ def _log_level(name: str, raw: str) -> str:
     return level
 
 
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
 def _text(name: str, raw: str) -> str:
     return raw
 
@@ -143,6 +153,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "SWEEP_INTERVAL_S": ("sweep_interval_s", _positive_int),
     "LOG_LEVEL": ("log_level", _log_level),
     "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
+    "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),
 }
 
 

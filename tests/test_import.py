@@ -179,3 +179,50 @@ async def test_a_job_held_by_a_live_worker_is_not_run_twice(settings: Settings, 
     await run_burst_worker(settings)
     assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 0
     assert await scalar(pool, "SELECT status FROM import_jobs WHERE id=%s", job_id) == "running"
+
+
+async def test_without_local_infile_the_import_falls_back_to_multi_row_inserts(
+    settings: Settings, pool: aiomysql.Pool, cache: object
+) -> None:
+    from shared.db import create_pool, transaction
+    from shared.storage import UploadStore
+    from worker.importer import WorkerDeps, _upsert
+
+    refusing = await create_pool(settings.mysql, 2, local_infile=False)
+    try:
+        deps = WorkerDeps(settings, refusing, cache, UploadStore(settings.upload_dir))  # type: ignore[arg-type]
+        rows = [tuple(r) for r in customers(3)]
+        rows.append(tuple(customers(1)[0]))  # a duplicate email in the batch
+        latest = {r[8]: dict(zip(HEADER, r, strict=True)) for r in rows}
+        async with transaction(refusing) as cur:
+            inserted, updated, stamps = await _upsert(deps, cur, rows, latest)  # type: ignore[arg-type]
+        assert deps.bulk_load is False
+        assert (inserted, updated) == (3, 1)
+        assert sorted(s[2] for s in stamps) == [1, 1, 2]
+    finally:
+        refusing.close()
+        await refusing.wait_closed()
+    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 3
+
+
+@pytest.mark.parametrize("bulk", [True, False], ids=["load-data", "multi-row-insert"])
+async def test_both_write_paths_give_the_same_result(
+    settings: Settings, pool: aiomysql.Pool, redis: Redis, bulk: bool
+) -> None:
+    from dataclasses import replace
+
+    rows = customers(1200)
+    rows[10][3] = 'Tab\there, "quotes", back\\slash and\nnewline'
+    rows.append(list(rows[5]))
+    rows[-1][0] = "Changed"
+    job = await import_file(replace(settings, import_bulk_load=bulk), pool, "paths.csv", csv_bytes(rows))
+    assert (job["rows_inserted"], job["rows_updated"]) == (1200, 1)
+    assert await scalar(pool, "SELECT address FROM customers WHERE email='person10@example.com'") == rows[10][3]
+    assert await scalar(pool, "SELECT first_name FROM customers WHERE email='person5@example.com'") == "Changed"
+    customer_id = await scalar(pool, "SELECT id FROM customers WHERE email='person5@example.com'")
+    cached = json.loads(await redis.get(f"{settings.redis_prefix}customer:{customer_id}"))
+    assert cached["first_name"] == "Changed" and cached["version"] == 2
+    async with connection(pool) as conn, conn.cursor() as cur:
+        from shared import customer_repo
+
+        assert cached == json.loads(json.dumps(await customer_repo.get(cur, int(customer_id))))

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from marshmallow import ValidationError
 
 from shared import customer_repo, job_repo
 from shared.cache import CacheUnavailable, CustomerCache
-from shared.db import DatabaseUnavailable, connection, transaction
+from shared.db import DatabaseUnavailable, connection, savepoint, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.logs import job_id_var
 from shared.readers import WorkbookError, open_reader
@@ -45,6 +46,7 @@ class WorkerDeps:
     pool: aiomysql.Pool
     cache: CustomerCache
     store: UploadStore
+    bulk_load: bool = True
 
 
 @dataclass
@@ -228,6 +230,7 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
     heartbeat = asyncio.create_task(_heartbeat(deps, job.id, owner, main))
     parser = asyncio.create_task(asyncio.to_thread(produce))
     seen: set[str] = set()
+    warming: asyncio.Task[None] | None = None
     try:
         while True:
             item = await queue.get()
@@ -239,8 +242,17 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
                 async with connection(deps.pool) as conn, conn.cursor() as cur:
                     await job_repo.set_reader(cur, job.id, owner, item.reader, item.total_estimate, item.warnings)
                 continue
-            await _commit_batch(deps, job, owner, item, seen)
+            warm = await _commit_batch(deps, job, owner, item, seen)
+            # Warm the cache with this batch while the next one is parsed and upserted.
+            if warming is not None:
+                await warming
+            warming = asyncio.create_task(warm) if warm is not None else None
+        if warming is not None:
+            await warming
+            warming = None
     finally:
+        if warming is not None:
+            warming.cancel()
         stop.set()
         heartbeat.cancel()
         # Unblock a parser waiting on a full queue, then let it finish.
@@ -258,13 +270,17 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
     return job_repo.COMPLETED
 
 
-async def _commit_batch(deps: WorkerDeps, job: Job, owner: str, batch: ParsedBatch, seen: set[str]) -> None:
+async def _commit_batch(
+    deps: WorkerDeps, job: Job, owner: str, batch: ParsedBatch, seen: set[str]
+) -> Coroutine[Any, Any, None] | None:
+    """Commit one batch; returns the cache warm-up for it (to run while the next batch goes on)."""
     settings = deps.settings
-    rows = [tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in batch.valid]
-    emails = list(dict.fromkeys(data["email"] for _, data in batch.valid))
+    # The last row of an email wins, in the database as in the documents built for the cache.
+    latest = {data["email"]: data for _, data in batch.valid}
+    stamps: list[tuple[dict[str, Any], int, int, str, str]] = []
     async with transaction(deps.pool) as cur:
         if job.dry_run:
-            existing = await customer_repo.existing_emails(cur, emails)
+            existing = await customer_repo.existing_emails(cur, list(latest))
             inserted = updated = 0
             for _, data in batch.valid:
                 email = data["email"]
@@ -274,7 +290,8 @@ async def _commit_batch(deps: WorkerDeps, job: Job, owner: str, batch: ParsedBat
                     inserted += 1
                     seen.add(email)
         else:
-            inserted, updated = await customer_repo.upsert_many(cur, rows)
+            rows = [tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in batch.valid]
+            inserted, updated, stamps = await _upsert(deps, cur, rows, latest)
         await job_repo.commit_batch(
             cur,
             job.id,
@@ -283,12 +300,46 @@ async def _commit_batch(deps: WorkerDeps, job: Job, owner: str, batch: ParsedBat
             BatchResult(batch.last_row, batch.rows_read, inserted, updated, batch.invalid, batch.errors),
             settings.max_errors_per_job,
         )
-    if job.dry_run or not emails:
-        return
-    # Warm the cache with what MySQL now holds (ids and versions included).
-    async with connection(deps.pool) as conn, conn.cursor() as cur:
-        docs = await customer_repo.by_emails(cur, emails)
+    return _warm_cache(deps, stamps) if stamps else None
+
+
+async def _upsert(
+    deps: WorkerDeps, cur: aiomysql.Cursor, rows: list[tuple[Any, ...]], latest: dict[str, dict[str, Any]]
+) -> tuple[int, int, list[tuple[dict[str, Any], int, int, str, str]]]:
+    """Upsert a batch; returns counts and (data, id, version, created_at, updated_at) per customer."""
+    if deps.bulk_load:
+        try:
+            async with savepoint(cur):
+                inserted, updated, by_seq = await customer_repo.bulk_upsert(cur, rows)
+        except customer_repo.LocalInfileRefused as exc:
+            log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
+            deps.bulk_load = False
+        else:
+            # Several rows of one email map to one customer; the last row's data is what was stored.
+            final: dict[int, tuple[int, tuple[int, int, str, str]]] = {}
+            for seq, stamp in by_seq.items():
+                if stamp[0] not in final or final[stamp[0]][0] < seq:
+                    final[stamp[0]] = (seq, stamp)
+            named = dict(zip(CUSTOMER_FIELDS, range(len(CUSTOMER_FIELDS)), strict=True))
+            stamps = [
+                ({name: rows[seq][index] for name, index in named.items()}, customer_id, version, created, changed)
+                for seq, (customer_id, version, created, changed) in final.values()
+            ]
+            return inserted, updated, stamps
+    inserted, updated = await customer_repo.upsert_many(cur, rows)
+    found = await customer_repo.stamps_by_email(cur, list(latest))
+    return inserted, updated, [(latest[email], *rest) for email, *rest in found if email in latest]
+
+
+async def _warm_cache(deps: WorkerDeps, stamps: list[tuple[dict[str, Any], int, int, str, str]]) -> None:
+    documents = []
+    for data, customer_id, version, created_at, updated_at in stamps:
+        doc: dict[str, Any] = {"id": customer_id, "version": version}
+        doc.update(data)
+        doc["created_at"] = created_at
+        doc["updated_at"] = updated_at
+        documents.append(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
     try:
-        await deps.cache.put_many(docs)
+        await deps.cache.put_encoded(documents)
     except CacheUnavailable as exc:
         log.warning("cache warm-up skipped: redis unavailable", extra={"error": str(exc)})

@@ -36,7 +36,9 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         store = UploadStore(settings.upload_dir)
         store.ensure()
         cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
-        ctx["deps"] = WorkerDeps(settings=settings, pool=pool, cache=cache, store=store)
+        ctx["deps"] = WorkerDeps(
+            settings=settings, pool=pool, cache=cache, store=store, bulk_load=settings.import_bulk_load
+        )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         deps: WorkerDeps | None = ctx.get("deps")
