@@ -328,7 +328,11 @@ async def _upsert(
             return inserted, updated, stamps
     inserted, updated = await customer_repo.upsert_many(cur, rows)
     found = await customer_repo.stamps_by_email(cur, list(latest))
-    return inserted, updated, [(latest[email], *rest) for email, *rest in found if email in latest]
+    return inserted, updated, [
+        (latest[email], customer_id, version, created, changed)
+        for email, customer_id, version, created, changed in found
+        if email in latest
+    ]
 
 
 async def _warm_cache(deps: WorkerDeps, stamps: list[tuple[dict[str, Any], int, int, str, str]]) -> None:
