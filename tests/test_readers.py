@@ -17,6 +17,7 @@ from shared.readers import (
     open_reader,
 )
 from shared.spreadsheet import normalize_cell, row_is_empty
+from shared.xlsx_stream import XlsxStreamReader
 from tests.conftest import SHARED_DATA
 from tests.support.workbooks import customers, write_xlsx
 
@@ -135,16 +136,18 @@ def test_strict_sample_reads_all_rows_with_calamine() -> None:
     assert rows[1][1][7] == "01944-369967"
 
 
-def test_small_budget_streams_with_openpyxl(tmp_path: Path) -> None:
+def test_a_sheet_over_the_memory_budget_is_streamed(tmp_path: Path) -> None:
     path = write_xlsx(tmp_path / "c.xlsx", customers(50))
     reader = open_reader(path, "xlsx", 1)
-    assert reader.name == "openpyxl"
+    assert reader.name == "xlsx-stream"
     assert len(normalized(reader)) == 51
 
 
-def test_strict_workbook_over_budget_is_a_clear_error() -> None:
-    with pytest.raises(WorkbookError, match="Strict Open XML"):
-        open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1)
+def test_strict_workbook_over_budget_streams_too() -> None:
+    reader = open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1024 * 1024)
+    assert reader.name == "xlsx-stream"
+    rows = normalized(reader)
+    assert len(rows) == 2001 and rows[-1][0] == 2001
 
 
 def test_openpyxl_finds_no_sheet_in_strict_workbook_and_says_so() -> None:
@@ -162,11 +165,59 @@ def _both_readable() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", _both_readable(), ids=lambda p: p.name)
-def test_both_readers_give_identical_rows_for_shared_files(path: Path) -> None:
+def test_openpyxl_agrees_with_calamine_on_shared_files(path: Path) -> None:
     assert normalized(CalamineReader(path)) == normalized(OpenpyxlReader(path))
 
 
-def test_both_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) -> None:
+def _every_readable() -> list[Path]:
+    found = [SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", *sorted(ODD.glob("*.xlsx"))]
+    return [p for p in found if "pass_protected" not in p.name and "noWorksheets" not in p.name]
+
+
+@pytest.mark.parametrize("path", _every_readable(), ids=lambda p: p.name)
+def test_whole_sheet_and_streaming_readers_give_identical_rows(path: Path) -> None:
+    """The service's two xlsx readers, on every shared file both can read (Strict ones included)."""
+    assert normalized(CalamineReader(path)) == normalized(XlsxStreamReader(path))
+
+
+def test_streaming_reader_handles_what_writers_vary(tmp_path: Path) -> None:
+    # Attribute order, namespace prefixes, entities, CDATA, rich text, booleans, gaps between cells.
+    sheet = (
+        '<?xml version="1.0" encoding="UTF-8"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/'
+        'spreadsheetml/2006/main"><x:sheetData>'
+        '<x:row r="2"><x:c t="inlineStr" r="A2"><x:is><x:t>A &amp; B</x:t></x:is></x:c>'
+        '<x:c r="C2" t="inlineStr"><x:is><x:r><x:t>rich </x:t></x:r><x:r><x:t>text</x:t></x:r></x:is></x:c></x:row>'
+        '<x:row r="4"><x:c r="B4" t="b"><x:v>1</x:v></x:c><x:c r="D4"><x:v>12.50</x:v></x:c>'
+        '<x:c r="E4" t="inlineStr"><x:is><x:t><![CDATA[<cdata>]]></x:t></x:is></x:c></x:row>'
+        "</x:sheetData></x:worksheet>"
+    )
+    path = tmp_path / "hand.xlsx"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("[Content_Types].xml", "<Types/>")
+        zf.writestr(
+            "_rels/.rels",
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship '
+            'Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/officeDocument" '
+            'Target="xl/workbook.xml"/></Relationships>',
+        )
+        zf.writestr(
+            "xl/workbook.xml",
+            '<workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" xmlns:r="http://'
+            'schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets><sheet name="S" sheetId="1" '
+            'r:id="rId1"/></sheets></workbook>',
+        )
+        zf.writestr(
+            "xl/_rels/workbook.xml.rels",
+            '<Relationships xmlns="http://schemas.openxmlformats.org/package/2006/relationships"><Relationship '
+            'Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/relationships/worksheet" '
+            'Target="worksheets/sheet1.xml"/></Relationships>',
+        )
+        zf.writestr("xl/worksheets/sheet1.xml", sheet)
+    rows = list(XlsxStreamReader(path).rows())
+    assert rows == [(2, ["A & B", None, "rich text"]), (4, [None, True, None, 12.5, "<cdata>"])]
+
+
+def test_all_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) -> None:
     rows = customers(30)
     rows[3][7] = 1944369967  # a phone typed as a number
     rows[4][6] = 12345.0
@@ -176,6 +227,7 @@ def test_both_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) -
     path = write_xlsx(tmp_path / "typed.xlsx", rows)
     calamine_rows = normalized(CalamineReader(path))
     assert calamine_rows == normalized(OpenpyxlReader(path))
+    assert calamine_rows == normalized(XlsxStreamReader(path))
     by_number = dict(calamine_rows)
     assert by_number[5][7] == "1944369967"
     assert by_number[6][6] == "12345"
@@ -183,3 +235,9 @@ def test_both_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) -
     assert by_number[8][4] == "padded"
     assert 9 not in by_number  # the empty row is skipped, later rows keep their Excel numbers
     assert by_number[10][0] == "First8"
+
+
+def test_shared_strings_over_the_budget_fail_with_advice() -> None:
+    # The sample's shared strings are 143 KB of XML: ~0.8 MB as Python strings, over a 200 KB budget.
+    with pytest.raises(WorkbookError, match="READER_MEMORY_BUDGET_MB"):
+        open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 200 * 1024)
