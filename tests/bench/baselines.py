@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import csv
 import json
+import os
 import resource
 import sys
 import threading
@@ -107,6 +108,12 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
     from shared.cache import CustomerCache, encode_document
     from shared.db import close_pool, open_database
     from shared.settings import parse_mysql_dsn
+    from tests.bench.procstat import Window, find_pids
+
+    pids = {"self": [os.getpid()], "mysqld": find_pids("mariadbd", "mysqld"), "redis": find_pids("redis-server")}
+
+    def cpu_us_per_row(window: Window, count: int) -> dict[str, float]:
+        return {name: 1e6 * seconds / max(count, 1) for name, seconds in window.cpu.items()}
 
     with csv_path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
@@ -119,8 +126,10 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
         async with pool.acquire() as conn, conn.cursor() as cur:
             await cur.execute("TRUNCATE TABLE customers")
 
-            async def upsert_all() -> tuple[float, int, int]:
+            async def upsert_all() -> tuple[float, int, int, dict[str, float]]:
                 ins = upd = 0
+                window = Window(pids)
+                window.start()
                 started = time.perf_counter()
                 for part in batches:
                     await conn.begin()

@@ -262,6 +262,10 @@ def _pct(group: list[dict[str, Any]], process: str) -> str:
     return f"{median([r['cpu_pct'].get(process, 0.0) for r in group]):.0f}%"
 
 
+def _us_per_row(group: list[dict[str, Any]], process: str) -> str:
+    return f"{median([1e6 * r['cpu_s'].get(process, 0.0) / r['rows'] for r in group]):.0f}"
+
+
 def _insert_rows(group: list[dict[str, Any]]) -> list[list[str]]:
     def med(section: str, key: str = "rows_per_s") -> float:
         return median([g[section][key] for g in group])
@@ -375,6 +379,7 @@ def report(
                         f"{median([r['seconds'] for r in group]):.1f}",
                         f"{median([r['upload_s'] for r in group]):.2f}",
                         *(_pct(group, p) for p in ("worker", "mysqld", "redis", "gateway")),
+                        " / ".join(_us_per_row(group, p) for p in ("worker", "mysqld", "redis")),
                         f"{median([r['other_cpu_pct'] for r in group]):.0f}%",
                         "/".join(str(x) for x in group[-1]["cache_hits_at_completion"]),
                     ]
@@ -398,6 +403,7 @@ def report(
                 "mysqld",
                 "redis",
                 "gateway",
+                "CPU µs/row worker / mysqld / redis",
                 "everything else",
                 "cached at completion",
             ],
