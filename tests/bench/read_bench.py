@@ -30,6 +30,7 @@ import asyncio
 import base64
 import json
 import re
+import resource
 import shutil
 import subprocess
 import sys
@@ -39,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.bench import datagen
+from tests.bench import datagen, profile
 from tests.bench.common import (
     bench_settings,
     clear_redis,
@@ -147,9 +148,16 @@ def write_script(
     return script
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_wrk(url: str, script: Path, *, threads: int, connections: int, duration: float) -> dict[str, Any]:
     cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration:g}s", "--timeout", "5s", "-s", str(script), url]
+    cpu0 = _children_cpu()
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    wrk_cpu = _children_cpu() - cpu0
     match = re.search(r"^BENCHJSON (.*)$", proc.stdout, re.M)
     if proc.returncode != 0 or not match:
         raise RuntimeError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -158,6 +166,7 @@ def run_wrk(url: str, script: Path, *, threads: int, connections: int, duration:
     result["rps"] = result["requests"] / seconds
     result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
     result["wrk_stdout"] = proc.stdout
+    result["wrk_cpu_pct"] = 100 * wrk_cpu / seconds
     return result
 
 
@@ -258,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="bench_read")
     parser.add_argument("--prefix", default="bench:read:")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--py-spy", help="path to py-spy: profile the gateway during the first cached/miss runs")
     args = parser.parse_args(argv)
     if shutil.which("wrk") is None:
         print("read_bench needs wrk: apt-get install -y wrk", file=sys.stderr)
@@ -273,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     services: list[Service] = []
     results: dict[str, list[dict[str, Any]]] = {}
     failures: list[str] = []
+    profiles: list[str] = []
     try:
         gateway = Service("gateway", env, log_dir, "gateway")
         services.append(gateway)
@@ -332,13 +343,21 @@ def main(argv: list[str] | None = None) -> int:
             if name in scenarios:
                 p, _, script = plan[name]
                 run_wrk(f"http://127.0.0.1:{p}", script, threads=args.threads, connections=args.connections, duration=2)
-        for r in range(args.repeat):
+        rounds = args.repeat + (1 if args.py_spy else 0)
+        for r in range(rounds):
+            profiling = r == args.repeat  # an extra round under py-spy, not counted
             for name in scenarios:
+                if profiling and name not in ("cached", "miss", "cached-quiet"):
+                    continue
                 p, _label, script = plan[name]
                 if name == "miss":
                     delete_keys(settings, *cold)
                 before = scrape_metrics(p) if p != base_port else {}
                 window = Window({"server": [server_pid[p]], "redis": redis_pids, "mysqld": mysql_pids})
+                spy_file = log_dir / f"gateway-{name}.txt"
+                spy = None
+                if profiling:
+                    spy = profile.start(args.py_spy, server_pid[p], spy_file)
                 window.start()
                 result = run_wrk(
                     f"http://127.0.0.1:{p}",
@@ -348,8 +367,14 @@ def main(argv: list[str] | None = None) -> int:
                     duration=args.duration,
                 )
                 window.stop()
+                if spy is not None:
+                    profile.stop(spy)
+                    if spy_file.exists():
+                        profiles.append(profile.summarize(spy_file, 25))
                 result["cpu_pct"] = {k: window.percent(k) for k in window.cpu}
-                result["other_cpu_pct"] = 100 * window.others() / max(window.wall, 1e-9)
+                result["other_cpu_pct"] = max(
+                    100 * window.others() / max(window.wall, 1e-9) - result["wrk_cpu_pct"], 0.0
+                )
                 result["top_other_cpu_s"] = window.top_others
                 if p != base_port:
                     delta = metrics_delta(before, scrape_metrics(p))
@@ -357,6 +382,9 @@ def main(argv: list[str] | None = None) -> int:
                     result["hit"] = delta.get('customer_cache_total{result="hit"}', 0)
                     result["miss"] = delta.get('customer_cache_total{result="miss"}', 0)
                     result["bad_status"] = bad_statuses(delta)
+                if profiling:
+                    print(f"(profiled) {name}: {fmt_int(result['rps'])} req/s under py-spy")
+                    continue
                 results.setdefault(name, []).append(result)
                 extra = ""
                 if name in ("cached", "miss", "cached-quiet"):
@@ -368,7 +396,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"p50 {result['p50_us'] / 1000:6.2f} ms  p99 {result['p99_us'] / 1000:6.2f} ms  "
                     f"errors {result['errors']}  cpu server {result['cpu_pct']['server']:.0f}% "
                     f"redis {result['cpu_pct']['redis']:.0f}% mysqld {result['cpu_pct']['mysqld']:.0f}% "
-                    f"other {result['other_cpu_pct']:.0f}% {[(n, round(s, 1)) for n, s in window.top_others]}{extra}",
+                    f"wrk {result['wrk_cpu_pct']:.0f}% other {result['other_cpu_pct']:.0f}% "
+                    f"{[(n, round(s, 1)) for n, s in window.top_others]}{extra}",
                     flush=True,
                 )
                 if result["errors"]:
@@ -384,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
             clear_redis(settings)
 
     text = f"code: {code_version()}\n" + report(results, plan, args)
+    if profiles:
+        text += "\n\n== py-spy, gateway process, an extra round not counted in the figures ==\n"
+        text += "\n\n".join(profiles)
     print(text)
     if failures:
         print("\nERRORS (zero required):")
@@ -443,6 +475,7 @@ def report(results: dict[str, list[dict[str, Any]]], plan: dict[str, tuple[int, 
                 "server CPU",
                 "redis CPU",
                 "mysqld CPU",
+                "wrk CPU",
                 "other CPU",
                 "vs bare redis GET",
                 "vs bare constant",
@@ -459,7 +492,10 @@ def report(results: dict[str, list[dict[str, Any]]], plan: dict[str, tuple[int, 
             f"{redis_p99 / 1000:.2f} ms ({'met' if med('cached', 'p99_us') <= redis_p99 else 'NOT met'}); "
             f"stretch ≥ 0.5x bare constant: {fmt_ratio(cached / const_rps)}"
         )
-    lines.append("CPU % is of one core over the run (wrk itself runs on the same 2 cores: part of 'other').")
+    lines.append(
+        "CPU % is of one core over the run (2 cores = 200%); wrk shares the cores; 'other' is everything else on "
+        "the machine (other people's work): when server + redis + wrk + other ≈ 200%, the machine was saturated."
+    )
     return "\n".join(lines)
 
 
