@@ -119,7 +119,7 @@ async def create_pool(cfg: MySQLConfig, maxsize: int = 10, *, local_infile: bool
         autocommit=True,
         pool_recycle=280,
         local_infile=local_infile,  # the import's bulk path; only ever sends files this process wrote
-        init_command="SET SESSION time_zone = '+00:00'",
+        init_command="SET time_zone = '+00:00', group_concat_max_len = 67108864",
         **_connect_kwargs(cfg),
     )
 
