@@ -8,8 +8,8 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq import create_pool
-from arq.connections import RedisSettings
+from arq.connections import ArqRedis
+from redis.asyncio import ConnectionPool
 
 from gateway import keys
 from gateway.metrics import Metrics
@@ -34,18 +34,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await close_pool(app[keys.DB_POOL])
 
 
-def _redis_settings(settings: Settings) -> RedisSettings:
-    rs = RedisSettings.from_dsn(settings.redis_url)
-    rs.conn_timeout = 1
-    rs.conn_retries = 0
-    return rs
-
-
 async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
-    redis = await create_pool(_redis_settings(settings), default_queue_name=settings.queue_name, retry=0)
-    # Fail fast on a dead socket rather than hang a request: the cache falls back to MySQL.
-    redis.connection_pool.connection_kwargs.update(socket_timeout=1.0, socket_connect_timeout=1.0)
+    # No ping at start: the gateway serves from MySQL while Redis is down, and uploads queued then
+    # are picked up by the workers' sweep. Short timeouts: a dead Redis must not hang a request.
+    connections = ConnectionPool.from_url(
+        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, max_connections=200
+    )
+    redis = ArqRedis(connections, default_queue_name=settings.queue_name)
     app[keys.REDIS] = redis
     cache = CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
     app[keys.CACHE] = cache

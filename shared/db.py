@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -225,9 +226,19 @@ async def migrate(pool: aiomysql.Pool, database: str) -> list[int]:
     return applied
 
 
-async def open_database(cfg: MySQLConfig, maxsize: int = 10) -> aiomysql.Pool:
-    """Create the database if missing, open the pool and bring the schema up to date."""
-    await ensure_database(cfg)
+async def open_database(cfg: MySQLConfig, maxsize: int = 10, *, wait_s: float = 30) -> aiomysql.Pool:
+    """Create the database if missing, open the pool and bring the schema up to date. Waits up to
+    `wait_s` for the server, so services started together with MySQL do not crash-loop."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            await ensure_database(cfg)
+            break
+        except CONNECTION_ERRORS as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise DatabaseUnavailable(f"MySQL at {cfg.host}:{cfg.port} did not answer: {exc}") from exc
+            log.warning("waiting for mysql", extra={"error": str(exc)})
+            await asyncio.sleep(1)
     pool = await create_pool(cfg, maxsize)
     try:
         await migrate(pool, cfg.database)

@@ -226,3 +226,29 @@ async def test_both_write_paths_give_the_same_result(
         from shared import customer_repo
 
         assert cached == json.loads(json.dumps(await customer_repo.get(cur, int(customer_id))))
+
+
+async def test_a_workbook_damaged_inside_fails_the_job_with_the_reason(
+    settings: Settings, pool: aiomysql.Pool, tmp_path: Path
+) -> None:
+    import re
+    import zipfile
+    from dataclasses import replace
+
+    source = SHARED_DATA / "Sample_Employee_data_xlsx.xlsx"
+    damaged = tmp_path / "damaged.xlsx"
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                # Row 1500 points at a shared string that does not exist.
+                data = re.sub(rb'(<c r="A1500"[^>]*><v>)\d+', rb"\g<1>99999999", data)
+            dst.writestr(info.filename, data)
+    # A 1 MB budget: too small to load the sheet whole, enough for its shared strings: it streams.
+    job = await import_file(replace(settings, reader_memory_budget_mb=1), pool, "damaged.xlsx", damaged.read_bytes())
+    assert job["status"] == "failed"
+    assert job["reader"] == "xlsx-stream"
+    assert "could not be read: IndexError" in job["error"]
+    assert job["attempts"] == 1
+    # The batches before the damage were committed, and the job says how far it got.
+    assert job["rows_read"] == 1000

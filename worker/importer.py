@@ -221,9 +221,15 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
             emit(done)
         except _Stopped:
             pass
-        except BaseException as exc:
+        except (WorkbookError, HeaderError) as exc:
             with contextlib.suppress(_Stopped, RuntimeError):
                 emit(exc)
+        except Exception as exc:
+            # A damaged file surfaces as zlib, zipfile, XML or value errors from deep in a reader:
+            # the job fails with the reason rather than being retried as if the worker had crashed.
+            log.warning("reader error", exc_info=True)
+            with contextlib.suppress(_Stopped, RuntimeError):
+                emit(WorkbookError(f"the file could not be read: {type(exc).__name__}: {exc}"))
 
     main = asyncio.current_task()
     assert main is not None
@@ -328,11 +334,15 @@ async def _upsert(
             return inserted, updated, stamps
     inserted, updated = await customer_repo.upsert_many(cur, rows)
     found = await customer_repo.stamps_by_email(cur, list(latest))
-    return inserted, updated, [
-        (latest[email], customer_id, version, created, changed)
-        for email, customer_id, version, created, changed in found
-        if email in latest
-    ]
+    return (
+        inserted,
+        updated,
+        [
+            (latest[email], customer_id, version, created, changed)
+            for email, customer_id, version, created, changed in found
+            if email in latest
+        ],
+    )
 
 
 async def _warm_cache(deps: WorkerDeps, stamps: list[tuple[dict[str, Any], int, int, str, str]]) -> None:
