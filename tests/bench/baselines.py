@@ -1,11 +1,13 @@
 """Baselines for the import benchmark, each run in a process of its own so its peak RSS is its own.
 
-    python -m tests.bench.baselines parse {openpyxl|calamine|csv|service} PATH
+    python -m tests.bench.baselines parse {openpyxl|calamine|csv|reader|service} PATH
     python -m tests.bench.baselines insert --dsn DSN --redis URL --prefix P --batch N CSV
 
 Each prints one JSON object on stdout.
 
 * `parse openpyxl|calamine|csv`: the bare reader, iterating every row's values (nothing else).
+* `parse reader`: the reader the service picks for this file and memory budget
+  (`shared.readers.open_reader`), rows only.
 * `parse service`: the service's own parser thread body, `worker.importer.parse_file` (reader
   choice by memory budget, header mapping, cell normalisation, marshmallow validation, batching),
   with no database: the ceiling for the worker's parse side.
@@ -61,6 +63,14 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
         for _ in sheet.iter_rows():
             rows += 1
         wb.close()
+    elif reader == "reader":
+        from shared.readers import open_reader
+
+        sheet = open_reader(path, "csv" if path.suffix == ".csv" else "xlsx", budget_mb * 1024 * 1024)
+        extra["reader"] = sheet.name
+        for _ in sheet.rows():
+            rows += 1
+        sheet.close()
     elif reader == "service":
         from worker.importer import ParsedBatch, SheetInfo, parse_file
 
@@ -192,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("parse")
-    p.add_argument("reader", choices=["openpyxl", "calamine", "csv", "service"])
+    p.add_argument("reader", choices=["openpyxl", "calamine", "csv", "reader", "service"])
     p.add_argument("path", type=Path)
     p.add_argument("--budget-mb", type=int, default=768)
     p.add_argument("--batch", type=int, default=2000)

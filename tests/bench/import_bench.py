@@ -217,7 +217,7 @@ def run_baselines(files: dict[str, Path], rows: int, settings: Any, repeat: int)
     batch = str(settings.import_batch_size)
     jobs: list[tuple[str, list[str]]] = []
     for kind, path in files.items():
-        readers = ["csv", "service"] if kind == "csv" else ["openpyxl", "calamine", "service"]
+        readers = ["csv", "service"] if kind == "csv" else ["openpyxl", "calamine", "reader", "service"]
         for reader in readers:
             args = ["parse", reader, str(path), "--budget-mb", budget, "--batch", batch]
             jobs.append((f"parse:{reader}:{kind}", args))
@@ -350,7 +350,7 @@ def report(
             upd_rate = median([r["rows_per_s"] for r in upd]) if upd else float("nan")
             peak = max(r["peak_rss_mb"] for r in new + upd)
             limit = rss_limit_mb(n)
-            parse_key = f"parse:{'csv' if kind == 'csv' else reader}:{kind}"
+            parse_key = f"parse:{'csv' if kind == 'csv' else 'reader'}:{kind}"
             parse_rate = median([r["rows_per_s"] for r in base.get(parse_key, [])])
             service_rate = median([r["rows_per_s"] for r in base.get(f"parse:service:{kind}", [])])
             body.append(
@@ -418,10 +418,13 @@ def report(
         for key in sorted(k for k in base if k.startswith("parse:")):
             group = base[key]
             _, reader, kind = key.split(":")
-            note = f"reader={group[0].get('reader')}" if reader == "service" else ""
+            note = f"reader={group[0].get('reader')}" if reader in ("service", "reader") else ""
             brows.append(
                 [
-                    f"{reader} parse-only" if reader != "service" else "service parser (reader+validation, no DB)",
+                    {
+                        "service": "service parser (reader+validation, no DB)",
+                        "reader": "service's reader, parse-only",
+                    }.get(reader, f"{reader} parse-only"),
                     kind,
                     fmt_int(median([g["rows_per_s"] for g in group])),
                     f"{median([g['peak_rss_mb'] for g in group]):,.0f}",

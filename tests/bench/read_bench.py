@@ -268,7 +268,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefix", default="bench:read:")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--py-spy", help="path to py-spy: profile the gateway during the first cached/miss runs")
+    parser.add_argument("--from-json", type=Path, help="only print the report of a saved results file")
     args = parser.parse_args(argv)
+    if args.from_json:
+        saved = json.loads(args.from_json.read_text())
+        for key in ("threads", "connections", "duration", "repeat"):
+            setattr(args, key, saved["args"][key])
+        print(f"code: {saved.get('code')}\n" + report(saved["results"], saved["labels"], args))
+        return 0
     if shutil.which("wrk") is None:
         print("read_bench needs wrk: apt-get install -y wrk", file=sys.stderr)
         return 2
@@ -284,6 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, list[dict[str, Any]]] = {}
     failures: list[str] = []
     profiles: list[str] = []
+    plan: dict[str, tuple[int, str, Path]] = {}
     try:
         gateway = Service("gateway", env, log_dir, "gateway")
         services.append(gateway)
@@ -318,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         cursors = [""] + [encode_cursor(lo - 1 + 50 * k) for k in range(1, 200)]
         folder = Path(tempfile.mkdtemp(prefix="bench-read-lua-"))
         kw = {"hot": hot, "cold": cold, "threads": args.threads, "cursors": cursors}
-        plan: dict[str, tuple[int, str, Path]] = {
+        plan = {
             "const": (base_port, "/const", write_script(folder, "cached", path="/const?", **kw)),
             "redis": (base_port, "/redis/{id}", write_script(folder, "cached", path="/redis/", **kw)),
             "cached": (port, "/customers/{id} hit", write_script(folder, "cached", path="/customers/", **kw)),
@@ -412,7 +420,17 @@ def main(argv: list[str] | None = None) -> int:
             drop_database(settings)
             clear_redis(settings)
 
-    text = f"code: {code_version()}\n" + report(results, plan, args)
+    version = code_version()
+    labels = {name: label for name, (_p, label, _s) in plan.items()}
+    out = results_path("read")
+    out.write_text(
+        json.dumps(
+            {"code": version, "args": vars(args), "labels": labels, "results": results, "failures": failures},
+            indent=1,
+            default=str,
+        )
+    )
+    text = f"code: {version}\n" + report(results, labels, args)
     if profiles:
         text += "\n\n== py-spy, gateway process, an extra round not counted in the figures ==\n"
         text += "\n\n".join(profiles)
@@ -423,17 +441,11 @@ def main(argv: list[str] | None = None) -> int:
             print("  " + line)
     else:
         print("\nerrors: none in any run")
-    out = results_path("read")
-    out.write_text(
-        json.dumps(
-            {"args": vars(args), "results": results, "report": text, "failures": failures}, indent=1, default=str
-        )
-    )
     print(f"all runs: {out}")
     return 1 if failures else 0
 
 
-def report(results: dict[str, list[dict[str, Any]]], plan: dict[str, tuple[int, str, Path]], args: Any) -> str:
+def report(results: dict[str, list[dict[str, Any]]], labels: dict[str, str], args: Any) -> str:
     def med(name: str, key: str) -> float:
         return median([r[key] for r in results.get(name, [])])
 
@@ -447,7 +459,7 @@ def report(results: dict[str, list[dict[str, Any]]], plan: dict[str, tuple[int, 
         rows.append(
             [
                 server,
-                plan[name][1],
+                labels[name],
                 fmt_int(rps),
                 f"{med(name, 'p50_us') / 1000:.2f}",
                 f"{p99 / 1000:.2f}",
@@ -455,6 +467,7 @@ def report(results: dict[str, list[dict[str, Any]]], plan: dict[str, tuple[int, 
                 f"{median([r['cpu_pct']['server'] for r in group]):.0f}%",
                 f"{median([r['cpu_pct']['redis'] for r in group]):.0f}%",
                 f"{median([r['cpu_pct']['mysqld'] for r in group]):.0f}%",
+                f"{median([r['wrk_cpu_pct'] for r in group]):.0f}%",
                 f"{median([r['other_cpu_pct'] for r in group]):.0f}%",
                 fmt_ratio(rps / redis_rps),
                 fmt_ratio(rps / const_rps),
