@@ -11,7 +11,8 @@ Each prints one JSON object on stdout.
 * `parse service`: the service's own parser thread body, `worker.importer.parse_file` (reader
   choice by memory budget, header mapping, cell normalisation, marshmallow validation, batching),
   with no database: the ceiling for the worker's parse side.
-* `insert`: into an empty `customers` table, aiomysql `executemany` of `customer_repo.UPSERT_SQL`
+* `insert`: (then the same with `customer_repo.bulk_upsert`, the service's LOAD DATA path, when the
+  code has it) into an empty `customers` table, aiomysql `executemany` of `customer_repo.UPSERT_SQL`
   in batches of N, one transaction per batch as the worker does (new rows), then the same rows again
   (all updates); then, per batch, the select-back of the documents by email that the worker does
   before warming (`customer_repo.by_emails`) and `CustomerCache.put_many` of them (keep-newer Lua
@@ -147,17 +148,45 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
                     await conn.commit()
                     ins += i
                     upd += u
-                return time.perf_counter() - started, ins, upd
+                seconds = time.perf_counter() - started
+                window.stop()
+                return seconds, ins, upd, cpu_us_per_row(window, len(rows))
 
-            seconds, ins, upd = await upsert_all()
-            out["insert_new"] = {"seconds": seconds, "rows_per_s": len(rows) / seconds, "inserted": ins, "updated": upd}
-            seconds, ins, upd = await upsert_all()
-            out["insert_update"] = {
-                "seconds": seconds,
-                "rows_per_s": len(rows) / seconds,
-                "inserted": ins,
-                "updated": upd,
-            }
+            for section in ("insert_new", "insert_update"):
+                seconds, ins, upd, cpu = await upsert_all()
+                out[section] = {
+                    "seconds": seconds,
+                    "rows_per_s": len(rows) / seconds,
+                    "inserted": ins,
+                    "updated": upd,
+                    "cpu_us_per_row": cpu,
+                }
+
+            bulk = getattr(customer_repo, "bulk_upsert", None)
+            if bulk is not None:
+                # the service's bulk write path (LOAD DATA LOCAL into a staging table, one upsert,
+                # ids/versions read back), if this version of the code has it
+                await cur.execute("TRUNCATE TABLE customers")
+                for section in ("bulk_new", "bulk_update"):
+                    window = Window(pids)
+                    window.start()
+                    started = time.perf_counter()
+                    ins = upd = 0
+                    for part in batches:
+                        await conn.begin()
+                        i, u, _stamps = await bulk(cur, part)
+                        await conn.commit()
+                        ins += i
+                        upd += u
+                    seconds = time.perf_counter() - started
+                    window.stop()
+                    out[section] = {
+                        "seconds": seconds,
+                        "rows_per_s": len(rows) / seconds,
+                        "inserted": ins,
+                        "updated": upd,
+                        "cpu_us_per_row": cpu_us_per_row(window, len(rows)),
+                    }
 
             redis = Redis.from_url(redis_url)
             cache = CustomerCache(redis, prefix=prefix + "warm:")
