@@ -8,24 +8,14 @@ import sys
 
 from arq.worker import Worker
 
-from shared.logs import configure_logging
-from shared.settings import SettingsError, load_settings
+from shared.runtime import start_process
 from worker.settings import build_worker_settings
 
 
 def main() -> int:
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        print(f"worker: configuration error: {exc}", file=sys.stderr)
+    settings = start_process("worker")
+    if settings is None:
         return 2
-    configure_logging("worker", settings.log_level)
-    try:
-        import uvloop
-
-        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    except ImportError:
-        pass
     asyncio.set_event_loop(asyncio.new_event_loop())
     worker = Worker(**build_worker_settings(settings))
     logging.getLogger("worker").info("worker starting", extra={"queue": settings.queue_name})

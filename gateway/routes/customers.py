@@ -26,6 +26,14 @@ def _invalid(exc: InvalidInput) -> Problem:
     return Problem(exc.status, title, str(exc), errors=field_errors(exc.errors))
 
 
+def _stale(exc: PreconditionFailed) -> Problem:
+    return Problem(412, "Precondition Failed", str(exc), headers={"ETag": params.etag(exc.current_version)})
+
+
+def _taken(exc: EmailTaken) -> Problem:
+    return Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}])
+
+
 def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
@@ -83,7 +91,7 @@ async def create_customer(request: web.Request) -> web.Response:
     except InvalidInput as exc:
         raise _invalid(exc) from None
     except EmailTaken as exc:
-        raise Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}]) from None
+        raise _taken(exc) from None
     response = _document_response(doc, cache, status=201)
     response.headers["Location"] = f"/customers/{doc['id']}"
     return response
@@ -100,11 +108,9 @@ async def _replace(request: web.Request, *, partial: bool) -> web.Response:
     except NotFound:
         raise _not_found(customer_id) from None
     except PreconditionFailed as exc:
-        raise Problem(
-            412, "Precondition Failed", str(exc), headers={"ETag": params.etag(exc.current_version)}
-        ) from None
+        raise _stale(exc) from None
     except EmailTaken as exc:
-        raise Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}]) from None
+        raise _taken(exc) from None
     return _document_response(doc, cache)
 
 
@@ -127,7 +133,5 @@ async def delete_customer(request: web.Request) -> web.Response:
     except NotFound:
         raise _not_found(customer_id) from None
     except PreconditionFailed as exc:
-        raise Problem(
-            412, "Precondition Failed", str(exc), headers={"ETag": params.etag(exc.current_version)}
-        ) from None
+        raise _stale(exc) from None
     return web.Response(status=204, headers={"X-Cache": cache})

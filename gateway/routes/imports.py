@@ -19,6 +19,15 @@ routes = web.RouteTableDef()
 CHUNK = 256 * 1024
 
 
+def _bad_cursor() -> Problem:
+    return Problem(
+        400,
+        "Invalid cursor",
+        "cursor is not one this API issued.",
+        errors=[{"field": "cursor", "message": "Not a cursor this API issued."}],
+    )
+
+
 async def _file_field(request: web.Request) -> BodyPartReader:
     if not request.content_type.startswith("multipart/"):
         raise Problem(
@@ -97,12 +106,7 @@ async def jobs_index(request: web.Request) -> web.Response:
     try:
         page = await list_jobs(request.app[DB_POOL], limit=limit, cursor=request.query.get("cursor"))
     except BadCursor:
-        raise Problem(
-            400,
-            "Invalid cursor",
-            "cursor is not one this API issued.",
-            errors=[{"field": "cursor", "message": "Not a cursor this API issued."}],
-        ) from None
+        raise _bad_cursor() from None
     return web.json_response(page)
 
 
@@ -132,12 +136,7 @@ async def job_errors(request: web.Request) -> web.Response:
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
     except BadCursor:
-        raise Problem(
-            400,
-            "Invalid cursor",
-            "cursor is not one this API issued.",
-            errors=[{"field": "cursor", "message": "Not a cursor this API issued."}],
-        ) from None
+        raise _bad_cursor() from None
     if as_csv == "json":
         return web.json_response(page)
     out = io.StringIO()

@@ -1,0 +1,27 @@
+"""Process start-up shared by `python -m gateway` and `python -m worker`."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from shared.logs import configure_logging
+from shared.settings import Settings, SettingsError, load_settings
+
+
+def start_process(service: str) -> Settings | None:
+    """Read the settings once, configure JSON logs and the event loop policy. None (after printing
+    the reason) when a setting is bad: the caller exits with status 2."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"{service}: configuration error: {exc}", file=sys.stderr)
+        return None
+    configure_logging(service, settings.log_level)
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    except ImportError:
+        pass
+    return settings
