@@ -6,11 +6,14 @@ write through to Redis, so a read right after the response sees the change.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import logging
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,7 @@ from marshmallow import ValidationError
 from shared import customer_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.customer_repo import EmailTaken
-from shared.db import connection, transaction
+from shared.db import DatabaseUnavailable, connection, transaction
 from shared.schemas import CustomerSchema, flatten_errors
 from shared.spreadsheet import CUSTOMER_FIELDS
 
@@ -77,10 +80,22 @@ def decode_cursor(cursor: str | None) -> int:
 
 
 class CustomerService:
-    def __init__(self, pool: aiomysql.Pool, cache: CustomerCache) -> None:
+    def __init__(self, pool: aiomysql.Pool, cache: CustomerCache, *, db_timeout_s: float = 5.0) -> None:
         self.pool = pool
         self.cache = cache
+        self.db_timeout_s = db_timeout_s
         self._schema = CustomerSchema()
+
+    @asynccontextmanager
+    async def _mysql(self) -> AsyncIterator[None]:
+        """Bound a request's MySQL work: a server that stopped answering (hung, partitioned: no reset
+        for the driver to notice) becomes DatabaseUnavailable, a 503, instead of a request that hangs.
+        aiomysql closes a connection cancelled mid-statement, so none goes back to the pool."""
+        try:
+            async with asyncio.timeout(self.db_timeout_s):
+                yield
+        except TimeoutError:
+            raise DatabaseUnavailable(f"MySQL did not answer within {self.db_timeout_s:g} s") from None
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, customer_id: int) -> Cached:
@@ -102,7 +117,7 @@ class CustomerService:
         return Cached(body, int(doc["version"]), state)
 
     async def _load(self, customer_id: int) -> dict[str, Any]:
-        async with connection(self.pool) as conn, conn.cursor() as cur:
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
             doc = await customer_repo.get(cur, customer_id)
         if doc is None:
             raise NotFound(customer_id)
@@ -119,7 +134,7 @@ class CustomerService:
                 return page, HIT
         except CacheUnavailable:
             state = BYPASS
-        async with connection(self.pool) as conn, conn.cursor() as cur:
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
             rows = await customer_repo.list_page(cur, after_id=after_id, limit=limit + 1, search=search)
         next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
         items = [json.loads(encode_document(doc)) for doc in rows[:limit]]
@@ -153,7 +168,7 @@ class CustomerService:
 
     async def create(self, data: Any) -> tuple[dict[str, Any], str]:
         fields = self._validate(data)
-        async with transaction(self.pool) as cur:
+        async with self._mysql(), transaction(self.pool) as cur:
             customer_id = await customer_repo.insert(cur, fields)
             doc = await customer_repo.get(cur, customer_id)
         assert doc is not None
@@ -166,7 +181,7 @@ class CustomerService:
         if partial:
             # marshmallow fills load_default for absent fields; a PATCH keeps them as they are.
             changes = {k: v for k, v in changes.items() if k in data}
-        async with transaction(self.pool) as cur:
+        async with self._mysql(), transaction(self.pool) as cur:
             current = await customer_repo.get(cur, customer_id, for_update=True)
             if current is None:
                 raise NotFound(customer_id)
@@ -183,7 +198,7 @@ class CustomerService:
         return doc, await self._write_through(doc)
 
     async def delete(self, customer_id: int, *, if_match: int | None) -> str:
-        async with transaction(self.pool) as cur:
+        async with self._mysql(), transaction(self.pool) as cur:
             current = await customer_repo.get(cur, customer_id, for_update=True)
             if current is None:
                 raise NotFound(customer_id)
