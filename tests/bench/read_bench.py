@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="bench_read")
     parser.add_argument("--prefix", default="bench:read:")
     parser.add_argument("--keep", action="store_true")
-    parser.add_argument("--py-spy", help="path to py-spy: profile the gateway during the first cached/miss runs")
+    parser.add_argument("--py-spy", help="path to py-spy: profile the servers in an extra uncounted round")
     parser.add_argument("--from-json", type=Path, help="only print the report of a saved results file")
     args = parser.parse_args(argv)
     if args.from_json:
@@ -355,14 +355,14 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(rounds):
             profiling = r == args.repeat  # an extra round under py-spy, not counted
             for name in scenarios:
-                if profiling and name not in ("cached", "miss", "cached-quiet"):
+                if profiling and name not in ("redis", "cached", "miss", "cached-quiet"):
                     continue
                 p, _label, script = plan[name]
                 if name == "miss":
                     delete_keys(settings, *cold)
                 before = scrape_metrics(p) if p != base_port else {}
                 window = Window({"server": [server_pid[p]], "redis": redis_pids, "mysqld": mysql_pids})
-                spy_file = log_dir / f"gateway-{name}.txt"
+                spy_file = log_dir / f"{'baseline' if p == base_port else 'gateway'}-{name}.txt"
                 spy = None
                 if profiling:
                     spy = profile.start(args.py_spy, server_pid[p], spy_file)
@@ -432,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     text = f"code: {version}\n" + report(results, labels, args)
     if profiles:
-        text += "\n\n== py-spy, gateway process, an extra round not counted in the figures ==\n"
+        text += "\n\n== py-spy of the servers (the bare baseline for 'redis'), an extra round not counted ==\n"
         text += "\n\n".join(profiles)
     print(text)
     if failures:
