@@ -45,7 +45,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[keys.REDIS] = redis
     cache = CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
     app[keys.CACHE] = cache
-    app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache)
+    app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
     replayer = asyncio.create_task(_replay_invalidations(cache))
     yield
     replayer.cancel()

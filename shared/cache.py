@@ -15,7 +15,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from redis import exceptions as redis_errors
@@ -185,58 +185,62 @@ class CustomerCache:
     async def put_many(self, docs: Iterable[dict[str, Any]]) -> int:
         return await self.put_encoded([encode_document(d) for d in docs])
 
+    async def _or_remember(
+        self, write: Callable[[], Awaitable[object]], *, stale: int | None = None, deleted: int | None = None
+    ) -> None:
+        """Apply a write to Redis; if Redis cannot be reached, remember the invalidation it stood for
+        (replayed before this process serves from Redis again) and raise CacheUnavailable."""
+        try:
+            await self._ready()
+            await write()
+        except (CacheUnavailable, *REDIS_ERRORS) as exc:  # type: ignore[misc]
+            if stale is not None:
+                self._pending_stale.add(stale)
+            if deleted is not None:
+                self._pending_deletes.add(deleted)
+            self._pending_generation = True
+            if isinstance(exc, CacheUnavailable):
+                raise
+            raise self._trip(exc) from exc
+
+    async def _put_and_bump(self, doc: dict[str, Any]) -> None:
+        await self.put(doc)
+        await self.redis.incr(self.generation_key)
+
     async def updated(self, doc: dict[str, Any]) -> None:
         """After a committed update: write the new version through and retire cached pages. If
         Redis is down, remember to drop the old copy before serving from Redis again."""
-        try:
-            await self.put(doc)
-            await self.redis.incr(self.generation_key)
-        except CacheUnavailable:
-            self._pending_stale.add(int(doc["id"]))
-            self._pending_generation = True
-            raise
-        except REDIS_ERRORS as exc:
-            self._pending_stale.add(int(doc["id"]))
-            self._pending_generation = True
-            raise self._trip(exc) from exc
+        await self._or_remember(lambda: self._put_and_bump(doc), stale=int(doc["id"]))
 
     async def created(self, doc: dict[str, Any]) -> None:
-        try:
-            await self.put(doc)
-            await self.redis.incr(self.generation_key)
-        except CacheUnavailable:
-            self._pending_generation = True
-            raise
-        except REDIS_ERRORS as exc:
-            self._pending_generation = True
-            raise self._trip(exc) from exc
+        await self._or_remember(lambda: self._put_and_bump(doc))
 
     async def deleted(self, customer_id: int) -> None:
         """After a committed delete: tombstone first, so a racing refill cannot resurrect it."""
-        try:
-            await self._ready()
+
+        async def write() -> None:
             async with self.redis.pipeline(transaction=True) as pipe:
                 pipe.set(self.tombstone_key(customer_id), b"1", ex=self.tombstone_s)
                 pipe.delete(self.key(customer_id))
                 pipe.incr(self.generation_key)
                 await pipe.execute()
-        except CacheUnavailable:
-            self._pending_deletes.add(customer_id)
-            raise
-        except REDIS_ERRORS as exc:
-            self._pending_deletes.add(customer_id)
-            raise self._trip(exc) from exc
+
+        await self._or_remember(write, deleted=customer_id)
+
+    async def forget(self, customer_id: int) -> None:
+        """Drop the cached copy (no tombstone): after a write whose outcome is unknown, the next
+        read must come from MySQL."""
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                pipe.delete(self.key(customer_id))
+                pipe.incr(self.generation_key)
+                await pipe.execute()
+
+        await self._or_remember(write, stale=customer_id)
 
     async def bump_generation(self) -> None:
-        try:
-            await self._ready()
-            await self.redis.incr(self.generation_key)
-        except CacheUnavailable:
-            self._pending_generation = True
-            raise
-        except REDIS_ERRORS as exc:
-            self._pending_generation = True
-            raise self._trip(exc) from exc
+        await self._or_remember(lambda: self.redis.incr(self.generation_key))
 
     # -- list pages ----------------------------------------------------------------------------
     @staticmethod

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import re
@@ -23,7 +24,7 @@ from marshmallow import ValidationError
 from shared import customer_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.customer_repo import EmailTaken
-from shared.db import DatabaseUnavailable, connection, transaction
+from shared.db import OutcomeUnknown, connection, transaction
 from shared.schemas import CustomerSchema, flatten_errors
 from shared.spreadsheet import CUSTOMER_FIELDS
 
@@ -95,7 +96,21 @@ class CustomerService:
             async with asyncio.timeout(self.db_timeout_s):
                 yield
         except TimeoutError:
-            raise DatabaseUnavailable(f"MySQL did not answer within {self.db_timeout_s:g} s") from None
+            raise OutcomeUnknown(f"MySQL did not answer within {self.db_timeout_s:g} s") from None
+
+    @asynccontextmanager
+    async def _writing(self, customer_id: int | None) -> AsyncIterator[None]:
+        """A write bounded like any MySQL work. If MySQL went silent after the COMMIT was sent, the
+        write may have happened: drop the cached copy so no reader gets the old version for a whole
+        TTL. (A connection that failed before the COMMIT was rolled back: the cache stays valid.)"""
+        try:
+            async with self._mysql():
+                yield
+        except OutcomeUnknown:
+            if customer_id is not None:
+                with contextlib.suppress(CacheUnavailable):
+                    await self.cache.forget(customer_id)
+            raise
 
     # -- reads ---------------------------------------------------------------------------------
     async def get(self, customer_id: int) -> Cached:
@@ -181,7 +196,7 @@ class CustomerService:
         if partial:
             # marshmallow fills load_default for absent fields; a PATCH keeps them as they are.
             changes = {k: v for k, v in changes.items() if k in data}
-        async with self._mysql(), transaction(self.pool) as cur:
+        async with self._writing(customer_id), transaction(self.pool) as cur:
             current = await customer_repo.get(cur, customer_id, for_update=True)
             if current is None:
                 raise NotFound(customer_id)
@@ -198,7 +213,7 @@ class CustomerService:
         return doc, await self._write_through(doc)
 
     async def delete(self, customer_id: int, *, if_match: int | None) -> str:
-        async with self._mysql(), transaction(self.pool) as cur:
+        async with self._writing(customer_id), transaction(self.pool) as cur:
             current = await customer_repo.get(cur, customer_id, for_update=True)
             if current is None:
                 raise NotFound(customer_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import warnings
 from collections.abc import AsyncIterator
@@ -26,6 +27,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
 
 class DatabaseUnavailable(Exception):
     """MySQL could not be reached or the connection broke mid-statement."""
+
+
+class OutcomeUnknown(DatabaseUnavailable):
+    """MySQL stopped answering after a COMMIT was sent (or while a bounded call waited): the
+    transaction may or may not have been applied."""
 
 
 MIGRATIONS: list[tuple[int, str, list[str]]] = [
@@ -154,7 +160,17 @@ async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
         try:
             async with conn.cursor() as cur:
                 yield cur
+        except BaseException:
+            try:
+                await conn.rollback()
+            except Exception:
+                conn.close()
+            raise
+        try:
             await conn.commit()
+        except CONNECTION_ERRORS as exc:
+            conn.close()
+            raise OutcomeUnknown(f"the connection broke while committing: {exc}") from exc
         except BaseException:
             try:
                 await conn.rollback()
@@ -169,8 +185,12 @@ async def savepoint(cur: aiomysql.Cursor) -> AsyncIterator[None]:
     await cur.execute("SAVEPOINT sp")
     try:
         yield
+    except asyncio.CancelledError:
+        raise  # aiomysql closed the connection mid-statement: nothing to roll back to
     except BaseException:
-        await cur.execute("ROLLBACK TO SAVEPOINT sp")
+        # If the rollback fails the connection is gone; the caller sees the original error.
+        with contextlib.suppress(Exception):
+            await cur.execute("ROLLBACK TO SAVEPOINT sp")
         raise
     await cur.execute("RELEASE SAVEPOINT sp")
 

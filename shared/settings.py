@@ -50,6 +50,7 @@ class Settings:
     log_level: str = "INFO"
     mysql_pool_size: int = 10
     import_bulk_load: bool = True
+    db_timeout_s: int = 5
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +155,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "LOG_LEVEL": ("log_level", _log_level),
     "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
     "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),
+    "DB_TIMEOUT_S": ("db_timeout_s", _positive_int),
 }
 
 

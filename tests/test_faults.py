@@ -318,3 +318,21 @@ async def test_a_stalled_mysql_answers_503_in_bounded_time_and_poisons_nothing(
     patched = await call(client, "PATCH", f"/customers/{docs[2]['id']}", json={"city": "Lima"})
     assert patched.status == 200 and patched.json()["version"] == 2  # the abandoned PATCH did not commit
     assert (await call(client, "GET", "/readyz")).status == 200
+
+
+async def test_a_write_whose_outcome_is_unknown_drops_the_cached_copy(
+    via_mysql_proxy: TestClient, mysql_proxy: TcpProxy, redis: Redis, cache: CustomerCache
+) -> None:
+    """MySQL goes silent during a PATCH: the client gets a 503, but the write may have been applied,
+    so the cached copy is dropped rather than served (possibly stale) for a whole TTL."""
+    client = via_mysql_proxy
+    deadline = client.app[CUSTOMERS].db_timeout_s
+    doc = await create(client, "unknown")
+    assert await redis.get(cache.key(doc["id"])) is not None
+    mysql_proxy.hold_responses()
+    answer = await call(client, "PATCH", f"/customers/{doc['id']}", json={"city": "Oslo"}, limit_s=deadline + 2)
+    assert_problem(answer)
+    assert await redis.get(cache.key(doc["id"])) is None
+    mysql_proxy.release_responses()
+    again = await call(client, "GET", f"/customers/{doc['id']}")
+    assert again.status == 200 and again.cache == "miss" and again.json() == doc
