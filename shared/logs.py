@@ -34,9 +34,10 @@ class JsonFormatter(logging.Formatter):
         job_id = job_id_var.get()
         if job_id:
             doc["job_id"] = job_id
-        for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
-                doc[key] = value
+        fields = record.__dict__
+        for key in fields.keys() - _RESERVED:  # a set difference: this runs for every request
+            if not key.startswith("_"):
+                doc[key] = fields[key]
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
