@@ -67,11 +67,11 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
     elif reader == "reader":
         from shared.readers import open_reader
 
-        sheet = open_reader(path, "csv" if path.suffix == ".csv" else "xlsx", budget_mb * 1024 * 1024)
-        extra["reader"] = sheet.name
-        for _ in sheet.rows():
+        service_reader = open_reader(path, "csv" if path.suffix == ".csv" else "xlsx", budget_mb * 1024 * 1024)
+        extra["reader"] = service_reader.name
+        for _ in service_reader.rows():
             rows += 1
-        sheet.close()
+        service_reader.close()
     elif reader == "service":
         from worker.importer import ParsedBatch, SheetInfo, parse_file
 

@@ -56,10 +56,10 @@ def clear_redis(s: Settings, patterns: Sequence[str] = ("*",)) -> int:
         for key in client.scan_iter(match=f"{s.redis_prefix}{pattern}", count=5000):
             batch.append(key)
             if len(batch) >= 5000:
-                removed += client.unlink(*batch)
+                removed += int(client.unlink(*batch))  # type: ignore[arg-type]
                 batch.clear()
         if batch:
-            removed += client.unlink(*batch)
+            removed += int(client.unlink(*batch))  # type: ignore[arg-type]
     client.close()
     return removed
 

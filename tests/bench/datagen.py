@@ -302,7 +302,7 @@ def verify(n: int = 200) -> None:
                 wb.close()
             assert got == expected, f"openpyxl reads {kind} differently: {got[:2]} vs {expected[:2]}"
             cwb = python_calamine.CalamineWorkbook.from_path(str(path))
-            got = [list(r) for r in cwb.get_sheet_by_index(0).to_python()]
+            got = [[str(c) for c in r] for r in cwb.get_sheet_by_index(0).to_python()]
             cwb.close()
             assert got == expected, f"calamine reads {kind} differently: {got[:2]} vs {expected[:2]}"
             with zipfile.ZipFile(path) as zf:

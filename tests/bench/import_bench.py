@@ -439,9 +439,10 @@ def report(
         )
     )
     for n in sizes:
-        base = baselines.get(n)
-        if not base:
+        base_n = baselines.get(n)
+        if not base_n:
             continue
+        base = base_n
         brows = []
         for key in sorted(k for k in base if k.startswith("parse:")):
             group = base[key]

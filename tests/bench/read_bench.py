@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         lo, hi = create_customers(settings, args.customers)
         hot = (lo, lo + args.hot - 1)
         cold = (lo + args.hot, hi)
-        warm_rate = warm(settings, *hot)
-        warm_rate = asyncio.run(warm_rate)
+        warm_rate = asyncio.run(warm(settings, *hot))
         print(
             f"{args.customers:,} customers (ids {lo}..{hi}); ids {hot[0]}..{hot[1]} cached "
             f"(put_many {fmt_int(warm_rate)} keys/s); misses use {cold[0]}..{cold[1]}"
