@@ -13,7 +13,7 @@ from redis.asyncio import ConnectionPool
 
 from gateway import keys
 from gateway.metrics import Metrics
-from gateway.middlewares import api_key_auth, problems, request_context
+from gateway.middlewares import serve
 from gateway.openapi import routes as openapi_routes
 from gateway.routes.customers import routes as customer_routes
 from gateway.routes.health import routes as health_routes
@@ -64,7 +64,7 @@ async def _replay_invalidations(cache: CustomerCache) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[request_context, problems, api_key_auth])
+    app = web.Application(middlewares=[serve])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics()
     store = UploadStore(settings.upload_dir)

@@ -51,6 +51,7 @@ class Settings:
     mysql_pool_size: int = 10
     import_bulk_load: bool = True
     db_timeout_s: int = 5
+    access_log_reads: bool = False
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,6 +60,10 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def api_key_bytes(self) -> tuple[bytes, ...]:
+        return tuple(key.encode() for key in self.api_keys)
 
     @property
     def queue_name(self) -> str:
@@ -156,6 +161,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
     "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),
     "DB_TIMEOUT_S": ("db_timeout_s", _positive_int),
+    "ACCESS_LOG_READS": ("access_log_reads", _bool),
 }
 
 
