@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import sys
 
 from shared.logs import configure_logging
@@ -25,3 +26,12 @@ def start_process(service: str) -> Settings | None:
     except ImportError:
         pass
     return settings
+
+
+def release_memory() -> None:
+    """Hand freed heap back to the OS after a large job: glibc keeps it in the reader thread's arena
+    otherwise, and a worker's resident size would ratchet up from one import to the next."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc

@@ -30,6 +30,7 @@ from shared.db import DatabaseUnavailable, connection, savepoint, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.logs import job_id_var
 from shared.readers import WorkbookError, open_reader
+from shared.runtime import release_memory
 from shared.schemas import RowValidator, flatten_errors
 from shared.settings import Settings
 from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, row_is_empty
@@ -160,6 +161,7 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
             raise Retry(defer=5) from exc
         return status
     finally:
+        release_memory()
         job_id_var.reset(token)
 
 
