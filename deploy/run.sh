@@ -8,14 +8,14 @@ ensure_venv
 ensure_services
 
 # Check the settings once, up front, so a bad value stops here with its name.
-read -r PORT_VALUE WORKERS_VALUE KEYS_SET < <("$VENV/bin/python" -c '
+read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET < <("$VENV/bin/python" -c '
 import sys
 from shared.settings import SettingsError, load_settings
 try:
     s = load_settings()
 except SettingsError as exc:
     print(f"configuration error: {exc}", file=sys.stderr); sys.exit(2)
-print(s.port, s.workers, "yes" if s.api_keys else "no")
+print(s.port, s.workers, s.gateway_processes, "yes" if s.api_keys else "no")
 ')
 
 pids=()
@@ -44,7 +44,11 @@ stop_all() {
 }
 trap stop_all INT TERM EXIT
 
-start gateway gateway
+if [ "$GATEWAYS_VALUE" = 1 ]; then
+  start gateway gateway
+else
+  for ((i = 1; i <= GATEWAYS_VALUE; i++)); do start "gateway-$i" gateway; done
+fi
 for ((i = 1; i <= WORKERS_VALUE; i++)); do
   start "worker-$i" worker
 done
@@ -57,7 +61,7 @@ done
 cat >&2 <<MSG
 
   Customer import service is up: http://127.0.0.1:${PORT_VALUE}   (API docs: http://127.0.0.1:${PORT_VALUE}/docs)
-  Gateway + ${WORKERS_VALUE} worker process(es). Ctrl-C stops everything.
+  ${GATEWAYS_VALUE} gateway + ${WORKERS_VALUE} worker process(es). Ctrl-C stops everything.
 MSG
 if [ "$KEYS_SET" = yes ]; then
   echo "  Authenticate with: -H 'Authorization: Bearer <one of API_KEYS>'" >&2

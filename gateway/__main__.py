@@ -23,6 +23,9 @@ def main() -> int:
         print=None,
         access_log=None,
         shutdown_timeout=10,
+        # Several gateway processes may share the port (GATEWAY_PROCESSES in deploy/run.sh):
+        # the kernel spreads connections across them, one process per core.
+        reuse_port=True,
     )
     return 0
 

@@ -42,6 +42,7 @@ class Settings:
     import_batch_size: int = 2000
     cache_ttl_s: int = 300
     workers: int = 2
+    gateway_processes: int = 1
     worker_concurrency: int = 2
     reader_memory_budget_mb: int = 768
     max_errors_per_job: int = 1000
@@ -152,6 +153,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "IMPORT_BATCH_SIZE": ("import_batch_size", _positive_int),
     "CACHE_TTL_S": ("cache_ttl_s", _positive_int),
     "WORKERS": ("workers", _positive_int),
+    "GATEWAY_PROCESSES": ("gateway_processes", _positive_int),
     "WORKER_CONCURRENCY": ("worker_concurrency", _positive_int),
     "READER_MEMORY_BUDGET_MB": ("reader_memory_budget_mb", _positive_int),
     "MAX_ERRORS_PER_JOB": ("max_errors_per_job", _positive_int),
