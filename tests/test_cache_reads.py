@@ -10,6 +10,8 @@ from redis.asyncio import Redis
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.settings import Settings
 
+pytestmark = pytest.mark.usefixtures("clean")
+
 
 def doc(customer_id: int, version: int = 1) -> dict[str, object]:
     return {"id": customer_id, "version": version, "email": f"c{customer_id}@example.com"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import socket
@@ -25,7 +24,7 @@ from arq import Retry
 from marshmallow import ValidationError
 
 from shared import customer_repo, job_repo
-from shared.cache import CacheUnavailable, CustomerCache
+from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.db import DatabaseUnavailable, connection, savepoint, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.logs import job_id_var
@@ -354,7 +353,7 @@ async def _warm_cache(deps: WorkerDeps, stamps: list[tuple[dict[str, Any], int, 
         doc.update(data)
         doc["created_at"] = created_at
         doc["updated_at"] = updated_at
-        documents.append(json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode())
+        documents.append(encode_document(doc))
     try:
         await deps.cache.put_encoded(documents)
     except CacheUnavailable as exc:
