@@ -77,6 +77,9 @@ class CacheUnavailable(Exception):
 
 def encode_document(doc: dict[str, Any]) -> bytes:
     """Serialise a customer with `id` and `version` first, as the Lua script expects."""
+    keys = iter(doc)
+    if next(keys, None) == "id" and next(keys, None) == "version":
+        return orjson.dumps(doc)  # already in order (the import builds them so): no copy
     ordered = {"id": doc["id"], "version": doc["version"]}
     ordered.update((k, v) for k, v in doc.items() if k not in ordered)
     return orjson.dumps(ordered)

@@ -201,18 +201,24 @@ def _tsv_line(seq: int, row: Sequence[str | None]) -> str:
     return f"{seq}\t{line}\n"
 
 
+def stage_text(rows: Sequence[Sequence[str | None]]) -> str:
+    """The staging file's contents for these rows (pure: the import builds it in its parser thread)."""
+    return "".join(_tsv_line(seq, row) for seq, row in enumerate(rows))
+
+
 async def bulk_upsert(
-    cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]]
+    cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]], staged: str | None = None
 ) -> tuple[int, int, dict[int, tuple[int, int, str, str]]]:
     """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns (inserted,
     updated, {row index: (id, version, created_at, updated_at)}) for building cache documents: read
-    in the same transaction, while the upsert holds the rows' locks."""
+    in the same transaction, while the upsert holds the rows' locks. `staged` is stage_text(rows)
+    when the caller already built it."""
     if not rows:
         return 0, 0, {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write("".join(_tsv_line(seq, row) for seq, row in enumerate(rows)))
+            fh.write(stage_text(rows) if staged is None else staged)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
             await cur.execute(_STAGE_DDL)

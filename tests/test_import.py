@@ -186,16 +186,17 @@ async def test_without_local_infile_the_import_falls_back_to_multi_row_inserts(
 ) -> None:
     from shared.db import create_pool, transaction
     from shared.storage import UploadStore
-    from worker.importer import WorkerDeps, _upsert
+    from worker.importer import ParsedBatch, WorkerDeps, _upsert
 
     refusing = await create_pool(settings.mysql, 2, local_infile=False)
     try:
         deps = WorkerDeps(settings, refusing, cache, UploadStore(settings.upload_dir))  # type: ignore[arg-type]
         rows = [tuple(r) for r in customers(3)]
         rows.append(tuple(customers(1)[0]))  # a duplicate email in the batch
-        latest = {r[8]: dict(zip(HEADER, r, strict=True)) for r in rows}
+        batch = ParsedBatch(valid=[(n, dict(zip(HEADER, r, strict=True))) for n, r in enumerate(rows, 2)]).prepare()
+        latest = {data["email"]: data for _, data in batch.valid}
         async with transaction(refusing) as cur:
-            inserted, updated, stamps = await _upsert(deps, cur, rows, latest)  # type: ignore[arg-type]
+            inserted, updated, stamps = await _upsert(deps, cur, batch, latest)
         assert deps.bulk_load is False
         assert (inserted, updated) == (3, 1)
         assert sorted(s[2] for s in stamps) == [1, 1, 2]

@@ -56,6 +56,15 @@ class ParsedBatch:
     valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     errors: list[tuple[int, str | None, str]] = field(default_factory=list)
     invalid: int = 0
+    # Prepared in the parser thread, so the event loop only waits on MySQL: the valid rows in
+    # CUSTOMER_FIELDS order, and the staging file built from them.
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    staged: str | None = None
+
+    def prepare(self) -> ParsedBatch:
+        self.rows = [tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in self.valid]
+        self.staged = customer_repo.stage_text(self.rows)
+        return self
 
 
 @dataclass
@@ -105,12 +114,12 @@ def parse_file(
             if batch.rows_read >= batch_size:
                 if stop.is_set():
                     raise _Stopped
-                emit(batch)
+                emit(batch.prepare())
                 batch = ParsedBatch()
         if header is None:
             raise WorkbookError("the first worksheet is empty: no header row and no data")
         if batch.rows_read:
-            emit(batch)
+            emit(batch.prepare())
     finally:
         reader.close()
 
@@ -297,8 +306,7 @@ async def _commit_batch(
                     inserted += 1
                     seen.add(email)
         else:
-            rows = [tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in batch.valid]
-            inserted, updated, stamps = await _upsert(deps, cur, rows, latest)
+            inserted, updated, stamps = await _upsert(deps, cur, batch, latest)
         await job_repo.commit_batch(
             cur,
             job.id,
@@ -311,13 +319,14 @@ async def _commit_batch(
 
 
 async def _upsert(
-    deps: WorkerDeps, cur: aiomysql.Cursor, rows: list[tuple[Any, ...]], latest: dict[str, dict[str, Any]]
+    deps: WorkerDeps, cur: aiomysql.Cursor, batch: ParsedBatch, latest: dict[str, dict[str, Any]]
 ) -> tuple[int, int, list[tuple[dict[str, Any], int, int, str, str]]]:
     """Upsert a batch; returns counts and (data, id, version, created_at, updated_at) per customer."""
+    rows = batch.rows
     if deps.bulk_load:
         try:
             async with savepoint(cur):
-                inserted, updated, by_seq = await customer_repo.bulk_upsert(cur, rows)
+                inserted, updated, by_seq = await customer_repo.bulk_upsert(cur, rows, batch.staged)
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
             deps.bulk_load = False
