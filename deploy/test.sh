@@ -5,5 +5,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$REPO_ROOT"
 ensure_venv test
 ensure_services
+log "lint: ruff and mypy"
+"$VENV/bin/ruff" check .
+"$VENV/bin/ruff" format --check .
+"$VENV/bin/mypy"
 log "running pytest"
 exec "$VENV/bin/python" -m pytest "$@"

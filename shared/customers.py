@@ -80,6 +80,16 @@ def decode_cursor(cursor: str | None) -> int:
     return after
 
 
+async def _locked(cur: aiomysql.Cursor, customer_id: int, if_match: int | None) -> dict[str, Any]:
+    """The row, locked for the rest of the transaction, after the If-Match check."""
+    current = await customer_repo.get(cur, customer_id, for_update=True)
+    if current is None:
+        raise NotFound(customer_id)
+    if if_match is not None and if_match != current["version"]:
+        raise PreconditionFailed(current["version"])
+    return current
+
+
 class CustomerService:
     def __init__(self, pool: aiomysql.Pool, cache: CustomerCache, *, db_timeout_s: float = 5.0) -> None:
         self.pool = pool
@@ -197,11 +207,7 @@ class CustomerService:
             # marshmallow fills load_default for absent fields; a PATCH keeps them as they are.
             changes = {k: v for k, v in changes.items() if k in data}
         async with self._writing(customer_id), transaction(self.pool) as cur:
-            current = await customer_repo.get(cur, customer_id, for_update=True)
-            if current is None:
-                raise NotFound(customer_id)
-            if if_match is not None and if_match != current["version"]:
-                raise PreconditionFailed(current["version"])
+            current = await _locked(cur, customer_id, if_match)
             merged = {name: current[name] for name in CUSTOMER_FIELDS} if partial else {}
             merged.update(changes)
             if partial:
@@ -214,11 +220,7 @@ class CustomerService:
 
     async def delete(self, customer_id: int, *, if_match: int | None) -> str:
         async with self._writing(customer_id), transaction(self.pool) as cur:
-            current = await customer_repo.get(cur, customer_id, for_update=True)
-            if current is None:
-                raise NotFound(customer_id)
-            if if_match is not None and if_match != current["version"]:
-                raise PreconditionFailed(current["version"])
+            await _locked(cur, customer_id, if_match)
             await customer_repo.delete(cur, customer_id)
         try:
             await self.cache.deleted(customer_id)

@@ -161,10 +161,7 @@ async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
             async with conn.cursor() as cur:
                 yield cur
         except BaseException:
-            try:
-                await conn.rollback()
-            except Exception:
-                conn.close()
+            await _rollback(conn)
             raise
         try:
             await conn.commit()
@@ -172,11 +169,15 @@ async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
             conn.close()
             raise OutcomeUnknown(f"the connection broke while committing: {exc}") from exc
         except BaseException:
-            try:
-                await conn.rollback()
-            except Exception:
-                conn.close()
+            await _rollback(conn)
             raise
+
+
+async def _rollback(conn: aiomysql.Connection) -> None:
+    try:
+        await conn.rollback()
+    except Exception:
+        conn.close()  # the connection is broken: the server rolls back when it goes
 
 
 @asynccontextmanager
