@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.problems import Problem
+from gateway.problems import Problem, field_problem
 
 
 def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
@@ -18,18 +18,16 @@ def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise Problem(
-            422,
-            "Invalid query parameter",
-            f"limit must be a whole number, got {raw!r}",
-            errors=[{"field": "limit", "message": "Not a whole number."}],
+        raise field_problem(
+            422, "Invalid query parameter", f"limit must be a whole number, got {raw!r}", "limit", "Not a whole number."
         ) from None
     if not 1 <= value <= maximum:
-        raise Problem(
+        raise field_problem(
             422,
             "Invalid query parameter",
             f"limit must be between 1 and {maximum}, got {value}",
-            errors=[{"field": "limit", "message": f"Must be between 1 and {maximum}."}],
+            "limit",
+            f"Must be between 1 and {maximum}.",
         )
     return value
 
@@ -43,11 +41,8 @@ def bool_param(request: web.Request, name: str) -> bool:
         return True
     if value in ("0", "false", "no", "off"):
         return False
-    raise Problem(
-        422,
-        "Invalid query parameter",
-        f"{name} must be true or false, got {raw!r}",
-        errors=[{"field": name, "message": "Must be true or false."}],
+    raise field_problem(
+        422, "Invalid query parameter", f"{name} must be true or false, got {raw!r}", name, "Must be true or false."
     )
 
 
@@ -57,11 +52,12 @@ def text_param(request: web.Request, name: str, *, max_length: int) -> str | Non
         return None
     value = raw.strip()
     if len(value) > max_length:
-        raise Problem(
+        raise field_problem(
             422,
             "Invalid query parameter",
             f"{name} must be at most {max_length} characters",
-            errors=[{"field": name, "message": f"At most {max_length} characters."}],
+            name,
+            f"At most {max_length} characters.",
         )
     return value or None
 
@@ -69,11 +65,12 @@ def text_param(request: web.Request, name: str, *, max_length: int) -> str | Non
 def customer_id(request: web.Request) -> int:
     raw = request.match_info["id"]
     if not raw.isdigit() or not 0 < int(raw) < 2**63:
-        raise Problem(
+        raise field_problem(
             400,
             "Invalid id",
             f"customer id must be a positive whole number, got {raw!r}",
-            errors=[{"field": "id", "message": "Must be a positive whole number."}],
+            "id",
+            "Must be a positive whole number.",
         )
     return int(raw)
 
@@ -83,12 +80,7 @@ def job_id(request: web.Request) -> str:
     try:
         return str(uuid.UUID(raw))
     except ValueError:
-        raise Problem(
-            400,
-            "Invalid id",
-            f"job id must be a UUID, got {raw!r}",
-            errors=[{"field": "id", "message": "Must be a UUID."}],
-        ) from None
+        raise field_problem(400, "Invalid id", f"job id must be a UUID, got {raw!r}", "id", "Must be a UUID.") from None
 
 
 async def json_body(request: web.Request) -> Any:

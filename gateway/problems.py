@@ -32,6 +32,11 @@ class Problem(Exception):
         self.extra = extra
 
 
+def field_problem(status: int, title: str, detail: str, field: str, message: str) -> Problem:
+    """A problem about one named input: `errors` names the field for clients that map them to a form."""
+    return Problem(status, title, detail, errors=[{"field": field, "message": message}])
+
+
 def problem_response(request: web.Request, problem: Problem) -> web.Response:
     body: dict[str, Any] = {"type": "about:blank", "title": problem.title, "status": problem.status}
     if problem.detail:

@@ -9,7 +9,7 @@ from aiohttp import web
 
 from gateway import params
 from gateway.keys import CUSTOMERS, METRICS
-from gateway.problems import Problem, field_errors
+from gateway.problems import Problem, field_errors, field_problem
 from shared.cache import CacheUnavailable
 from shared.customers import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
 
@@ -31,7 +31,7 @@ def _stale(exc: PreconditionFailed) -> Problem:
 
 
 def _taken(exc: EmailTaken) -> Problem:
-    return Problem(409, "Conflict", str(exc), errors=[{"field": "email", "message": "Already in use."}])
+    return field_problem(409, "Conflict", str(exc), "email", "Already in use.")
 
 
 def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> web.Response:

@@ -10,7 +10,7 @@ from aiohttp import BodyPartReader, web
 
 from gateway import params
 from gateway.keys import DB_POOL, METRICS, REDIS, SETTINGS, STORE
-from gateway.problems import Problem
+from gateway.problems import Problem, field_problem
 from shared.jobs import BadCursor, JobNotFound, get_job, list_job_errors, list_jobs, submit_upload
 from shared.readers import UploadRejected
 from shared.storage import UploadTooLarge
@@ -20,11 +20,8 @@ CHUNK = 256 * 1024
 
 
 def _bad_cursor() -> Problem:
-    return Problem(
-        400,
-        "Invalid cursor",
-        "cursor is not one this API issued.",
-        errors=[{"field": "cursor", "message": "Not a cursor this API issued."}],
+    return field_problem(
+        400, "Invalid cursor", "cursor is not one this API issued.", "cursor", "Not a cursor this API issued."
     )
 
 
@@ -39,11 +36,8 @@ async def _file_field(request: web.Request) -> BodyPartReader:
     while True:
         part = await reader.next()
         if part is None:
-            raise Problem(
-                400,
-                "Missing file",
-                "The multipart form has no field named 'file'.",
-                errors=[{"field": "file", "message": "Missing."}],
+            raise field_problem(
+                400, "Missing file", "The multipart form has no field named 'file'.", "file", "Missing."
             )
         if isinstance(part, BodyPartReader) and part.name == "file":
             return part
@@ -124,11 +118,8 @@ async def job_errors(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     as_csv = request.query.get("format", "json").lower()
     if as_csv not in ("json", "csv"):
-        raise Problem(
-            422,
-            "Invalid query parameter",
-            "format must be json or csv",
-            errors=[{"field": "format", "message": "Must be json or csv."}],
+        raise field_problem(
+            422, "Invalid query parameter", "format must be json or csv", "format", "Must be json or csv."
         )
     limit = None if as_csv == "csv" else params.limit_param(request, default=100, maximum=1000)
     try:
