@@ -144,7 +144,15 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
             return "skipped"
         log.info("import started", extra={"attempt": job.attempts, "resume_after_row": job.checkpoint_row})
         try:
-            status = await _run(deps, job, owner)
+            try:
+                status = await _run(deps, job, owner)
+            except Exception as exc:
+                # A driver may raise its own error while it is being cancelled (aiomysql does, in
+                # the middle of LOAD DATA LOCAL): during a shutdown that is still the shutdown.
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    raise asyncio.CancelledError from exc
+                raise
         except asyncio.CancelledError:
             # A clean shutdown (SIGTERM): hand the lease back so another worker resumes at once.
             await asyncio.shield(_release(deps, job_id, owner))
