@@ -15,7 +15,8 @@ import pymysql
 
 from shared.spreadsheet import CUSTOMER_FIELDS
 
-COLUMNS = ("id", *CUSTOMER_FIELDS, "version", "created_at", "updated_at")
+# id and version first: the order cache documents need (shared.cache.encode_document), so no copy.
+COLUMNS = ("id", "version", *CUSTOMER_FIELDS, "created_at", "updated_at")
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM customers"
 _INSERT_COLUMNS = ", ".join(CUSTOMER_FIELDS)
 _PLACEHOLDERS = ", ".join(["%s"] * len(CUSTOMER_FIELDS))

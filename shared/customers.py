@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiomysql
+import orjson
 from marshmallow import ValidationError
 
 from shared import customer_repo
@@ -162,8 +163,7 @@ class CustomerService:
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
             rows = await customer_repo.list_page(cur, after_id=after_id, limit=limit + 1, search=search)
         next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
-        items = [json.loads(encode_document(doc)) for doc in rows[:limit]]
-        body = json.dumps({"items": items, "next_cursor": next_cursor}, separators=(",", ":")).encode()
+        body = orjson.dumps({"items": rows[:limit], "next_cursor": next_cursor})
         if generation is not None:
             try:
                 await self.cache.put_page(generation, page_id, body)
