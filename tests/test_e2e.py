@@ -16,7 +16,7 @@ import pytest
 import redis as sync_redis
 
 from shared.settings import Settings
-from tests.conftest import SHARED_DATA, truncate_all
+from tests.conftest import DATA, truncate_all
 from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
 from tests.support.workbooks import csv_bytes, customers
 
@@ -80,7 +80,7 @@ def mysql_scalar(settings: Settings, sql: str, *args: object) -> object:
 def test_sample_workbook_end_to_end(stack: Stack, settings: Settings) -> None:
     stack.start_gateway()
     stack.start_worker()
-    data = (SHARED_DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
+    data = (DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
     started = time.monotonic()
     status, body = upload(stack.base, "Sample_Employee_data_xlsx.xlsx", data)
     assert status == 202, body

@@ -13,12 +13,12 @@ from shared import job_repo
 from shared.db import connection
 from shared.jobs import list_job_errors
 from shared.settings import Settings
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
 pytestmark = pytest.mark.usefixtures("clean")
-ODD = SHARED_DATA / "odd-xlsx"
+ODD = DATA / "odd-xlsx"
 
 
 async def scalar(pool: aiomysql.Pool, sql: str, *args: object) -> object:
@@ -33,7 +33,7 @@ def assert_exact(job: dict) -> None:
 
 
 async def test_sample_workbook_500_inserted_1500_updated(settings: Settings, pool: aiomysql.Pool, redis: Redis) -> None:
-    data = (SHARED_DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
+    data = (DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
     job = await import_file(settings, pool, "Sample_Employee_data_xlsx.xlsx", data)
     assert job["status"] == "completed", job
     assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (2000, 500, 1500, 0)
@@ -87,7 +87,7 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
 
 
 async def test_missing_columns_fail_the_job_with_their_names(settings: Settings, pool: aiomysql.Pool) -> None:
-    data = (SHARED_DATA / "uk-500.csv").read_bytes()  # no header row
+    data = (DATA / "uk-500.csv").read_bytes()  # no header row
     job = await import_file(settings, pool, "uk-500.csv", data)
     assert job["status"] == "failed"
     assert "missing required column(s)" in job["error"]
@@ -236,7 +236,7 @@ async def test_a_workbook_damaged_inside_fails_the_job_with_the_reason(
     import zipfile
     from dataclasses import replace
 
-    source = SHARED_DATA / "Sample_Employee_data_xlsx.xlsx"
+    source = DATA / "Sample_Employee_data_xlsx.xlsx"
     damaged = tmp_path / "damaged.xlsx"
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(damaged, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():

@@ -18,10 +18,10 @@ from shared.readers import (
 )
 from shared.spreadsheet import normalize_cell, row_is_empty
 from shared.xlsx_stream import XlsxStreamReader
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 from tests.support.workbooks import customers, write_xlsx
 
-ODD = SHARED_DATA / "odd-xlsx"
+ODD = DATA / "odd-xlsx"
 LIMITS = {"max_inflated_bytes": 512 * 1024 * 1024, "max_ratio": 200}
 
 
@@ -68,8 +68,8 @@ def test_readable_odd_files_pass_the_container_check(name: str) -> None:
 
 
 def test_sample_and_csv_pass(tmp_path: Path) -> None:
-    assert inspect_upload(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "s.xlsx", **LIMITS) == "xlsx"
-    assert inspect_upload(SHARED_DATA / "uk-500.csv", "uk-500.csv", **LIMITS) == "csv"
+    assert inspect_upload(DATA / "Sample_Employee_data_xlsx.xlsx", "s.xlsx", **LIMITS) == "xlsx"
+    assert inspect_upload(DATA / "uk-500.csv", "uk-500.csv", **LIMITS) == "csv"
 
 
 def test_empty_binary_and_non_utf8(tmp_path: Path) -> None:
@@ -110,7 +110,7 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
 
 
 def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
-    source = SHARED_DATA / "Sample_Employee_data_xlsx.xlsx"
+    source = DATA / "Sample_Employee_data_xlsx.xlsx"
     bomb = tmp_path / "bomb.xlsx"
     with zipfile.ZipFile(source) as src, zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as dst:
         for info in src.infolist():
@@ -125,7 +125,7 @@ def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
 
 
 def test_strict_sample_reads_all_rows_with_calamine() -> None:
-    reader = open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 512 * 1024 * 1024)
+    reader = open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 512 * 1024 * 1024)
     assert reader.name == "calamine"
     rows = normalized(reader)
     assert len(rows) == 2001
@@ -144,7 +144,7 @@ def test_a_sheet_over_the_memory_budget_is_streamed(tmp_path: Path) -> None:
 
 
 def test_strict_workbook_over_budget_streams_too() -> None:
-    reader = open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1024 * 1024)
+    reader = open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1024 * 1024)
     assert reader.name == "xlsx-stream"
     rows = normalized(reader)
     assert len(rows) == 2001 and rows[-1][0] == 2001
@@ -153,7 +153,7 @@ def test_strict_workbook_over_budget_streams_too() -> None:
 def test_openpyxl_finds_no_sheet_in_strict_workbook_and_says_so() -> None:
     # The trap from the design: openpyxl opens Strict OOXML with zero sheets. Never "0 rows".
     with pytest.raises(WorkbookError, match="no worksheet"):
-        OpenpyxlReader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx")
+        OpenpyxlReader(DATA / "Sample_Employee_data_xlsx.xlsx")
 
 
 def _both_readable() -> list[Path]:
@@ -170,7 +170,7 @@ def test_openpyxl_agrees_with_calamine_on_shared_files(path: Path) -> None:
 
 
 def _every_readable() -> list[Path]:
-    found = [SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", *sorted(ODD.glob("*.xlsx"))]
+    found = [DATA / "Sample_Employee_data_xlsx.xlsx", *sorted(ODD.glob("*.xlsx"))]
     return [p for p in found if "pass_protected" not in p.name and "noWorksheets" not in p.name]
 
 
@@ -240,4 +240,4 @@ def test_all_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) ->
 def test_shared_strings_over_the_budget_fail_with_advice() -> None:
     # The sample's shared strings are 143 KB of XML: ~0.8 MB as Python strings, over a 200 KB budget.
     with pytest.raises(WorkbookError, match="READER_MEMORY_BUDGET_MB"):
-        open_reader(SHARED_DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 200 * 1024)
+        open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 200 * 1024)

@@ -12,11 +12,11 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from shared.settings import Settings
-from tests.conftest import SHARED_DATA
+from tests.conftest import DATA
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import csv_bytes, customers
 
-ODD = SHARED_DATA / "odd-xlsx"
+ODD = DATA / "odd-xlsx"
 PROBLEM = "application/problem+json"
 
 
@@ -37,7 +37,7 @@ def uploads(settings: Settings) -> list[str]:
 
 
 async def test_upload_answers_202_with_job_id_and_location(client: TestClient, settings: Settings) -> None:
-    data = (SHARED_DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
+    data = (DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
     response = await client.post("/upload", data=form("Sample_Employee_data_xlsx.xlsx", data))
     assert response.status == 202
     body = await response.json()
