@@ -16,7 +16,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.keys import METRICS, SETTINGS
-from gateway.problems import Problem, problem_response
+from gateway.params import check_query
+from gateway.problems import Problem, field_problem, problem_response
+from shared.cursors import BadCursor
 from shared.db import DatabaseUnavailable
 from shared.logs import request_id_var
 
@@ -55,6 +57,17 @@ def _problem_for(request: web.Request, exc: Exception) -> web.Response:
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
         detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else None
         return problem_response(request, Problem(exc.status, exc.reason, detail, headers=headers))
+    if isinstance(exc, BadCursor):
+        return problem_response(
+            request,
+            field_problem(
+                400,
+                "Invalid cursor",
+                "cursor is not one this API issued: pass back the next_cursor of the previous page.",
+                "cursor",
+                "Not a cursor this API issued.",
+            ),
+        )
     if isinstance(exc, DatabaseUnavailable):
         log.warning("mysql unavailable", extra={"error": str(exc)})
         return problem_response(
@@ -83,6 +96,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         try:
             _authorize(request, settings.api_key_bytes)
+            if not isinstance(request.match_info.route.resource, web.StaticResource):
+                check_query(request)
             response = await handler(request)
         except web.HTTPException as exc:
             if exc.status < 400:

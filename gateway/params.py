@@ -3,12 +3,43 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from aiohttp import web
 
 from gateway.problems import Problem, field_problem
+
+H = TypeVar("H", bound=Callable[..., Any])
+
+
+def accepts(*names: str) -> Callable[[H], H]:
+    """Declare the query parameters a handler takes; the middleware answers 400 to any other."""
+
+    def mark(handler: H) -> H:
+        handler.query_params = frozenset(names)  # type: ignore[attr-defined]
+        return handler
+
+    return mark
+
+
+def check_query(request: web.Request) -> None:
+    """400 naming the first query parameter the matched handler does not take."""
+    if not request.query:
+        return
+    allowed: frozenset[str] = getattr(request.match_info.handler, "query_params", frozenset())
+    for name in request.query:
+        if name not in allowed:
+            takes = ", ".join(sorted(allowed)) or "none"
+            raise field_problem(
+                400,
+                "Unknown query parameter",
+                f"{name!r} is not a parameter of {request.method} {request.path} (it takes: {takes}).",
+                name,
+                "Not a parameter of this endpoint.",
+            )
 
 
 def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
@@ -32,8 +63,16 @@ def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
     return value
 
 
+def cursor_param(request: web.Request) -> str | None:
+    """The `cursor` a client passed back; empty means none (the first page)."""
+    return request.query.get("cursor") or None
+
+
 def bool_param(request: web.Request, name: str) -> bool:
-    raw = request.query.get(name)
+    return parse_bool(name, request.query.get(name))
+
+
+def parse_bool(name: str, raw: str | None) -> bool:
     if raw is None:
         return False
     value = raw.strip().lower()
@@ -97,19 +136,25 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
+_ETAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
+
+
 def if_match_version(request: web.Request) -> int | None:
-    """The version an If-Match header asks for; None when absent or `*`. A malformed tag
-    matches nothing (412), as RFC 9110 requires."""
+    """The version an If-Match header asks for; None when absent or `*`. A tag that is not one of
+    ours (`"v<version>"`) is a 400 naming the header, not a silent mismatch."""
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    tag = raw.split(",")[0].strip()
-    if tag.startswith("W/"):
-        tag = tag[2:]
-    tag = tag.strip('"')
-    if tag.startswith("v") and tag[1:].isdigit():
-        return int(tag[1:])
-    return -1
+    match = _ETAG.match(raw.split(",")[0].strip())
+    if match is None:
+        raise field_problem(
+            400,
+            "Invalid If-Match header",
+            f'If-Match must be an ETag this API sent, like "v3", got {raw[:100]!r}',
+            "If-Match",
+            'Not an ETag of the form "v<version>".',
+        )
+    return int(match.group(1))
 
 
 def none_match(request: web.Request, version: int) -> bool:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
+
+from gateway.responses import json_response
 
 PROBLEM_TYPE = "application/problem+json"
 
@@ -45,12 +46,7 @@ def problem_response(request: web.Request, problem: Problem) -> web.Response:
     if problem.errors:
         body["errors"] = problem.errors
     body.update(problem.extra)
-    return web.Response(
-        status=problem.status,
-        body=json.dumps(body).encode(),
-        content_type=PROBLEM_TYPE,
-        headers=problem.headers,
-    )
+    return json_response(body, status=problem.status, headers=problem.headers, content_type=PROBLEM_TYPE)
 
 
 def field_errors(errors: list[tuple[str | None, str]]) -> list[dict[str, Any]]:

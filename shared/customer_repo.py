@@ -20,13 +20,22 @@ COLUMNS = ("id", "version", *CUSTOMER_FIELDS, "created_at", "updated_at")
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM customers"
 _INSERT_COLUMNS = ", ".join(CUSTOMER_FIELDS)
 _PLACEHOLDERS = ", ".join(["%s"] * len(CUSTOMER_FIELDS))
-# VALUES(col) rather than the MySQL-only row alias, so the statement runs on MariaDB too. Every
-# upsert bumps the version, so an updated row always counts 2 in the affected rows.
-UPSERT_SQL = (
-    f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS}) ON DUPLICATE KEY UPDATE "
-    + ", ".join(f"{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
-    + ", version = version + 1"
+# VALUES(col) rather than the MySQL-only row alias, so the statement runs on MariaDB too. The version
+# goes first: assignments run left to right, so it compares the stored values with the new ones
+# before they are overwritten (byte for byte: the collation would call 'smith' equal to 'Smith').
+# A row whose values are all the same is left as it is: no version bump, no updated_at change, and
+# it counts 0 in the affected rows (new rows count 1, changed rows 2).
+_UNCHANGED = " AND ".join(
+    f"CAST(customers.{name} AS BINARY) <=> CAST(VALUES({name}) AS BINARY)"
+    for name in CUSTOMER_FIELDS
+    if name != "email"
 )
+# Qualified names: in INSERT ... SELECT the staging table has the same columns.
+_ON_DUPLICATE = (
+    f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
+    + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+)
+UPSERT_SQL = f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})" + _ON_DUPLICATE
 _DUPLICATE_ENTRY = 1062
 
 
@@ -84,7 +93,8 @@ async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:
 
 
 async def update(cur: aiomysql.Cursor, customer_id: int, data: Mapping[str, Any], expected_version: int | None) -> bool:
-    """Write every customer field and bump the version; False when the id (or version) did not match."""
+    """Write every customer field and bump the version; False when the id (or version) did not match.
+    The caller skips this when no value changes (the version bumps only on a change)."""
     assignments = ", ".join(f"{name} = %s" for name in CUSTOMER_FIELDS)
     params: list[Any] = [data.get(name) for name in CUSTOMER_FIELDS]
     sql = f"UPDATE customers SET {assignments}, version = version + 1 WHERE id = %s"
@@ -106,15 +116,24 @@ async def delete(cur: aiomysql.Cursor, customer_id: int) -> bool:
     return bool(cur.rowcount)
 
 
-async def upsert_many(cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]]) -> tuple[int, int]:
-    """Upsert on email. Returns (inserted, updated): a new row counts 1 in the affected rows and an
-    updated one 2 (the version always changes), also when both are in the same batch."""
+def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int, int]:
+    """(inserted, updated, unchanged) of an upsert of `rows` rows, `new_emails` of whose distinct
+    emails were not in the table before it, from its affected-rows count (1 a new row, 2 a changed
+    one, 0 an unchanged one). A repeated email counts as inserted once, then as updated or unchanged."""
+    inserted = min(new_emails, rows)
+    updated = max((affected - inserted) // 2, 0)
+    return inserted, updated, max(rows - inserted - updated, 0)
+
+
+async def upsert_many(cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]]) -> tuple[int, int, int]:
+    """Upsert on email (rows in CUSTOMER_FIELDS order). Returns (inserted, updated, unchanged)."""
     if not rows:
-        return 0, 0
+        return 0, 0, 0
+    email_at = CUSTOMER_FIELDS.index("email")
+    emails = {row[email_at] for row in rows}
+    new_emails = len(emails - await existing_emails(cur, list(emails)))
     await cur.executemany(UPSERT_SQL, rows)
-    affected = cur.rowcount
-    updated = affected - len(rows)
-    return len(rows) - updated, updated
+    return split_outcomes(len(rows), new_emails, cur.rowcount)
 
 
 async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[str, Any]]:
@@ -168,9 +187,13 @@ _STAGE_LOAD = (
 )
 _STAGE_UPSERT = (
     f"INSERT INTO customers ({_INSERT_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM customer_stage ORDER BY seq"
-    " ON DUPLICATE KEY UPDATE "
-    + ", ".join(f"{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
-    + ", version = version + 1"
+    + _ON_DUPLICATE
+)
+# Distinct staged emails the table does not hold yet: with the upsert's affected rows, this tells
+# inserted, updated and unchanged rows apart.
+_STAGE_NEW_EMAILS = (
+    "SELECT COUNT(DISTINCT s.email) FROM customer_stage s"
+    " LEFT JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email WHERE c.id IS NULL"
 )
 _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 # One row holding every stamp: parsing 2,000 result rows in pure Python costs more than the query.
@@ -209,13 +232,13 @@ def stage_text(rows: Sequence[Sequence[str | None]]) -> str:
 
 async def bulk_upsert(
     cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]], staged: str | None = None
-) -> tuple[int, int, dict[int, tuple[int, int, str, str]]]:
-    """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns (inserted,
-    updated, {row index: (id, version, created_at, updated_at)}) for building cache documents: read
+) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
+    """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns ((inserted,
+    updated, unchanged), {row index: (id, version, created_at, updated_at)}) for building cache documents: read
     in the same transaction, while the upsert holds the rows' locks. `staged` is stage_text(rows)
     when the caller already built it."""
     if not rows:
-        return 0, 0, {}
+        return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
@@ -232,8 +255,10 @@ async def bulk_upsert(
             raise
         if cur.rowcount != len(rows):
             raise RuntimeError(f"staging loaded {cur.rowcount} of {len(rows)} rows")
+        await cur.execute(_STAGE_NEW_EMAILS)
+        (new_emails,) = await cur.fetchone()
         await cur.execute(_STAGE_UPSERT)
-        updated = cur.rowcount - len(rows)
+        outcomes = split_outcomes(len(rows), int(new_emails), cur.rowcount)
         await cur.execute(_STAGE_STAMPS)
         (packed,) = await cur.fetchone()
         stamps = {}
@@ -244,4 +269,4 @@ async def bulk_upsert(
             raise RuntimeError(f"read back {len(stamps)} of {len(rows)} staged rows")
     finally:
         os.unlink(path)
-    return len(rows) - updated, updated, stamps
+    return outcomes, stamps

@@ -7,8 +7,6 @@ write through to Redis, so a read right after the response sees the change.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import json
 import logging
@@ -22,11 +20,12 @@ import aiomysql
 import orjson
 from marshmallow import ValidationError
 
-from shared import customer_repo
+from shared import cursors, customer_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
+from shared.cursors import decode_cursor, encode_cursor
 from shared.customer_repo import EmailTaken
 from shared.db import OutcomeUnknown, connection, transaction
-from shared.schemas import CustomerSchema, flatten_errors
+from shared.schemas import READ_ONLY_FIELDS, CustomerInSchema, flatten_errors
 from shared.spreadsheet import CUSTOMER_FIELDS
 
 log = logging.getLogger(__name__)
@@ -64,23 +63,6 @@ class Cached:
     cache: str
 
 
-def encode_cursor(after_id: int) -> str:
-    return base64.urlsafe_b64encode(json.dumps({"after": after_id}).encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int:
-    if not cursor:
-        return 0
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        after = json.loads(raw)["after"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400) from None
-    if not isinstance(after, int) or after < 0:
-        raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400)
-    return after
-
-
 async def _locked(cur: aiomysql.Cursor, customer_id: int, if_match: int | None) -> dict[str, Any]:
     """The row, locked for the rest of the transaction, after the If-Match check."""
     current = await customer_repo.get(cur, customer_id, for_update=True)
@@ -96,7 +78,7 @@ class CustomerService:
         self.pool = pool
         self.cache = cache
         self.db_timeout_s = db_timeout_s
-        self._schema = CustomerSchema()
+        self._schema = CustomerInSchema()
 
     @asynccontextmanager
     async def _mysql(self) -> AsyncIterator[None]:
@@ -150,7 +132,7 @@ class CustomerService:
         return doc
 
     async def list_page(self, *, limit: int, cursor: str | None, search: str | None) -> tuple[bytes, str]:
-        after_id = decode_cursor(cursor)
+        after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
         page_id = CustomerCache.page_id(limit=limit, after=after_id, q=search or "")
         generation: int | None = None
         state = MISS
@@ -162,7 +144,7 @@ class CustomerService:
             state = BYPASS
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
             rows = await customer_repo.list_page(cur, after_id=after_id, limit=limit + 1, search=search)
-        next_cursor = encode_cursor(rows[limit - 1]["id"]) if len(rows) > limit else None
+        next_cursor = encode_cursor({"after": rows[limit - 1]["id"]}) if len(rows) > limit else None
         body = orjson.dumps({"items": rows[:limit], "next_cursor": next_cursor})
         if generation is not None:
             try:
@@ -173,6 +155,8 @@ class CustomerService:
 
     # -- writes --------------------------------------------------------------------------------
     def _validate(self, data: Any, *, partial: bool = False) -> dict[str, Any]:
+        """The customer's fields as loaded, plus the read-only fields a client sent back (`id`,
+        `version`; `created_at` and `updated_at` are accepted and ignored)."""
         if not isinstance(data, dict):
             raise InvalidInput([(None, "The body must be a JSON object.")])
         try:
@@ -192,7 +176,7 @@ class CustomerService:
         return MISS
 
     async def create(self, data: Any) -> tuple[dict[str, Any], str]:
-        fields = self._validate(data)
+        fields = _without_read_only(self._validate(data))
         async with self._mysql(), transaction(self.pool) as cur:
             customer_id = await customer_repo.insert(cur, fields)
             doc = await customer_repo.get(cur, customer_id)
@@ -202,14 +186,25 @@ class CustomerService:
     async def replace(
         self, customer_id: int, data: Any, *, if_match: int | None, partial: bool
     ) -> tuple[dict[str, Any], str]:
-        changes = self._validate(data, partial=partial)
+        """PUT (all fields) or PATCH (the fields sent). Nothing is written, and the version stays,
+        when no value changes. A body that carries `version` (sent back as GET gave it) is checked
+        like If-Match; one that carries another customer's `id` is refused."""
+        loaded = self._validate(data, partial=partial)
+        sent_id, sent_version = loaded.get("id"), loaded.get("version")
+        if sent_id is not None and sent_id != customer_id:
+            raise InvalidInput([("id", f"Does not match the customer in the URL ({customer_id}).")])
+        changes = _without_read_only(loaded)
         if partial:
             # marshmallow fills load_default for absent fields; a PATCH keeps them as they are.
             changes = {k: v for k, v in changes.items() if k in data}
         async with self._writing(customer_id), transaction(self.pool) as cur:
             current = await _locked(cur, customer_id, if_match)
+            if sent_version is not None and sent_version != current["version"]:
+                raise PreconditionFailed(current["version"])
             merged = {name: current[name] for name in CUSTOMER_FIELDS} if partial else {}
             merged.update(changes)
+            if all(merged.get(name) == current[name] for name in CUSTOMER_FIELDS):
+                return current, MISS
             if partial:
                 self._validate({k: v for k, v in merged.items() if v is not None})
             if not await customer_repo.update(cur, customer_id, merged, current["version"]):
@@ -229,20 +224,31 @@ class CustomerService:
         return MISS
 
     async def cached(self, *, cursor: str | None, limit: int) -> dict[str, Any]:
-        """What Redis holds now: one or more SCAN steps, each document with its remaining TTL."""
-        scan_cursor = 0
-        if cursor:
-            try:
-                scan_cursor = int(cursor)
-            except ValueError:
-                raise InvalidInput([("cursor", "Not a cursor this API issued.")], status=400) from None
+        """What Redis holds now, `limit` documents a page, each with its remaining TTL. The cursor
+        carries the SCAN cursor of the step the page stopped in and how many of that step's
+        documents were already served."""
+        scan, skip = 0, 0
+        if cursor is not None:
+            payload = decode_cursor(cursor)
+            scan = cursors.whole_number(payload, "scan", cursors.MAX_SCAN)
+            skip = cursors.whole_number(payload, "skip", 1_000_000)
         items: list[dict[str, Any]] = []
         while True:
-            scan_cursor, found = await self.cache.scan(scan_cursor, count=max(limit, 100))
-            for _, body, ttl in found:
+            next_scan, found = await self.cache.scan(scan, count=max(limit, 100))
+            room = limit - len(items)
+            step = found[skip:]
+            for _, body, ttl in step[:room]:
                 doc = json.loads(body)
                 doc["ttl_s"] = ttl
                 items.append(doc)
-            if scan_cursor == 0 or len(items) >= limit:
-                break
-        return {"items": items, "next_cursor": str(scan_cursor) if scan_cursor else None}
+            if len(step) > room:
+                return {"items": items, "next_cursor": encode_cursor({"scan": scan, "skip": skip + room})}
+            if next_scan == 0:
+                return {"items": items, "next_cursor": None}
+            scan, skip = next_scan, 0
+            if len(items) == limit:
+                return {"items": items, "next_cursor": encode_cursor({"scan": scan, "skip": 0})}
+
+
+def _without_read_only(loaded: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in loaded.items() if k not in READ_ONLY_FIELDS}

@@ -102,6 +102,18 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        2,
+        "rows_unchanged, request_id, error_rows_stored on import_jobs",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN rows_unchanged BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rows_updated,
+                ADD COLUMN error_rows_stored INT UNSIGNED NOT NULL DEFAULT 0 AFTER errors_stored,
+                ADD COLUMN request_id VARCHAR(128) NULL AFTER attempts
+            """,
+        ],
+    ),
 ]
 
 

@@ -27,14 +27,17 @@ JOB_COLUMNS = (
     "rows_read",
     "rows_inserted",
     "rows_updated",
+    "rows_unchanged",
     "rows_invalid",
     "rows_total_estimate",
     "checkpoint_row",
     "errors_stored",
+    "error_rows_stored",
     "reader",
     "warnings",
     "error",
     "attempts",
+    "request_id",
     "created_at",
     "started_at",
     "finished_at",
@@ -57,14 +60,17 @@ class Job:
     rows_read: int
     rows_inserted: int
     rows_updated: int
+    rows_unchanged: int
     rows_invalid: int
     rows_total_estimate: int | None
     checkpoint_row: int
     errors_stored: int
+    error_rows_stored: int
     reader: str | None
     warnings: list[str]
     error: str | None
     attempts: int
+    request_id: str | None
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -86,6 +92,7 @@ class BatchResult:
     rows_read: int
     inserted: int
     updated: int
+    unchanged: int
     invalid: int
     errors: list[tuple[int, str | None, str]]
 
@@ -103,11 +110,12 @@ async def create(
     size_bytes: int,
     sha256: str,
     dry_run: bool,
+    request_id: str | None = None,
 ) -> None:
     await cur.execute(
-        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, status)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        (job_id, filename, file_kind, size_bytes, sha256, int(dry_run), QUEUED),
+        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, status, request_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        (job_id, filename, file_kind, size_bytes, sha256, int(dry_run), QUEUED, request_id),
     )
 
 
@@ -171,19 +179,19 @@ async def set_reader(
 
 
 async def commit_batch(
-    cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int, batch: BatchResult, max_errors: int
+    cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int, batch: BatchResult, max_error_rows: int
 ) -> None:
     """Inside the batch's transaction: advance counters and checkpoint, renew the lease and store
-    row errors up to the cap. Raises LeaseLost (the caller rolls back) if the lease is gone."""
+    the errors of up to `max_error_rows` rows per job (rows, not messages: a row with three problems
+    counts once). Raises LeaseLost (the caller rolls back) if the lease is gone."""
     await cur.execute(
-        "SELECT errors_stored FROM import_jobs WHERE id = %s AND lease_owner = %s AND status = %s FOR UPDATE",
+        "SELECT error_rows_stored FROM import_jobs WHERE id = %s AND lease_owner = %s AND status = %s FOR UPDATE",
         (job_id, owner, RUNNING),
     )
     row = await cur.fetchone()
     if row is None:
         raise LeaseLost(job_id)
-    room = max(max_errors - row[0], 0)
-    errors = batch.errors[:room]
+    errors, error_rows = cap_error_rows(batch.errors, max(max_error_rows - row[0], 0))
     if errors:
         await cur.executemany(
             "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
@@ -191,27 +199,47 @@ async def commit_batch(
         )
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
-        " rows_updated = rows_updated + %s, rows_invalid = rows_invalid + %s,"
-        " checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
+        " rows_invalid = rows_invalid + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " error_rows_stored = error_rows_stored + %s,"
         " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
         (
             batch.rows_read,
             batch.inserted,
             batch.updated,
+            batch.unchanged,
             batch.invalid,
             batch.last_row,
             len(errors),
+            error_rows,
             lease_s,
             job_id,
         ),
     )
 
 
+def cap_error_rows(
+    errors: Sequence[tuple[int, str | None, str]], room: int
+) -> tuple[list[tuple[int, str | None, str]], int]:
+    """The errors of the first `room` rows (every message of a kept row), and how many rows that is."""
+    kept: list[tuple[int, str | None, str]] = []
+    rows: set[int] = set()
+    for error in errors:
+        if error[0] not in rows:
+            if len(rows) >= room:
+                break
+            rows.add(error[0])
+        kept.append(error)
+    return kept, len(rows)
+
+
 async def finish(cur: aiomysql.Cursor, job_id: str, owner: str, status: str, error: str | None) -> bool:
+    """End the job. A completed job's total is no longer an estimate: it is the rows read."""
     await cur.execute(
         "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+        " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
         " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_owner = %s",
-        (status, error, job_id, owner),
+        (status, error, status == COMPLETED, job_id, owner),
     )
     return bool(cur.rowcount)
 

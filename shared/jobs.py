@@ -3,37 +3,34 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import datetime as dt
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiomysql
 from arq.connections import ArqRedis
 
-from shared import job_repo
+from shared import cursors, job_repo
 from shared.cache import REDIS_ERRORS
+from shared.cursors import BadCursor, decode_cursor, encode_cursor
 from shared.db import connection
 from shared.job_repo import Job
-from shared.readers import inspect_upload
+from shared.readers import check_header, inspect_upload
 from shared.settings import Settings
-from shared.storage import UploadStore
+from shared.storage import StoredUpload, UploadStore
 
 log = logging.getLogger(__name__)
+
+__all__ = ["BadCursor", "JobNotFound", "get_job", "list_job_errors", "list_jobs", "receive_upload", "submit_upload"]
 
 IMPORT_FUNCTION = "import_workbook"
 FIRST_ERRORS = 10
 
 
 class JobNotFound(Exception):
-    pass
-
-
-class BadCursor(Exception):
     pass
 
 
@@ -49,28 +46,28 @@ async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id:
     return job is not None
 
 
+async def receive_upload(settings: Settings, store: UploadStore, chunks: AsyncIterator[bytes]) -> StoredUpload:
+    """Stream the upload to storage under a new job id (the client's filename is never a path).
+    Raises UploadTooLarge past MAX_UPLOAD_MB; nothing is recorded yet."""
+    return await store.receive(str(uuid.uuid4()), chunks, settings.max_upload_bytes)
+
+
 async def submit_upload(
     *,
     settings: Settings,
     pool: aiomysql.Pool,
     arq: ArqRedis,
     store: UploadStore,
-    chunks: AsyncIterator[bytes],
+    upload: StoredUpload,
     filename: str,
     dry_run: bool,
+    request_id: str | None = None,
 ) -> dict[str, Any]:
-    """Store the upload under a new job id, check the container, record the job and queue it.
-    Raises UploadTooLarge or UploadRejected before anything is recorded or queued."""
-    job_id = str(uuid.uuid4())
-    upload = await store.receive(job_id, chunks, settings.max_upload_bytes)
+    """Check a received upload's container and header row, record the job and queue it. Raises
+    UploadRejected (the stored file removed) before anything is recorded or queued."""
+    job_id = upload.job_id
     try:
-        kind = await asyncio.to_thread(
-            inspect_upload,
-            upload.path,
-            filename,
-            max_inflated_bytes=settings.max_inflated_mb * 1024 * 1024,
-            max_ratio=settings.max_zip_ratio,
-        )
+        kind = await asyncio.to_thread(_check_upload, upload.path, filename, settings)
         path = store.commit(upload, job_id, kind)
     except BaseException:
         store.discard(upload.path)
@@ -85,6 +82,7 @@ async def submit_upload(
                 size_bytes=upload.size,
                 sha256=upload.sha256,
                 dry_run=dry_run,
+                request_id=request_id,
             )
     except BaseException:
         store.discard(path)
@@ -100,13 +98,27 @@ async def submit_upload(
     return job_document(job, [])
 
 
+def _check_upload(path: Path, filename: str, settings: Settings) -> str:
+    """In a thread: the container first (cheap, from the zip directory), then the header row."""
+    kind = inspect_upload(
+        path,
+        filename,
+        max_inflated_bytes=settings.max_inflated_mb * 1024 * 1024,
+        max_ratio=settings.max_zip_ratio,
+    )
+    check_header(path, filename, kind)
+    return kind
+
+
 def _iso(value: dt.datetime | None) -> str | None:
     if value is None:
         return None
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]]) -> dict[str, Any]:
+def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] | None) -> dict[str, Any]:
+    """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
+    carry them: an empty list there would claim the job had none)."""
     processed = job.rows_read
     total = job.rows_total_estimate
     if job.status == job_repo.COMPLETED:
@@ -115,7 +127,8 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]])
         percent = round(min(processed / total, 0.99) * 100, 1)
     else:
         percent = 0.0 if job.status == job_repo.QUEUED else None
-    return {
+    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    doc = {
         "job_id": job.id,
         "status": job.status,
         "filename": job.filename,
@@ -127,19 +140,24 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]])
         "rows_read": job.rows_read,
         "rows_inserted": job.rows_inserted,
         "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
         "rows_invalid": job.rows_invalid,
         "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
         "checkpoint_row": job.checkpoint_row,
         "warnings": job.warnings,
-        "errors": [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors],
         "errors_stored": job.errors_stored,
         "error": job.error,
         "attempts": job.attempts,
+        "request_id": job.request_id,
+        "duration_s": None if duration is None else round(duration, 3),
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at),
         "updated_at": _iso(job.updated_at),
     }
+    if first_errors is not None:
+        doc["errors"] = [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors]
+    return doc
 
 
 async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
@@ -151,41 +169,22 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
     return job_document(job, errors)
 
 
-def _encode(payload: Any) -> str:
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
-
-
-def _decode(cursor: str) -> Any:
-    try:
-        return json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, binascii.Error):
-        raise BadCursor(cursor) from None
-
-
 async def list_jobs(pool: aiomysql.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
     before: tuple[dt.datetime, str] | None = None
-    if cursor:
-        payload = _decode(cursor)
-        try:
-            before = (dt.datetime.fromisoformat(payload["created_at"]), str(payload["id"]))
-        except (KeyError, TypeError, ValueError):
-            raise BadCursor(cursor) from None
+    if cursor is not None:
+        payload = decode_cursor(cursor)
+        before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
     async with connection(pool) as conn, conn.cursor() as cur:
         jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
     next_cursor = None
     if len(jobs) > limit:
         last = jobs[limit - 1]
-        next_cursor = _encode({"created_at": last.created_at.isoformat(), "id": last.id})
-    return {"items": [job_document(job, []) for job in jobs[:limit]], "next_cursor": next_cursor}
+        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+    return {"items": [job_document(job, None) for job in jobs[:limit]], "next_cursor": next_cursor}
 
 
 async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
-    after_id = 0
-    if cursor:
-        payload = _decode(cursor)
-        if not isinstance(payload, dict) or not isinstance(payload.get("after"), int):
-            raise BadCursor(cursor)
-        after_id = payload["after"]
+    after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
     async with connection(pool) as conn, conn.cursor() as cur:
         job = await job_repo.get(cur, job_id)
         if job is None:
@@ -193,7 +192,7 @@ async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None
         rows = await job_repo.list_errors(cur, job_id, after_id=after_id, limit=None if limit is None else limit + 1)
     next_cursor = None
     if limit is not None and len(rows) > limit:
-        next_cursor = _encode({"after": rows[limit - 1][0]})
+        next_cursor = encode_cursor({"after": rows[limit - 1][0]})
         rows = rows[:limit]
     return {
         "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],

@@ -25,6 +25,8 @@ from typing import Any
 
 from defusedxml import ElementTree as SafeET
 
+from shared.spreadsheet import HeaderError, map_header, row_is_empty
+
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 # Resident memory per inflated byte of XML, measured on 1M-row workbooks (tests/bench): calamine
@@ -36,13 +38,15 @@ _OFFICE_DOC_REL = "/officeDocument"
 
 
 class UploadRejected(Exception):
-    """The upload is not something we can import; `status` is the HTTP status to answer with."""
+    """The upload is not something we can import; `status` is the HTTP status to answer with and
+    `extra` more members of the problem document (the missing columns, say)."""
 
-    def __init__(self, status: int, title: str, detail: str) -> None:
+    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
         self.status = status
         self.title = title
         self.detail = detail
+        self.extra = extra
 
 
 class WorkbookError(Exception):
@@ -121,14 +125,29 @@ def workbook_layout(zf: zipfile.ZipFile) -> WorkbookLayout:
     )
 
 
+# Signatures of files people upload by mistake: named in the answer rather than parsed as text.
+_BINARY_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF-", "a PDF document"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"Rar!", "a RAR archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"{\\rtf", "an RTF document"),
+)
+SUPPORTED = "upload an Excel workbook (.xlsx) or a .csv file"
+
+
 def inspect_upload(path: Path, filename: str, *, max_inflated_bytes: int, max_ratio: int) -> str:
-    """Check a stored upload before anything is queued. Returns the kind, "xlsx" or "csv"."""
+    """Check a stored upload before anything is queued. Returns the kind, "xlsx" or "csv", recognised
+    by the content (a CSV saved under an .xlsx name is a CSV, and the other way round)."""
     size = path.stat().st_size
     if size == 0:
         raise UploadRejected(400, "Empty file", "The uploaded file is empty.")
     with path.open("rb") as fh:
         head = fh.read(65536)
-    suffix = Path(filename).suffix.lower()
     if head.startswith(OLE_MAGIC):
         raise UploadRejected(
             415,
@@ -136,17 +155,16 @@ def inspect_upload(path: Path, filename: str, *, max_inflated_bytes: int, max_ra
             f"{filename!r} is a password-protected workbook or a legacy .xls file. "
             "Remove the password and save it as .xlsx (Excel Workbook) or .csv.",
         )
-    if head.startswith(ZIP_MAGIC) or suffix in (".xlsx", ".xlsm"):
+    if head.startswith(ZIP_MAGIC) or head.startswith(b"PK\x05\x06"):
         _check_zip(path, filename, max_inflated_bytes, max_ratio)
         return "xlsx"
-    if suffix in (".csv", ".txt") or suffix == "":
-        _check_text(head, filename, size)
-        return "csv"
-    raise UploadRejected(
-        415,
-        "Unsupported file type",
-        f"{filename!r} is not a supported file: upload an Excel workbook (.xlsx) or a UTF-8 .csv file.",
-    )
+    for magic, what in _BINARY_SIGNATURES:
+        if head.startswith(magic):
+            raise UploadRejected(
+                415, "Unsupported file type", f"{filename!r} is {what}, not a supported file: {SUPPORTED}."
+            )
+    _check_text(head, filename, size)
+    return "csv"
 
 
 def _check_zip(path: Path, filename: str, max_inflated: int, max_ratio: int) -> None:
@@ -185,9 +203,11 @@ def _check_zip(path: Path, filename: str, max_inflated: int, max_ratio: int) -> 
 
 
 def _check_text(head: bytes, filename: str, size: int) -> None:
-    if b"\x00" in head:
+    if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise UploadRejected(
-            415, "Unsupported file type", f"{filename!r} is binary, not a CSV text file or an .xlsx workbook."
+            415,
+            "Unsupported file type",
+            f"{filename!r} is binary, not a CSV text file or an .xlsx workbook: {SUPPORTED}.",
         )
     decoder = codecs.getincrementaldecoder("utf-8-sig")()
     try:
@@ -202,14 +222,63 @@ def _check_text(head: bytes, filename: str, size: int) -> None:
         raise UploadRejected(400, "Empty file", f"{filename!r} holds no rows.")
 
 
+HEAD_ROWS = 100
+
+
+def read_head(path: Path, kind: str, rows: int = HEAD_ROWS) -> list[tuple[int, list[Any]]]:
+    """The first `rows` rows of the sheet, reading no more of the file than they need: a CSV as
+    far as those records go, a workbook's sheet streamed, with only the shared strings those rows
+    use (never the whole sheet, never the whole strings table, however large the file)."""
+    if kind == "csv":
+        reader: SheetReader = CsvReader(path)
+    else:
+        from shared.xlsx_stream import XlsxStreamReader
+
+        reader = XlsxStreamReader(path, lazy_strings=True)
+    head: list[tuple[int, list[Any]]] = []
+    try:
+        for item in reader.rows():
+            head.append(item)
+            if len(head) >= rows:
+                break
+    finally:
+        reader.close()
+    return head
+
+
+def check_header(path: Path, filename: str, kind: str) -> list[str]:
+    """Find the header row in the first rows and check it names every required column; returns the
+    warnings it gives. Raises UploadRejected (422) naming the missing columns and quoting the
+    header found: the problem document carries both."""
+    try:
+        head = read_head(path, kind)
+    except WorkbookError as exc:
+        raise UploadRejected(422, "Unreadable file", f"{filename!r}: {exc}.") from None
+    header = next((cells for _, cells in head if not row_is_empty(cells)), None)
+    if header is None:
+        if not head:
+            what = "sheet is empty" if kind == "xlsx" else "file holds no rows"
+            raise UploadRejected(422, "No header row", f"{filename!r}: the {what}: there is no header row and no data.")
+        return []  # blank rows only, so far: the worker looks further
+    try:
+        return map_header(header).warnings
+    except HeaderError as exc:
+        raise UploadRejected(
+            422, "Missing columns", f"{filename!r}: {exc}.", missing_columns=exc.missing, header=exc.found
+        ) from None
+
+
 # -- reading rows --------------------------------------------------------------------------------
 
 
 class SheetReader:
-    """Iterates `(row_number, cells)`; `total_estimate` is a row count for progress, maybe None."""
+    """Iterates `(row_number, cells)`; `total_estimate` is the number of data rows (the header not
+    counted) for progress, or None when it cannot be told honestly."""
 
     name = "base"
     total_estimate: int | None = None
+    # Whether a row with more or fewer values than the header is broken (CSV) or normal (a sheet).
+    strict_width = False
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:  # pragma: no cover - interface
         raise NotImplementedError
@@ -225,28 +294,86 @@ def _sniff_delimiter(first_line: str) -> str:
 
 
 class CsvReader(SheetReader):
+    """CSV records as rows (row N is the Nth record, as a spreadsheet program shows the file).
+
+    `strict_width`: a record whose number of values differs from the header's is a broken row (a
+    value with an unquoted separator, a lost one), reported as such rather than as a missing email.
+    An opening quote never closed would swallow the rest of the file into one value: that is an
+    error naming the row where the quote starts.
+    """
+
     name = "csv"
+    strict_width = True
+    SAMPLE = 256 * 1024
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._fh: io.TextIOWrapper | None = None
-        # ~100 bytes a row is typical; progress only.
-        self.total_estimate = max(path.stat().st_size // 100, 1)
+        self.total_estimate = self._estimate()
+
+    def _open(self) -> io.TextIOWrapper:
+        return self.path.open("r", encoding="utf-8-sig", newline="", errors="strict")
+
+    def _estimate(self) -> int | None:
+        """Data records, counted in the first 256 KB and scaled to the file's size: exact for a small
+        file, within a few percent for a large one whose rows are alike."""
+        size = self.path.stat().st_size
+        try:
+            with self.path.open("rb") as fh:
+                sample = fh.read(self.SAMPLE)
+            if len(sample) < size:
+                sample = sample[: sample.rfind(b"\n") + 1]
+            text = sample.decode("utf-8-sig", errors="replace")
+            records = sum(1 for record in csv.reader(io.StringIO(text, newline="")) if any(v.strip() for v in record))
+        except csv.Error:
+            return None
+        if not sample or not records:
+            return None
+        if len(sample) >= size:
+            return max(records - 1, 0)
+        return max(round(records * size / len(sample)) - 1, 0)
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
-        self._fh = self.path.open("r", encoding="utf-8-sig", newline="", errors="strict")
-        fh = self._fh
+        self._fh = fh = self._open()
         first = fh.readline()
         fh.seek(0)
-        reader = csv.reader(fh, delimiter=_sniff_delimiter(first))
+        delimiter = _sniff_delimiter(first)
+        reader = csv.reader(fh, delimiter=delimiter)
         number = 0
+        lines = 0  # physical lines read before the current record
+        record_start = 1
+        pending: list[str] | None = None  # one record behind: the last is checked before it is given
         try:
             for number, record in enumerate(reader, 1):
-                yield number, record
+                if pending is not None:
+                    yield number - 1, pending
+                pending = record
+                record_start, lines = lines + 1, reader.line_num
         except UnicodeDecodeError as exc:
             raise WorkbookError(f"the CSV is not UTF-8 (bad byte after row {number}): save it as 'CSV UTF-8'") from exc
         except csv.Error as exc:
             raise WorkbookError(f"the CSV is malformed near row {number + 1}: {exc}") from exc
+        if pending is None:
+            return
+        if lines > record_start and self._unclosed_quote(record_start, delimiter):
+            raise WorkbookError(
+                f"unclosed quote starting at row {number} (line {record_start}): the rest of the file, "
+                f"{lines - record_start + 1} lines, would be one value. Close the quote or remove it"
+            )
+        yield number, pending
+
+    def _unclosed_quote(self, start_line: int, delimiter: str) -> bool:
+        """Whether the last record, which spans several lines, ends inside a quoted value: the csv
+        module takes the end of the file as the end of the quote and says nothing."""
+        with self._open() as fh:
+            for _ in range(start_line - 1):
+                fh.readline()
+            try:
+                for _ in csv.reader(fh, delimiter=delimiter, strict=True):
+                    pass
+            except csv.Error:
+                return True
+        return False
 
     def close(self) -> None:
         if self._fh is not None:
@@ -264,7 +391,8 @@ class CalamineReader(SheetReader):
             self._sheet = self._wb.get_sheet_by_index(0)
         except Exception as exc:
             raise WorkbookError(f"the workbook could not be read: {exc}") from exc
-        self.total_estimate = self._sheet.height
+        # Rows from the first used one to the last, less the header: blank rows are counted too.
+        self.total_estimate = max(self._sheet.height - 1, 0)
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
         start = self._sheet.start

@@ -6,6 +6,8 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from shared.spreadsheet import normalize_cell
+
 FIELD_LENGTHS: dict[str, int] = {
     "first_name": 100,
     "last_name": 100,
@@ -20,8 +22,18 @@ FIELD_LENGTHS: dict[str, int] = {
 }
 
 
-def _text(name: str) -> fields.String:
-    return fields.String(
+class Text(fields.String):
+    """A text value. A number is taken as its text, the way an import reads a numeric cell (whole
+    numbers without `.0`), so a client may send a phone or a postcode as a number."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            value = normalize_cell(value)
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+def _text(name: str) -> Text:
+    return Text(
         allow_none=True,
         load_default=None,
         validate=validate.Length(max=FIELD_LENGTHS[name], error="Longer than {max} characters."),
@@ -63,12 +75,33 @@ class CustomerSchema(Schema):
             cleaned[key] = value
         return cleaned
 
-    @validates_schema
-    def _needs_a_name(self, data: dict[str, Any], partial: Any = None, **_: Any) -> None:
+    # Runs even when a field failed, so a row hears of every problem it has at once.
+    @validates_schema(skip_on_field_errors=False, pass_original=True)
+    def _needs_a_name(self, data: dict[str, Any], original: Any = None, partial: Any = None, **_: Any) -> None:
         if partial:
             return
-        if not data.get("first_name") and not data.get("last_name"):
+        source = original if isinstance(original, dict) else data
+        if not any(_given(source.get(name)) for name in ("first_name", "last_name")):
             raise ValidationError("first_name or last_name is required.", "first_name")
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+# Fields the API returns that a client may send back unchanged (GET, edit, PUT).
+READ_ONLY_FIELDS = ("id", "version", "created_at", "updated_at")
+
+
+class CustomerInSchema(CustomerSchema):
+    """A customer as a client sends it over HTTP: the fields, plus the read-only ones it may send
+    back as GET returned them (`id` and `version` are checked against the resource, the
+    timestamps ignored)."""
+
+    id = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1))
+    version = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1))
+    created_at = fields.String(allow_none=True, load_default=None)
+    updated_at = fields.String(allow_none=True, load_default=None)
 
 
 class RowSchema(CustomerSchema):
@@ -142,7 +175,7 @@ class RowValidator:
             except ValidationError:
                 return self._load(data)
         try:
-            self.schema._needs_a_name(cleaned)
+            self.schema._needs_a_name(cleaned, cleaned)
         except ValidationError:
             return self._load(data)
         return {name: cleaned.get(name) for name in self.names}

@@ -67,7 +67,17 @@ _FOLD = re.compile(r"[\s\-]+")
 
 
 class HeaderError(ValueError):
-    """The header row lacks required columns; the message names them."""
+    """The header row lacks required columns; the message names them and quotes the header found."""
+
+    def __init__(self, missing: list[str], found: list[str]) -> None:
+        quoted = ", ".join(found) or "nothing"
+        super().__init__(
+            "missing required column(s): "
+            + ", ".join(missing)
+            + f". The first non-empty row must be the header; it holds: {quoted}"
+        )
+        self.missing = missing
+        self.found = found
 
 
 def fold_header(name: Any) -> str:
@@ -111,12 +121,7 @@ def map_header(cells: Sequence[Any]) -> HeaderMap:
             ignored.append(str(cell).strip())
     missing = [name for name in CUSTOMER_FIELDS if name not in positions]
     if missing:
-        found = ", ".join(str(c).strip() for c in cells if fold_header(c)) or "nothing"
-        raise HeaderError(
-            "missing required column(s): "
-            + ", ".join(missing)
-            + f". The first non-empty row must be the header; it holds: {found}"
-        )
+        raise HeaderError(missing, [str(c).strip()[:100] for c in cells if fold_header(c)][:50])
     warnings = [f"ignored unknown column(s): {', '.join(ignored)}"] if ignored else []
     return HeaderMap(positions, warnings)
 

@@ -17,6 +17,7 @@ class UploadTooLarge(Exception):
 
 @dataclass(frozen=True)
 class StoredUpload:
+    job_id: str
     path: Path
     size: int
     sha256: str
@@ -52,7 +53,7 @@ class UploadStore:
         except BaseException:
             path.unlink(missing_ok=True)
             raise
-        return StoredUpload(path, size, digest.hexdigest())
+        return StoredUpload(job_id, path, size, digest.hexdigest())
 
     def commit(self, upload: StoredUpload, job_id: str, kind: str) -> Path:
         final = self.path_for(job_id, kind)

@@ -72,10 +72,7 @@ def _is_date_code(code: str) -> bool:
     return bool(_DATE_CODE.search(_CODE_NOISE.sub("", code)))
 
 
-def _shared_strings(zf: zipfile.ZipFile, part: str | None) -> list[str]:
-    if part is None:
-        return []
-    strings: list[str] = []
+def _iter_shared_strings(zf: zipfile.ZipFile, part: str) -> Iterator[str]:
     with zf.open(part) as fh:
         for _, element in SafeET.iterparse(fh, events=("end",)):
             if _local(element.tag) != "si":
@@ -88,9 +85,30 @@ def _shared_strings(zf: zipfile.ZipFile, part: str | None) -> list[str]:
                         sub.text = None
                 elif name == "t" and child.text:
                     parts.append(child.text)
-            strings.append(_text("".join(parts)) if parts else "")
+            yield _text("".join(parts)) if parts else ""
             element.clear()
-    return strings
+
+
+def _shared_strings(zf: zipfile.ZipFile, part: str | None) -> list[str]:
+    return [] if part is None else list(_iter_shared_strings(zf, part))
+
+
+class LazyStrings:
+    """The shared strings table read only as far as the highest index asked for: the first rows
+    of a sheet mostly use the first strings, so a header check reads a few, not millions."""
+
+    def __init__(self, zf: zipfile.ZipFile, part: str | None) -> None:
+        self._source: Iterator[str] = iter(()) if part is None else _iter_shared_strings(zf, part)
+        self._loaded: list[str] = []
+
+    def __getitem__(self, index: int) -> str:
+        loaded = self._loaded
+        while index >= len(loaded):
+            try:
+                loaded.append(next(self._source))
+            except StopIteration:
+                raise IndexError(index) from None
+        return loaded[index]
 
 
 def _date_styles(zf: zipfile.ZipFile, part: str | None) -> frozenset[int]:
@@ -120,7 +138,7 @@ def _date_styles(zf: zipfile.ZipFile, part: str | None) -> frozenset[int]:
 class XlsxStreamReader(SheetReader):
     name = "xlsx-stream"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, lazy_strings: bool = False) -> None:
         try:
             self._zf = zipfile.ZipFile(path)
             layout = workbook_layout(self._zf)
@@ -130,7 +148,11 @@ class XlsxStreamReader(SheetReader):
             for element in workbook.iter():
                 if _local(element.tag) == "workbookPr" and element.get("date1904") in ("1", "true"):
                     self._epoch = _EPOCH_1904
-            self._strings = _shared_strings(self._zf, rels.get("sharedStrings"))
+            self._strings: list[str] | LazyStrings = (
+                LazyStrings(self._zf, rels.get("sharedStrings"))
+                if lazy_strings
+                else _shared_strings(self._zf, rels.get("sharedStrings"))
+            )
             self._dates = _date_styles(self._zf, rels.get("styles"))
         except (zipfile.BadZipFile, KeyError, SafeET.ParseError) as exc:
             raise WorkbookError(f"the workbook could not be read: {exc}") from exc
@@ -138,7 +160,7 @@ class XlsxStreamReader(SheetReader):
             raise
         self._sheet_part = layout.sheet_part
         self._columns: dict[str, int] = {}
-        self.total_estimate = self._dimension_rows()
+        self.total_estimate = self._estimate(layout.sheet_size)
 
     def _workbook_rels(self, workbook_part: str) -> dict[str, str]:
         import posixpath
@@ -156,11 +178,18 @@ class XlsxStreamReader(SheetReader):
                 found[kind] = path
         return found
 
-    def _dimension_rows(self) -> int | None:
+    def _estimate(self, sheet_size: int) -> int | None:
+        """Data rows from the sheet's `<dimension>`, less the header; None when there is none or it
+        claims more rows than the sheet's XML could hold (some writers get it wrong)."""
         with self._zf.open(self._sheet_part) as fh:
             head = fh.read(4096).decode("utf-8", "replace")
         match = _DIMENSION.search(head)
-        return int(match.group(1)) if match and match.group(1) else None
+        if not match or not match.group(1):
+            return None
+        rows = int(match.group(1))
+        if rows * len('<row r="1"/>') > sheet_size:
+            return None
+        return max(rows - 1, 0)
 
     def _cell(self, attrs: str, inner: str | None) -> tuple[int | None, Any]:
         kind = "n"

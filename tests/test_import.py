@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import aiomysql
@@ -14,6 +15,7 @@ from shared.db import connection
 from shared.jobs import list_job_errors
 from shared.settings import Settings
 from tests.conftest import DATA
+from shared.readers import UploadRejected
 from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
@@ -29,15 +31,21 @@ async def scalar(pool: aiomysql.Pool, sql: str, *args: object) -> object:
 
 
 def assert_exact(job: dict) -> None:
-    assert job["rows_read"] == job["rows_inserted"] + job["rows_updated"] + job["rows_invalid"]
+    assert job["rows_read"] == job["rows_inserted"] + job["rows_updated"] + job["rows_unchanged"] + job["rows_invalid"]
 
 
-async def test_sample_workbook_500_inserted_1500_updated(settings: Settings, pool: aiomysql.Pool, redis: Redis) -> None:
+def counters(job: dict) -> tuple[int, int, int, int, int]:
+    return (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"], job["rows_invalid"])
+
+
+async def test_sample_workbook_500_inserted_1500_unchanged(settings: Settings, pool: aiomysql.Pool, redis: Redis) -> None:
     data = (DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
     job = await import_file(settings, pool, "Sample_Employee_data_xlsx.xlsx", data)
     assert job["status"] == "completed", job
-    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (2000, 500, 1500, 0)
+    # Rows i and i+500 are the same: the repeats change nothing, so they are unchanged, not updated.
+    assert counters(job) == (2000, 500, 0, 1500, 0)
     assert job["reader"] == "calamine"
+    assert job["progress"]["rows_total_estimate"] == 2000
     assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 500
     # Warmed into Redis with the TTL, as the same document the API serves.
     customer_id = await scalar(pool, "SELECT id FROM customers WHERE email = %s", "atomkiewicz@hotmail.com")
@@ -45,9 +53,13 @@ async def test_sample_workbook_500_inserted_1500_updated(settings: Settings, poo
     cached = json.loads(await redis.get(key))
     assert cached["email"] == "atomkiewicz@hotmail.com" and cached["phone"] == "01944-369967"
     assert 0 < await redis.ttl(key) <= settings.cache_ttl_s
-    # Importing again: every row is an update.
+    versions = await scalar(pool, "SELECT MAX(version) FROM customers")
+    stamp = await scalar(pool, "SELECT MAX(updated_at) FROM customers")
+    # Importing again changes nothing: every row unchanged, no version bump, no updated_at change.
     again = await import_file(settings, pool, "again.xlsx", data)
-    assert (again["rows_inserted"], again["rows_updated"]) == (0, 2000)
+    assert counters(again) == (2000, 0, 0, 2000, 0)
+    assert await scalar(pool, "SELECT MAX(version) FROM customers") == versions == 1
+    assert await scalar(pool, "SELECT MAX(updated_at) FROM customers") == stamp
 
 
 async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: aiomysql.Pool) -> None:
@@ -70,11 +82,13 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
     rows[5][0] = rows[5][1] = ""  # no name at all: row 7
     rows[7][2] = "C" * 101  # company too long: row 9
     rows.insert(10, [""] * 12)  # an empty row is skipped and not counted
-    rows.append(list(rows[0]))  # a duplicate email in the same file: an update
+    rows.append(list(rows[0]))  # a duplicate email in the same file, same values: unchanged
     rows[-1][9] = rows[-1][9].upper()  # emails match case-insensitively
+    rows.append(list(rows[1]))  # and one with a value changed: updated
+    rows[-1][4] = "Elsewhere"
     job = await import_file(settings, pool, "people.csv", csv_bytes(rows, header, bom=True))
     assert job["status"] == "completed", job
-    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (21, 17, 1, 3)
+    assert counters(job) == (22, 17, 1, 1, 3)
     assert_exact(job)
     assert job["warnings"] == ["ignored unknown column(s): Phone2, Notes"]
     errors = {(e["row"], e["column"]) for e in job["errors"]}
@@ -86,13 +100,18 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
     assert await scalar(pool, "SELECT phone FROM customers WHERE email = 'person0@example.com'") == "0113-000000"
 
 
-async def test_missing_columns_fail_the_job_with_their_names(settings: Settings, pool: aiomysql.Pool) -> None:
+async def test_missing_columns_are_refused_at_upload_naming_them(settings: Settings, pool: aiomysql.Pool) -> None:
     data = (DATA / "uk-500.csv").read_bytes()  # no header row
-    job = await import_file(settings, pool, "uk-500.csv", data)
-    assert job["status"] == "failed"
-    assert "missing required column(s)" in job["error"]
-    assert "email" in job["error"] and "first non-empty row must be the header" in job["error"]
-    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 0
+    with pytest.raises(UploadRejected) as info:
+        await submit(settings, pool, "uk-500.csv", data)
+    assert info.value.status == 422
+    assert "missing required column(s)" in info.value.detail and "email" in info.value.detail
+    assert "first non-empty row must be the header" in info.value.detail
+    assert "email" in info.value.extra["missing_columns"]
+    # The header found is quoted: uk-500.csv's first record is a customer.
+    assert info.value.extra["header"][:2] == ["Aleshia", "Tomkiewicz"]
+    assert await scalar(pool, "SELECT COUNT(*) FROM import_jobs") == 0
+    assert os.listdir(settings.upload_dir) == []
 
 
 @pytest.mark.parametrize(
@@ -102,15 +121,63 @@ async def test_missing_columns_fail_the_job_with_their_names(settings: Settings,
         ("calamine__inlineStr_cdata.xlsx", "missing required column(s)"),
         ("calamine__has_x000D_.xlsx", "missing required column(s)"),
         ("calamine__empty_shared_string_value.xlsx", "missing required column(s)"),
-        ("calamine__empty_sheet.xlsx", "worksheet is empty"),
+        ("calamine__empty_sheet.xlsx", "sheet is empty"),
     ],
 )
-async def test_odd_workbooks_fail_with_a_message(
+async def test_odd_workbooks_are_refused_at_upload_with_a_message(
     settings: Settings, pool: aiomysql.Pool, name: str, fragment: str
 ) -> None:
-    job = await import_file(settings, pool, name, (ODD / name).read_bytes())
+    with pytest.raises(UploadRejected) as info:
+        await submit(settings, pool, name, (ODD / name).read_bytes())
+    assert info.value.status == 422
+    assert fragment in info.value.detail
+
+
+async def test_a_header_only_file_completes_with_a_no_data_warning(settings: Settings, pool: aiomysql.Pool) -> None:
+    job = await import_file(settings, pool, "header.csv", csv_bytes([]))
+    assert job["status"] == "completed", job
+    assert counters(job) == (0, 0, 0, 0, 0)
+    assert any("no data rows" in w for w in job["warnings"])
+
+
+async def test_csv_rows_of_the_wrong_width_say_so(settings: Settings, pool: aiomysql.Pool) -> None:
+    rows = [list(r) for r in customers(4)]
+    rows[1] = rows[1][:7]  # short: row 3
+    rows[2] = [*rows[2][:3], "extra", *rows[2][3:]]  # long: row 4
+    rows[3] = [*rows[3], "", ""]  # trailing empty values are harmless: row 5
+    data = "\n".join(",".join(r) for r in [HEADER, *rows]).encode()
+    job = await import_file(settings, pool, "ragged.csv", data)
+    assert job["status"] == "completed", job
+    assert counters(job) == (4, 2, 0, 0, 2)
+    messages = {e["row"]: e["message"] for e in job["errors"]}
+    assert set(messages) == {3, 4}
+    assert "has 7 values but the header has 10 columns" in messages[3]
+    assert "has 11 values but the header has 10 columns" in messages[4]
+    assert "Email is required" not in " ".join(messages.values())
+
+
+async def test_an_unclosed_quote_is_named_with_its_row(settings: Settings, pool: aiomysql.Pool) -> None:
+    def quoted_at(index: int, total: int) -> bytes:
+        rows = [",".join(r) for r in customers(total)]
+        rows[index] = rows[index].replace(",", ',"', 1)  # opens a quote it never closes
+        return "\n".join([",".join(HEADER), *rows]).encode()
+
+    # Within the first rows: the upload is refused at once.
+    with pytest.raises(UploadRejected) as info:
+        await submit(settings, pool, "quote.csv", quoted_at(3, 6))
+    assert info.value.status == 422 and "unclosed quote starting at row 5" in info.value.detail
+    # Further down: the import fails naming the row, before the swallowed rows are imported.
+    job = await import_file(settings, pool, "late-quote.csv", quoted_at(1500, 1600))
     assert job["status"] == "failed"
-    assert fragment in job["error"]
+    assert "unclosed quote starting at row 1502" in job["error"]
+
+
+async def test_every_problem_of_a_row_is_reported_at_once(settings: Settings, pool: aiomysql.Pool) -> None:
+    rows = customers(3)
+    rows[1][0] = rows[1][1] = ""  # no name
+    rows[1][8] = "not-an-email"  # and a bad email: row 3
+    job = await import_file(settings, pool, "both.csv", csv_bytes(rows))
+    assert {(e["row"], e["column"]) for e in job["errors"]} == {(3, "email"), (3, "first_name")}
 
 
 async def test_xlsx_with_header_not_on_first_row(settings: Settings, pool: aiomysql.Pool, tmp_path: Path) -> None:
@@ -127,7 +194,7 @@ async def test_dry_run_validates_without_writing(settings: Settings, pool: aiomy
     rows[12][8] = "bad"
     job = await import_file(settings, pool, "dry.csv", csv_bytes(rows), dry_run=True)
     assert job["status"] == "completed" and job["dry_run"] is True
-    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (15, 4, 10, 1)
+    assert counters(job) == (15, 4, 0, 10, 1)
     assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 10
 
 
@@ -143,6 +210,22 @@ async def test_row_errors_are_capped_but_counted_exactly(settings: Settings, poo
     assert job["errors_stored"] == 7
     page = await list_job_errors(pool, job["job_id"], limit=None, cursor=None)
     assert len(page["items"]) == 7 and page["rows_invalid"] == 25
+
+
+async def test_the_error_cap_counts_rows_not_messages(settings: Settings, pool: aiomysql.Pool) -> None:
+    from dataclasses import replace
+
+    capped = replace(settings, max_errors_per_job=10)
+    rows = customers(30)
+    for row in rows:  # three problems a row
+        row[0] = row[1] = ""
+        row[8] = "broken"
+        row[2] = "C" * 101
+    job = await import_file(capped, pool, "three-each.csv", csv_bytes(rows))
+    assert job["rows_invalid"] == 30
+    page = await list_job_errors(pool, job["job_id"], limit=None, cursor=None)
+    assert len({item["row"] for item in page["items"]}) == 10  # ten rows, every message of each
+    assert len(page["items"]) == 30
 
 
 async def test_resume_from_checkpoint_imports_nothing_twice(settings: Settings, pool: aiomysql.Pool) -> None:
@@ -196,10 +279,10 @@ async def test_without_local_infile_the_import_falls_back_to_multi_row_inserts(
         batch = ParsedBatch(valid=[(n, dict(zip(HEADER, r, strict=True))) for n, r in enumerate(rows, 2)]).prepare()
         latest = {data["email"]: data for _, data in batch.valid}
         async with transaction(refusing) as cur:
-            inserted, updated, stamps = await _upsert(deps, cur, batch, latest)
+            outcomes, stamps = await _upsert(deps, cur, batch, latest)
         assert deps.bulk_load is False
-        assert (inserted, updated) == (3, 1)
-        assert sorted(s[2] for s in stamps) == [1, 1, 2]
+        assert outcomes == (3, 0, 1)  # the repeated row changes nothing
+        assert sorted(s[2] for s in stamps) == [1, 1, 1]
     finally:
         refusing.close()
         await refusing.wait_closed()

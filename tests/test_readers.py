@@ -13,13 +13,14 @@ from shared.readers import (
     OpenpyxlReader,
     UploadRejected,
     WorkbookError,
+    check_header,
     inspect_upload,
     open_reader,
 )
 from shared.spreadsheet import normalize_cell, row_is_empty
 from shared.xlsx_stream import XlsxStreamReader
 from tests.conftest import DATA
-from tests.support.workbooks import customers, write_xlsx
+from tests.support.workbooks import csv_bytes, customers, write_xlsx
 
 ODD = DATA / "odd-xlsx"
 LIMITS = {"max_inflated_bytes": 512 * 1024 * 1024, "max_ratio": 200}
@@ -42,7 +43,6 @@ def normalized(reader: object) -> list[tuple[int, list[str | None]]]:
     ("name", "status", "fragment"),
     [
         ("calamine__pass_protected.xlsx", 415, "password-protected"),
-        ("calamine__too_small.xls", 415, "not a supported file"),
         ("tealeg__badfile_noWorksheets.xlsx", 422, "worksheet part"),
     ],
 )
@@ -241,3 +241,48 @@ def test_shared_strings_over_the_budget_fail_with_advice() -> None:
     # The sample's shared strings are 143 KB of XML: ~0.8 MB as Python strings, over a 200 KB budget.
     with pytest.raises(WorkbookError, match="READER_MEMORY_BUDGET_MB"):
         open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 200 * 1024)
+
+
+def test_the_type_is_recognised_by_content_both_ways(tmp_path: Path) -> None:
+    csv_named_xlsx = tmp_path / "customers.xlsx"
+    csv_named_xlsx.write_bytes(csv_bytes(customers(3)))
+    assert inspect_upload(csv_named_xlsx, "customers.xlsx", **LIMITS) == "csv"
+    xlsx_named_csv = write_xlsx(tmp_path / "book.csv", customers(3))
+    assert inspect_upload(xlsx_named_csv, "book.csv", **LIMITS) == "xlsx"
+    # 68 bytes of text under an .xls name: text, so read as CSV (whose header is then refused).
+    assert inspect_upload(ODD / "calamine__too_small.xls", "x.xls", **LIMITS) == "csv"
+    png = tmp_path / "photo.xlsx"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
+    with pytest.raises(UploadRejected) as info:
+        inspect_upload(png, "photo.xlsx", **LIMITS)
+    assert info.value.status == 415 and "PNG image" in info.value.detail
+
+
+def test_header_check_names_missing_columns_and_quotes_the_header(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"hello\n")
+    with pytest.raises(UploadRejected) as info:
+        check_header(notes, "notes.txt", inspect_upload(notes, "notes.txt", **LIMITS))
+    assert info.value.status == 422
+    assert info.value.extra["header"] == ["hello"]
+    assert info.value.extra["missing_columns"][0] == "first_name"
+    good = write_xlsx(tmp_path / "good.xlsx", customers(5))
+    assert check_header(good, "good.xlsx", "xlsx") == []
+
+
+def test_read_head_reads_only_the_shared_strings_it_needs(tmp_path: Path) -> None:
+    from shared.readers import read_head
+    from shared.xlsx_stream import LazyStrings
+
+    path = write_xlsx(tmp_path / "big.xlsx", customers(3000))
+    head = read_head(path, "xlsx", rows=3)
+    assert [n for n, _ in head] == [1, 2, 3]
+    assert head[0][1][:2] == ["first_name", "last_name"]
+    reader = XlsxStreamReader(path, lazy_strings=True)
+    try:
+        strings = reader._strings
+        assert isinstance(strings, LazyStrings)
+        next(iter(reader.rows()))
+        assert len(strings._loaded) <= 10  # the header's strings, not the 30,000 of the sheet
+    finally:
+        reader.close()

@@ -27,12 +27,12 @@ from shared import customer_repo, job_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.db import DatabaseUnavailable, connection, savepoint, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
-from shared.logs import job_id_var
+from shared.logs import job_id_var, request_id_var
 from shared.readers import WorkbookError, open_reader
 from shared.runtime import release_memory
 from shared.schemas import RowValidator, flatten_errors
 from shared.settings import Settings
-from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, row_is_empty
+from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, normalize_cell, row_is_empty
 from shared.storage import UploadStore
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,35 @@ class SheetInfo:
     warnings: list[str]
 
 
+@dataclass
+class SheetEnd:
+    """The sheet was read to its end; what the rows as a whole call for saying."""
+
+    warnings: list[str]
+
+
 class _Stopped(Exception):
     pass
+
+
+def width_problem(cells: list[Any], width: int) -> str | None:
+    """For a CSV, where every record should hold one value per header column: what is wrong with
+    this record's count, if anything (trailing empty values are harmless)."""
+    count = len(cells)
+    if count > width:
+        while count > width and (cells[count - 1] is None or not str(cells[count - 1]).strip()):
+            count -= 1
+    if count == width:
+        return None
+    if count > width:
+        return (
+            f"the row has {count} values but the header has {width} columns: a value holds an unquoted "
+            "separator, or there are values under no header. Nothing of this row was imported"
+        )
+    return (
+        f"the row has {count} values but the header has {width} columns: some values are missing. "
+        "Nothing of this row was imported"
+    )
 
 
 def parse_file(
@@ -93,24 +120,33 @@ def parse_file(
     reader = open_reader(path, kind, memory_budget_bytes)
     try:
         header = None
+        width = 0
+        data_rows = 0
         batch = ParsedBatch()
         for number, cells in reader.rows():
             if row_is_empty(cells):
                 continue
             if header is None:
                 header = map_header(cells)
+                width = max((i + 1 for i, cell in enumerate(cells) if normalize_cell(cell) is not None), default=0)
                 emit(SheetInfo(reader.name, reader.total_estimate, header.warnings))
                 continue
+            data_rows += 1
             if number <= resume_after_row:
                 continue
             batch.last_row = number
             batch.rows_read += 1
-            data = extract_row(cells, header)
-            try:
-                batch.valid.append((number, validate_row(data)))
-            except ValidationError as exc:
+            problem = width_problem(cells, width) if reader.strict_width else None
+            if problem is not None:
                 batch.invalid += 1
-                batch.errors.extend((number, column, message) for column, message in flatten_errors(exc.messages))
+                batch.errors.append((number, None, problem))
+            else:
+                data = extract_row(cells, header)
+                try:
+                    batch.valid.append((number, validate_row(data)))
+                except ValidationError as exc:
+                    batch.invalid += 1
+                    batch.errors.extend((number, column, message) for column, message in flatten_errors(exc.messages))
             if batch.rows_read >= batch_size:
                 if stop.is_set():
                     raise _Stopped
@@ -120,6 +156,8 @@ def parse_file(
             raise WorkbookError("the first worksheet is empty: no header row and no data")
         if batch.rows_read:
             emit(batch.prepare())
+        if not data_rows:
+            emit(SheetEnd(["no data rows: the file holds a header row and nothing under it"]))
     finally:
         reader.close()
 
@@ -142,6 +180,7 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
         if job is None:
             log.info("job finished or held by another worker; nothing to do")
             return "skipped"
+        request_token = request_id_var.set(job.request_id)
         log.info("import started", extra={"attempt": job.attempts, "resume_after_row": job.checkpoint_row})
         try:
             try:
@@ -175,6 +214,8 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
                 return job_repo.FAILED
             await _release(deps, job_id, owner)
             raise Retry(defer=5) from exc
+        finally:
+            request_id_var.reset(request_token)
         return status
     finally:
         release_memory()
@@ -253,7 +294,8 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
     assert main is not None
     heartbeat = asyncio.create_task(_heartbeat(deps, job.id, owner, main))
     parser = asyncio.create_task(asyncio.to_thread(produce))
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
+    info = SheetInfo("", None, [])
     warming: asyncio.Task[None] | None = None
     try:
         while True:
@@ -262,9 +304,13 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
                 break
             if isinstance(item, BaseException):
                 raise item
-            if isinstance(item, SheetInfo):
+            if isinstance(item, SheetInfo | SheetEnd):
+                if isinstance(item, SheetInfo):
+                    info = item
+                else:
+                    info.warnings = [*info.warnings, *item.warnings]
                 async with connection(deps.pool) as conn, conn.cursor() as cur:
-                    await job_repo.set_reader(cur, job.id, owner, item.reader, item.total_estimate, item.warnings)
+                    await job_repo.set_reader(cur, job.id, owner, info.reader, info.total_estimate, info.warnings)
                 continue
             warm = await _commit_batch(deps, job, owner, item, seen)
             # Warm the cache with this batch while the next one is parsed and upserted.
@@ -290,12 +336,30 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
         with contextlib.suppress(CacheUnavailable):
             await deps.cache.bump_generation()
     await _finish(deps, job, owner, job_repo.COMPLETED, None)
-    log.info("import completed")
+    async with connection(deps.pool) as conn, conn.cursor() as cur:
+        final = await job_repo.get(cur, job.id)
+    if final is not None:
+        log.info("import completed", extra=_summary(final))
     return job_repo.COMPLETED
 
 
+def _summary(job: Job) -> dict[str, Any]:
+    """What a log line says of a finished job: its counters and how long it ran."""
+    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    return {
+        "rows_read": job.rows_read,
+        "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
+        "rows_invalid": job.rows_invalid,
+        "duration_s": None if duration is None else round(duration, 3),
+        "reader": job.reader,
+        "attempts": job.attempts,
+    }
+
+
 async def _commit_batch(
-    deps: WorkerDeps, job: Job, owner: str, batch: ParsedBatch, seen: set[str]
+    deps: WorkerDeps, job: Job, owner: str, batch: ParsedBatch, seen: dict[str, int]
 ) -> Coroutine[Any, Any, None] | None:
     """Commit one batch; returns the cache warm-up for it (to run while the next batch goes on)."""
     settings = deps.settings
@@ -304,37 +368,54 @@ async def _commit_batch(
     stamps: list[tuple[dict[str, Any], int, int, str, str]] = []
     async with transaction(deps.pool) as cur:
         if job.dry_run:
-            existing = await customer_repo.existing_emails(cur, list(latest))
-            inserted = updated = 0
-            for _, data in batch.valid:
-                email = data["email"]
-                if email in existing or email in seen:
-                    updated += 1
-                else:
-                    inserted += 1
-                    seen.add(email)
+            outcomes = _dry_run_outcomes(batch, await customer_repo.by_emails(cur, list(latest)), seen)
         else:
-            inserted, updated, stamps = await _upsert(deps, cur, batch, latest)
+            outcomes, stamps = await _upsert(deps, cur, batch, latest)
+        inserted, updated, unchanged = outcomes
         await job_repo.commit_batch(
             cur,
             job.id,
             owner,
             settings.job_lease_s,
-            BatchResult(batch.last_row, batch.rows_read, inserted, updated, batch.invalid, batch.errors),
+            BatchResult(batch.last_row, batch.rows_read, inserted, updated, unchanged, batch.invalid, batch.errors),
             settings.max_errors_per_job,
         )
     return _warm_cache(deps, stamps) if stamps else None
 
 
+def _dry_run_outcomes(batch: ParsedBatch, stored: list[dict[str, Any]], seen: dict[str, int]) -> tuple[int, int, int]:
+    """What an import would have counted, without writing: `seen` holds a hash of the values of
+    every email met earlier in the file, as the table would hold them by now."""
+    for doc in stored:
+        seen.setdefault(doc["email"], hash(tuple(doc[name] for name in CUSTOMER_FIELDS)))
+    inserted = updated = unchanged = 0
+    for values in batch.rows:
+        email = values[_EMAIL_AT]
+        digest = hash(values)
+        before = seen.get(email)
+        if before is None:
+            inserted += 1
+        elif before == digest:
+            unchanged += 1
+        else:
+            updated += 1
+        seen[email] = digest
+    return inserted, updated, unchanged
+
+
+_EMAIL_AT = CUSTOMER_FIELDS.index("email")
+
+
 async def _upsert(
     deps: WorkerDeps, cur: aiomysql.Cursor, batch: ParsedBatch, latest: dict[str, dict[str, Any]]
-) -> tuple[int, int, list[tuple[dict[str, Any], int, int, str, str]]]:
-    """Upsert a batch; returns counts and (data, id, version, created_at, updated_at) per customer."""
+) -> tuple[tuple[int, int, int], list[tuple[dict[str, Any], int, int, str, str]]]:
+    """Upsert a batch; returns (inserted, updated, unchanged) and (data, id, version, created_at,
+    updated_at) per customer."""
     rows = batch.rows
     if deps.bulk_load:
         try:
             async with savepoint(cur):
-                inserted, updated, by_seq = await customer_repo.bulk_upsert(cur, rows, batch.staged)
+                outcomes, by_seq = await customer_repo.bulk_upsert(cur, rows, batch.staged)
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
             deps.bulk_load = False
@@ -349,12 +430,11 @@ async def _upsert(
                 ({name: rows[seq][index] for name, index in named.items()}, customer_id, version, created, changed)
                 for seq, (customer_id, version, created, changed) in final.values()
             ]
-            return inserted, updated, stamps
-    inserted, updated = await customer_repo.upsert_many(cur, rows)
+            return outcomes, stamps
+    outcomes = await customer_repo.upsert_many(cur, rows)
     found = await customer_repo.stamps_by_email(cur, list(latest))
     return (
-        inserted,
-        updated,
+        outcomes,
         [
             (latest[email], customer_id, version, created, changed)
             for email, customer_id, version, created, changed in found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from arq import cron
@@ -18,6 +19,14 @@ from worker.sweeper import sweep_jobs
 
 # Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
 IMPORT_TIMEOUT_S = 6 * 3600
+SWEEP_NAME = sweep_jobs.__name__
+
+
+def quiet_sweeps(record: logging.LogRecord) -> bool:
+    """arq logs two lines for every job it runs, the sweep's every few seconds included: drop those
+    (the sweep logs what it re-queues itself), keep every other line."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    return not any(isinstance(arg, str) and f"cron:{SWEEP_NAME}" in arg for arg in args)
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
@@ -30,6 +39,8 @@ def redis_settings(settings: Settings) -> RedisSettings:
 
 def build_worker_settings(settings: Settings) -> dict[str, Any]:
     """Keyword arguments for arq.Worker."""
+
+    logging.getLogger("arq.worker").addFilter(quiet_sweeps)
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aiohttp import web
@@ -10,11 +9,11 @@ from aiohttp import web
 from gateway import params
 from gateway.keys import CUSTOMERS, METRICS
 from gateway.problems import Problem, field_errors, field_problem
+from gateway.responses import JSON, dumps, json_response
 from shared.cache import CacheUnavailable
 from shared.customers import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
 
 routes = web.RouteTableDef()
-JSON = "application/json"
 
 
 def _not_found(customer_id: int) -> Problem:
@@ -37,19 +36,20 @@ def _taken(exc: EmailTaken) -> Problem:
 def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> web.Response:
     return web.Response(
         status=status,
-        body=json.dumps(doc, separators=(",", ":")).encode(),
+        body=dumps(doc),
         content_type=JSON,
         headers={"ETag": params.etag(int(doc["version"])), "X-Cache": cache},
     )
 
 
 @routes.get("/customers")
+@params.accepts("limit", "cursor", "q")
 async def list_customers(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
     search = params.text_param(request, "q", max_length=100)
     try:
         body, cache = await request.app[CUSTOMERS].list_page(
-            limit=limit, cursor=request.query.get("cursor"), search=search
+            limit=limit, cursor=params.cursor_param(request), search=search
         )
     except InvalidInput as exc:
         raise _invalid(exc) from None
@@ -58,15 +58,16 @@ async def list_customers(request: web.Request) -> web.Response:
 
 
 @routes.get("/customers/cache")
+@params.accepts("limit", "cursor")
 async def cached_customers(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
     try:
-        page = await request.app[CUSTOMERS].cached(cursor=request.query.get("cursor"), limit=limit)
+        page = await request.app[CUSTOMERS].cached(cursor=params.cursor_param(request), limit=limit)
     except InvalidInput as exc:
         raise _invalid(exc) from None
     except CacheUnavailable:
         raise Problem(503, "Service Unavailable", "Redis is unavailable; the cache cannot be listed.") from None
-    return web.json_response(page)
+    return json_response(page)
 
 
 @routes.get("/customers/{id}")

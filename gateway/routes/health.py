@@ -7,6 +7,7 @@ import asyncio
 from aiohttp import web
 
 from gateway.keys import CACHE, DB_POOL, METRICS
+from gateway.responses import json_response
 from shared.db import DatabaseUnavailable, connection
 
 routes = web.RouteTableDef()
@@ -14,7 +15,7 @@ routes = web.RouteTableDef()
 
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 async def _mysql_ok(request: web.Request) -> bool:
@@ -40,7 +41,7 @@ async def readyz(request: web.Request) -> web.Response:
     mysql, redis = await asyncio.gather(_mysql_ok(request), _redis_ok(request))
     checks = {"mysql": "up" if mysql else "down", "redis": "up" if redis else "down"}
     ready = mysql and redis
-    return web.json_response(
+    return json_response(
         {"status": "ready" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
     )
 

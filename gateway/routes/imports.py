@@ -6,12 +6,14 @@ import csv
 import io
 from collections.abc import AsyncIterator
 
-from aiohttp import BodyPartReader, web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from gateway import params
 from gateway.keys import DB_POOL, METRICS, REDIS, SETTINGS, STORE
 from gateway.problems import Problem, field_problem
-from shared.jobs import BadCursor, JobNotFound, get_job, list_job_errors, list_jobs, submit_upload
+from gateway.responses import json_response
+from shared.jobs import JobNotFound, get_job, list_job_errors, list_jobs, receive_upload, submit_upload
+from shared.logs import request_id_var
 from shared.readers import UploadRejected
 from shared.storage import UploadTooLarge
 
@@ -19,69 +21,140 @@ routes = web.RouteTableDef()
 CHUNK = 256 * 1024
 
 
-def _bad_cursor() -> Problem:
-    return field_problem(
-        400, "Invalid cursor", "cursor is not one this API issued.", "cursor", "Not a cursor this API issued."
-    )
+FORM_VALUE_LIMIT = 64 * 1024
 
 
-async def _file_field(request: web.Request) -> BodyPartReader:
-    if not request.content_type.startswith("multipart/"):
+class UploadForm:
+    """The multipart body of an upload: one `file` part, streamed, and small text fields before or
+    after it (a client may send its options in either place). Fields are complete once the file's
+    chunks have been consumed."""
+
+    def __init__(self, reader: MultipartReader, accepted: frozenset[str]) -> None:
+        self.reader = reader
+        self.accepted = accepted
+        self.fields: dict[str, str] = {}
+        self.file: BodyPartReader | None = None
+
+    async def open_file(self) -> BodyPartReader:
+        while True:
+            part = await self._next()
+            if part is None:
+                raise field_problem(
+                    400, "Missing file", "The multipart form has no field named 'file'.", "file", "Missing."
+                )
+            if part.name == "file":
+                self.file = part
+                return part
+            await self._field(part)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        assert self.file is not None
+        while chunk := await self.file.read_chunk(CHUNK):
+            yield chunk
+        # The rest of the form: options after the file, and never a second file.
+        while (part := await self._next()) is not None:
+            if part.name == "file":
+                raise field_problem(
+                    400,
+                    "One file per upload",
+                    "The form holds more than one part named 'file': send one file per upload.",
+                    "file",
+                    "One file per upload.",
+                )
+            await self._field(part)
+
+    def option(self, request: web.Request, name: str) -> str | None:
+        """A query parameter or form field (not both)."""
+        if name in request.query and name in self.fields:
+            raise field_problem(
+                400, "Duplicate parameter", f"{name} is given both in the query and in the form", name, "Given twice."
+            )
+        return self.fields.get(name, request.query.get(name))
+
+    async def _next(self) -> BodyPartReader | None:
+        part = await self.reader.next()
+        if part is not None and not isinstance(part, BodyPartReader):
+            raise Problem(400, "Malformed form", "Nested multipart bodies are not accepted.")
+        return part
+
+    async def _field(self, part: BodyPartReader) -> None:
+        name = part.name or ""
+        if name not in self.accepted:
+            await part.release()
+            takes = ", ".join(repr(name) for name in ["file", *sorted(self.accepted)])
+            raise field_problem(
+                400,
+                "Unknown form field",
+                f"{name!r} is not a field of the upload form (it takes: {takes}).",
+                name or "form",
+                "Not a field of this form.",
+            )
+        raw = await part.read_chunk(FORM_VALUE_LIMIT + 1)
+        if len(raw) > FORM_VALUE_LIMIT or await part.read_chunk(1):
+            raise field_problem(413, "Form field too large", f"{name} is over 64 KB", name, "Over 64 KB.")
+        try:
+            self.fields[name] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise field_problem(400, "Malformed form field", f"{name} is not UTF-8 text", name, "Not UTF-8.") from None
+
+
+async def _form(request: web.Request, accepted: frozenset[str]) -> UploadForm:
+    if not request.content_type.startswith("multipart/form-data"):
         raise Problem(
             415,
             "Unsupported Media Type",
             "Send the file as multipart/form-data in a field named 'file' (curl -F file=@customers.xlsx).",
         )
-    reader = await request.multipart()
-    while True:
-        part = await reader.next()
-        if part is None:
-            raise field_problem(
-                400, "Missing file", "The multipart form has no field named 'file'.", "file", "Missing."
-            )
-        if isinstance(part, BodyPartReader) and part.name == "file":
-            return part
-        if isinstance(part, BodyPartReader):
-            await part.release()
+    try:
+        reader = await request.multipart()
+    except (ValueError, AssertionError) as exc:
+        raise Problem(400, "Malformed multipart body", f"The multipart body cannot be read: {exc}") from None
+    return UploadForm(reader, accepted)
 
 
-async def _chunks(part: BodyPartReader) -> AsyncIterator[bytes]:
-    while chunk := await part.read_chunk(CHUNK):
-        yield chunk
+UPLOAD_OPTIONS = frozenset({"dry_run"})
 
 
 @routes.post("/upload")
+@params.accepts(*UPLOAD_OPTIONS)
 async def upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    dry_run = params.bool_param(request, "dry_run")
+    metrics = request.app[METRICS]
+    store = request.app[STORE]
     limit = settings.max_upload_bytes
+    too_large = Problem(413, "Upload too large", f"The upload is larger than the limit of {settings.max_upload_mb} MB.")
     # read_chunk() is not bounded by client_max_size: refuse early by header, count while streaming.
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        request.app[METRICS].uploads["too_large"] += 1
-        raise Problem(413, "Upload too large", f"The upload is larger than the limit of {settings.max_upload_mb} MB.")
-    part = await _file_field(request)
+        metrics.uploads["too_large"] += 1
+        raise too_large
+    form = await _form(request, UPLOAD_OPTIONS)
+    part = await form.open_file()
     filename = part.filename or "upload"
     try:
+        received = await receive_upload(settings, store, form.chunks())
+    except UploadTooLarge:
+        metrics.uploads["too_large"] += 1
+        raise too_large from None
+    try:
+        dry_run = params.parse_bool("dry_run", form.option(request, "dry_run"))
         job = await submit_upload(
             settings=settings,
             pool=request.app[DB_POOL],
             arq=request.app[REDIS],
-            store=request.app[STORE],
-            chunks=_chunks(part),
+            store=store,
+            upload=received,
             filename=filename,
             dry_run=dry_run,
+            request_id=request_id_var.get(),
         )
-    except UploadTooLarge:
-        request.app[METRICS].uploads["too_large"] += 1
-        raise Problem(
-            413, "Upload too large", f"The upload is larger than the limit of {settings.max_upload_mb} MB."
-        ) from None
     except UploadRejected as exc:
-        request.app[METRICS].uploads["rejected"] += 1
-        raise Problem(exc.status, exc.title, exc.detail) from None
-    request.app[METRICS].uploads["accepted"] += 1
+        metrics.uploads["rejected"] += 1
+        raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
+    finally:
+        store.discard(received.path)  # the partial file, if it was not committed under the job id
+    metrics.uploads["accepted"] += 1
     status_url = f"/jobs/{job['job_id']}"
-    return web.json_response(
+    return json_response(
         {
             "job_id": job["job_id"],
             "status": job["status"],
@@ -95,25 +168,24 @@ async def upload(request: web.Request) -> web.Response:
 
 
 @routes.get("/jobs")
+@params.accepts("limit", "cursor")
 async def jobs_index(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=20, maximum=200)
-    try:
-        page = await list_jobs(request.app[DB_POOL], limit=limit, cursor=request.query.get("cursor"))
-    except BadCursor:
-        raise _bad_cursor() from None
-    return web.json_response(page)
+    page = await list_jobs(request.app[DB_POOL], limit=limit, cursor=params.cursor_param(request))
+    return json_response(page)
 
 
 @routes.get("/jobs/{id}")
 async def job_detail(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     try:
-        return web.json_response(await get_job(request.app[DB_POOL], job_id))
+        return json_response(await get_job(request.app[DB_POOL], job_id))
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
 
 
 @routes.get("/jobs/{id}/errors")
+@params.accepts("limit", "cursor", "format")
 async def job_errors(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     as_csv = request.query.get("format", "json").lower()
@@ -123,13 +195,11 @@ async def job_errors(request: web.Request) -> web.Response:
         )
     limit = None if as_csv == "csv" else params.limit_param(request, default=100, maximum=1000)
     try:
-        page = await list_job_errors(request.app[DB_POOL], job_id, limit=limit, cursor=request.query.get("cursor"))
+        page = await list_job_errors(request.app[DB_POOL], job_id, limit=limit, cursor=params.cursor_param(request))
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
-    except BadCursor:
-        raise _bad_cursor() from None
     if as_csv == "json":
-        return web.json_response(page)
+        return json_response(page)
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["row", "column", "message"])

@@ -11,7 +11,7 @@ from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from shared.jobs import get_job, submit_upload
+from shared.jobs import get_job, receive_upload, submit_upload
 from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.settings import build_worker_settings, redis_settings
@@ -25,12 +25,13 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
 async def submit(settings: Settings, pool: aiomysql.Pool, filename: str, data: bytes, dry_run: bool = False) -> str:
     arq: ArqRedis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
     try:
+        store = UploadStore(settings.upload_dir)
         doc = await submit_upload(
             settings=settings,
             pool=pool,
             arq=arq,
-            store=UploadStore(settings.upload_dir),
-            chunks=_chunks(data),
+            store=store,
+            upload=await receive_upload(settings, store, _chunks(data)),
             filename=filename,
             dry_run=dry_run,
         )
