@@ -87,7 +87,8 @@ def test_sample_workbook_end_to_end(stack: Stack, settings: Settings) -> None:
     assert time.monotonic() - started < 5  # answers at once, before the import runs
     job = wait_job(stack.base, body["job_id"], timeout=60)
     assert job["status"] == "completed", stack.logs()
-    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_invalid"]) == (2000, 500, 1500, 0)
+    assert (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"]) == (2000, 500, 0, 1500)
+    assert job["rows_invalid"] == 0
     assert mysql_scalar(settings, "SELECT COUNT(*) FROM customers") == 500
     customer_id = mysql_scalar(settings, "SELECT id FROM customers WHERE email='atomkiewicz@hotmail.com'")
     client = sync_redis.Redis.from_url(settings.redis_url)
@@ -175,7 +176,17 @@ def test_json_logs_carry_job_and_request_ids(stack: Stack) -> None:
     worker = stack.start_worker()
     _status, body = upload(stack.base, "small.csv", csv_bytes(customers(3)))
     wait_job(stack.base, body["job_id"], timeout=60)
-    worker_lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
-    assert any(line.get("job_id") == body["job_id"] and line["msg"] == "import completed" for line in worker_lines)
+    time.sleep(3 * stack.settings.sweep_interval_s)  # the sweep runs a few times, finding nothing
     gateway_lines = [json.loads(line) for line in gateway.output().splitlines() if line.startswith("{")]
-    assert any(line.get("path") == "/upload" and line.get("request_id") for line in gateway_lines)
+    uploads = [line for line in gateway_lines if line.get("path") == "/upload" and line.get("request_id")]
+    assert len(uploads) == 1
+    request_id = uploads[0]["request_id"]
+    worker_lines = [json.loads(line) for line in worker.output().splitlines() if line.startswith("{")]
+    job_lines = [line for line in worker_lines if line.get("job_id") == body["job_id"]]
+    # Every worker line about the job carries the upload's request id, linking the two logs.
+    assert job_lines and all(line.get("request_id") == request_id for line in job_lines), job_lines
+    completed = next(line for line in job_lines if line["msg"] == "import completed")
+    assert (completed["rows_read"], completed["rows_inserted"], completed["rows_unchanged"]) == (3, 3, 0)
+    assert completed["duration_s"] >= 0
+    # A sweep that finds nothing to do says nothing.
+    assert not [line for line in worker_lines if "sweep" in line["msg"]], worker_lines

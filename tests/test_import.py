@@ -13,9 +13,9 @@ from redis.asyncio import Redis
 from shared import job_repo
 from shared.db import connection
 from shared.jobs import list_job_errors
+from shared.readers import UploadRejected
 from shared.settings import Settings
 from tests.conftest import DATA
-from shared.readers import UploadRejected
 from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
@@ -38,7 +38,9 @@ def counters(job: dict) -> tuple[int, int, int, int, int]:
     return (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"], job["rows_invalid"])
 
 
-async def test_sample_workbook_500_inserted_1500_unchanged(settings: Settings, pool: aiomysql.Pool, redis: Redis) -> None:
+async def test_sample_workbook_500_inserted_1500_unchanged(
+    settings: Settings, pool: aiomysql.Pool, redis: Redis
+) -> None:
     data = (DATA / "Sample_Employee_data_xlsx.xlsx").read_bytes()
     job = await import_file(settings, pool, "Sample_Employee_data_xlsx.xlsx", data)
     assert job["status"] == "completed", job

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zipfile
 from pathlib import Path
 
@@ -286,3 +287,28 @@ def test_read_head_reads_only_the_shared_strings_it_needs(tmp_path: Path) -> Non
         assert len(strings._loaded) <= 10  # the header's strings, not the 30,000 of the sheet
     finally:
         reader.close()
+
+
+def test_row_estimates_are_honest(tmp_path: Path) -> None:
+    from shared.readers import CsvReader
+
+    two = tmp_path / "two.csv"
+    two.write_bytes(csv_bytes(customers(2)))
+    assert CsvReader(two).total_estimate == 2
+    many = tmp_path / "many.csv"
+    many.write_bytes(csv_bytes(customers(50_000)))
+    estimate = CsvReader(many).total_estimate
+    assert estimate is not None and abs(estimate - 50_000) < 2_500
+    book = write_xlsx(tmp_path / "b.xlsx", customers(7))
+    assert CalamineReader(book).total_estimate == 7
+    assert XlsxStreamReader(book).total_estimate == 7
+    # A <dimension> that claims far more rows than the sheet holds is no estimate at all.
+    lying = tmp_path / "lying.xlsx"
+    with zipfile.ZipFile(book) as src, zipfile.ZipFile(lying, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info.filename)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = re.sub(rb'<dimension ref="A1:J8"\s*/>', b'<dimension ref="A1:J1000000"/>', data)
+                assert b"J1000000" in data
+            dst.writestr(info, data)
+    assert XlsxStreamReader(lying).total_estimate is None

@@ -157,6 +157,10 @@ async def test_job_endpoints_after_an_import(client: TestClient, settings: Setti
     assert text.splitlines()[0] == "row,column,message" and text.splitlines()[1].startswith("6,email,")
     listing = await (await client.get("/jobs?limit=1")).json()
     assert listing["items"][0]["job_id"] == job_id
+    # A list item leaves the row errors out rather than claim there are none.
+    assert "errors" not in listing["items"][0] and listing["items"][0]["rows_invalid"] == 2
+    assert job["request_id"] == response.headers["X-Request-ID"]
+    assert job["progress"]["rows_total_estimate"] == 30 and job["duration_s"] >= 0
 
 
 async def test_jobs_listing_is_newest_first_and_paginated(client: TestClient) -> None:
@@ -225,3 +229,57 @@ def test_odd_files_list_is_complete() -> None:
         "calamine__too_small.xls",
         "tealeg__badfile_noWorksheets.xlsx",
     }
+
+
+async def test_a_csv_under_an_xlsx_name_imports(client: TestClient, settings: Settings) -> None:
+    response = await client.post("/upload", data=form("customers.xlsx", csv_bytes(customers(4))))
+    assert response.status == 202, await response.text()
+    await run_burst_worker(settings)
+    job = await (await client.get((await response.json())["status_url"])).json()
+    assert (job["status"], job["file_kind"], job["rows_inserted"]) == ("completed", "csv", 4)
+
+
+async def test_a_header_without_required_columns_is_422_at_upload(client: TestClient, settings: Settings) -> None:
+    before = uploads(settings)
+    for filename, data in (
+        ("notes.txt", b"hello\n"),
+        ("partial.csv", b"first_name,last_name,email\nAda,Lovelace,ada@example.com\n"),
+    ):
+        response = await client.post("/upload", data=form(filename, data))
+        assert response.status == 422, await response.text()
+        body = await response.json()
+        assert "missing required column(s)" in body["detail"]
+        assert "company_name" in body["missing_columns"]
+        assert body["header"] == data.decode().splitlines()[0].split(",")
+    assert await queued_arq_jobs(client, settings) == 0
+    assert uploads(settings) == before
+    assert (await (await client.get("/jobs")).json())["items"] == []
+
+
+async def test_one_file_per_upload(client: TestClient, settings: Settings) -> None:
+    before = uploads(settings)
+    fd = form("a.csv", csv_bytes(customers(2)))
+    fd.add_field("file", csv_bytes(customers(2, start=5)), filename="b.csv", content_type="text/csv")
+    response = await client.post("/upload", data=fd)
+    assert response.status == 400
+    assert "one file per upload" in (await response.json())["detail"]
+    assert await queued_arq_jobs(client, settings) == 0
+    assert uploads(settings) == before
+
+
+async def test_options_may_come_as_form_fields_after_the_file(client: TestClient, settings: Settings) -> None:
+    before = uploads(settings)
+    fd = form("a.csv", csv_bytes(customers(2)))
+    fd.add_field("dry_run", "true")
+    response = await client.post("/upload", data=fd)
+    assert response.status == 202 and (await response.json())["dry_run"] is True
+    fd = form("a.csv", csv_bytes(customers(2)))
+    fd.add_field("colour", "blue")
+    response = await client.post("/upload", data=fd)
+    assert response.status == 400 and (await response.json())["errors"][0]["field"] == "colour"
+    fd = form("a.csv", csv_bytes(customers(2)))
+    fd.add_field("dry_run", "true")
+    response = await client.post("/upload?dry_run=false", data=fd)
+    assert response.status == 400 and (await response.json())["errors"][0]["field"] == "dry_run"
+    accepted = (await (await client.get("/jobs")).json())["items"][0]["job_id"]
+    assert sorted(set(uploads(settings)) - set(before)) == [f"{accepted}.csv"]
