@@ -126,12 +126,30 @@ def map_header(cells: Sequence[Any]) -> HeaderMap:
     return HeaderMap(positions, warnings)
 
 
+# A text cell starting with one of these is run as a formula by Excel when the file is opened
+# (CSV injection). Files the service writes prefix such a cell with an apostrophe, which Excel shows
+# as text; reading a file, an apostrophe before one of them is dropped, so the value round-trips.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def excel_safe(text: str) -> str:
+    """A value as a file for Excel should hold it: never a formula."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def from_excel_safe(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:2] and text[1:].startswith(FORMULA_TRIGGERS) else text
+
+
 def normalize_cell(value: Any) -> str | None:
-    """A cell as text: whole numbers without `.0`, dates as ISO, white space trimmed, blank as None."""
+    """A cell as text: whole numbers without `.0`, dates as ISO, white space trimmed, blank as None,
+    the apostrophe of an Excel-safe value (see excel_safe) dropped."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
+        if text.startswith("'"):
+            text = from_excel_safe(text).strip()
         return text or None
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"
