@@ -63,6 +63,16 @@ def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
     return value
 
 
+def choice_param(request: web.Request, name: str, choices: tuple[str, ...], *, default: str) -> str:
+    value = request.query.get(name, default).strip().lower()
+    if value not in choices:
+        allowed = " or ".join(choices)
+        raise field_problem(
+            422, "Invalid query parameter", f"{name} must be {allowed}, got {value!r}", name, f"Must be {allowed}."
+        )
+    return value
+
+
 def cursor_param(request: web.Request) -> str | None:
     """The `cursor` a client passed back; empty means none (the first page)."""
     return request.query.get("cursor") or None

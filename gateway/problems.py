@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from aiohttp import web
@@ -49,5 +50,5 @@ def problem_response(request: web.Request, problem: Problem) -> web.Response:
     return json_response(body, status=problem.status, headers=problem.headers, content_type=PROBLEM_TYPE)
 
 
-def field_errors(errors: list[tuple[str | None, str]]) -> list[dict[str, Any]]:
+def field_errors(errors: Sequence[tuple[str | None, str]]) -> list[dict[str, Any]]:
     return [{"field": field, "message": message} for field, message in errors]

@@ -114,6 +114,32 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        3,
+        "import options, the sheet/encoding/header used, rejected rows",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN options TEXT NULL AFTER dry_run,
+                ADD COLUMN sheet VARCHAR(255) NULL AFTER reader,
+                ADD COLUMN encoding VARCHAR(40) NULL AFTER sheet,
+                ADD COLUMN header_row INT UNSIGNED NULL AFTER encoding,
+                ADD COLUMN source_header TEXT NULL AFTER header_row
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_rejected_rows (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                job_id CHAR(36) NOT NULL,
+                excel_row BIGINT UNSIGNED NOT NULL,
+                cells MEDIUMTEXT NOT NULL,
+                errors TEXT NOT NULL,
+                KEY ix_import_rejected_job (job_id, id),
+                CONSTRAINT fk_import_rejected_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
 ]
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiomysql
+
+from shared.mapping import ImportOptions
 
 JOB_COLUMNS = (
     "id",
@@ -23,6 +25,7 @@ JOB_COLUMNS = (
     "size_bytes",
     "sha256",
     "dry_run",
+    "options",
     "status",
     "rows_read",
     "rows_inserted",
@@ -34,6 +37,10 @@ JOB_COLUMNS = (
     "errors_stored",
     "error_rows_stored",
     "reader",
+    "sheet",
+    "encoding",
+    "header_row",
+    "source_header",
     "warnings",
     "error",
     "attempts",
@@ -45,7 +52,7 @@ JOB_COLUMNS = (
 )
 _SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
 
-QUEUED, RUNNING, COMPLETED, FAILED = "queued", "running", "completed", "failed"
+UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", "completed", "failed"
 
 
 @dataclass
@@ -56,6 +63,7 @@ class Job:
     size_bytes: int
     sha256: str
     dry_run: bool
+    options: ImportOptions
     status: str
     rows_read: int
     rows_inserted: int
@@ -67,6 +75,10 @@ class Job:
     errors_stored: int
     error_rows_stored: int
     reader: str | None
+    sheet: str | None
+    encoding: str | None
+    header_row: int | None
+    source_header: list[str | None] | None
     warnings: list[str]
     error: str | None
     attempts: int
@@ -81,6 +93,8 @@ class Job:
         values = dict(zip(JOB_COLUMNS, row, strict=True))
         values["dry_run"] = bool(values["dry_run"])
         values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
+        values["options"] = ImportOptions.from_json(values["options"])
+        values["source_header"] = json.loads(values["source_header"]) if values["source_header"] else None
         return cls(**values)
 
 
@@ -95,6 +109,8 @@ class BatchResult:
     unchanged: int
     invalid: int
     errors: list[tuple[int, str | None, str]]
+    # The cells of the invalid rows, as read, for the rejected-rows download.
+    rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
 
 
 class LeaseLost(Exception):
@@ -111,12 +127,57 @@ async def create(
     sha256: str,
     dry_run: bool,
     request_id: str | None = None,
+    options: ImportOptions | None = None,
+    status: str = QUEUED,
 ) -> None:
     await cur.execute(
-        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, status, request_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-        (job_id, filename, file_kind, size_bytes, sha256, int(dry_run), QUEUED, request_id),
+        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, options, status, request_id)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            job_id,
+            filename,
+            file_kind,
+            size_bytes,
+            sha256,
+            int(dry_run),
+            (options or ImportOptions()).to_json(),
+            status,
+            request_id,
+        ),
     )
+
+
+async def start(cur: aiomysql.Cursor, job_id: str, options: ImportOptions, dry_run: bool | None) -> bool:
+    """Queue a job that was uploaded for a preview; False if it is not waiting any more."""
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, options = %s, dry_run = COALESCE(%s, dry_run)"
+        " WHERE id = %s AND status = %s",
+        (QUEUED, options.to_json(), None if dry_run is None else int(dry_run), job_id, UPLOADED),
+    )
+    return bool(cur.rowcount)
+
+
+async def expire_uploaded(cur: aiomysql.Cursor, older_than_s: int) -> list[str]:
+    """Fail previews nobody started within `older_than_s`; returns their ids (their files go)."""
+    await cur.execute(
+        "SELECT id FROM import_jobs WHERE status = %s AND created_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND"
+        " LIMIT 500",
+        (UPLOADED, older_than_s),
+    )
+    ids = [row[0] for row in await cur.fetchall()]
+    if ids:
+        marks = ", ".join(["%s"] * len(ids))
+        await cur.execute(
+            "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6)"
+            f" WHERE status = %s AND id IN ({marks})",
+            (
+                FAILED,
+                f"the preview was not started within {older_than_s} s and has expired: upload the file again",
+                UPLOADED,
+                *ids,
+            ),
+        )
+    return ids
 
 
 async def get(cur: aiomysql.Cursor, job_id: str) -> Job | None:
@@ -169,12 +230,33 @@ async def renew(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> 
 
 
 async def set_reader(
-    cur: aiomysql.Cursor, job_id: str, owner: str, reader: str, total: int | None, warnings: list[str]
+    cur: aiomysql.Cursor,
+    job_id: str,
+    owner: str,
+    reader: str,
+    total: int | None,
+    warnings: list[str],
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    header_row: int | None = None,
+    source_header: list[str | None] | None = None,
 ) -> None:
+    """What the worker found in the file: the reader, sheet, encoding, header and the estimate."""
     await cur.execute(
-        "UPDATE import_jobs SET reader = %s, rows_total_estimate = %s, warnings = %s"
-        " WHERE id = %s AND lease_owner = %s",
-        (reader, total, json.dumps(warnings), job_id, owner),
+        "UPDATE import_jobs SET reader = %s, rows_total_estimate = %s, warnings = %s, sheet = %s, encoding = %s,"
+        " header_row = %s, source_header = %s WHERE id = %s AND lease_owner = %s",
+        (
+            reader,
+            total,
+            json.dumps(warnings),
+            sheet,
+            encoding,
+            header_row,
+            None if source_header is None else json.dumps(source_header),
+            job_id,
+            owner,
+        ),
     )
 
 
@@ -197,6 +279,20 @@ async def commit_batch(
             "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
             [(job_id, number, column, message[:512]) for number, column, message in errors],
         )
+        kept = {number for number, _, _ in errors}
+        messages: dict[int, list[str]] = {}
+        for number, column, message in errors:
+            messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
+        rejected = [
+            (job_id, number, json.dumps(cells), "; ".join(messages[number]))
+            for number, cells in batch.rejected
+            if number in kept
+        ]
+        if rejected:
+            await cur.executemany(
+                "INSERT INTO import_rejected_rows (job_id, excel_row, cells, errors) VALUES (%s, %s, %s, %s)",
+                rejected,
+            )
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
@@ -284,3 +380,11 @@ async def list_errors(
         params.append(limit)
     await cur.execute(sql, params)
     return [(int(r[0]), int(r[1]), r[2], r[3]) for r in await cur.fetchall()]
+
+
+async def list_rejected(cur: aiomysql.Cursor, job_id: str) -> list[tuple[int, list[str | None], str]]:
+    """(row, cells as read, what is wrong) of the job's stored invalid rows, in file order."""
+    await cur.execute(
+        "SELECT excel_row, cells, errors FROM import_rejected_rows WHERE job_id = %s ORDER BY id", (job_id,)
+    )
+    return [(int(r[0]), json.loads(r[1]), r[2]) for r in await cur.fetchall()]

@@ -18,13 +18,27 @@ from shared.cache import REDIS_ERRORS
 from shared.cursors import BadCursor, decode_cursor, encode_cursor
 from shared.db import connection
 from shared.job_repo import Job
-from shared.readers import check_header, inspect_upload
+from shared.mapping import ImportOptions, column_letter
+from shared.preview import Preview, build_preview, problem_extra
+from shared.readers import UploadRejected, inspect_upload
 from shared.settings import Settings
+from shared.spreadsheet import HeaderError
 from shared.storage import StoredUpload, UploadStore
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BadCursor", "JobNotFound", "get_job", "list_job_errors", "list_jobs", "receive_upload", "submit_upload"]
+__all__ = [
+    "BadCursor",
+    "JobNotFound",
+    "NotWaiting",
+    "get_job",
+    "list_job_errors",
+    "list_jobs",
+    "receive_upload",
+    "rejected_rows",
+    "start_job",
+    "submit_upload",
+]
 
 IMPORT_FUNCTION = "import_workbook"
 FIRST_ERRORS = 10
@@ -62,12 +76,24 @@ async def submit_upload(
     filename: str,
     dry_run: bool,
     request_id: str | None = None,
+    options: ImportOptions | None = None,
+    preview: bool = False,
 ) -> dict[str, Any]:
-    """Check a received upload's container and header row, record the job and queue it. Raises
-    UploadRejected (the stored file removed) before anything is recorded or queued."""
+    """Check a received upload's container and its columns (from the first rows), record the job and
+    queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
+    Raises UploadRejected (the stored file removed) before anything is recorded or queued: a file whose
+    columns do not fit gets a 422 whose problem carries the preview, to build a mapping from."""
     job_id = upload.job_id
+    options = options or ImportOptions()
     try:
-        kind = await asyncio.to_thread(_check_upload, upload.path, filename, settings)
+        kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
+        if found.problem is not None and not preview:
+            raise UploadRejected(
+                422,
+                "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
+                f"{filename!r}: {found.problem}.",
+                **problem_extra(found),
+            )
         path = store.commit(upload, job_id, kind)
     except BaseException:
         store.discard(upload.path)
@@ -83,31 +109,74 @@ async def submit_upload(
                 sha256=upload.sha256,
                 dry_run=dry_run,
                 request_id=request_id,
+                options=options,
+                status=job_repo.UPLOADED if preview else job_repo.QUEUED,
             )
     except BaseException:
         store.discard(path)
         raise
+    if not preview:
+        await _enqueue_or_leave_to_sweep(arq, settings, job_id)
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    assert job is not None
+    document = job_document(job, [])
+    if preview:
+        document["preview"] = found.document
+    return document
+
+
+class NotWaiting(Exception):
+    """The job is not an uploaded preview waiting to be started."""
+
+
+async def start_job(
+    *,
+    settings: Settings,
+    pool: aiomysql.Pool,
+    arq: ArqRedis,
+    store: UploadStore,
+    job_id: str,
+    options: ImportOptions,
+    dry_run: bool | None,
+) -> dict[str, Any]:
+    """Queue a previewed job with the options given (mapping, header row, sheet, encoding), after
+    checking they fit the file: UploadRejected (422, with the preview) when they do not."""
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status != job_repo.UPLOADED:
+        raise NotWaiting(job.status)
+    merged = job.options.merged(options)
+    path = store.path_for(job_id, job.file_kind)
+    found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
+    if found.problem is not None:
+        raise UploadRejected(422, "Invalid mapping", f"{found.problem}.", **problem_extra(found))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        if not await job_repo.start(cur, job_id, merged, dry_run):
+            raise NotWaiting("started")
+    await _enqueue_or_leave_to_sweep(arq, settings, job_id)
+    return await get_job(pool, job_id)
+
+
+async def _enqueue_or_leave_to_sweep(arq: ArqRedis, settings: Settings, job_id: str) -> None:
     try:
         await enqueue_import(arq, settings, job_id)
     except REDIS_ERRORS:
         # The job row is durable: the workers' sweep queues it once Redis answers again.
         log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-    assert job is not None
-    return job_document(job, [])
 
 
-def _check_upload(path: Path, filename: str, settings: Settings) -> str:
-    """In a thread: the container first (cheap, from the zip directory), then the header row."""
+def _check_upload(path: Path, filename: str, settings: Settings, options: ImportOptions) -> tuple[str, Preview]:
+    """In a thread: the container first (cheap, from the zip directory), then the columns."""
     kind = inspect_upload(
         path,
         filename,
         max_inflated_bytes=settings.max_inflated_mb * 1024 * 1024,
         max_ratio=settings.max_zip_ratio,
     )
-    check_header(path, filename, kind)
-    return kind
+    return kind, build_preview(path, filename, kind, options)
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -137,6 +206,10 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "sha256": job.sha256,
         "dry_run": job.dry_run,
         "reader": job.reader,
+        "sheet": job.sheet,
+        "encoding": job.encoding,
+        "header_row": job.header_row,
+        "mapping": job.options.mapping,
         "rows_read": job.rows_read,
         "rows_inserted": job.rows_inserted,
         "rows_updated": job.rows_updated,
@@ -200,3 +273,20 @@ async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None
         "rows_invalid": job.rows_invalid,
         "errors_stored": job.errors_stored,
     }
+
+
+async def rejected_rows(pool: aiomysql.Pool, job_id: str) -> tuple[list[str], list[list[str | None]]]:
+    """The job's invalid rows as uploaded, plus an `errors` column saying what is wrong with each:
+    (header, rows). The header names each mapped column by its field (so the file imports as it is,
+    without a mapping) and the others by their own header text; fixed and uploaded again, the rows
+    import (the `errors` column is ignored)."""
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        stored = await job_repo.list_rejected(cur, job_id)
+    source = job.source_header or []
+    width = max([len(source), *(len(cells) for _, cells, _ in stored)], default=0)
+    header = [(source[i] if i < len(source) else None) or f"column_{column_letter(i)}" for i in range(width)]
+    rows = [[*cells, *([None] * (width - len(cells))), errors] for _, cells, errors in stored]
+    return [*header, "errors"], rows

@@ -25,8 +25,6 @@ from typing import Any
 
 from defusedxml import ElementTree as SafeET
 
-from shared.spreadsheet import HeaderError, map_header, row_is_empty
-
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 # Resident memory per inflated byte of XML, measured on 1M-row workbooks (tests/bench): calamine
@@ -54,6 +52,14 @@ class WorkbookError(Exception):
 
 
 @dataclass(frozen=True)
+class SheetEntry:
+    index: int  # 1-based, in the workbook's order
+    name: str
+    hidden: bool
+    part: str | None  # the worksheet part, None when the workbook's relationships lack it
+
+
+@dataclass(frozen=True)
 class WorkbookLayout:
     workbook_part: str
     sheet_part: str
@@ -61,6 +67,8 @@ class WorkbookLayout:
     sheet_size: int
     shared_strings_size: int
     strict: bool
+    sheets: tuple[SheetEntry, ...] = ()
+    date1904: bool = False
 
 
 def _local(tag: str) -> str:
@@ -88,8 +96,9 @@ def _read_rels(zf: zipfile.ZipFile, rels_part: str) -> list[tuple[str, str, str]
     ]
 
 
-def workbook_layout(zf: zipfile.ZipFile) -> WorkbookLayout:
-    """Find the first worksheet through the package relationships (Transitional or Strict)."""
+def workbook_layout(zf: zipfile.ZipFile, sheet: str | None = None) -> WorkbookLayout:
+    """Find the worksheets through the package relationships (Transitional or Strict) and pick one:
+    `sheet` by name or 1-based number, else the first."""
     names = set(zf.namelist())
     if "[Content_Types].xml" not in names:
         raise WorkbookError("the file is a zip archive but not an Excel workbook ([Content_Types].xml missing)")
@@ -101,28 +110,53 @@ def workbook_layout(zf: zipfile.ZipFile) -> WorkbookLayout:
         raise WorkbookError("the file is a zip archive but holds no workbook part (xl/workbook.xml)")
     root = SafeET.fromstring(zf.read(workbook_part))
     strict = root.get("conformance") == "strict" or "purl.oclc.org" in root.tag
-    sheets = [el for el in root.iter() if _local(el.tag) == "sheet"]
+    date1904 = any(_local(el.tag) == "workbookPr" and el.get("date1904") in ("1", "true") for el in root.iter())
+    rels = {rid: (kind, target) for rid, kind, target in _read_rels(zf, _rels_path(workbook_part))}
+    sheets: list[SheetEntry] = []
+    for index, element in enumerate((el for el in root.iter() if _local(el.tag) == "sheet"), 1):
+        rel_id = next((v for k, v in element.attrib.items() if _local(k) == "id"), None)
+        part = _resolve(workbook_part, rels[rel_id][1]) if rel_id in rels else None
+        hidden = element.get("state") in ("hidden", "veryHidden")
+        sheets.append(SheetEntry(index, element.get("name", f"Sheet{index}"), hidden, part))
     if not sheets:
         raise WorkbookError("the workbook has no worksheets")
-    first = sheets[0]
-    rel_id = next((v for k, v in first.attrib.items() if _local(k) == "id"), None)
-    rels = {rid: (kind, target) for rid, kind, target in _read_rels(zf, _rels_path(workbook_part))}
-    if rel_id not in rels:
-        raise WorkbookError(f"the workbook's first sheet {first.get('name')!r} has no worksheet part")
-    sheet_part = _resolve(workbook_part, rels[rel_id][1])
-    if sheet_part not in names:
+    chosen = pick_sheet(sheets, sheet)
+    if chosen.part is None:
+        raise WorkbookError(f"the workbook's sheet {chosen.name!r} has no worksheet part")
+    if chosen.part not in names:
         raise WorkbookError(
-            f"the workbook lists sheet {first.get('name')!r} but its worksheet part ({sheet_part}) is missing"
+            f"the workbook lists sheet {chosen.name!r} but its worksheet part ({chosen.part}) is missing"
         )
     shared = next((_resolve(workbook_part, t) for k, t in rels.values() if k.endswith("/sharedStrings")), None)
     return WorkbookLayout(
         workbook_part=workbook_part,
-        sheet_part=sheet_part,
-        sheet_name=first.get("name", ""),
-        sheet_size=zf.getinfo(sheet_part).file_size,
+        sheet_part=chosen.part,
+        sheet_name=chosen.name,
+        sheet_size=zf.getinfo(chosen.part).file_size,
         shared_strings_size=zf.getinfo(shared).file_size if shared and shared in names else 0,
         strict=strict,
+        sheets=tuple(sheets),
+        date1904=date1904,
     )
+
+
+class SheetNotFound(WorkbookError):
+    """The `sheet` asked for is not in the workbook."""
+
+
+def pick_sheet(sheets: list[SheetEntry], sheet: str | None) -> SheetEntry:
+    if sheet is None:
+        return sheets[0]
+    for entry in sheets:
+        if entry.name == sheet:
+            return entry
+    for entry in sheets:
+        if entry.name.strip().lower() == sheet.strip().lower():
+            return entry
+    if sheet.strip().isdigit() and 1 <= int(sheet) <= len(sheets):
+        return sheets[int(sheet) - 1]
+    listed = ", ".join(repr(e.name) for e in sheets)
+    raise SheetNotFound(f"the workbook has no sheet {sheet!r} (its sheets: {listed}; or give a number from 1)")
 
 
 # Signatures of files people upload by mistake: named in the answer rather than parsed as text.
@@ -209,32 +243,75 @@ def _check_text(head: bytes, filename: str, size: int) -> None:
             "Unsupported file type",
             f"{filename!r} is binary, not a CSV text file or an .xlsx workbook: {SUPPORTED}.",
         )
-    decoder = codecs.getincrementaldecoder("utf-8-sig")()
-    try:
-        text = decoder.decode(head, final=len(head) == size)
-    except UnicodeDecodeError as exc:
-        raise UploadRejected(
-            422,
-            "Not UTF-8",
-            f"{filename!r} is not UTF-8 text (bad byte at offset {exc.start}). Save it as 'CSV UTF-8'.",
-        ) from None
-    if not text.strip():
+    if not head.strip().strip(codecs.BOM_UTF8):
         raise UploadRejected(400, "Empty file", f"{filename!r} holds no rows.")
+
+
+# Languages whose text is not in the Latin script: for these the detector's encoding is taken. For
+# anything else Excel's "CSV" on Western Windows, cp1252, is preferred whenever it decodes the bytes:
+# on short Western samples detectors often name a near cousin (cp775, cp1250) that turns € into Ć.
+_NON_LATIN = frozenset(
+    {
+        "Russian",
+        "Ukrainian",
+        "Bulgarian",
+        "Belarusian",
+        "Serbian",
+        "Macedonian",
+        "Kazakh",
+        "Greek",
+        "Arabic",
+        "Farsi",
+        "Hebrew",
+        "Hindi",
+        "Thai",
+        "Japanese",
+        "Chinese",
+        "Korean",
+    }
+)
+
+
+def detect_encoding(head: bytes) -> str:
+    """The encoding of a CSV from its first bytes: a BOM (UTF-8, UTF-16), else UTF-8 when the bytes
+    are valid UTF-8, else what charset-normalizer finds (cp1252 for Western text)."""
+    if head.startswith(codecs.BOM_UTF8):
+        return "utf-8-sig"
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        return "utf-16"
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return "utf-8"
+    except UnicodeDecodeError:
+        pass
+    from charset_normalizer import from_bytes
+
+    best = from_bytes(head).best()
+    if best is not None and best.language in _NON_LATIN:
+        return str(best.encoding)
+    try:
+        head.decode("cp1252")
+        return "cp1252"
+    except UnicodeDecodeError:
+        return str(best.encoding) if best is not None else "latin-1"
 
 
 HEAD_ROWS = 100
 
 
-def read_head(path: Path, kind: str, rows: int = HEAD_ROWS) -> list[tuple[int, list[Any]]]:
+def read_head(
+    path: Path, kind: str, rows: int = HEAD_ROWS, *, sheet: str | None = None, encoding: str | None = None
+) -> tuple[SheetReader, list[tuple[int, list[Any]]]]:
     """The first `rows` rows of the sheet, reading no more of the file than they need: a CSV as
     far as those records go, a workbook's sheet streamed, with only the shared strings those rows
-    use (never the whole sheet, never the whole strings table, however large the file)."""
+    use (never the whole sheet, never the whole strings table, however large the file). Returns the
+    (closed) reader too: it knows the sheets, the encoding and the estimate."""
     if kind == "csv":
-        reader: SheetReader = CsvReader(path)
+        reader: SheetReader = CsvReader(path, encoding)
     else:
         from shared.xlsx_stream import XlsxStreamReader
 
-        reader = XlsxStreamReader(path, lazy_strings=True)
+        reader = XlsxStreamReader(path, sheet=sheet, lazy_strings=True)
     head: list[tuple[int, list[Any]]] = []
     try:
         for item in reader.rows():
@@ -243,29 +320,7 @@ def read_head(path: Path, kind: str, rows: int = HEAD_ROWS) -> list[tuple[int, l
                 break
     finally:
         reader.close()
-    return head
-
-
-def check_header(path: Path, filename: str, kind: str) -> list[str]:
-    """Find the header row in the first rows and check it names every required column; returns the
-    warnings it gives. Raises UploadRejected (422) naming the missing columns and quoting the
-    header found: the problem document carries both."""
-    try:
-        head = read_head(path, kind)
-    except WorkbookError as exc:
-        raise UploadRejected(422, "Unreadable file", f"{filename!r}: {exc}.") from None
-    header = next((cells for _, cells in head if not row_is_empty(cells)), None)
-    if header is None:
-        if not head:
-            what = "sheet is empty" if kind == "xlsx" else "file holds no rows"
-            raise UploadRejected(422, "No header row", f"{filename!r}: the {what}: there is no header row and no data.")
-        return []  # blank rows only, so far: the worker looks further
-    try:
-        return map_header(header).warnings
-    except HeaderError as exc:
-        raise UploadRejected(
-            422, "Missing columns", f"{filename!r}: {exc}.", missing_columns=exc.missing, header=exc.found
-        ) from None
+    return reader, head
 
 
 # -- reading rows --------------------------------------------------------------------------------
@@ -277,6 +332,8 @@ class SheetReader:
 
     name = "base"
     total_estimate: int | None = None
+    sheet_name: str | None = None  # the worksheet read (workbooks)
+    encoding: str | None = None  # the text encoding read (CSV)
     # Whether a row with more or fewer values than the header is broken (CSV) or normal (a sheet).
     strict_width = False
 
@@ -306,13 +363,19 @@ class CsvReader(SheetReader):
     strict_width = True
     SAMPLE = 256 * 1024
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, encoding: str | None = None) -> None:
         self.path = path
         self._fh: io.TextIOWrapper | None = None
+        if encoding is None:
+            with path.open("rb") as fh:
+                encoding = detect_encoding(fh.read(self.SAMPLE))
+        self.encoding = encoding
+        # A BOM is no value, whoever said UTF-8.
+        self._codec: str = "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
         self.total_estimate = self._estimate()
 
     def _open(self) -> io.TextIOWrapper:
-        return self.path.open("r", encoding="utf-8-sig", newline="", errors="strict")
+        return self.path.open("r", encoding=self._codec, newline="", errors="strict")
 
     def _estimate(self) -> int | None:
         """Data records, counted in the first 256 KB and scaled to the file's size: exact for a small
@@ -323,7 +386,7 @@ class CsvReader(SheetReader):
                 sample = fh.read(self.SAMPLE)
             if len(sample) < size:
                 sample = sample[: sample.rfind(b"\n") + 1]
-            text = sample.decode("utf-8-sig", errors="replace")
+            text = sample.decode(self._codec, errors="replace")
             records = sum(1 for record in csv.reader(io.StringIO(text, newline="")) if any(v.strip() for v in record))
         except csv.Error:
             return None
@@ -335,7 +398,10 @@ class CsvReader(SheetReader):
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
         self._fh = fh = self._open()
-        first = fh.readline()
+        try:
+            first = fh.readline()
+        except UnicodeDecodeError as exc:
+            raise self._undecodable(self._bad_line()) from exc
         fh.seek(0)
         delimiter = _sniff_delimiter(first)
         reader = csv.reader(fh, delimiter=delimiter)
@@ -350,7 +416,7 @@ class CsvReader(SheetReader):
                 pending = record
                 record_start, lines = lines + 1, reader.line_num
         except UnicodeDecodeError as exc:
-            raise WorkbookError(f"the CSV is not UTF-8 (bad byte after row {number}): save it as 'CSV UTF-8'") from exc
+            raise self._undecodable(number + 1 + max(self._bad_line() - lines - 1, 0)) from exc
         except csv.Error as exc:
             raise WorkbookError(f"the CSV is malformed near row {number + 1}: {exc}") from exc
         if pending is None:
@@ -361,6 +427,24 @@ class CsvReader(SheetReader):
                 f"{lines - record_start + 1} lines, would be one value. Close the quote or remove it"
             )
         yield number, pending
+
+    def _bad_line(self) -> int:
+        """The first line that does not decode (the text layer reads ahead, so the csv reader is
+        some rows short of it when the error surfaces)."""
+        decoder = codecs.getincrementaldecoder(self._codec)()
+        with self.path.open("rb") as fh:
+            for number, line in enumerate(fh, 1):
+                try:
+                    decoder.decode(line)
+                except UnicodeDecodeError:
+                    return number
+        return 0
+
+    def _undecodable(self, row: int) -> WorkbookError:
+        return WorkbookError(
+            f"row {row} holds bytes that are not valid {self.encoding} text: give the file's encoding"
+            " (encoding=cp1252, latin-1, utf-16, ...) or save it as 'CSV UTF-8'"
+        )
 
     def _unclosed_quote(self, start_line: int, delimiter: str) -> bool:
         """Whether the last record, which spans several lines, ends inside a quoted value: the csv
@@ -383,14 +467,18 @@ class CsvReader(SheetReader):
 class CalamineReader(SheetReader):
     name = "calamine"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sheet_name: str | None = None) -> None:
         import python_calamine
 
         try:
             self._wb = python_calamine.CalamineWorkbook.from_path(str(path))
-            self._sheet = self._wb.get_sheet_by_index(0)
+            if sheet_name is None:
+                self._sheet = self._wb.get_sheet_by_index(0)
+            else:
+                self._sheet = self._wb.get_sheet_by_name(sheet_name)
         except Exception as exc:
             raise WorkbookError(f"the workbook could not be read: {exc}") from exc
+        self.sheet_name = self._sheet.name
         # Rows from the first used one to the last, less the header: blank rows are counted too.
         self.total_estimate = max(self._sheet.height - 1, 0)
 
@@ -441,19 +529,21 @@ def _unescape(text: str) -> str:
     return _OOXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
 
 
-def open_reader(path: Path, kind: str, memory_budget_bytes: int) -> SheetReader:
+def open_reader(
+    path: Path, kind: str, memory_budget_bytes: int, *, sheet: str | None = None, encoding: str | None = None
+) -> SheetReader:
     """Pick the reader: CSV streams; a workbook whose sheet fits the budget is loaded whole by
     python-calamine (fastest); a larger one is streamed by XlsxStreamReader in bounded memory."""
     if kind == "csv":
-        return CsvReader(path)
+        return CsvReader(path, encoding)
     try:
         with zipfile.ZipFile(path) as zf:
-            layout = workbook_layout(zf)
+            layout = workbook_layout(zf, sheet)
     except zipfile.BadZipFile as exc:
         raise WorkbookError("the file is not a valid .xlsx workbook") from exc
     estimate = CALAMINE_BYTES_PER_XML_BYTE * (layout.sheet_size + layout.shared_strings_size)
     if estimate <= memory_budget_bytes:
-        return CalamineReader(path)
+        return CalamineReader(path, layout.sheet_name)
     if STREAM_BYTES_PER_SHARED_STRINGS_BYTE * layout.shared_strings_size > memory_budget_bytes:
         raise WorkbookError(
             f"the workbook's shared strings table ({layout.shared_strings_size // (1024 * 1024)} MB of XML) "
@@ -461,4 +551,4 @@ def open_reader(path: Path, kind: str, memory_budget_bytes: int) -> SheetReader:
         )
     from shared.xlsx_stream import XlsxStreamReader
 
-    return XlsxStreamReader(path)
+    return XlsxStreamReader(path, sheet=sheet)

@@ -53,6 +53,7 @@ class Settings:
     import_bulk_load: bool = True
     db_timeout_s: int = 5
     access_log_reads: bool = False
+    preview_ttl_s: int = 3600
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -164,6 +165,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),
     "DB_TIMEOUT_S": ("db_timeout_s", _positive_int),
     "ACCESS_LOG_READS": ("access_log_reads", _bool),
+    "PREVIEW_TTL_S": ("preview_ttl_s", _positive_int),
 }
 
 

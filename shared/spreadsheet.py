@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,15 +95,20 @@ class HeaderMap:
     warnings: list[str] = field(default_factory=list)
 
 
-def map_header(cells: Sequence[Any]) -> HeaderMap:
+# Columns a file may carry that are not customer fields and need no warning: the `errors` column of a
+# rejected-rows download, and the read-only columns of an export (ignored on import).
+SILENTLY_IGNORED = frozenset({"errors", "id", "version", "created_at", "updated_at"})
+
+
+def auto_positions(cells: Sequence[Any]) -> tuple[dict[str, int], list[str]]:
     """Match header cells to customer fields: case-insensitive, spaces/dashes folded to `_`, aliases
-    accepted, any order. Exact names win over aliases; unknown columns become warnings."""
+    accepted, any order. Exact names win over aliases. Returns (positions, ignored columns)."""
     positions: dict[str, int] = {}
     via_alias: dict[str, str] = {}
     ignored: list[str] = []
     for index, cell in enumerate(cells):
         folded = fold_header(cell)
-        if not folded:
+        if not folded or folded in SILENTLY_IGNORED:
             continue
         if folded in CUSTOMER_FIELDS:
             if folded in positions and folded not in via_alias:
@@ -119,9 +126,19 @@ def map_header(cells: Sequence[Any]) -> HeaderMap:
             via_alias[target] = str(cell)
         else:
             ignored.append(str(cell).strip())
+    return positions, ignored
+
+
+def header_texts(cells: Sequence[Any]) -> list[str]:
+    return [str(c).strip()[:100] for c in cells if fold_header(c)][:50]
+
+
+def map_header(cells: Sequence[Any]) -> HeaderMap:
+    """The automatic header rules; HeaderError naming the missing columns."""
+    positions, ignored = auto_positions(cells)
     missing = [name for name in CUSTOMER_FIELDS if name not in positions]
     if missing:
-        raise HeaderError(missing, [str(c).strip()[:100] for c in cells if fold_header(c)][:50])
+        raise HeaderError(missing, header_texts(cells))
     warnings = [f"ignored unknown column(s): {', '.join(ignored)}"] if ignored else []
     return HeaderMap(positions, warnings)
 
@@ -186,3 +203,33 @@ def row_is_empty(cells: Sequence[Any]) -> bool:
 def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
     width = len(cells)
     return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}
+
+
+def rows_to_csv(header: Sequence[str], rows: Iterable[Sequence[str | None]]) -> bytes:
+    """A small CSV the service hands out (UTF-8 with a BOM, so Excel reads it as UTF-8), every
+    value Excel-safe."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([excel_safe(h) for h in header])
+    for row in rows:
+        writer.writerow(["" if v is None else excel_safe(str(v)) for v in row])
+    return ("\ufeff" + out.getvalue()).encode()
+
+
+def rows_to_xlsx(header: Sequence[str], rows: Iterable[Sequence[str | None]], title: str = "Sheet1") -> bytes:
+    """A small workbook the service hands out: every value a text cell, so nothing is a formula."""
+    import openpyxl
+    from openpyxl.cell.cell import TYPE_STRING
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.title = title
+    for row in [list(header), *rows]:
+        sheet.append([None if v is None else str(v) for v in row])
+    for cells in sheet.iter_rows():
+        for cell in cells:
+            if cell.value is not None:
+                cell.data_type = TYPE_STRING
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()

@@ -138,16 +138,14 @@ def _date_styles(zf: zipfile.ZipFile, part: str | None) -> frozenset[int]:
 class XlsxStreamReader(SheetReader):
     name = "xlsx-stream"
 
-    def __init__(self, path: Path, *, lazy_strings: bool = False) -> None:
+    def __init__(self, path: Path, *, sheet: str | None = None, lazy_strings: bool = False) -> None:
         try:
             self._zf = zipfile.ZipFile(path)
-            layout = workbook_layout(self._zf)
+            layout = workbook_layout(self._zf, sheet)
+            self.layout = layout
+            self.sheet_name = layout.sheet_name
             rels = self._workbook_rels(layout.workbook_part)
-            workbook = SafeET.fromstring(self._zf.read(layout.workbook_part))
-            self._epoch = _EPOCH_1900
-            for element in workbook.iter():
-                if _local(element.tag) == "workbookPr" and element.get("date1904") in ("1", "true"):
-                    self._epoch = _EPOCH_1904
+            self._epoch = _EPOCH_1904 if layout.date1904 else _EPOCH_1900
             self._strings: list[str] | LazyStrings = (
                 LazyStrings(self._zf, rels.get("sharedStrings"))
                 if lazy_strings

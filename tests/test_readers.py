@@ -14,7 +14,6 @@ from shared.readers import (
     OpenpyxlReader,
     UploadRejected,
     WorkbookError,
-    check_header,
     inspect_upload,
     open_reader,
 )
@@ -86,9 +85,7 @@ def test_empty_binary_and_non_utf8(tmp_path: Path) -> None:
     assert info.value.status == 415
     latin = tmp_path / "l.csv"
     latin.write_bytes("name\nJosé\n".encode("latin-1"))
-    with pytest.raises(UploadRejected) as info:
-        inspect_upload(latin, "l.csv", **LIMITS)
-    assert info.value.status == 422 and "UTF-8" in info.value.detail
+    assert inspect_upload(latin, "l.csv", **LIMITS) == "csv"  # text in another encoding is still text
     pdf = tmp_path / "doc.pdf"
     pdf.write_bytes(b"%PDF-1.4 hello")
     with pytest.raises(UploadRejected) as info:
@@ -260,15 +257,18 @@ def test_the_type_is_recognised_by_content_both_ways(tmp_path: Path) -> None:
 
 
 def test_header_check_names_missing_columns_and_quotes_the_header(tmp_path: Path) -> None:
+    from shared.mapping import ImportOptions
+    from shared.preview import build_preview
+    from shared.spreadsheet import HeaderError
+
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"hello\n")
-    with pytest.raises(UploadRejected) as info:
-        check_header(notes, "notes.txt", inspect_upload(notes, "notes.txt", **LIMITS))
-    assert info.value.status == 422
-    assert info.value.extra["header"] == ["hello"]
-    assert info.value.extra["missing_columns"][0] == "first_name"
+    found = build_preview(notes, "notes.txt", inspect_upload(notes, "notes.txt", **LIMITS), ImportOptions())
+    assert isinstance(found.problem, HeaderError)
+    assert found.problem.found == ["hello"]
+    assert found.problem.missing[0] == "first_name"
     good = write_xlsx(tmp_path / "good.xlsx", customers(5))
-    assert check_header(good, "good.xlsx", "xlsx") == []
+    assert build_preview(good, "good.xlsx", "xlsx", ImportOptions()).problem is None
 
 
 def test_read_head_reads_only_the_shared_strings_it_needs(tmp_path: Path) -> None:
@@ -276,7 +276,7 @@ def test_read_head_reads_only_the_shared_strings_it_needs(tmp_path: Path) -> Non
     from shared.xlsx_stream import LazyStrings
 
     path = write_xlsx(tmp_path / "big.xlsx", customers(3000))
-    head = read_head(path, "xlsx", rows=3)
+    _, head = read_head(path, "xlsx", rows=3)
     assert [n for n, _ in head] == [1, 2, 3]
     assert head[0][1][:2] == ["first_name", "last_name"]
     reader = XlsxStreamReader(path, lazy_strings=True)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,12 @@ from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.db import DatabaseUnavailable, connection, savepoint, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.logs import job_id_var, request_id_var
-from shared.readers import WorkbookError, open_reader
+from shared.mapping import ImportOptions, OptionError, choose_header
+from shared.readers import HEAD_ROWS, WorkbookError, open_reader
 from shared.runtime import release_memory
 from shared.schemas import RowValidator, flatten_errors
 from shared.settings import Settings
-from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, map_header, normalize_cell, row_is_empty
+from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, normalize_cell, row_is_empty
 from shared.storage import UploadStore
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,7 @@ class ParsedBatch:
     rows_read: int = 0
     valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
     invalid: int = 0
     # Prepared in the parser thread, so the event loop only waits on MySQL: the valid rows in
     # CUSTOMER_FIELDS order, and the staging file built from them.
@@ -72,6 +75,12 @@ class SheetInfo:
     reader: str
     total_estimate: int | None
     warnings: list[str]
+    sheet: str | None = None
+    encoding: str | None = None
+    header_row: int | None = None
+    # The header a rejected-rows download carries: the field name of each mapped column, the
+    # file's own header text for the others.
+    source_header: list[str | None] | None = None
 
 
 @dataclass
@@ -105,10 +114,24 @@ def width_problem(cells: list[Any], width: int) -> str | None:
     )
 
 
+def _head(rows: Iterator[tuple[int, list[Any]]]) -> list[tuple[int, list[Any]]]:
+    """The first rows, enough of them to find the header in: HEAD_ROWS non-empty ones at most."""
+    head: list[tuple[int, list[Any]]] = []
+    filled = 0
+    for item in rows:
+        head.append(item)
+        if not row_is_empty(item[1]):
+            filled += 1
+            if filled >= HEAD_ROWS:
+                break
+    return head
+
+
 def parse_file(
     path: Path,
     kind: str,
     *,
+    options: ImportOptions,
     memory_budget_bytes: int,
     batch_size: int,
     resume_after_row: int,
@@ -117,19 +140,35 @@ def parse_file(
 ) -> None:
     """Runs in a thread: emits a SheetInfo, then ParsedBatch objects, and returns at the end."""
     validate_row = RowValidator()
-    reader = open_reader(path, kind, memory_budget_bytes)
+    reader = open_reader(path, kind, memory_budget_bytes, sheet=options.sheet, encoding=options.encoding)
     try:
-        header = None
-        width = 0
+        rows = reader.rows()
+        head = _head(rows)
+        if all(row_is_empty(cells) for _, cells in head):
+            raise WorkbookError("the sheet is empty: no header row and no data")
+        choice = choose_header(head, options)
+        header = choice.columns
+        width = choice.width
+        by_index = {index: name for name, index in header.positions.items()}
+        header_text = choice.cells or []
+        emit(
+            SheetInfo(
+                reader.name,
+                None if reader.total_estimate is None else reader.total_estimate + (1 if choice.row == 0 else 0),
+                header.warnings,
+                sheet=reader.sheet_name,
+                encoding=reader.encoding,
+                header_row=choice.row,
+                source_header=[
+                    by_index.get(i) or (normalize_cell(header_text[i]) if i < len(header_text) else None)
+                    for i in range(width)
+                ],
+            )
+        )
         data_rows = 0
         batch = ParsedBatch()
-        for number, cells in reader.rows():
-            if row_is_empty(cells):
-                continue
-            if header is None:
-                header = map_header(cells)
-                width = max((i + 1 for i, cell in enumerate(cells) if normalize_cell(cell) is not None), default=0)
-                emit(SheetInfo(reader.name, reader.total_estimate, header.warnings))
+        for number, cells in itertools.chain(head, rows):
+            if number <= choice.row or row_is_empty(cells):
                 continue
             data_rows += 1
             if number <= resume_after_row:
@@ -140,6 +179,7 @@ def parse_file(
             if problem is not None:
                 batch.invalid += 1
                 batch.errors.append((number, None, problem))
+                batch.rejected.append((number, [normalize_cell(c) for c in cells]))
             else:
                 data = extract_row(cells, header)
                 try:
@@ -147,13 +187,12 @@ def parse_file(
                 except ValidationError as exc:
                     batch.invalid += 1
                     batch.errors.extend((number, column, message) for column, message in flatten_errors(exc.messages))
+                    batch.rejected.append((number, [normalize_cell(c) for c in cells]))
             if batch.rows_read >= batch_size:
                 if stop.is_set():
                     raise _Stopped
                 emit(batch.prepare())
                 batch = ParsedBatch()
-        if header is None:
-            raise WorkbookError("the first worksheet is empty: no header row and no data")
         if batch.rows_read:
             emit(batch.prepare())
         if not data_rows:
@@ -200,7 +239,7 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
         except LeaseLost:
             log.warning("lease lost to another worker; stopping without committing")
             return "lease-lost"
-        except (WorkbookError, HeaderError) as exc:
+        except (WorkbookError, HeaderError, OptionError) as exc:
             await _finish(deps, job, owner, job_repo.FAILED, f"{exc}")
             return job_repo.FAILED
         except (DatabaseUnavailable, CacheUnavailable) as exc:
@@ -271,6 +310,7 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
             parse_file(
                 path,
                 job.file_kind,
+                options=job.options,
                 memory_budget_bytes=settings.reader_memory_budget_mb * 1024 * 1024,
                 batch_size=settings.import_batch_size,
                 resume_after_row=job.checkpoint_row,
@@ -280,7 +320,7 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
             emit(done)
         except _Stopped:
             pass
-        except (WorkbookError, HeaderError) as exc:
+        except (WorkbookError, HeaderError, OptionError) as exc:
             with contextlib.suppress(_Stopped, RuntimeError):
                 emit(exc)
         except Exception as exc:
@@ -310,7 +350,18 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
                 else:
                     info.warnings = [*info.warnings, *item.warnings]
                 async with connection(deps.pool) as conn, conn.cursor() as cur:
-                    await job_repo.set_reader(cur, job.id, owner, info.reader, info.total_estimate, info.warnings)
+                    await job_repo.set_reader(
+                        cur,
+                        job.id,
+                        owner,
+                        info.reader,
+                        info.total_estimate,
+                        info.warnings,
+                        sheet=info.sheet,
+                        encoding=info.encoding,
+                        header_row=info.header_row,
+                        source_header=info.source_header,
+                    )
                 continue
             warm = await _commit_batch(deps, job, owner, item, seen)
             # Warm the cache with this batch while the next one is parsed and upserted.
@@ -377,7 +428,16 @@ async def _commit_batch(
             job.id,
             owner,
             settings.job_lease_s,
-            BatchResult(batch.last_row, batch.rows_read, inserted, updated, unchanged, batch.invalid, batch.errors),
+            BatchResult(
+                batch.last_row,
+                batch.rows_read,
+                inserted,
+                updated,
+                unchanged,
+                batch.invalid,
+                batch.errors,
+                batch.rejected,
+            ),
             settings.max_errors_per_job,
         )
     return _warm_cache(deps, stamps) if stamps else None

@@ -27,6 +27,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     grace = max(30, 3 * settings.sweep_interval_s)
     try:
         async with connection(deps.pool) as conn, conn.cursor() as cur:
+            expired = await job_repo.expire_uploaded(cur, settings.preview_ttl_s)
             stale = await job_repo.needing_a_worker(cur, grace)
             for job_id, attempts in stale:
                 if attempts >= MAX_ATTEMPTS:
@@ -36,6 +37,9 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0
+    for job_id in expired:
+        deps.store.remove_job_files(job_id)
+        log.info("a preview expired unstarted; its file is deleted", extra={"job": job_id})
     queued = 0
     tick = int(time.time() // settings.sweep_interval_s)
     for job_id, attempts in stale:

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
 
 from gateway import params
 from gateway.keys import DB_POOL, METRICS, REDIS, SETTINGS, STORE
-from gateway.problems import Problem, field_problem
+from gateway.problems import Problem, field_errors, field_problem
 from gateway.responses import json_response
-from shared.jobs import JobNotFound, get_job, list_job_errors, list_jobs, receive_upload, submit_upload
+from shared.jobs import (
+    JobNotFound,
+    NotWaiting,
+    get_job,
+    list_job_errors,
+    list_jobs,
+    receive_upload,
+    rejected_rows,
+    start_job,
+    submit_upload,
+)
 from shared.logs import request_id_var
+from shared.mapping import ImportOptions, OptionError, parse_options
 from shared.readers import UploadRejected
+from shared.spreadsheet import rows_to_csv, rows_to_xlsx
 from shared.storage import UploadTooLarge
 
 routes = web.RouteTableDef()
@@ -112,7 +126,15 @@ async def _form(request: web.Request, accepted: frozenset[str]) -> UploadForm:
     return UploadForm(reader, accepted)
 
 
-UPLOAD_OPTIONS = frozenset({"dry_run"})
+UPLOAD_OPTIONS = frozenset({"dry_run", "preview", "mapping", "header_row", "sheet", "encoding"})
+IMPORT_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
+
+
+def _options(values: dict[str, Any]) -> ImportOptions:
+    try:
+        return parse_options(values)
+    except OptionError as exc:
+        raise Problem(422, "Invalid import options", str(exc), errors=field_errors(exc.errors)) from None
 
 
 @routes.post("/upload")
@@ -137,6 +159,8 @@ async def upload(request: web.Request) -> web.Response:
         raise too_large from None
     try:
         dry_run = params.parse_bool("dry_run", form.option(request, "dry_run"))
+        preview = params.parse_bool("preview", form.option(request, "preview"))
+        options = _options({name: form.option(request, name) for name in IMPORT_OPTIONS})
         job = await submit_upload(
             settings=settings,
             pool=request.app[DB_POOL],
@@ -146,6 +170,8 @@ async def upload(request: web.Request) -> web.Response:
             filename=filename,
             dry_run=dry_run,
             request_id=request_id_var.get(),
+            options=options,
+            preview=preview,
         )
     except UploadRejected as exc:
         metrics.uploads["rejected"] += 1
@@ -154,9 +180,59 @@ async def upload(request: web.Request) -> web.Response:
         store.discard(received.path)  # the partial file, if it was not committed under the job id
     metrics.uploads["accepted"] += 1
     status_url = f"/jobs/{job['job_id']}"
+    if preview:
+        job["status_url"] = status_url
+        job["start_url"] = f"{status_url}/start"
+        return json_response(job, status=201, headers={"Location": status_url})
     return json_response(
         {
             "job_id": job["job_id"],
+            "status": job["status"],
+            "status_url": status_url,
+            "filename": job["filename"],
+            "dry_run": job["dry_run"],
+        },
+        status=202,
+        headers={"Location": status_url},
+    )
+
+
+@routes.post("/jobs/{id}/start")
+async def start(request: web.Request) -> web.Response:
+    job_id = params.job_id(request)
+    body = await params.json_body(request) if request.can_read_body else {}
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad request", "The body must be a JSON object.")
+    unknown = sorted(set(body) - {*IMPORT_OPTIONS, "dry_run"})
+    if unknown:
+        raise field_problem(
+            422, "Unknown field", f"{unknown[0]!r} is not an option of a start", unknown[0], "Unknown field."
+        )
+    dry_run = body.get("dry_run")
+    if dry_run is not None and not isinstance(dry_run, bool):
+        raise field_problem(422, "Invalid field", "dry_run must be true or false", "dry_run", "Not a boolean.")
+    try:
+        job = await start_job(
+            settings=request.app[SETTINGS],
+            pool=request.app[DB_POOL],
+            arq=request.app[REDIS],
+            store=request.app[STORE],
+            job_id=job_id,
+            options=_options(body),
+            dry_run=dry_run,
+        )
+    except JobNotFound:
+        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    except NotWaiting as exc:
+        raise Problem(
+            409, "Conflict", f"Job {job_id} is {exc}, not an uploaded preview waiting to be started."
+        ) from None
+    except UploadRejected as exc:
+        raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
+    status_url = f"/jobs/{job_id}"
+    return json_response(
+        {
+            "job_id": job_id,
             "status": job["status"],
             "status_url": status_url,
             "filename": job["filename"],
@@ -209,4 +285,30 @@ async def job_errors(request: web.Request) -> web.Response:
         text=out.getvalue(),
         content_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="job-{job_id}-errors.csv"'},
+    )
+
+
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@routes.get("/jobs/{id}/rejected")
+@params.accepts("format")
+async def job_rejected(request: web.Request) -> web.Response:
+    """The invalid rows as uploaded plus an `errors` column: fix them, upload the file as it is."""
+    job_id = params.job_id(request)
+    kind = params.choice_param(request, "format", ("csv", "xlsx"), default="csv")
+    try:
+        header, rows = await rejected_rows(request.app[DB_POOL], job_id)
+    except JobNotFound:
+        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    if kind == "csv":
+        body, content_type = rows_to_csv(header, rows), "text/csv; charset=utf-8"
+    else:
+        body, content_type = await asyncio.to_thread(rows_to_xlsx, header, rows, "rejected"), XLSX_TYPE
+    return web.Response(
+        body=body,
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="job-{job_id}-rejected.{kind}"',
+        },
     )
