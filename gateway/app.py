@@ -16,11 +16,13 @@ from gateway.metrics import Metrics
 from gateway.middlewares import serve
 from gateway.openapi import routes as openapi_routes
 from gateway.routes.customers import routes as customer_routes
+from gateway.routes.exports import routes as export_routes
 from gateway.routes.health import routes as health_routes
 from gateway.routes.imports import routes as import_routes
 from shared.cache import CacheUnavailable, CustomerCache
 from shared.customers import CustomerService
 from shared.db import close_pool, open_database
+from shared.events import JobEvents
 from shared.settings import Settings
 from shared.storage import UploadStore
 
@@ -46,6 +48,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     cache = CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
     app[keys.CACHE] = cache
     app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
+    app[keys.EVENTS] = JobEvents(redis, settings.redis_prefix)
     replayer = asyncio.create_task(_replay_invalidations(cache))
     yield
     replayer.cancel()
@@ -75,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(health_routes)
     app.add_routes(openapi_routes)
     app.add_routes(import_routes)
+    app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)
     if not settings.api_keys:
         log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")

@@ -9,6 +9,7 @@ from arq.connections import ArqRedis
 from gateway.metrics import Metrics
 from shared.cache import CustomerCache
 from shared.customers import CustomerService
+from shared.events import JobEvents
 from shared.settings import Settings
 from shared.storage import UploadStore
 
@@ -19,3 +20,4 @@ CACHE = web.AppKey("cache", CustomerCache)
 CUSTOMERS = web.AppKey("customers", CustomerService)
 STORE = web.AppKey("store", UploadStore)
 METRICS = web.AppKey("metrics", Metrics)
+EVENTS = web.AppKey("events", JobEvents)

@@ -270,3 +270,40 @@ async def bulk_upsert(
     finally:
         os.unlink(path)
     return outcomes, stamps
+
+
+# -- export ---------------------------------------------------------------------------------------
+# The columns of an export file: the customer's fields as an import reads them, then the read-only
+# ones. Rows come back as tuples in this order, the timestamps already as the API writes them.
+EXPORT_COLUMNS = (*CUSTOMER_FIELDS, "id", "version", "created_at", "updated_at")
+EXPORT_ID_INDEX = EXPORT_COLUMNS.index("id")
+_EXPORT_TIMESTAMP = _TIMESTAMP.replace("%", "%%")  # the statement has parameters: % is doubled
+_EXPORT_SELECT = (
+    "SELECT "
+    + ", ".join(CUSTOMER_FIELDS)
+    + f", id, version, DATE_FORMAT(created_at, {_EXPORT_TIMESTAMP}), DATE_FORMAT(updated_at, {_EXPORT_TIMESTAMP})"
+    " FROM customers"
+)
+
+
+def _like_pattern(search: str) -> str:
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+async def export_page(
+    cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None
+) -> Sequence[tuple[Any, ...]]:
+    """One keyset page of an export: the customers with id > after_id, by id, at most `limit`, matching
+    `search` exactly as list_page does. Plain tuples in EXPORT_COLUMNS order (no dicts, no datetime
+    objects: an export reads every row, and these are the cheapest shape to read and write)."""
+    if search:
+        pattern = _like_pattern(search)
+        await cur.execute(
+            _EXPORT_SELECT + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
+            " OR company_name LIKE %s) ORDER BY id LIMIT %s",
+            (after_id, pattern, pattern, pattern, pattern, limit),
+        )
+    else:
+        await cur.execute(_EXPORT_SELECT + " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+    rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
+    return rows

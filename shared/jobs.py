@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 IMPORT_FUNCTION = "import_workbook"
+FINAL_STATUSES = (job_repo.COMPLETED, job_repo.FAILED)
 FIRST_ERRORS = 10
 
 

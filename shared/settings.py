@@ -54,6 +54,7 @@ class Settings:
     db_timeout_s: int = 5
     access_log_reads: bool = False
     preview_ttl_s: int = 3600
+    sse_keepalive_s: int = 15
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -166,6 +167,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "DB_TIMEOUT_S": ("db_timeout_s", _positive_int),
     "ACCESS_LOG_READS": ("access_log_reads", _bool),
     "PREVIEW_TTL_S": ("preview_ttl_s", _positive_int),
+    "SSE_KEEPALIVE_S": ("sse_keepalive_s", _positive_int),
 }
 
 

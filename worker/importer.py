@@ -27,7 +27,9 @@ from marshmallow import ValidationError
 from shared import customer_repo, job_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.db import DatabaseUnavailable, connection, savepoint, transaction
+from shared.events import JobEvents
 from shared.job_repo import BatchResult, Job, LeaseLost
+from shared.jobs import get_job, job_document
 from shared.logs import job_id_var, request_id_var
 from shared.mapping import ImportOptions, OptionError, choose_header
 from shared.readers import HEAD_ROWS, WorkbookError, open_reader
@@ -48,6 +50,7 @@ class WorkerDeps:
     pool: aiomysql.Pool
     cache: CustomerCache
     store: UploadStore
+    events: JobEvents | None = None
     bulk_load: bool = True
 
 
@@ -267,9 +270,20 @@ async def _release(deps: WorkerDeps, job_id: str, owner: str) -> None:
             await job_repo.release(cur, job_id, owner)
 
 
+async def _publish_progress(deps: WorkerDeps, job_id: str) -> None:
+    if deps.events is None:
+        return
+    async with connection(deps.pool) as conn, conn.cursor() as cur:
+        current = await job_repo.get(cur, job_id)
+    if current is not None:
+        await deps.events.publish(job_id, "progress", job_document(current, None))
+
+
 async def _finish(deps: WorkerDeps, job: Job, owner: str, status: str, error: str | None) -> None:
     async with connection(deps.pool) as conn, conn.cursor() as cur:
-        await job_repo.finish(cur, job.id, owner, status, error)
+        finished = await job_repo.finish(cur, job.id, owner, status, error)
+    if finished and deps.events is not None:
+        await deps.events.publish(job.id, status, await get_job(deps.pool, job.id))
     if status == job_repo.FAILED:
         log.warning("import failed", extra={"error": error})
     deps.store.remove_job_files(job.id)
@@ -364,6 +378,7 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
                     )
                 continue
             warm = await _commit_batch(deps, job, owner, item, seen)
+            await _publish_progress(deps, job.id)
             # Warm the cache with this batch while the next one is parsed and upserted.
             if warming is not None:
                 await warming

@@ -11,6 +11,7 @@ from arq.worker import func
 
 from shared.cache import CustomerCache
 from shared.db import close_pool, open_database
+from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
 from shared.settings import Settings
 from shared.storage import UploadStore
@@ -48,7 +49,12 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         store.ensure()
         cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["deps"] = WorkerDeps(
-            settings=settings, pool=pool, cache=cache, store=store, bulk_load=settings.import_bulk_load
+            settings=settings,
+            pool=pool,
+            cache=cache,
+            store=store,
+            events=JobEvents(ctx["redis"], settings.redis_prefix),
+            bulk_load=settings.import_bulk_load,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:

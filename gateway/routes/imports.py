@@ -9,11 +9,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp_sse import sse_response
 
 from gateway import params
-from gateway.keys import DB_POOL, METRICS, REDIS, SETTINGS, STORE
+from gateway.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
 from gateway.problems import Problem, field_errors, field_problem
-from gateway.responses import json_response
+from gateway.responses import dumps, json_response
+from shared.events import follow_job
 from shared.jobs import (
     JobNotFound,
     NotWaiting,
@@ -241,6 +243,26 @@ async def start(request: web.Request) -> web.Response:
         status=202,
         headers={"Location": status_url},
     )
+
+
+@routes.get("/jobs/{id}/events")
+async def job_events(request: web.Request) -> web.StreamResponse:
+    """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
+    the end. Resumes after `Last-Event-ID`; a comment every SSE_KEEPALIVE_S keeps proxies from cutting it."""
+    job_id = params.job_id(request)
+    pool = request.app[DB_POOL]
+    try:
+        current = await get_job(pool, job_id)
+    except JobNotFound:
+        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    stream = follow_job(pool, request.app[EVENTS], current, request.headers.get("Last-Event-ID"))
+    keepalive = request.app[SETTINGS].sse_keepalive_s
+    # Headers go out before the handler returns: the request id too (the middleware adds it later).
+    headers = {"X-Accel-Buffering": "no", "X-Request-ID": request_id_var.get() or ""}
+    async with sse_response(request, ping_interval=keepalive, headers=headers) as response:
+        async for event_id, event, document in stream:
+            await response.send(dumps(document).decode(), id=event_id, event=event)
+    return response
 
 
 @routes.get("/jobs")
