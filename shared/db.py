@@ -140,6 +140,19 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        4,
+        "webhooks: callback_url and the delivery's state",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN callback_url VARCHAR(2048) NULL AFTER options,
+                ADD COLUMN webhook TEXT NULL AFTER callback_url,
+                ADD COLUMN webhook_due_at TIMESTAMP(6) NULL AFTER webhook,
+                ADD KEY ix_import_jobs_webhook (webhook_due_at)
+            """,
+        ],
+    ),
 ]
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,6 +27,8 @@ JOB_COLUMNS = (
     "sha256",
     "dry_run",
     "options",
+    "callback_url",
+    "webhook",
     "status",
     "rows_read",
     "rows_inserted",
@@ -64,6 +67,8 @@ class Job:
     sha256: str
     dry_run: bool
     options: ImportOptions
+    callback_url: str | None
+    webhook: dict[str, Any] | None
     status: str
     rows_read: int
     rows_inserted: int
@@ -94,6 +99,7 @@ class Job:
         values["dry_run"] = bool(values["dry_run"])
         values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
         values["options"] = ImportOptions.from_json(values["options"])
+        values["webhook"] = json.loads(values["webhook"]) if values["webhook"] else None
         values["source_header"] = json.loads(values["source_header"]) if values["source_header"] else None
         return cls(**values)
 
@@ -129,10 +135,11 @@ async def create(
     request_id: str | None = None,
     options: ImportOptions | None = None,
     status: str = QUEUED,
+    callback_url: str | None = None,
 ) -> None:
     await cur.execute(
-        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, options, status, request_id)"
-        " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, options, status, request_id,"
+        " callback_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             job_id,
             filename,
@@ -143,16 +150,19 @@ async def create(
             (options or ImportOptions()).to_json(),
             status,
             request_id,
+            callback_url,
         ),
     )
 
 
-async def start(cur: aiomysql.Cursor, job_id: str, options: ImportOptions, dry_run: bool | None) -> bool:
+async def start(
+    cur: aiomysql.Cursor, job_id: str, options: ImportOptions, dry_run: bool | None, callback_url: str | None
+) -> bool:
     """Queue a job that was uploaded for a preview; False if it is not waiting any more."""
     await cur.execute(
-        "UPDATE import_jobs SET status = %s, options = %s, dry_run = COALESCE(%s, dry_run)"
-        " WHERE id = %s AND status = %s",
-        (QUEUED, options.to_json(), None if dry_run is None else int(dry_run), job_id, UPLOADED),
+        "UPDATE import_jobs SET status = %s, options = %s, dry_run = COALESCE(%s, dry_run),"
+        " callback_url = COALESCE(%s, callback_url) WHERE id = %s AND status = %s",
+        (QUEUED, options.to_json(), None if dry_run is None else int(dry_run), callback_url, job_id, UPLOADED),
     )
     return bool(cur.rowcount)
 
@@ -330,12 +340,16 @@ def cap_error_rows(
 
 
 async def finish(cur: aiomysql.Cursor, job_id: str, owner: str, status: str, error: str | None) -> bool:
-    """End the job. A completed job's total is no longer an estimate: it is the rows read."""
+    """End the job. A completed job's total is no longer an estimate: it is the rows read. A job
+    with a callback_url gets its webhook delivery due now, in the same statement: whatever happens
+    to this worker next, the sweep finds the delivery owed."""
     await cur.execute(
         "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
         " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
+        " webhook = IF(callback_url IS NULL, NULL, %s),"
+        " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6)),"
         " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_owner = %s",
-        (status, error, status == COMPLETED, job_id, owner),
+        (status, error, status == COMPLETED, json.dumps(new_webhook_state()), job_id, owner),
     )
     return bool(cur.rowcount)
 
@@ -388,3 +402,27 @@ async def list_rejected(cur: aiomysql.Cursor, job_id: str) -> list[tuple[int, li
         "SELECT excel_row, cells, errors FROM import_rejected_rows WHERE job_id = %s ORDER BY id", (job_id,)
     )
     return [(int(r[0]), json.loads(r[1]), r[2]) for r in await cur.fetchall()]
+
+
+def new_webhook_state() -> dict[str, Any]:
+    return {"status": "pending", "delivery_id": str(uuid.uuid4()), "attempts": []}
+
+
+async def record_webhook(cur: aiomysql.Cursor, job_id: str, state: dict[str, Any], retry_in_s: float | None) -> None:
+    """The delivery's state after an attempt; `retry_in_s` None: no more attempts are owed."""
+    await cur.execute(
+        "UPDATE import_jobs SET webhook = %s,"
+        " webhook_due_at = IF(%s, CURRENT_TIMESTAMP(6) + INTERVAL %s MICROSECOND, NULL) WHERE id = %s",
+        (json.dumps(state), retry_in_s is not None, int((retry_in_s or 0) * 1_000_000), job_id),
+    )
+
+
+async def webhooks_overdue(cur: aiomysql.Cursor, grace_s: int) -> list[tuple[str, int]]:
+    """(job id, attempts made) of deliveries due more than `grace_s` ago: their queued attempt was
+    lost (a worker died between recording the job's end and queueing it, say)."""
+    await cur.execute(
+        "SELECT id, webhook FROM import_jobs WHERE webhook_due_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND"
+        " ORDER BY webhook_due_at LIMIT 100",
+        (grace_s,),
+    )
+    return [(row[0], len(json.loads(row[1] or "{}").get("attempts", []))) for row in await cur.fetchall()]

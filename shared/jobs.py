@@ -79,6 +79,7 @@ async def submit_upload(
     request_id: str | None = None,
     options: ImportOptions | None = None,
     preview: bool = False,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Check a received upload's container and its columns (from the first rows), record the job and
     queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
@@ -112,6 +113,7 @@ async def submit_upload(
                 request_id=request_id,
                 options=options,
                 status=job_repo.UPLOADED if preview else job_repo.QUEUED,
+                callback_url=callback_url,
             )
     except BaseException:
         store.discard(path)
@@ -140,6 +142,7 @@ async def start_job(
     job_id: str,
     options: ImportOptions,
     dry_run: bool | None,
+    callback_url: str | None = None,
 ) -> dict[str, Any]:
     """Queue a previewed job with the options given (mapping, header row, sheet, encoding), after
     checking they fit the file: UploadRejected (422, with the preview) when they do not."""
@@ -155,7 +158,7 @@ async def start_job(
     if found.problem is not None:
         raise UploadRejected(422, "Invalid mapping", f"{found.problem}.", **problem_extra(found))
     async with connection(pool) as conn, conn.cursor() as cur:
-        if not await job_repo.start(cur, job_id, merged, dry_run):
+        if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
             raise NotWaiting("started")
     await _enqueue_or_leave_to_sweep(arq, settings, job_id)
     return await get_job(pool, job_id)
@@ -211,6 +214,8 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "encoding": job.encoding,
         "header_row": job.header_row,
         "mapping": job.options.mapping,
+        "callback_url": job.callback_url,
+        "webhook": job.webhook,
         "rows_read": job.rows_read,
         "rows_inserted": job.rows_inserted,
         "rows_updated": job.rows_updated,

@@ -55,6 +55,11 @@ class Settings:
     access_log_reads: bool = False
     preview_ttl_s: int = 3600
     sse_keepalive_s: int = 15
+    webhook_secret: str = ""
+    webhook_max_attempts: int = 5
+    webhook_backoff_s: float = 2.0
+    webhook_timeout_s: float = 10.0
+    webhook_allow_private: bool = False
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +146,16 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be greater than 0, got {raw}")
+    return value
+
+
 _VARIABLES: dict[str, tuple[str, Any]] = {
     "MYSQL_DSN": ("mysql_dsn", _text),
     "REDIS_URL": ("redis_url", _redis_url),
@@ -168,6 +183,11 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "ACCESS_LOG_READS": ("access_log_reads", _bool),
     "PREVIEW_TTL_S": ("preview_ttl_s", _positive_int),
     "SSE_KEEPALIVE_S": ("sse_keepalive_s", _positive_int),
+    "WEBHOOK_SECRET": ("webhook_secret", _text),
+    "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", _positive_int),
+    "WEBHOOK_BACKOFF_S": ("webhook_backoff_s", _positive_float),
+    "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _positive_float),
+    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool),
 }
 
 

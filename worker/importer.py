@@ -15,7 +15,7 @@ import os
 import socket
 import threading
 import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,8 @@ class WorkerDeps:
     store: UploadStore
     events: JobEvents | None = None
     bulk_load: bool = True
+    # Called with the job id once a job with a callback_url has ended: queues its webhook.
+    on_finished: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -284,6 +286,8 @@ async def _finish(deps: WorkerDeps, job: Job, owner: str, status: str, error: st
         finished = await job_repo.finish(cur, job.id, owner, status, error)
     if finished and deps.events is not None:
         await deps.events.publish(job.id, status, await get_job(deps.pool, job.id))
+    if finished and job.callback_url and deps.on_finished is not None:
+        await deps.on_finished(job.id)
     if status == job_repo.FAILED:
         log.warning("import failed", extra={"error": error})
     deps.store.remove_job_files(job.id)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any
 
+import aiohttp
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared.cache import CustomerCache
+from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
@@ -17,10 +19,12 @@ from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.importer import WorkerDeps, import_workbook
 from worker.sweeper import sweep_jobs
+from worker.webhooks import WEBHOOK_FUNCTION, deliver_webhook, enqueue_delivery
 
 # Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
 IMPORT_TIMEOUT_S = 6 * 3600
 SWEEP_NAME = sweep_jobs.__name__
+WEBHOOK_JOB_TIMEOUT_S = 120
 
 
 def quiet_sweeps(record: logging.LogRecord) -> bool:
@@ -48,6 +52,12 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         store = UploadStore(settings.upload_dir)
         store.ensure()
         cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+        ctx["http"] = aiohttp.ClientSession()
+
+        async def queue_webhook(job_id: str) -> None:
+            with contextlib.suppress(*REDIS_ERRORS):  # owed in MySQL: the sweep queues it otherwise
+                await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, "0")
+
         ctx["deps"] = WorkerDeps(
             settings=settings,
             pool=pool,
@@ -55,17 +65,23 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             store=store,
             events=JobEvents(ctx["redis"], settings.redis_prefix),
             bulk_load=settings.import_bulk_load,
+            on_finished=queue_webhook,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
             await close_pool(deps.pool)
+        if "http" in ctx:
+            await ctx["http"].close()
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
     return {
-        "functions": [func(import_workbook, name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20)],
+        "functions": [
+            func(import_workbook, name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
+            func(deliver_webhook, name=WEBHOOK_FUNCTION, timeout=WEBHOOK_JOB_TIMEOUT_S, max_tries=3),
+        ],
         "cron_jobs": [cron(sweep_jobs, second=set(range(0, 60, step)), run_at_startup=True, unique=True, timeout=60)],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,

@@ -17,6 +17,7 @@ from shared import job_repo
 from shared.db import DatabaseUnavailable, connection
 from shared.jobs import enqueue_import, first_arq_id
 from worker.importer import MAX_ATTEMPTS, WorkerDeps
+from worker.webhooks import enqueue_delivery
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,10 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     try:
         async with connection(deps.pool) as conn, conn.cursor() as cur:
             expired = await job_repo.expire_uploaded(cur, settings.preview_ttl_s)
+            # Due for longer than an attempt can take plus two sweeps: its queued attempt was lost.
+            webhooks = await job_repo.webhooks_overdue(
+                cur, int(settings.webhook_timeout_s) + 2 * settings.sweep_interval_s + 1
+            )
             stale = await job_repo.needing_a_worker(cur, grace)
             for job_id, attempts in stale:
                 if attempts >= MAX_ATTEMPTS:
@@ -37,11 +42,14 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0
+    tick = int(time.time() // settings.sweep_interval_s)
+    for job_id, attempts in webhooks:
+        await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, f"{attempts}:{tick}")
+        log.info("re-queued an overdue webhook delivery", extra={"job": job_id, "attempts": attempts})
     for job_id in expired:
         deps.store.remove_job_files(job_id)
         log.info("a preview expired unstarted; its file is deleted", extra={"job": job_id})
     queued = 0
-    tick = int(time.time() // settings.sweep_interval_s)
     for job_id, attempts in stale:
         if attempts >= MAX_ATTEMPTS:
             continue

@@ -32,6 +32,7 @@ from shared.mapping import ImportOptions, OptionError, parse_options
 from shared.readers import UploadRejected
 from shared.spreadsheet import rows_to_csv, rows_to_xlsx
 from shared.storage import UploadTooLarge
+from shared.webhooks import check_callback_url
 
 routes = web.RouteTableDef()
 CHUNK = 256 * 1024
@@ -128,8 +129,17 @@ async def _form(request: web.Request, accepted: frozenset[str]) -> UploadForm:
     return UploadForm(reader, accepted)
 
 
-UPLOAD_OPTIONS = frozenset({"dry_run", "preview", "mapping", "header_row", "sheet", "encoding"})
+UPLOAD_OPTIONS = frozenset({"dry_run", "preview", "mapping", "header_row", "sheet", "encoding", "callback_url"})
 IMPORT_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
+
+
+async def _callback_url(request: web.Request, value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    try:
+        return await check_callback_url(value, allow_private=request.app[SETTINGS].webhook_allow_private)
+    except OptionError as exc:
+        raise Problem(422, "Invalid callback_url", str(exc), errors=field_errors(exc.errors)) from None
 
 
 def _options(values: dict[str, Any]) -> ImportOptions:
@@ -163,6 +173,7 @@ async def upload(request: web.Request) -> web.Response:
         dry_run = params.parse_bool("dry_run", form.option(request, "dry_run"))
         preview = params.parse_bool("preview", form.option(request, "preview"))
         options = _options({name: form.option(request, name) for name in IMPORT_OPTIONS})
+        callback_url = await _callback_url(request, form.option(request, "callback_url"))
         job = await submit_upload(
             settings=settings,
             pool=request.app[DB_POOL],
@@ -174,6 +185,7 @@ async def upload(request: web.Request) -> web.Response:
             request_id=request_id_var.get(),
             options=options,
             preview=preview,
+            callback_url=callback_url,
         )
     except UploadRejected as exc:
         metrics.uploads["rejected"] += 1
@@ -205,7 +217,7 @@ async def start(request: web.Request) -> web.Response:
     body = await params.json_body(request) if request.can_read_body else {}
     if not isinstance(body, dict):
         raise Problem(400, "Bad request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - {*IMPORT_OPTIONS, "dry_run"})
+    unknown = sorted(set(body) - {*IMPORT_OPTIONS, "dry_run", "callback_url"})
     if unknown:
         raise field_problem(
             422, "Unknown field", f"{unknown[0]!r} is not an option of a start", unknown[0], "Unknown field."
@@ -222,6 +234,7 @@ async def start(request: web.Request) -> web.Response:
             job_id=job_id,
             options=_options(body),
             dry_run=dry_run,
+            callback_url=await _callback_url(request, body.get("callback_url")),
         )
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
