@@ -15,6 +15,7 @@ from gateway import keys
 from gateway.metrics import Metrics
 from gateway.middlewares import serve
 from gateway.openapi import routes as openapi_routes
+from gateway.postman import routes as postman_routes
 from gateway.routes.customers import routes as customer_routes
 from gateway.routes.exports import routes as export_routes
 from gateway.routes.health import routes as health_routes
@@ -77,6 +78,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_redis)
     app.add_routes(health_routes)
     app.add_routes(openapi_routes)
+    app.add_routes(postman_routes)
     app.add_routes(import_routes)
     app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)

@@ -25,7 +25,20 @@ from shared.logs import request_id_var
 log = logging.getLogger("gateway.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/postman.json",
+        "/docs",
+        "/docs/swagger-ui.css",
+        "/docs/swagger-ui-bundle.js",
+        "/docs/favicon-32x32.png",
+        "/docs/init.js",
+    }
+)
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 SLOW_S = 0.5
 

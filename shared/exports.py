@@ -14,6 +14,7 @@ export imports back as exactly the same customers.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import datetime as dt
 import functools
@@ -166,9 +167,11 @@ def _csv_cell(value: Any) -> Any:
 
 
 class CsvEncoder:
-    """RFC 4180 CSV (CRLF, quoted where needed), UTF-8 without a BOM; every text value excel_safe."""
+    """RFC 4180 CSV (CRLF, quoted where needed), UTF-8 with a BOM (without one Excel reads the file as
+    cp1252 and garbles every accent); every text value excel_safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, header: Sequence[str] = EXPORT_COLUMNS) -> None:
+        self.header = header
         self._buffer = io.StringIO()
         self._writer = csv.writer(self._buffer, lineterminator="\r\n")
 
@@ -179,8 +182,8 @@ class CsvEncoder:
         return text.encode()
 
     def start(self) -> bytes:
-        self._writer.writerow(EXPORT_COLUMNS)
-        return self._take()
+        self._writer.writerow([excel_safe(name) for name in self.header])
+        return codecs.BOM_UTF8 + self._take()
 
     def write(self, rows: Iterable[Sequence[Any]]) -> bytes:
         cell = _csv_cell
@@ -194,10 +197,9 @@ class CsvEncoder:
 class XlsxEncoder:
     """A workbook of string cells (shared.xlsx_writer), header row frozen, sized columns."""
 
-    def __init__(self, **options: Any) -> None:
-        self._writer = XlsxStreamWriter(
-            EXPORT_COLUMNS, sheet_name=SHEET_NAME, widths=[WIDTHS[name] for name in EXPORT_COLUMNS], **options
-        )
+    def __init__(self, header: Sequence[str] = EXPORT_COLUMNS, sheet_name: str = SHEET_NAME, **options: Any) -> None:
+        widths = [WIDTHS.get(name, 24) for name in header]
+        self._writer = XlsxStreamWriter(list(header), sheet_name=sheet_name, widths=widths, **options)
 
     def start(self) -> bytes:
         return self._writer.start()
@@ -207,6 +209,12 @@ class XlsxEncoder:
 
     def finish(self) -> bytes:
         return self._writer.finish()
+
+
+def encode_file(fmt: str, header: Sequence[str], rows: Sequence[Sequence[Any]], sheet_name: str) -> bytes:
+    """A small file in one piece (the rejected rows of a job, say): the export's own encoders."""
+    enc: Encoder = CsvEncoder(header) if fmt == "csv" else XlsxEncoder(header, sheet_name=sheet_name)
+    return enc.start() + enc.write(rows) + enc.finish()
 
 
 def encoder_for(fmt: str) -> Encoder:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -203,33 +201,3 @@ def row_is_empty(cells: Sequence[Any]) -> bool:
 def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
     width = len(cells)
     return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}
-
-
-def rows_to_csv(header: Sequence[str], rows: Iterable[Sequence[str | None]]) -> bytes:
-    """A small CSV the service hands out (UTF-8 with a BOM, so Excel reads it as UTF-8), every
-    value Excel-safe."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([excel_safe(h) for h in header])
-    for row in rows:
-        writer.writerow(["" if v is None else excel_safe(str(v)) for v in row])
-    return ("\ufeff" + out.getvalue()).encode()
-
-
-def rows_to_xlsx(header: Sequence[str], rows: Iterable[Sequence[str | None]], title: str = "Sheet1") -> bytes:
-    """A small workbook the service hands out: every value a text cell, so nothing is a formula."""
-    import openpyxl
-    from openpyxl.cell.cell import TYPE_STRING
-
-    book = openpyxl.Workbook()
-    sheet = book.active
-    sheet.title = title
-    for row in [list(header), *rows]:
-        sheet.append([None if v is None else str(v) for v in row])
-    for cells in sheet.iter_rows():
-        for cell in cells:
-            if cell.value is not None:
-                cell.data_type = TYPE_STRING
-    out = io.BytesIO()
-    book.save(out)
-    return out.getvalue()

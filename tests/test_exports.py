@@ -5,6 +5,7 @@ back through the import, which must find every customer unchanged."""
 from __future__ import annotations
 
 import asyncio
+import codecs
 import csv
 import io
 import re
@@ -122,7 +123,8 @@ async def download(client: TestClient, path: str, **query: str) -> tuple[aiohttp
 
 
 def csv_rows(data: bytes) -> list[list[str]]:
-    return list(csv.reader(io.StringIO(data.decode("utf-8"), newline="")))
+    assert data.startswith(codecs.BOM_UTF8)  # so Excel reads it as UTF-8
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
 
 
 def xlsx_rows(data: bytes) -> list[list[Any]]:
@@ -414,7 +416,7 @@ async def test_mysql_lost_mid_export_cuts_the_download_short(
     async with session.get(via_mysql_proxy.make_url("/customers/export")) as response:
         assert response.status == 200
         first = await response.content.readany()
-        assert first.startswith(b"first_name,")
+        assert first.startswith(codecs.BOM_UTF8 + b"first_name,")
         await mysql_proxy.cut()
         with pytest.raises(aiohttp.ClientPayloadError):
             await response.read()

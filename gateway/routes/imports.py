@@ -16,6 +16,7 @@ from gateway.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
 from gateway.problems import Problem, field_errors, field_problem
 from gateway.responses import dumps, json_response
 from shared.events import follow_job
+from shared.exports import encode_file
 from shared.jobs import (
     JobNotFound,
     NotWaiting,
@@ -30,7 +31,6 @@ from shared.jobs import (
 from shared.logs import request_id_var
 from shared.mapping import ImportOptions, OptionError, parse_options
 from shared.readers import UploadRejected
-from shared.spreadsheet import rows_to_csv, rows_to_xlsx
 from shared.storage import UploadTooLarge
 from shared.webhooks import check_callback_url
 
@@ -336,10 +336,8 @@ async def job_rejected(request: web.Request) -> web.Response:
         header, rows = await rejected_rows(request.app[DB_POOL], job_id)
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
-    if kind == "csv":
-        body, content_type = rows_to_csv(header, rows), "text/csv; charset=utf-8"
-    else:
-        body, content_type = await asyncio.to_thread(rows_to_xlsx, header, rows, "rejected"), XLSX_TYPE
+    body = await asyncio.to_thread(encode_file, kind, header, rows, "rejected")
+    content_type = "text/csv; charset=utf-8" if kind == "csv" else XLSX_TYPE
     return web.Response(
         body=body,
         headers={
