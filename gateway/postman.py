@@ -55,12 +55,31 @@ CUSTOMER_BODY = (
 
 
 def _success(operation: dict[str, Any]) -> int:
+    """202 where the operation queues work (an upload answers 201 only as a preview), else its first 2xx."""
     codes = sorted(int(code) for code in operation.get("responses", {}) if str(code).isdigit())
+    if 202 in codes:
+        return 202
     return next((code for code in codes if 200 <= code < 300), 200)
 
 
-def _url(path: str, variable: str, query: list[dict[str, Any]]) -> dict[str, Any]:
-    parts = [part if part != "{id}" else "{{" + variable + "}}" for part in path.strip("/").split("/")]
+def _example(operation: dict[str, Any], name: str) -> str:
+    """A value for a path parameter other than an id: its example, or the first of its enum."""
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter.get("name") == name:
+            schema = parameter.get("schema", {})
+            value = parameter.get("example", schema.get("example", (schema.get("enum") or [name])[0]))
+            return str(value)
+    return name
+
+
+def _url(path: str, variable: str, query: list[dict[str, Any]], operation: dict[str, Any]) -> dict[str, Any]:
+    parts = []
+    for part in path.strip("/").split("/"):
+        if part == "{id}":
+            part = "{{" + variable + "}}"
+        elif part.startswith("{") and part.endswith("}"):
+            part = _example(operation, part[1:-1])
+        parts.append(part)
     raw = "{{baseUrl}}/" + "/".join(parts)
     enabled = [q for q in query if not q.get("disabled")]
     if enabled:
@@ -81,7 +100,7 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
             query.append({"key": parameter["name"], "value": "", "disabled": True})
     if variant == "preview":
         query = [{"key": "preview", "value": "true"}]
-    request: dict[str, Any] = {"method": method.upper(), "header": [], "url": _url(path, variable, query)}
+    request: dict[str, Any] = {"method": method.upper(), "header": [], "url": _url(path, variable, query, operation)}
     tests = [f'pm.test("answers {status}", function () {{ pm.response.to.have.status({status}); }});']
     if path == "/customers" and method == "post":
         request["body"] = {"mode": "raw", "raw": CUSTOMER_BODY.replace("EMAIL", "postman-{{$randomUUID}}@example.com")}

@@ -20,6 +20,7 @@ from tests.support.workbooks import csv_bytes, customers
 
 pytestmark = pytest.mark.usefixtures("clean")
 SECRET = "s3cret-for-tests"
+DELIVERY_ID = "5a0c6f2e-8d4b-4a43-9a4e-3f1f2b7c9d10"
 
 
 class Receiver:
@@ -134,7 +135,7 @@ async def test_a_delivery_owed_when_a_worker_died_is_sent_by_the_sweep(
             await cur.execute(
                 "UPDATE import_jobs SET status = 'completed', finished_at = NOW(6), webhook = %s,"
                 " webhook_due_at = NOW(6) - INTERVAL 1 HOUR WHERE id = %s",
-                (json.dumps({"status": "pending", "delivery_id": "d-1", "attempts": []}), job_id),
+                (json.dumps({"status": "pending", "delivery_id": DELIVERY_ID, "attempts": []}), job_id),
             )
             await cur.execute("DELETE FROM import_jobs WHERE id <> %s", (job_id,))
         arq = await create_pool(redis_settings(s), default_queue_name=s.queue_name)
@@ -145,7 +146,7 @@ async def test_a_delivery_owed_when_a_worker_died_is_sent_by_the_sweep(
         finally:
             await arq.aclose()
         await run_burst_worker(s)
-        assert [d["id"] for d in receiver.deliveries] == ["d-1"]
+        assert [d["id"] for d in receiver.deliveries] == [DELIVERY_ID]
         job = await (await client.get(f"/jobs/{job_id}")).json()
         assert job["webhook"]["status"] == "delivered"
 
