@@ -66,16 +66,22 @@ async def get(cur: aiomysql.Cursor, customer_id: int, *, for_update: bool = Fals
     return to_document(row) if row else None
 
 
-async def list_page(cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None) -> list[dict[str, Any]]:
+async def _page_after(cur: aiomysql.Cursor, select: str, *, after_id: int, limit: int, search: str | None) -> None:
+    """Run `select` for the keyset page after `after_id`: names, email and company matching `search`
+    (LIKE wildcards in it taken literally), by id. The caller fetches the rows."""
     if search:
         pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
         await cur.execute(
-            _SELECT + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
+            select + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
             " OR company_name LIKE %s) ORDER BY id LIMIT %s",
             (after_id, pattern, pattern, pattern, pattern, limit),
         )
     else:
-        await cur.execute(_SELECT + " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+        await cur.execute(select + " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+
+
+async def list_page(cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None) -> list[dict[str, Any]]:
+    await _page_after(cur, _SELECT, after_id=after_id, limit=limit, search=search)
     return [to_document(row) for row in await cur.fetchall()]
 
 
@@ -286,24 +292,12 @@ _EXPORT_SELECT = (
 )
 
 
-def _like_pattern(search: str) -> str:
-    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
 async def export_page(
     cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None
 ) -> Sequence[tuple[Any, ...]]:
     """One keyset page of an export: the customers with id > after_id, by id, at most `limit`, matching
     `search` exactly as list_page does. Plain tuples in EXPORT_COLUMNS order (no dicts, no datetime
     objects: an export reads every row, and these are the cheapest shape to read and write)."""
-    if search:
-        pattern = _like_pattern(search)
-        await cur.execute(
-            _EXPORT_SELECT + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
-            " OR company_name LIKE %s) ORDER BY id LIMIT %s",
-            (after_id, pattern, pattern, pattern, pattern, limit),
-        )
-    else:
-        await cur.execute(_EXPORT_SELECT + " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+    await _page_after(cur, _EXPORT_SELECT, after_id=after_id, limit=limit, search=search)
     rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
     return rows

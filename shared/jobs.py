@@ -18,11 +18,11 @@ from shared.cache import REDIS_ERRORS
 from shared.cursors import BadCursor, decode_cursor, encode_cursor
 from shared.db import connection
 from shared.job_repo import Job
-from shared.mapping import ImportOptions, column_letter
+from shared.mapping import ImportOptions
 from shared.preview import Preview, build_preview, problem_extra
 from shared.readers import UploadRejected, inspect_upload
 from shared.settings import Settings
-from shared.spreadsheet import HeaderError
+from shared.spreadsheet import HeaderError, column_letter
 from shared.storage import StoredUpload, UploadStore
 
 log = logging.getLogger(__name__)

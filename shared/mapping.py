@@ -25,6 +25,7 @@ from shared.spreadsheet import (
     auto_positions,
     fold_header,
     header_texts,
+    letter_index,
     normalize_cell,
     row_is_empty,
 )
@@ -134,23 +135,6 @@ def _parse_encoding(value: Any, errors: list[tuple[str, str]]) -> str | None:
 
 
 # -- columns -----------------------------------------------------------------------------------------
-
-
-def column_letter(index: int) -> str:
-    """0-based index to the spreadsheet's letters: 0 -> A, 26 -> AA."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
-def letter_index(letters: str) -> int:
-    index = 0
-    for char in letters.upper():
-        index = index * 26 + ord(char) - 64
-    return index - 1
 
 
 def column_ref(ref: str, header: Sequence[Any] | None, width: int) -> int | None:

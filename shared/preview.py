@@ -16,11 +16,18 @@ from shared.mapping import (
     ImportOptions,
     OptionError,
     choose_header,
-    column_letter,
     row_width,
 )
 from shared.readers import HEAD_ROWS, SheetNotFound, UploadRejected, WorkbookError, read_head
-from shared.spreadsheet import ALIASES, CUSTOMER_FIELDS, HeaderError, fold_header, normalize_cell, row_is_empty
+from shared.spreadsheet import (
+    ALIASES,
+    CUSTOMER_FIELDS,
+    HeaderError,
+    column_letter,
+    fold_header,
+    normalize_cell,
+    row_is_empty,
+)
 
 PREVIEW_ROWS = 20
 SAMPLES = 5

@@ -201,3 +201,20 @@ def row_is_empty(cells: Sequence[Any]) -> bool:
 def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
     width = len(cells)
     return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}
+
+
+def column_letter(index: int) -> str:
+    """0-based index to the spreadsheet's letters: 0 -> A, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def letter_index(letters: str) -> int:
+    index = 0
+    for char in letters.upper():
+        index = index * 26 + ord(char) - 64
+    return index - 1

@@ -24,6 +24,8 @@ import zipfile
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from shared.spreadsheet import column_letter
+
 EXCEL_MAX_ROWS = 1_048_576
 MAX_SHEET_BYTES = zipfile.ZIP64_LIMIT - 4096
 # zlib level 3. Measured on 100k typical rows (8.6 MB at level 1): level 3 gives 7.2 MB for about the
@@ -103,16 +105,6 @@ def escape_text(value: str) -> str:
     return _UNSAFE_CHARS.sub(_escape_char, value)
 
 
-def column_letters(index: int) -> str:
-    """0 -> A, 25 -> Z, 26 -> AA."""
-    letters = ""
-    index += 1
-    while index:
-        index, rest = divmod(index - 1, 26)
-        letters = chr(65 + rest) + letters
-    return letters
-
-
 class _Sink:
     """Where zipfile writes: collects the bytes until the writer drains them. Not seekable, and no
     tell(), so zipfile streams (data descriptors) and counts positions itself."""
@@ -162,7 +154,7 @@ class XlsxStreamWriter:
         self.sheet_name = sheet_name
         self.max_rows = max_rows_per_sheet
         self.max_sheet_bytes = max_sheet_bytes
-        self._letters = tuple(column_letters(i) for i in range(len(self.columns)))
+        self._letters = tuple(column_letter(i) for i in range(len(self.columns)))
         self._cols = (
             "<cols>"
             + "".join(f'<col min="{i}" max="{i}" width="{w:g}" customWidth="1"/>' for i, w in enumerate(widths, 1))

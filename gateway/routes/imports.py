@@ -198,6 +198,12 @@ async def upload(request: web.Request) -> web.Response:
         job["status_url"] = status_url
         job["start_url"] = f"{status_url}/start"
         return json_response(job, status=201, headers={"Location": status_url})
+    return _accepted(job)
+
+
+def _accepted(job: dict[str, Any]) -> web.Response:
+    """202: the job is queued; follow it at Location."""
+    status_url = f"/jobs/{job['job_id']}"
     return json_response(
         {
             "job_id": job["job_id"],
@@ -244,18 +250,7 @@ async def start(request: web.Request) -> web.Response:
         ) from None
     except UploadRejected as exc:
         raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
-    status_url = f"/jobs/{job_id}"
-    return json_response(
-        {
-            "job_id": job_id,
-            "status": job["status"],
-            "status_url": status_url,
-            "filename": job["filename"],
-            "dry_run": job["dry_run"],
-        },
-        status=202,
-        headers={"Location": status_url},
-    )
+    return _accepted(job)
 
 
 @routes.get("/jobs/{id}/events")
