@@ -19,6 +19,7 @@ from gateway.app import create_app
 from shared.cache import CustomerCache
 from shared.db import close_pool, open_database
 from shared.settings import Settings, load_settings
+from tests.support.openapi_check import CheckedTestClient
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -103,6 +104,13 @@ async def redis(settings: Settings) -> AsyncIterator[Redis]:
 @pytest.fixture
 def cache(redis: Redis, settings: Settings) -> CustomerCache:
     return CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+
+
+@pytest.fixture
+def aiohttp_client_cls() -> type[TestClient]:
+    """Every test client (`client` below and any a test builds with aiohttp_client) checks each
+    response it receives against the OpenAPI document: an undeclared status or shape fails the test."""
+    return CheckedTestClient
 
 
 @pytest.fixture

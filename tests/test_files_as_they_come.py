@@ -364,8 +364,3 @@ async def test_an_unstarted_preview_expires_and_its_file_goes(
     assert expired["status"] == "failed" and "expired" in expired["error"]
     assert f"{job['job_id']}.csv" not in os.listdir(settings.upload_dir)
     assert (await client.post(f"/jobs/{job['job_id']}/start", json={})).status == 409
-
-
-@pytest.fixture
-def aiohttp_client_cls() -> type[TestClient]:  # TEMP-UNCHECKED
-    return TestClient  # TEMP-UNCHECKED

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import aiomysql
@@ -32,6 +31,11 @@ async def scalar(pool: aiomysql.Pool, sql: str, *args: object) -> object:
 
 def assert_exact(job: dict) -> None:
     assert job["rows_read"] == job["rows_inserted"] + job["rows_updated"] + job["rows_unchanged"] + job["rows_invalid"]
+
+
+def stored_uploads(settings: Settings) -> list[str]:
+    folder = Path(settings.upload_dir)
+    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 def counters(job: dict) -> tuple[int, int, int, int, int]:
@@ -104,7 +108,7 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
 
 async def test_missing_columns_are_refused_at_upload_naming_them(settings: Settings, pool: aiomysql.Pool) -> None:
     data = (DATA / "uk-500.csv").read_bytes()  # no header row
-    before = sorted(os.listdir(settings.upload_dir)) if os.path.isdir(settings.upload_dir) else []
+    before = stored_uploads(settings)
     with pytest.raises(UploadRejected) as info:
         await submit(settings, pool, "uk-500.csv", data)
     assert info.value.status == 422
@@ -114,7 +118,7 @@ async def test_missing_columns_are_refused_at_upload_naming_them(settings: Setti
     # The header found is quoted: uk-500.csv's first record is a customer.
     assert info.value.extra["header"][:2] == ["Aleshia", "Tomkiewicz"]
     assert await scalar(pool, "SELECT COUNT(*) FROM import_jobs") == 0
-    assert sorted(os.listdir(settings.upload_dir)) == before
+    assert stored_uploads(settings) == before
 
 
 @pytest.mark.parametrize(

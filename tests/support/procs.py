@@ -10,11 +10,13 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from shared.settings import Settings
+from tests.support import openapi_check
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -79,12 +81,15 @@ class Service:
 def http(
     method: str, url: str, body: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
 ) -> tuple[int, dict[str, str], bytes]:
+    """One request to a gateway; the response is checked against the OpenAPI document."""
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, dict(response.headers), response.read()
+            answer = response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as exc:
-        return exc.code, dict(exc.headers), exc.read()
+        answer = exc.code, dict(exc.headers), exc.read()
+    openapi_check.check(method, urllib.parse.unquote(urllib.parse.urlsplit(url).path), *answer)
+    return answer
 
 
 def multipart(filename: str, content: bytes, field: str = "file") -> tuple[bytes, str]:
