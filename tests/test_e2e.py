@@ -190,3 +190,25 @@ def test_json_logs_carry_job_and_request_ids(stack: Stack) -> None:
     assert completed["duration_s"] >= 0
     # A sweep that finds nothing to do says nothing.
     assert not [line for line in worker_lines if "sweep" in line["msg"]], worker_lines
+
+
+def test_live_events_from_a_real_worker_through_a_real_gateway(stack: Stack) -> None:
+    import urllib.request
+
+    stack.start_gateway()
+    status, body = upload(stack.base, "events.csv", csv_bytes(customers(1200)))
+    assert status == 202
+    # Subscribe before any worker runs: the stream carries what the worker commits, batch by batch.
+    stream = urllib.request.urlopen(f"{stack.base}/jobs/{body['job_id']}/events", timeout=60)
+    assert stream.headers["Content-Type"].startswith("text/event-stream")
+    stack.start_worker()
+    events: list[tuple[str, dict]] = []
+    kind = ""
+    for raw in stream:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            events.append((kind, json.loads(line[6:])))
+    assert [k for k, _ in events] == ["progress", "progress", "progress", "completed"], stack.logs()
+    assert [d["rows_read"] for _, d in events] == [500, 1000, 1200, 1200]

@@ -229,6 +229,17 @@ async def test_a_filled_in_template_imports_without_warnings(
     assert (job["rows_inserted"], job["warnings"]) == (1, [])
 
 
+@pytest.mark.parametrize("fmt", ["xlsx", "csv"])
+async def test_the_template_uploaded_unchanged_completes_with_no_data_rows(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool, fmt: str
+) -> None:
+    _, body = await download(client, "/template", format=fmt)
+    job = await import_file(settings, pool, f"template.{fmt}", body)
+    assert job["status"] == "completed", job
+    assert job["rows_read"] == 0
+    assert any("no data rows" in warning for warning in job["warnings"]), job["warnings"]
+
+
 @pytest.mark.parametrize(("path", "value"), [("/template", "pdf"), ("/customers/export", "json")])
 async def test_a_bad_format_is_422_naming_format(client: TestClient, path: str, value: str) -> None:
     body = await problem(await client.get(path, params={"format": value}), 422)
