@@ -180,6 +180,11 @@ class JobSchema(Schema):
     error = fields.String(required=True, allow_none=True, metadata=_described("Why a failed job failed."))
     attempts = _count("How many times a worker started on the job.")
     request_id = fields.String(required=True, allow_none=True, metadata=_described("X-Request-ID of the upload."))
+    uploaded_by = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=_described("The name of the API key that uploaded the file (never the key); null: keys are off."),
+    )
     duration_s = fields.Float(required=True, allow_none=True, metadata=_described("null until finished."))
     created_at = _timestamp("When the upload was received (UTC).")
     started_at = _timestamp("When a worker first started on it.", nullable=True)

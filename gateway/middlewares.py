@@ -1,5 +1,5 @@
-"""The one middleware every request goes through: request id, API-key check, problem documents for
-every error, metrics and the access log.
+"""The one middleware every request goes through: request id, API-key check (gateway.auth), rate
+limits (shared.ratelimit), problem documents for every error, metrics and the access log.
 
 It is a single middleware rather than three on purpose: each aiohttp middleware layer costs a
 coroutine and a call per request, which shows on the cached-read path (see tests/bench/read_bench.py).
@@ -7,20 +7,23 @@ coroutine and a call per request, which shows on the cached-read path (see tests
 
 from __future__ import annotations
 
-import hmac
 import logging
 import secrets
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.keys import METRICS, SETTINGS
+from gateway import auth
+from gateway.keys import METRICS, REDIS, SETTINGS
 from gateway.params import check_query
 from gateway.problems import Problem, field_problem, problem_response
 from shared.cursors import BadCursor
 from shared.db import DatabaseUnavailable
 from shared.logs import request_id_var
+from shared.ratelimit import Decision, RateLimiter
+from shared.settings import Settings
 
 log = logging.getLogger("gateway.access")
 
@@ -37,30 +40,45 @@ PUBLIC_PATHS = frozenset(
         "/docs/swagger-ui-bundle.js",
         "/docs/favicon-32x32.png",
         "/docs/init.js",
+        "/",
+        *(f"/static/{name}" for name in ("app.js", "api.js", "dom.js", "imports.js", "customers.js", "style.css")),
     }
 )
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 SLOW_S = 0.5
 
 
-def _authorize(request: web.Request, keys: tuple[bytes, ...]) -> None:
-    if not keys or request.path in PUBLIC_PATHS:
-        return
-    scheme, _, supplied = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and supplied:
-        supplied_bytes = supplied.strip().encode()
-        # Compare against every key, always, so timing says nothing about which key nearly matched.
-        matched = False
-        for key in keys:
-            matched |= hmac.compare_digest(supplied_bytes, key)
-        if matched:
-            return
-    raise Problem(
-        401,
-        "Unauthorized",
-        "Send a valid API key as 'Authorization: Bearer <key>'.",
-        headers={"WWW-Authenticate": 'Bearer realm="customer-import"'},
-    )
+# One limiter per app (its Redis client is the app's): made on the first request that needs it.
+_LIMITERS: weakref.WeakKeyDictionary[web.Application, RateLimiter] = weakref.WeakKeyDictionary()
+
+
+def _limiter(app: web.Application) -> RateLimiter:
+    limiter = _LIMITERS.get(app)
+    if limiter is None:
+        limiter = _LIMITERS[app] = RateLimiter(app[REDIS], prefix=app[SETTINGS].redis_prefix)
+    return limiter
+
+
+async def _rate_limit(request: web.Request, settings: Settings, key_name: str | None) -> Decision | None:
+    """Take the request from its bucket: POST /upload has its own, lower limit; everything else not
+    public shares the API's. Per API key (its name), or per client address when keys are off.
+    None: not limited (limit 0, or Redis unavailable: the limits fail open). Over the limit: 429."""
+    upload = request.method == "POST" and request.path == "/upload"
+    bucket, limit = ("upload", settings.upload_rate_limit_per_min) if upload else ("api", settings.rate_limit_per_min)
+    if limit <= 0:
+        return None
+    identity = f"key:{key_name}" if key_name is not None else f"addr:{request.remote or 'unknown'}"
+    decision = await _limiter(request.app).hit(bucket, identity, limit)
+    if decision is not None and not decision.allowed:
+        who = "this API key" if key_name is not None else "this client address"
+        what = "uploads" if upload else "requests"
+        raise Problem(
+            429,
+            "Too Many Requests",
+            f"More than {limit} {what} a minute from {who}; try again in {decision.retry_after_s} s (Retry-After).",
+            headers=decision.headers(),
+        )
+    return decision
 
 
 def _problem_for(request: web.Request, exc: Exception) -> web.Response:
@@ -106,10 +124,18 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     settings = request.app[SETTINGS]
     status = 500
+    limits: Decision | None = None
+    key_token = None
     try:
         try:
-            _authorize(request, settings.api_key_bytes)
-            if not isinstance(request.match_info.route.resource, web.StaticResource):
+            # Before any routing decision: an unknown path is a 401 too (only public paths are open).
+            if request.path not in PUBLIC_PATHS:
+                key_name = auth.authenticate(request.headers, settings.api_keys)
+                key_token = auth.current_key.set(key_name)
+                limits = await _rate_limit(request, settings, key_name)
+            # A path or method that does not exist is a 404/405 whatever the query says.
+            match = request.match_info
+            if match.http_exception is None and not isinstance(match.route.resource, web.StaticResource):
                 check_query(request)
             response = await handler(request)
         except web.HTTPException as exc:
@@ -120,6 +146,8 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = _problem_for(request, exc)
         status = response.status
         response.headers["X-Request-ID"] = request_id
+        if limits is not None:
+            response.headers.update(limits.headers())
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -144,3 +172,5 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
                 },
             )
         request_id_var.reset(token)
+        if key_token is not None:
+            auth.current_key.reset(key_token)

@@ -21,6 +21,7 @@ from marshmallow import Schema, fields, validate
 
 from gateway import api_schemas as s
 from gateway import docs
+from gateway import web as web_page
 from shared.customers import MAX_LIMIT
 from shared.schemas import CustomerInSchema, Text
 
@@ -41,7 +42,12 @@ customers over JSON.
 
 **Keys.** When the service runs with `API_KEYS`, every operation except the public ones (health,
 readiness, metrics, this document, its Postman collection and /docs) needs
-`Authorization: Bearer <key>`; without one the answer is 401.
+`Authorization: Bearer <key>` or `X-API-Key: <key>`; without one the answer is 401, whatever the path.
+
+**Rate limits** (per API key, or per client address when the service has no keys): `RATE_LIMIT_PER_MIN`
+requests a minute, and `UPLOAD_RATE_LIMIT_PER_MIN` uploads a minute for POST /upload. Answers carry
+`RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (seconds until the allowance is whole
+again); over the limit the answer is 429 with `Retry-After`.
 
 **Errors** are `application/problem+json` (RFC 9457): `title`, `status`, a `detail` a person can act on,
 `instance` (the path) and, when inputs were wrong, `errors: [{field, message}]`. A query parameter an
@@ -58,6 +64,7 @@ TAGS = [
     {"name": "imports", "description": "Uploads and the import jobs that process them."},
     {"name": "operations", "description": "Health, readiness and metrics (public)."},
     {"name": "documentation", "description": "This document and the page that shows it (public)."},
+    {"name": "page", "description": "The import page for people, at / (public: it asks for the key itself)."},
 ]
 
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
@@ -93,7 +100,26 @@ HEADERS: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "ContentDisposition": _header("Content-Disposition", "A download, with its file name.", required=False),
     "CacheControl": _header("Cache-Control", "How long the answer may be reused."),
+    "RateLimitLimit": _header(
+        "RateLimit-Limit",
+        "Requests a minute this key (or address) may make here. Absent when limits are off or Redis is down.",
+        {"type": "string", "pattern": r"^\d+$"},
+        required=False,
+    ),
+    "RateLimitRemaining": _header(
+        "RateLimit-Remaining",
+        "Requests left right now.",
+        {"type": "string", "pattern": r"^\d+$"},
+        required=False,
+    ),
+    "RateLimitReset": _header(
+        "RateLimit-Reset",
+        "Seconds until the allowance is whole again.",
+        {"type": "string", "pattern": r"^\d+$"},
+        required=False,
+    ),
 }
+RATE_LIMIT_HEADERS = ("RateLimitLimit", "RateLimitRemaining", "RateLimitReset")
 
 
 def _headers(*ids: str) -> dict[str, Any]:
@@ -134,13 +160,26 @@ def _operation(
     bad_request: str = "",
 ) -> dict[str, Any]:
     """An operation with what every operation shares: the request id parameter, 400 for an unknown
-    query parameter (and whatever else `bad_request` names), 401 unless public, 500."""
+    query parameter (and whatever else `bad_request` names), 401 and 429 unless public, 500. Answers
+    of operations that are not public may carry the RateLimit headers."""
     answers = dict(responses)
     reasons = UNKNOWN_QUERY + (f"; {bad_request}" if bad_request else "")
     answers.setdefault(400, _problem(f"Bad request: {reasons}."))
     if not public:
-        answers[401] = _problem("No valid API key (only when the service has API_KEYS).", "WWWAuthenticate")
+        answers[401] = _problem(
+            "No valid API key (only when the service has API_KEYS): send `Authorization: Bearer <key>` or "
+            "`X-API-Key: <key>`. The same answer for every path, known or not.",
+            "WWWAuthenticate",
+        )
+        answers[429] = _problem(
+            "Over the rate limit of this key (or client address): try again after Retry-After seconds.",
+            "RetryAfter",
+        )
     answers[500] = _problem("An unexpected error; it has been logged under the request id.")
+    if not public:
+        limited = _headers(*RATE_LIMIT_HEADERS)
+        for status, answer in answers.items():
+            answers[status] = {**answer, "headers": {**answer.get("headers", {}), **limited}}
     op: dict[str, Any] = {
         "operationId": operation_id,
         "summary": summary,
@@ -412,8 +451,9 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                     ),
                     202: _ok("Accepted: the job is queued. Follow it at Location.", "UploadAccepted", "Location"),
                     413: _problem(
-                        "The upload is over MAX_UPLOAD_MB, the workbook would inflate past the limit, or a form "
-                        "field is over 64 KB."
+                        "The upload is over MAX_UPLOAD_MB, the workbook would inflate past the limit, a form "
+                        "field is over 64 KB, or the file holds more rows than MAX_ROWS_PER_JOB (estimated "
+                        "from its first rows)."
                     ),
                     415: _problem(
                         "Not multipart/form-data; or not a workbook or CSV (legacy .xls, encrypted, binary)."
@@ -425,7 +465,10 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                         f"{columns_unfit}.",
                         schema="ColumnsProblem",
                     ),
-                    503: unavailable,
+                    503: _problem(
+                        f"{NO_DATABASE} Or this server is already receiving MAX_CONCURRENT_UPLOADS uploads.",
+                        "RetryAfter",
+                    ),
                 },
                 parameters=[_query(s.UploadOptionsSchema)],
                 body={
@@ -500,7 +543,22 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                         "headers": _headers(),
                         "content": {
                             "text/event-stream": {
-                                "schema": {"type": "string"},
+                                # One event, as an EventSource (or a tool reading the stream) parses it.
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "id": {"type": "string", "description": "Pass it back as Last-Event-ID."},
+                                        "event": {"type": "string", "enum": ["progress", "completed", "failed"]},
+                                        "data": {
+                                            "type": "string",
+                                            "description": "The job document (as GET /jobs/{id}), JSON.",
+                                            "contentMediaType": JSON,
+                                            "contentSchema": {"$ref": "#/components/schemas/Job"},
+                                        },
+                                        "retry": {"type": "integer"},
+                                    },
+                                    "required": ["data"],
+                                },
                                 "example": 'id: 1718000000000-0\nevent: progress\ndata: {"job_id": "...", ...}\n\n',
                             }
                         },
@@ -665,6 +723,41 @@ def _public_paths() -> dict[str, dict[str, Any]]:
                     404: _problem("No such asset."),
                 },
                 parameters=[asset_name, asset_query, asset_none_match],
+                public=True,
+            ),
+        },
+        "/": {
+            "get": _operation(
+                "webPage",
+                "The import page: upload a file, map its columns, follow the import, edit customers",
+                "page",
+                {
+                    200: _ok("The page.", text, *asset_headers, media="text/html"),
+                    304: _empty("Not modified.", *asset_headers),
+                },
+                parameters=[{**IF_NONE_MATCH, "description": "A 304 with no body when the page has this ETag."}],
+                public=True,
+            ),
+        },
+        "/static/{name}": {
+            "get": _operation(
+                "webAsset",
+                "A file the import page loads",
+                "page",
+                {
+                    200: {
+                        "description": "The file.",
+                        "headers": _headers(*asset_headers),
+                        "content": {"text/css": {"schema": text}, "text/javascript": {"schema": text}},
+                    },
+                    304: _empty("Not modified.", *asset_headers),
+                    404: _problem("No such file."),
+                },
+                parameters=[
+                    {**asset_name, "schema": {"type": "string", "enum": list(web_page.ASSET_NAMES)}},
+                    asset_query,
+                    asset_none_match,
+                ],
                 public=True,
             ),
         },

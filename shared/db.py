@@ -153,6 +153,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        5,
+        "uploaded_by: the name of the API key that uploaded the job",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN uploaded_by VARCHAR(64) NULL AFTER request_id
+            """,
+        ],
+    ),
 ]
 
 

@@ -48,6 +48,7 @@ JOB_COLUMNS = (
     "error",
     "attempts",
     "request_id",
+    "uploaded_by",
     "created_at",
     "started_at",
     "finished_at",
@@ -88,6 +89,7 @@ class Job:
     error: str | None
     attempts: int
     request_id: str | None
+    uploaded_by: str | None  # the name of the API key that uploaded it (never the key)
     created_at: dt.datetime
     started_at: dt.datetime | None
     finished_at: dt.datetime | None
@@ -136,10 +138,11 @@ async def create(
     options: ImportOptions | None = None,
     status: str = QUEUED,
     callback_url: str | None = None,
+    uploaded_by: str | None = None,
 ) -> None:
     await cur.execute(
         "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, options, status, request_id,"
-        " callback_url) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        " callback_url, uploaded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
         (
             job_id,
             filename,
@@ -151,6 +154,7 @@ async def create(
             status,
             request_id,
             callback_url,
+            uploaded_by,
         ),
     )
 

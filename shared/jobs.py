@@ -80,6 +80,7 @@ async def submit_upload(
     options: ImportOptions | None = None,
     preview: bool = False,
     callback_url: str | None = None,
+    uploaded_by: str | None = None,
 ) -> dict[str, Any]:
     """Check a received upload's container and its columns (from the first rows), record the job and
     queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
@@ -89,11 +90,12 @@ async def submit_upload(
     options = options or ImportOptions()
     try:
         kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
+        _check_rows(found, filename, settings.max_rows_per_job)
         if found.problem is not None and not preview:
             raise UploadRejected(
                 422,
                 "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
-                f"{filename!r}: {found.problem}.",
+                f"{filename!r}: {str(found.problem).rstrip('.')}.",
                 **problem_extra(found),
             )
         path = store.commit(upload, job_id, kind)
@@ -114,6 +116,7 @@ async def submit_upload(
                 options=options,
                 status=job_repo.UPLOADED if preview else job_repo.QUEUED,
                 callback_url=callback_url,
+                uploaded_by=uploaded_by,
             )
     except BaseException:
         store.discard(path)
@@ -127,6 +130,19 @@ async def submit_upload(
     if preview:
         document["preview"] = found.document
     return document
+
+
+def _check_rows(found: Preview, filename: str, limit: int) -> None:
+    """MAX_ROWS_PER_JOB, from the estimate the first rows give (a CSV's records scaled to its size, a
+    workbook's plausible <dimension>); the worker enforces the exact count as it reads."""
+    estimate = found.document.get("rows_total_estimate")
+    if estimate is not None and estimate > limit:
+        raise UploadRejected(
+            413,
+            "Too many rows",
+            f"{filename!r} holds about {estimate:,} data rows, more than one job takes (MAX_ROWS_PER_JOB, "
+            f"{limit:,}): split it into files of at most {limit:,} rows.",
+        )
 
 
 class NotWaiting(Exception):
@@ -156,7 +172,7 @@ async def start_job(
     path = store.path_for(job_id, job.file_kind)
     found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
     if found.problem is not None:
-        raise UploadRejected(422, "Invalid mapping", f"{found.problem}.", **problem_extra(found))
+        raise UploadRejected(422, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found))
     async with connection(pool) as conn, conn.cursor() as cur:
         if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
             raise NotWaiting("started")
@@ -228,6 +244,7 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "error": job.error,
         "attempts": job.attempts,
         "request_id": job.request_id,
+        "uploaded_by": job.uploaded_by,
         "duration_s": None if duration is None else round(duration, 3),
         "created_at": _iso(job.created_at),
         "started_at": _iso(job.started_at),

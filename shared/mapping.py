@@ -125,7 +125,7 @@ def _parse_encoding(value: Any, errors: list[tuple[str, str]]) -> str | None:
         return None
     try:
         info = codecs.lookup(value.strip())
-    except LookupError:
+    except (LookupError, ValueError):  # ValueError: a NUL in the name
         errors.append(("encoding", f"Unknown encoding {value!r}: try utf-8, cp1252, latin-1 or utf-16."))
         return None
     if not getattr(info, "_is_text_encoding", True):

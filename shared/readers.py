@@ -146,7 +146,8 @@ class SheetNotFound(WorkbookError):
 
 def pick_sheet(sheets: list[SheetEntry], sheet: str | None) -> SheetEntry:
     if sheet is None:
-        return sheets[0]
+        # The first sheet a person sees: a hidden one is no one's data, unless all are hidden.
+        return next((entry for entry in sheets if not entry.hidden), sheets[0])
     for entry in sheets:
         if entry.name == sheet:
             return entry

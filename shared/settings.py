@@ -7,6 +7,7 @@ Sources, weakest first: built-in defaults, `config.yaml` (or the file named by C
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,6 +61,10 @@ class Settings:
     webhook_backoff_s: float = 2.0
     webhook_timeout_s: float = 10.0
     webhook_allow_private: bool = False
+    rate_limit_per_min: int = 600
+    upload_rate_limit_per_min: int = 30
+    max_concurrent_uploads: int = 8
+    max_rows_per_job: int = 2_000_000
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -68,10 +73,6 @@ class Settings:
     @property
     def max_upload_bytes(self) -> int:
         return self.max_upload_mb * 1024 * 1024
-
-    @property
-    def api_key_bytes(self) -> tuple[bytes, ...]:
-        return tuple(key.encode() for key in self.api_keys)
 
     @property
     def queue_name(self) -> str:
@@ -116,8 +117,54 @@ def _port(name: str, raw: str) -> int:
     return value
 
 
+def _non_negative_int(name: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < 0:
+        raise SettingsError(f"{name} must be 0 (off) or more, got {value}")
+    return value
+
+
+HASHED_KEY_PREFIX = "sha256:"
+_KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+_SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
+
+
+def split_api_key(entry: str, position: int) -> tuple[str, str]:
+    """(name, key) of one API_KEYS entry: `name=key`, or a bare key named `key<position>`. The key is
+    plain or `sha256:<64 hex digits>`. A bare key may end in `=` (base64 padding); any other `=`
+    must follow a name. Errors name the entry by position, never quoting a key."""
+    where = f"API_KEYS entry {position}"
+    name, key = f"key{position}", entry
+    if "=" in entry.rstrip("="):
+        name, _, key = entry.partition("=")
+        name = name.strip()
+        if not _KEY_NAME.fullmatch(name):
+            raise SettingsError(
+                f"{where}: the name before '=' must be letters, digits, '_', '.' or '-' (starting with a letter, "
+                "at most 64)"
+            )
+        key = key.strip()
+    if not key:
+        raise SettingsError(f"{where} ({name}) has no key after the name")
+    if key[: len(HASHED_KEY_PREFIX)].lower() == HASHED_KEY_PREFIX and not _SHA256_HEX.fullmatch(
+        key[len(HASHED_KEY_PREFIX) :]
+    ):
+        raise SettingsError(f"{where} ({name}): a hashed key is 'sha256:' and 64 hex digits")
+    return name, key
+
+
 def _keys(name: str, raw: str) -> tuple[str, ...]:
-    return tuple(k.strip() for k in raw.split(",") if k.strip())
+    entries = tuple(k.strip() for k in raw.split(",") if k.strip())
+    seen: set[str] = set()
+    for position, entry in enumerate(entries, 1):
+        key_name, _ = split_api_key(entry, position)
+        if key_name in seen:
+            raise SettingsError(f"{name}: two keys are named {key_name!r}; names must be unique")
+        seen.add(key_name)
+    return entries
 
 
 def _redis_url(name: str, raw: str) -> str:
@@ -188,6 +235,10 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "WEBHOOK_BACKOFF_S": ("webhook_backoff_s", _positive_float),
     "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _positive_float),
     "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool),
+    "RATE_LIMIT_PER_MIN": ("rate_limit_per_min", _non_negative_int),
+    "UPLOAD_RATE_LIMIT_PER_MIN": ("upload_rate_limit_per_min", _non_negative_int),
+    "MAX_CONCURRENT_UPLOADS": ("max_concurrent_uploads", _positive_int),
+    "MAX_ROWS_PER_JOB": ("max_rows_per_job", _positive_int),
 }
 
 

@@ -42,6 +42,9 @@ def _base_settings(tmp_root: Path) -> Settings:
         sweep_interval_s=2,
         api_keys=(),
         log_level="WARNING",
+        # The whole run comes from one address: tests of the limits (tests/test_security.py) turn them on.
+        rate_limit_per_min=0,
+        upload_rate_limit_per_min=0,
     )
 
 

@@ -364,3 +364,19 @@ async def test_an_unstarted_preview_expires_and_its_file_goes(
     assert expired["status"] == "failed" and "expired" in expired["error"]
     assert f"{job['job_id']}.csv" not in os.listdir(settings.upload_dir)
     assert (await client.post(f"/jobs/{job['job_id']}/start", json={})).status == 409
+
+
+async def test_a_hidden_first_sheet_is_not_the_one_read(client: TestClient, tmp_path: Path) -> None:
+    book = openpyxl.Workbook()
+    hidden = book.active
+    hidden.title = "Lookups"
+    hidden.sheet_state = "hidden"
+    hidden.append(["codes"])
+    sheet = book.create_sheet("People")
+    sheet.append(HEADER)
+    sheet.append(customers(1)[0])
+    path = tmp_path / "hidden-first.xlsx"
+    book.save(path)
+    response = await client.post("/upload?preview=true", data=form("h.xlsx", path.read_bytes()))
+    preview = (await response.json())["preview"]
+    assert preview["sheet"] == "People" and preview["unmapped_required"] == []

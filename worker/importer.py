@@ -142,8 +142,11 @@ def parse_file(
     resume_after_row: int,
     emit: Callable[[Any], None],
     stop: threading.Event,
+    max_rows: int | None = None,
 ) -> None:
-    """Runs in a thread: emits a SheetInfo, then ParsedBatch objects, and returns at the end."""
+    """Runs in a thread: emits a SheetInfo, then ParsedBatch objects, and returns at the end.
+    `max_rows` (MAX_ROWS_PER_JOB): a file with more data rows fails before any row past the limit is
+    emitted (the batches before it are committed, as with any job that fails part-way)."""
     validate_row = RowValidator()
     reader = open_reader(path, kind, memory_budget_bytes, sheet=options.sheet, encoding=options.encoding)
     try:
@@ -176,6 +179,8 @@ def parse_file(
             if number <= choice.row or row_is_empty(cells):
                 continue
             data_rows += 1
+            if max_rows is not None and data_rows > max_rows:
+                raise WorkbookError(too_many_rows(max_rows))
             if number <= resume_after_row:
                 continue
             batch.last_row = number
@@ -204,6 +209,13 @@ def parse_file(
             emit(SheetEnd(["no data rows: the file holds a header row and nothing under it"]))
     finally:
         reader.close()
+
+
+def too_many_rows(limit: int) -> str:
+    return (
+        f"the file has more than {limit:,} data rows, the most one job takes (MAX_ROWS_PER_JOB): "
+        f"split it into files of at most {limit:,} rows"
+    )
 
 
 def worker_identity() -> str:
@@ -334,6 +346,7 @@ async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
                 resume_after_row=job.checkpoint_row,
                 emit=emit,
                 stop=stop,
+                max_rows=settings.max_rows_per_job,
             )
             emit(done)
         except _Stopped:

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
-from collections.abc import AsyncIterator
+import weakref
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp import BodyPartReader, HttpVersion11, MultipartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import sse_response
 
-from gateway import params
+from gateway import auth, params
 from gateway.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
 from gateway.problems import Problem, field_errors, field_problem
 from gateway.responses import dumps, json_response
@@ -39,6 +42,25 @@ CHUNK = 256 * 1024
 
 
 FORM_VALUE_LIMIT = 64 * 1024
+# What aiohttp's multipart reader raises for a body it cannot parse: no or a wrong boundary, a body
+# cut short, a part header too long or holding a control character.
+MULTIPART_ERRORS = (ValueError, AssertionError, HttpProcessingError)
+
+
+def _utf8(text: str) -> str:
+    """Header text as sent, bytes that were not UTF-8 (aiohttp keeps them as surrogates) as U+FFFD:
+    a part's name or filename is only a label, never a path, and must be storable and answerable."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+@contextlib.contextmanager
+def _readable() -> Iterator[None]:
+    """A multipart body that cannot be parsed is the client's mistake: 400, never 500."""
+    try:
+        yield
+    except MULTIPART_ERRORS as exc:
+        reason = _utf8(str(exc.message if isinstance(exc, HttpProcessingError) else exc)).strip()[:300]
+        raise Problem(400, "Malformed multipart body", f"The multipart body cannot be read: {reason}") from None
 
 
 class UploadForm:
@@ -66,7 +88,11 @@ class UploadForm:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         assert self.file is not None
-        while chunk := await self.file.read_chunk(CHUNK):
+        while True:
+            with _readable():
+                chunk = await self.file.read_chunk(CHUNK)
+            if not chunk:
+                break
             yield chunk
         # The rest of the form: options after the file, and never a second file.
         while (part := await self._next()) is not None:
@@ -89,15 +115,17 @@ class UploadForm:
         return self.fields.get(name, request.query.get(name))
 
     async def _next(self) -> BodyPartReader | None:
-        part = await self.reader.next()
+        with _readable():
+            part = await self.reader.next()
         if part is not None and not isinstance(part, BodyPartReader):
             raise Problem(400, "Malformed form", "Nested multipart bodies are not accepted.")
         return part
 
     async def _field(self, part: BodyPartReader) -> None:
-        name = part.name or ""
+        name = _utf8(part.name or "")
         if name not in self.accepted:
-            await part.release()
+            with _readable():
+                await part.release()
             takes = ", ".join(repr(name) for name in ["file", *sorted(self.accepted)])
             raise field_problem(
                 400,
@@ -106,8 +134,10 @@ class UploadForm:
                 name or "form",
                 "Not a field of this form.",
             )
-        raw = await part.read_chunk(FORM_VALUE_LIMIT + 1)
-        if len(raw) > FORM_VALUE_LIMIT or await part.read_chunk(1):
+        with _readable():
+            raw = await part.read_chunk(FORM_VALUE_LIMIT + 1)
+            more = await part.read_chunk(1)
+        if len(raw) > FORM_VALUE_LIMIT or more:
             raise field_problem(413, "Form field too large", f"{name} is over 64 KB", name, "Over 64 KB.")
         try:
             self.fields[name] = raw.decode("utf-8")
@@ -122,10 +152,8 @@ async def _form(request: web.Request, accepted: frozenset[str]) -> UploadForm:
             "Unsupported Media Type",
             "Send the file as multipart/form-data in a field named 'file' (curl -F file=@customers.xlsx).",
         )
-    try:
+    with _readable():
         reader = await request.multipart()
-    except (ValueError, AssertionError) as exc:
-        raise Problem(400, "Malformed multipart body", f"The multipart body cannot be read: {exc}") from None
     return UploadForm(reader, accepted)
 
 
@@ -149,9 +177,64 @@ def _options(values: dict[str, Any]) -> ImportOptions:
         raise Problem(422, "Invalid import options", str(exc), errors=field_errors(exc.errors)) from None
 
 
-@routes.post("/upload")
+# Uploads being received or checked, per app (one app per gateway process): MAX_CONCURRENT_UPLOADS.
+_UPLOADS_IN_FLIGHT: weakref.WeakKeyDictionary[web.Application, int] = weakref.WeakKeyDictionary()
+UPLOADS_RETRY_AFTER_S = 5
+
+
+def _uploads_full(app: web.Application) -> bool:
+    return _UPLOADS_IN_FLIGHT.get(app, 0) >= app[SETTINGS].max_concurrent_uploads
+
+
+@contextlib.contextmanager
+def _upload_slot(app: web.Application) -> Iterator[None]:
+    """Hold one of this process's MAX_CONCURRENT_UPLOADS slots, or answer 503 (before any body is read)."""
+    if _uploads_full(app):
+        limit = app[SETTINGS].max_concurrent_uploads
+        raise Problem(
+            503,
+            "Too many uploads in progress",
+            f"This server is already receiving {limit} uploads, its limit (MAX_CONCURRENT_UPLOADS); "
+            f"try again in {UPLOADS_RETRY_AFTER_S} s.",
+            headers={"Retry-After": str(UPLOADS_RETRY_AFTER_S)},
+        )
+    _UPLOADS_IN_FLIGHT[app] = _UPLOADS_IN_FLIGHT.get(app, 0) + 1
+    try:
+        yield
+    finally:
+        _UPLOADS_IN_FLIGHT[app] -= 1
+
+
+async def _expect_upload(request: web.Request) -> None:
+    """`Expect: 100-continue`: ask for the body only when the upload would be taken. A request without a
+    valid key, over MAX_UPLOAD_MB by its Content-Length, or arriving while every upload slot is busy
+    gets no 100 Continue: the middleware answers its 401/413/503 and the client never sends the body.
+    (aiohttp's default handler would say "continue" before the middleware had looked at anything.)"""
+    expect = request.headers.get("Expect", "")
+    if request.version != HttpVersion11:
+        return
+    if expect.lower() != "100-continue":
+        raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
+    settings = request.app[SETTINGS]
+    try:
+        auth.authenticate(request.headers, settings.api_keys)
+    except Problem:
+        return
+    too_large = request.content_length is not None and request.content_length > settings.max_upload_bytes + 64 * 1024
+    if too_large or _uploads_full(request.app):
+        return
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0
+
+
+@routes.post("/upload", expect_handler=_expect_upload)
 @params.accepts(*UPLOAD_OPTIONS)
 async def upload(request: web.Request) -> web.Response:
+    with _upload_slot(request.app):
+        return await _upload(request)
+
+
+async def _upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
     store = request.app[STORE]
@@ -163,7 +246,7 @@ async def upload(request: web.Request) -> web.Response:
         raise too_large
     form = await _form(request, UPLOAD_OPTIONS)
     part = await form.open_file()
-    filename = part.filename or "upload"
+    filename = _utf8(part.filename or "upload")
     try:
         received = await receive_upload(settings, store, form.chunks())
     except UploadTooLarge:
@@ -186,6 +269,7 @@ async def upload(request: web.Request) -> web.Response:
             options=options,
             preview=preview,
             callback_url=callback_url,
+            uploaded_by=auth.current_key.get(),
         )
     except UploadRejected as exc:
         metrics.uploads["rejected"] += 1

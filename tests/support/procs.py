@@ -38,6 +38,8 @@ def service_env(settings: Settings, **overrides: Any) -> dict[str, str]:
             "IMPORT_BATCH_SIZE": str(settings.import_batch_size),
             "JOB_LEASE_S": str(settings.job_lease_s),
             "SWEEP_INTERVAL_S": str(settings.sweep_interval_s),
+            "RATE_LIMIT_PER_MIN": str(settings.rate_limit_per_min),
+            "UPLOAD_RATE_LIMIT_PER_MIN": str(settings.upload_rate_limit_per_min),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }
