@@ -20,6 +20,7 @@ from gateway.routes.customers import routes as customer_routes
 from gateway.routes.exports import routes as export_routes
 from gateway.routes.health import routes as health_routes
 from gateway.routes.imports import routes as import_routes
+from gateway.web import routes as web_routes
 from shared.cache import CacheUnavailable, CustomerCache
 from shared.customers import CustomerService
 from shared.db import close_pool, open_database
@@ -82,6 +83,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(import_routes)
     app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)
+    app.add_routes(web_routes)
     if not settings.api_keys:
         log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")
     return app

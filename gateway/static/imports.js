@@ -1,0 +1,640 @@
+// Importing a file: pick or drop it, check the preview and map its columns, start, watch the
+// progress, read the summary. Also the list of recent imports, each of which opens its summary.
+
+import { ApiError, download, followEvents, getJSON, sendJSON, upload } from "./api.js";
+import { $, busy, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
+
+export const FIELDS = [
+  ["first_name", "First name"],
+  ["last_name", "Last name"],
+  ["company_name", "Company"],
+  ["address", "Address"],
+  ["city", "City"],
+  ["county", "County"],
+  ["postal", "Postcode"],
+  ["phone", "Phone"],
+  ["email", "Email"],
+  ["web", "Website"],
+];
+const LABEL = Object.fromEntries(FIELDS);
+const COUNTERS = [
+  ["rows_read", "Rows read"],
+  ["rows_inserted", "Inserted"],
+  ["rows_updated", "Updated"],
+  ["rows_unchanged", "Unchanged"],
+  ["rows_invalid", "Invalid"],
+];
+
+// An "uploaded" job is a preview nobody started (it expires by itself).
+const STATUS_TEXT = { uploaded: "not started" };
+
+let showView = () => {};
+
+// -- the file and its preview --------------------------------------------------------------------
+
+let file = null; // the File picked: a new preview uploads it again
+let uploaded = null; // the 201 answer: the job (status "uploaded") and its preview
+let assignment = new Map(); // column index -> field ("" or absent: ignored)
+let manual = new Map(); // column index -> field the person chose by hand (kept across header-row changes)
+let uploadController = null;
+
+function resetImport() {
+  uploadController?.abort();
+  stopWatching();
+  file = null;
+  uploaded = null;
+  assignment = new Map();
+  manual = new Map();
+  $("file-input").value = "";
+  showError("file-error", "");
+  $("upload-state").hidden = true;
+  $("step-pick").hidden = false;
+  $("step-preview").hidden = true;
+  $("step-watch").hidden = true;
+}
+
+async function pickFile(picked) {
+  if (!picked) return;
+  showError("file-error", "");
+  if (picked.size === 0) {
+    showError("file-error", `${picked.name} is empty: choose the file that holds the customers.`);
+    return;
+  }
+  file = picked;
+  manual = new Map();
+  await preview("file", {});
+}
+
+/**
+ * Upload the file with preview=true (again, when the sheet or header row changed: the previous
+ * preview job just expires) and show what the service read. `cause` says where an error belongs.
+ */
+async function preview(cause, { sheet, headerRow } = {}) {
+  uploadController?.abort();
+  const controller = new AbortController();
+  uploadController = controller;
+  const form = new FormData();
+  if (sheet !== undefined && sheet !== null) form.append("sheet", sheet);
+  if (headerRow !== undefined && headerRow !== null) form.append("header_row", String(headerRow));
+  form.append("file", file, file.name);
+
+  const first = cause === "file";
+  const state = $("upload-state");
+  const bar = $("upload-progress");
+  const controls = [$("file-input"), $("sheet-select"), $("header-row"), $("start-import"), $("preview-cancel")];
+  if (first) {
+    state.hidden = false;
+    $("upload-text").textContent = `Sending ${file.name} (${fmtBytes(file.size)})…`;
+    bar.value = 0;
+  } else {
+    $("preview-busy").hidden = false;
+  }
+  clearPreviewErrors();
+  try {
+    const answer = await busy(
+      controls,
+      () =>
+        upload("upload", form, {
+          query: { preview: "true" },
+          signal: controller.signal,
+          onProgress: (sent, total) => {
+            if (!total) return;
+            bar.value = Math.round((sent / total) * 100);
+            if (sent >= total) $("upload-text").textContent = `Reading ${file.name}…`;
+          },
+        }),
+      $("step-preview"),
+    );
+    if (controller !== uploadController) return;
+    uploaded = answer;
+    applySuggestions(cause === "header_row");
+    renderPreview();
+    $("step-pick").hidden = true;
+    $("step-preview").hidden = false;
+    if (first) $("preview-title").focus?.();
+  } catch (error) {
+    if (error.name === "AbortError") return;
+    placePreviewError(cause, error);
+  } finally {
+    if (controller === uploadController) uploadController = null;
+    state.hidden = true;
+    $("preview-busy").hidden = true;
+    updateStart();
+  }
+}
+
+function clearPreviewErrors() {
+  fieldError($("sheet-select"), "sheet-error", "");
+  fieldError($("header-row"), "header-row-error", "");
+  showError("start-error", "");
+  for (const [name] of FIELDS) showError(`field-error-${name}`, "");
+}
+
+function placePreviewError(cause, error) {
+  const problem = error instanceof ApiError ? error.problem : { detail: String(error) };
+  const placed = new Set();
+  for (const { field, message } of error.fieldErrors || []) {
+    if (field === "header_row") fieldError($("header-row"), "header-row-error", message), placed.add(field);
+    else if (field === "sheet") fieldError($("sheet-select"), "sheet-error", message), placed.add(field);
+  }
+  // The preview shown is still the previous one: the worksheet list says which sheet it is.
+  if (uploaded) $("sheet-select").value = uploaded.preview.sheet ?? "";
+  if (cause === "file") showError("file-error", problem.detail);
+  else if (cause === "sheet" && !placed.has("sheet")) fieldError($("sheet-select"), "sheet-error", problem.detail);
+  else if (cause === "header_row" && !placed.has("header_row")) {
+    fieldError($("header-row"), "header-row-error", problem.detail);
+  }
+}
+
+function columnRef(column) {
+  // The mapping names a column by its header text when the file has a header row, else by letter.
+  const headerRow = uploaded.preview.header_row;
+  return headerRow >= 1 && column.header ? column.header : column.letter;
+}
+
+function findColumn(ref) {
+  const { columns, header_row: headerRow } = uploaded.preview;
+  const text = String(ref);
+  return (
+    (headerRow >= 1 && columns.find((c) => c.header === text)) ||
+    columns.find((c) => c.letter === text.toUpperCase()) ||
+    columns.find((c) => String(c.index) === text) ||
+    null
+  );
+}
+
+/** The service's suggested mapping, then each column's own suggestion, then what was chosen by hand. */
+function applySuggestions(keepManual) {
+  const { columns, mapping } = uploaded.preview;
+  assignment = new Map();
+  const taken = new Set();
+  for (const [field, ref] of Object.entries(mapping || {})) {
+    const column = findColumn(ref);
+    if (column && !assignment.has(column.index)) {
+      assignment.set(column.index, field);
+      taken.add(field);
+    }
+  }
+  for (const column of columns) {
+    const field = column.suggested_field;
+    if (field && !assignment.has(column.index) && !taken.has(field)) {
+      assignment.set(column.index, field);
+      taken.add(field);
+    }
+  }
+  if (!keepManual) {
+    manual = new Map();
+    return;
+  }
+  for (const [index, field] of manual) {
+    if (!columns.some((c) => c.index === index)) continue;
+    if (field) for (const [other, f] of assignment) if (f === field) assignment.delete(other);
+    assignment.set(index, field);
+  }
+}
+
+function renderPreview() {
+  const { preview: p, filename } = uploaded;
+  const kind = p.kind === "csv" ? `CSV${p.encoding ? `, ${p.encoding}` : ""}` : "Excel workbook";
+  const rows = p.rows_total_estimate === null || p.rows_total_estimate === undefined ? "" : ` · about ${fmt(p.rows_total_estimate)} rows`;
+  $("preview-file").textContent = `${filename} · ${kind} · ${fmtBytes(file.size)}${rows}`;
+
+  const sheetSelect = $("sheet-select");
+  $("sheet-option").hidden = p.sheets.length === 0;
+  sheetSelect.replaceChildren(
+    ...p.sheets.map((s) =>
+      el("option", { value: s.name, text: s.hidden ? `${s.name} (hidden)` : s.name, selected: s.name === p.sheet }),
+    ),
+  );
+  $("header-row").value = String(p.header_row);
+
+  const container = $("columns");
+  container.replaceChildren(...p.columns.map(columnCard));
+  if (p.columns.length === 0) {
+    container.replaceChildren(
+      el("p", {
+        className: "notice warn",
+        text:
+          p.header_row > 0
+            ? `Nothing was found in row ${p.header_row} or below it. Enter the row that holds the column titles.`
+            : "The file's first rows are empty.",
+      }),
+    );
+  }
+  renderRows();
+  renderFieldStatus();
+}
+
+function columnCard(column) {
+  const id = `map-${column.letter}`;
+  const select = el(
+    "select",
+    { id, dataset: { column: String(column.index) }, "aria-describedby": `${id}-samples ${id}-hint` },
+    el("option", { value: "", text: "Ignore this column" }),
+    FIELDS.map(([name, label]) => el("option", { value: name, text: label })),
+  );
+  select.value = assignment.get(column.index) || "";
+  select.addEventListener("change", () => choose(column.index, select.value));
+  const title = uploaded.preview.header_row >= 1 ? (column.header ? `“${column.header}”` : "(no title)") : "";
+  const hint = column.suggested_field
+    ? `Suggested: ${LABEL[column.suggested_field]} (${Math.round(column.confidence * 100)}% sure)`
+    : "No suggestion";
+  return el(
+    "div",
+    { className: "column-card", dataset: { column: String(column.index) } },
+    el("label", { for: id, className: "column-title" }, el("span", { className: "letter", text: column.letter }), " ", title || "Column " + column.letter),
+    el(
+      "ul",
+      { className: "samples", id: `${id}-samples`, "aria-label": `Sample values of column ${column.letter}` },
+      column.samples.length ? column.samples.slice(0, 4).map((v) => el("li", { text: v })) : el("li", { className: "muted", text: "(empty)" }),
+    ),
+    el("p", { className: "hint", id: `${id}-hint`, text: hint, title: hint }),
+    select,
+  );
+}
+
+function choose(index, field) {
+  const note = [];
+  manual.set(index, field);
+  if (field) {
+    for (const [other, f] of assignment) {
+      if (other !== index && f === field) {
+        assignment.delete(other);
+        manual.set(other, "");
+        const previous = uploaded.preview.columns.find((c) => c.index === other);
+        const select = document.querySelector(`select[data-column="${other}"]`);
+        if (select) select.value = "";
+        note.push(`${LABEL[field]} now comes from column ${letterOf(index)} instead of ${previous ? previous.letter : other}.`);
+      }
+    }
+    assignment.set(index, field);
+  } else {
+    assignment.delete(index);
+  }
+  $("mapping-note").textContent = note.join(" ");
+  showError(`field-error-${field}`, "");
+  showError("start-error", "");
+  renderFieldStatus();
+}
+
+function letterOf(index) {
+  return uploaded.preview.columns.find((c) => c.index === index)?.letter ?? String(index);
+}
+
+function mappedFields() {
+  const out = new Map(); // field -> column
+  for (const [index, field] of assignment) {
+    if (field) out.set(field, uploaded.preview.columns.find((c) => c.index === index));
+  }
+  return out;
+}
+
+function renderFieldStatus() {
+  const mapped = mappedFields();
+  const errors = new Map([...document.querySelectorAll("#field-status .field-error")].map((n) => [n.id, n.textContent]));
+  $("field-status").replaceChildren(
+    ...FIELDS.map(([name, label]) => {
+      const column = mapped.get(name);
+      const errorId = `field-error-${name}`;
+      return el(
+        "li",
+        { className: column ? "mapped" : "missing", dataset: { field: name } },
+        el("span", { className: "mark", "aria-hidden": "true", text: column ? "✓" : "!" }),
+        el("span", { className: "field-name", text: label }),
+        el(
+          "span",
+          { className: "field-source", text: column ? `column ${column.letter}` : "not mapped (required)" },
+          column?.header && uploaded.preview.header_row >= 1 ? el("span", { className: "source-header", text: ` “${column.header}”` }) : null,
+        ),
+        el("span", { className: "field-error", id: errorId, role: "alert", text: errors.get(errorId) || "" }),
+      );
+    }),
+  );
+  for (const node of document.querySelectorAll("#field-status .field-error")) node.classList.toggle("shown", Boolean(node.textContent));
+  updateStart();
+}
+
+function updateStart() {
+  const button = $("start-import");
+  if (!uploaded) {
+    button.disabled = true;
+    return;
+  }
+  const missing = FIELDS.filter(([name]) => !mappedFields().has(name)).length;
+  // A header row typed but not read yet (or refused): the columns shown are not that row's.
+  const stale = $("header-row").value.trim() !== String(uploaded.preview.header_row);
+  button.disabled = missing > 0 || stale || uploadController !== null;
+  $("start-help").textContent = stale
+    ? `The columns shown are read with header row ${uploaded.preview.header_row}.`
+    : missing
+      ? `Map ${missing} more ${missing === 1 ? "field" : "fields"} to start.`
+      : "Every field has a column.";
+}
+
+function renderRows() {
+  const { columns, rows } = uploaded.preview;
+  const head = el("thead", {}, el("tr", {}, el("th", { scope: "col", text: "Row" }), columns.map((c) => el("th", { scope: "col", text: c.letter }))));
+  const body = el(
+    "tbody",
+    {},
+    rows.map((r) => el("tr", {}, el("th", { scope: "row", text: String(r.row) }), r.values.map((v) => el("td", { text: v ?? "" })))),
+  );
+  $("preview-rows").replaceChildren(head, body);
+}
+
+async function start() {
+  const mapping = {};
+  for (const [field, column] of mappedFields()) mapping[field] = columnRef(column);
+  const { preview: p, job_id: jobId, filename } = uploaded;
+  const body = { mapping, header_row: p.header_row };
+  if (p.sheet) body.sheet = p.sheet;
+  clearPreviewErrors();
+  renderFieldStatus();
+  try {
+    await busy([$("start-import"), $("preview-cancel"), $("sheet-select"), $("header-row")], () =>
+      sendJSON("POST", `jobs/${jobId}/start`, body),
+    );
+  } catch (error) {
+    placeStartError(error);
+    updateStart();
+    return;
+  }
+  watch(jobId, filename);
+}
+
+function placeStartError(error) {
+  const problem = error instanceof ApiError ? error.problem : { detail: String(error) };
+  for (const { field, message } of error.fieldErrors || []) {
+    const name = field?.startsWith("mapping.") ? field.slice("mapping.".length) : null;
+    if (name && LABEL[name]) showError(`field-error-${name}`, message);
+    else if (field === "header_row") fieldError($("header-row"), "header-row-error", message);
+    else if (field === "sheet") fieldError($("sheet-select"), "sheet-error", message);
+  }
+  for (const name of problem.missing_columns || []) {
+    if (LABEL[name] && !$(`field-error-${name}`).textContent) showError(`field-error-${name}`, "Not found in the file.");
+  }
+  showError("start-error", problem.detail);
+}
+
+// -- watching a job ------------------------------------------------------------------------------
+
+let watchController = null;
+let current = null; // the job shown
+let samples = []; // [time ms, rows read] of the last events, for the rate
+
+function stopWatching() {
+  watchController?.abort();
+  watchController = null;
+}
+
+/** Show a job: follow its events while it runs, then its summary. */
+export async function watch(jobId, filename = "") {
+  uploadController?.abort();
+  stopWatching();
+  const controller = new AbortController();
+  watchController = controller;
+  current = null;
+  samples = [];
+  showView("import");
+  $("step-pick").hidden = true;
+  $("step-preview").hidden = true;
+  $("step-watch").hidden = false;
+  $("step-watch").dataset.job = jobId;
+  $("job-state").dataset.status = "";
+  $("watch-title").textContent = "Importing";
+  $("watch-file").textContent = filename;
+  for (const id of ["job-errors", "job-downloads", "job-warnings", "job-error"]) $(id).hidden = true;
+  showError("download-error", "");
+  $("download-state").textContent = "";
+  $("job-state").textContent = "Waiting for a worker…";
+  $("job-rate").textContent = "";
+  $("job-where").textContent = "";
+  $("job-counters").replaceChildren();
+  $("job-progress").removeAttribute("value");
+  $("watch-title").focus?.();
+  try {
+    let doc = await getJSON(`jobs/${jobId}`, { signal: controller.signal });
+    renderProgress(doc);
+    if (doc.status === "uploaded") {
+      renderFinal(doc);
+      return;
+    }
+    if (doc.status !== "completed" && doc.status !== "failed") {
+      await followEvents(`jobs/${jobId}/events`, (_type, event) => renderProgress(event), { signal: controller.signal });
+      // The final event has the counters; the job's own document also has its first row errors.
+      doc = await getJSON(`jobs/${jobId}`, { signal: controller.signal });
+    }
+    renderFinal(doc);
+  } catch (error) {
+    if (error.name === "AbortError") return;
+    $("job-state").textContent = "";
+    $("job-error").textContent = error.message;
+    $("job-error").hidden = false;
+  } finally {
+    if (watchController === controller) watchController = null;
+  }
+}
+
+function renderCounters(doc) {
+  const box = $("job-counters");
+  if (!box.children.length) {
+    box.replaceChildren(
+      ...COUNTERS.map(([name, label]) =>
+        el("div", { className: `counter ${name}` }, el("dt", { text: label }), el("dd", { dataset: { counter: name } })),
+      ),
+    );
+  }
+  for (const [name] of COUNTERS) {
+    const value = box.querySelector(`[data-counter="${name}"]`);
+    value.textContent = fmt(doc[name]);
+    value.parentElement.classList.toggle("zero", !doc[name]);
+  }
+}
+
+function renderProgress(doc) {
+  current = doc;
+  if (!$("watch-file").textContent) $("watch-file").textContent = doc.filename;
+  renderCounters(doc);
+  const done = doc.rows_read ?? 0;
+  const total = doc.progress?.rows_total_estimate ?? null;
+  const bar = $("job-progress");
+  let percent = doc.progress?.percent;
+  if ((percent === null || percent === undefined) && total) percent = Math.min(100, (done / total) * 100);
+  if (doc.status === "completed") percent = 100;
+  if (percent === null || percent === undefined) bar.removeAttribute("value");
+  else bar.value = percent;
+  bar.setAttribute("aria-valuetext", total ? `${fmt(done)} of about ${fmt(total)} rows` : `${fmt(done)} rows`);
+
+  if (doc.status === "queued") $("job-state").textContent = "Waiting for a worker…";
+  else if (doc.status === "running") $("job-state").textContent = "Importing…";
+  const now = performance.now();
+  samples.push([now, done]);
+  samples = samples.filter(([t]) => now - t <= 10_000);
+  const [t0, rows0] = samples[0];
+  const rate = now - t0 >= 500 ? ((done - rows0) / (now - t0)) * 1000 : null;
+  const finished = doc.status === "completed" || doc.status === "failed";
+  const parts = [
+    total && !finished ? `${fmt(done)} of about ${fmt(total)} rows (${Math.floor(percent ?? 0)}%)` : `${fmt(done)} rows`,
+  ];
+  if (rate && doc.status === "running") {
+    parts.push(`${fmt(Math.round(rate))} rows/s`);
+    if (total && total > done) parts.push(`about ${fmtDuration((total - done) / rate)} left`);
+  }
+  $("job-rate").textContent = parts.join(" · ");
+}
+
+function renderFinal(doc) {
+  current = doc;
+  renderProgress(doc);
+  const title = $("watch-title");
+  const bar = $("job-progress");
+  if (doc.status === "uploaded") {
+    title.textContent = "Not started";
+    $("job-state").dataset.status = doc.status;
+    $("job-state").textContent = "This file was checked but the import was never started. Choose the file again to import it.";
+    bar.value = 0;
+    $("job-rate").textContent = "";
+    return;
+  }
+  const failed = doc.status === "failed";
+  title.textContent = failed ? "Import failed" : doc.dry_run ? "Checked (dry run): nothing was written" : "Import completed";
+  const rate = doc.duration_s ? ` (${fmt(Math.round(doc.rows_read / Math.max(doc.duration_s, 0.001)))} rows/s)` : "";
+  const where = [
+    doc.sheet ? `Sheet “${doc.sheet}”` : null,
+    doc.header_row === 0 ? "no header row" : doc.header_row ? `header in row ${doc.header_row}` : null,
+    doc.encoding ? `read as ${doc.encoding}` : null,
+  ].filter(Boolean);
+  const took = doc.duration_s !== null && doc.duration_s !== undefined ? ` in ${fmtDuration(doc.duration_s)}${rate}` : "";
+  $("job-state").textContent = `${failed ? "Stopped" : "Done"}${took}.`;
+  $("job-where").textContent = where.length ? `${where.join(", ")}.`.replace(/^./, (c) => c.toUpperCase()) : "";
+  $("job-state").dataset.status = doc.status;
+  if (failed) {
+    $("job-error").textContent = doc.error || "The import failed.";
+    $("job-error").hidden = false;
+  }
+  const warnings = doc.warnings || [];
+  $("job-warnings").replaceChildren(...warnings.map((w) => el("li", { text: w })));
+  $("job-warnings").hidden = warnings.length === 0;
+  $("job-downloads").hidden = !(doc.rows_invalid > 0);
+  const errors = doc.errors || [];
+  $("job-errors-body").replaceChildren(
+    ...errors.map((e) => el("tr", {}, el("td", { className: "num", text: String(e.row) }), el("td", { text: e.column ?? "(the row)" }), el("td", { text: e.message }))),
+  );
+  $("job-errors").hidden = errors.length === 0;
+  $("job-errors-title").textContent = `Errors (${fmt(doc.rows_invalid)} invalid ${doc.rows_invalid === 1 ? "row" : "rows"})`;
+  const stored = doc.errors_stored ?? errors.length;
+  $("job-errors-more").textContent =
+    stored > errors.length ? `The first ${fmt(errors.length)} of ${fmt(stored)} errors; “All errors (.csv)” has every one.` : "";
+}
+
+const DOWNLOADS = {
+  "rejected-xlsx": (id) => [`jobs/${id}/rejected`, { format: "xlsx" }, `job-${id}-rejected.xlsx`],
+  "rejected-csv": (id) => [`jobs/${id}/rejected`, { format: "csv" }, `job-${id}-rejected.csv`],
+  "errors-csv": (id) => [`jobs/${id}/errors`, { format: "csv" }, `job-${id}-errors.csv`],
+};
+
+async function downloadFor(button) {
+  if (!current) return;
+  const [path, query, name] = DOWNLOADS[button.dataset.download](current.job_id);
+  showError("download-error", "");
+  $("download-state").textContent = "Preparing the file…";
+  try {
+    const got = await busy(button, () => download(path, query, name));
+    $("download-state").textContent = `Downloaded ${got.name} (${fmtBytes(got.size)}).`;
+  } catch (error) {
+    $("download-state").textContent = "";
+    showError("download-error", error.message);
+  }
+}
+
+// -- recent imports ------------------------------------------------------------------------------
+
+export async function loadJobs() {
+  showError("jobs-error", "");
+  const body = $("jobs-body");
+  try {
+    const page = await busy($("jobs-refresh"), () => getJSON("jobs", { query: { limit: 20 } }), $("view-jobs"));
+    body.replaceChildren(
+      ...page.items.map((job) =>
+        el(
+          "tr",
+          { dataset: { job: job.job_id } },
+          el("td", {}, el("button", { type: "button", className: "link", text: job.filename, "aria-label": `Open the import of ${job.filename}, ${fmtDate(job.created_at)}`, on: { click: () => watch(job.job_id, job.filename) } })),
+          el("td", {}, el("span", { className: `status ${job.status}`, text: STATUS_TEXT[job.status] || job.status })),
+          el("td", { text: fmtDate(job.created_at) }),
+          ["rows_inserted", "rows_updated", "rows_unchanged", "rows_invalid"].map((name) => el("td", { className: "num", text: fmt(job[name]) })),
+        ),
+      ),
+    );
+    $("jobs-empty").hidden = page.items.length > 0;
+  } catch (error) {
+    showError("jobs-error", error.message);
+  }
+}
+
+// -- wiring --------------------------------------------------------------------------------------
+
+export function initImports(options) {
+  showView = options.showView;
+  const input = $("file-input");
+  input.addEventListener("change", () => pickFile(input.files[0]));
+  const zone = $("drop-zone");
+  zone.addEventListener("dragover", (e) => {
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+    zone.classList.add("dragging");
+  });
+  zone.addEventListener("dragleave", () => zone.classList.remove("dragging"));
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    zone.classList.remove("dragging");
+    if (!input.disabled) pickFile(e.dataTransfer.files[0]);
+  });
+  // A file dropped beside the zone must not make the browser leave the page to open it.
+  window.addEventListener("dragover", (e) => e.preventDefault());
+  window.addEventListener("drop", (e) => e.preventDefault());
+
+  $("sheet-select").addEventListener("change", (e) => {
+    manual = new Map();
+    preview("sheet", { sheet: e.target.value });
+  });
+  // A new header row reads the file again: wait a moment, as the arrows of the field step one by one.
+  let pending = null;
+  $("header-row").addEventListener("change", (e) => {
+    clearTimeout(pending);
+    const value = e.target.value.trim();
+    if (!/^\d+$/.test(value)) {
+      fieldError(e.target, "header-row-error", "Enter a whole number: the row of the column titles, or 0 for none.");
+      updateStart();
+      return;
+    }
+    fieldError(e.target, "header-row-error", "");
+    updateStart();
+    pending = setTimeout(() => {
+      if (!uploaded || Number(value) === uploaded.preview.header_row) return;
+      preview("header_row", { sheet: uploaded.preview.sheet ?? undefined, headerRow: Number(value) });
+    }, 300);
+  });
+  $("start-import").addEventListener("click", start);
+  $("preview-cancel").addEventListener("click", () => {
+    resetImport();
+    $("file-input").focus();
+  });
+  $("watch-new").addEventListener("click", () => {
+    resetImport();
+    $("file-input").focus();
+  });
+  for (const button of document.querySelectorAll("[data-download]")) button.addEventListener("click", () => downloadFor(button));
+  $("template-xlsx").addEventListener("click", async (e) => {
+    showError("template-error", "");
+    try {
+      const got = await busy(e.currentTarget, () => download("template", { format: "xlsx" }, "customers-template.xlsx"));
+      toast(`Downloaded ${got.name}.`);
+    } catch (error) {
+      showError("template-error", error.message);
+    }
+  });
+  $("jobs-refresh").addEventListener("click", loadJobs);
+}
+
+export { resetImport };
