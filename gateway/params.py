@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import orjson
 from aiohttp import web
 
 from gateway.problems import Problem, field_problem
@@ -137,8 +137,10 @@ async def json_body(request: web.Request) -> Any:
     if not raw:
         raise Problem(400, "Missing body", "The request needs a JSON object body.")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        # orjson: nesting past 1,024 levels and lone surrogate escapes are errors here, not a
+        # RecursionError or a string MySQL cannot store later.
+        return orjson.loads(raw)
+    except ValueError as exc:
         raise Problem(400, "Malformed JSON", f"The body is not valid JSON: {exc}") from None
 
 

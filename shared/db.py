@@ -163,6 +163,16 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        6,
+        "source_header as MEDIUMTEXT: a header of 16,384 columns overflows TEXT",
+        [
+            """
+            ALTER TABLE import_jobs
+                MODIFY COLUMN source_header MEDIUMTEXT NULL
+            """,
+        ],
+    ),
 ]
 
 

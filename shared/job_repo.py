@@ -243,6 +243,15 @@ async def renew(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> 
         raise LeaseLost(job_id)
 
 
+# A header cell kept for the rejected-rows download is cut to this many characters, so a header of
+# Excel's 16,384 columns fits source_header (MEDIUMTEXT, 16 MB) whatever its cells hold.
+HEADER_TEXT_MAX = 255
+
+
+def _cut_header(text: str | None) -> str | None:
+    return text if text is None or len(text) <= HEADER_TEXT_MAX else text[:HEADER_TEXT_MAX]
+
+
 async def set_reader(
     cur: aiomysql.Cursor,
     job_id: str,
@@ -267,7 +276,7 @@ async def set_reader(
             sheet,
             encoding,
             header_row,
-            None if source_header is None else json.dumps(source_header),
+            None if source_header is None else json.dumps([_cut_header(text) for text in source_header]),
             job_id,
             owner,
         ),

@@ -25,6 +25,7 @@ from shared.spreadsheet import (
     auto_positions,
     fold_header,
     header_texts,
+    ignored_columns_warning,
     letter_index,
     normalize_cell,
     row_is_empty,
@@ -202,8 +203,7 @@ def resolve_columns(header: Sequence[Any] | None, width: int, mapping: Mapping[s
     errors += [(f"mapping.{field}", "Required: map it to a column.") for field in missing]
     if errors:
         raise OptionError(errors)
-    warnings = [f"ignored unknown column(s): {', '.join(ignored)}"] if ignored else []
-    return HeaderMap(positions, warnings)
+    return HeaderMap(positions, ignored_columns_warning(ignored))
 
 
 @dataclass(frozen=True)

@@ -351,6 +351,11 @@ def _sniff_delimiter(first_line: str) -> str:
     return best if counts[best] else ","
 
 
+# Excel's limit (column XFD): a record wider than this is no customer list, and costs the preview
+# and the worker time in proportion to its width.
+MAX_COLUMNS = 16_384
+
+
 class CsvReader(SheetReader):
     """CSV records as rows (row N is the Nth record, as a spreadsheet program shows the file).
 
@@ -412,6 +417,11 @@ class CsvReader(SheetReader):
         pending: list[str] | None = None  # one record behind: the last is checked before it is given
         try:
             for number, record in enumerate(reader, 1):
+                if len(record) > MAX_COLUMNS:
+                    raise WorkbookError(
+                        f"row {number} has {len(record):,} values, more than the {MAX_COLUMNS:,} columns a "
+                        "spreadsheet holds: is this a CSV of customers?"
+                    )
                 if pending is not None:
                     yield number - 1, pending
                 pending = record

@@ -131,14 +131,26 @@ def header_texts(cells: Sequence[Any]) -> list[str]:
     return [str(c).strip()[:100] for c in cells if fold_header(c)][:50]
 
 
+IGNORED_LISTED = 20
+
+
+def ignored_columns_warning(ignored: Sequence[str]) -> list[str]:
+    """The warning for unknown columns: the first IGNORED_LISTED names (each cut to 100 characters) and a
+    count of the rest, so a header of thousands of columns gives a warning of a bounded size."""
+    if not ignored:
+        return []
+    listed = ", ".join(name[:100] for name in ignored[:IGNORED_LISTED])
+    rest = len(ignored) - IGNORED_LISTED
+    return [f"ignored unknown column(s): {listed}" + (f" and {rest:,} more" if rest > 0 else "")]
+
+
 def map_header(cells: Sequence[Any]) -> HeaderMap:
     """The automatic header rules; HeaderError naming the missing columns."""
     positions, ignored = auto_positions(cells)
     missing = [name for name in CUSTOMER_FIELDS if name not in positions]
     if missing:
         raise HeaderError(missing, header_texts(cells))
-    warnings = [f"ignored unknown column(s): {', '.join(ignored)}"] if ignored else []
-    return HeaderMap(positions, warnings)
+    return HeaderMap(positions, ignored_columns_warning(ignored))
 
 
 # A text cell starting with one of these is run as a formula by Excel when the file is opened

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
 from shared.readers import SheetReader, WorkbookError, workbook_layout
@@ -73,6 +74,16 @@ def _is_date_code(code: str) -> bool:
 
 
 def _iter_shared_strings(zf: zipfile.ZipFile, part: str) -> Iterator[str]:
+    try:
+        yield from _parse_shared_strings(zf, part)
+    except DefusedXmlException as exc:
+        # Entity declarations (billion laughs, external entities) have no place in a workbook.
+        raise WorkbookError(f"the shared strings hold XML the service does not read ({type(exc).__name__})") from exc
+    except SafeET.ParseError as exc:
+        raise WorkbookError(f"the shared strings are not well-formed XML: {exc}") from exc
+
+
+def _parse_shared_strings(zf: zipfile.ZipFile, part: str) -> Iterator[str]:
     with zf.open(part) as fh:
         for _, element in SafeET.iterparse(fh, events=("end",)):
             if _local(element.tag) != "si":

@@ -617,12 +617,6 @@ async def test_entities_in_a_sheet_are_never_expanded_or_fetched(client: TestCli
     await still_answers(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500 today: defusedxml's EntitiesForbidden from the shared strings (shared/xlsx_stream.py "
-    "_iter_shared_strings, reached from read_head/build_preview at upload) is not turned into a WorkbookError; "
-    "catching defusedxml.DefusedXmlException (and SafeET.ParseError) there as WorkbookError makes it a 422",
-)
 @pytest.mark.parametrize("prolog", [BILLION_LAUGHS, EXTERNAL_ENTITY], ids=["billion laughs", "external entity"])
 async def test_entities_in_shared_strings_are_refused_at_upload(
     client: TestClient, settings: Settings, prolog: str
@@ -695,12 +689,6 @@ async def run_worker_once(settings: Settings) -> None:
         await worker.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the job crashes today: the unknown-column warnings of a 16,384-column header (about 160 KB) "
-    "overflow import_jobs.warnings (TEXT, 64 KB) in job_repo.set_reader (DataError 1406), retried as an "
-    "internal error; summarise the list (the first names and a count) where the header's warnings are made",
-)
 async def test_a_header_of_16384_columns_imports(client: TestClient, settings: Settings) -> None:
     header = [*HEADER, *(f"extra_column_{i}" for i in range(16384 - len(HEADER)))]
     response = await client.post("/upload", data=form("wide.xlsx", workbook([header, row(1)])))
@@ -711,13 +699,6 @@ async def test_a_header_of_16384_columns_imports(client: TestClient, settings: S
     await still_answers(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no cap on columns today: a CSV header line of N commas costs build_preview about 17 us a column "
-    "in a gateway thread (a 20 MB line of commas, 10M columns, holds it for minutes, and the worker again). "
-    "shared/readers.py CsvReader (and the preview) should refuse a row wider than Excel's 16,384 columns "
-    "(WorkbookError: a 422 at upload)",
-)
 async def test_a_csv_wider_than_excel_is_refused_quickly(client: TestClient) -> None:
     header = ",".join([*HEADER, *(["x"] * 40_000)]).encode()  # the required columns, then 40,000 more
     started = time.monotonic()
@@ -859,22 +840,12 @@ async def test_json_bodies_over_the_cap_or_of_the_wrong_shape(client: TestClient
     await still_answers(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500 today (RecursionError): gateway/params.py json_body catches ValueError only; parse with "
-    "orjson.loads (depth limit 1024, raises orjson.JSONDecodeError, a ValueError) or catch RecursionError",
-)
 async def test_deeply_nested_json_is_400(client: TestClient) -> None:
     status, _ = await post_json(client, b"[" * 100_000 + b"]" * 100_000)
     assert status == 400
     await still_answers(client)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="500 today (UnicodeEncodeError when the customer is written): json.loads accepts a lone surrogate "
-    "escape; orjson.loads in gateway/params.py json_body refuses it (a 400)",
-)
 async def test_a_lone_surrogate_in_json_is_refused(client: TestClient) -> None:
     status, _ = await post_json(client, b'{"first_name": "\\ud800", "email": "sur@ex.com"}')
     assert status in (400, 422)
