@@ -7,7 +7,7 @@ REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 PYTHON_BIN="${PYTHON:-python3}"
 
-log() { printf '[%s] %s\n' "$(basename "$0")" "$*" >&2; }
+log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 
 # ensure_venv [extra]: create .venv if missing and install the project (with an optional extra).
 ensure_venv() {

@@ -198,12 +198,15 @@ echo "$$" >"$PID_FILE"
 names=() modules=() pids=() started_ms=() due_ms=() delays=() restarts=()
 announcer=""
 
+# Sets NOW_MS without a subshell: a foreground child (even a $(...) one) that exits normally while a
+# Ctrl-C arrives makes bash skip its INT trap (it assumes the child handled the signal), and the
+# loop below would then restart the children the Ctrl-C stopped instead of stopping.
 now_ms() {
   if [ -n "${EPOCHREALTIME:-}" ]; then
     local t="${EPOCHREALTIME//[!0-9]/}"
-    echo $((10#$t / 1000))
+    NOW_MS=$((10#$t / 1000))
   else
-    echo $((SECONDS * 1000))
+    NOW_MS=$((SECONDS * 1000))
   fi
 }
 
@@ -230,7 +233,8 @@ start_slot() { # index
   local i="$1"
   (exec "$VENV/bin/python" -m "${modules[i]}") > >(prefix "${names[i]}") 2>&1 &
   pids[i]=$!
-  started_ms[i]=$(now_ms)
+  now_ms
+  started_ms[i]=$NOW_MS
   write_pids
 }
 
@@ -261,8 +265,9 @@ stop_all() { # signal name (for the log)
   mapfile -t live < <(live_pids)
   log "${1:-exit}: stopping ${#live[@]} process(es) (SIGTERM, then SIGKILL after ${STOP_TIMEOUT_S} s)"
   [ "${#live[@]}" -gt 0 ] && kill -TERM "${live[@]}" 2>/dev/null
-  local deadline=$(($(now_ms) + STOP_TIMEOUT_S * 1000))
-  while [ "$(now_ms)" -lt "$deadline" ]; do
+  now_ms
+  local deadline=$((NOW_MS + STOP_TIMEOUT_S * 1000))
+  while now_ms && [ "$NOW_MS" -lt "$deadline" ]; do
     mapfile -t live < <(live_pids)
     [ "${#live[@]}" = 0 ] && break
     sleep 0.2
@@ -300,7 +305,8 @@ announcer=$!
 
 # Supervise: poll the children; restart one that exited after its back-off.
 while :; do
-  now=$(now_ms)
+  now_ms
+  now=$NOW_MS
   for i in "${!names[@]}"; do
     pid="${pids[i]}"
     if [ -n "$pid" ]; then
