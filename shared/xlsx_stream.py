@@ -27,7 +27,7 @@ from shared.workbook import SheetReader, WorkbookError, workbook_layout
 CHUNK = 1 << 20
 _ROW = re.compile(r"<(?:\w+:)?row\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?row>)", re.S)
 _CELL = re.compile(r"<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S)
-_ATTR = re.compile(r'([\w:]+)="([^"]*)"')
+_ATTR = re.compile(r"""([\w:]+)=(?:"([^"]*)"|'([^']*)')""")
 _VALUE = re.compile(r"<(?:\w+:)?v(?:\s[^>]*)?>(.*?)</(?:\w+:)?v>", re.S)
 _TEXT = re.compile(r"<(?:\w+:)?t(?:\s[^>]*)?>(.*?)</(?:\w+:)?t>", re.S)
 _PHONETIC = re.compile(r"<(?:\w+:)?rPh\b.*?</(?:\w+:)?rPh>", re.S)
@@ -37,7 +37,7 @@ _FAST_CELL = re.compile(
     r'<c r="([A-Z]{1,3})\d+"(?: s="(\d+)")?(?: t="(\w+)")?'
     r'(?:/>|>(?:<f>[^<]*</f>|<f/>)?(?:<v>([^<]*)</v>|<is><t(?: xml:space="preserve")?>([^<]*)</t></is>)?</c>)'
 )
-_ROW_NUMBER = re.compile(r'\br="(\d+)"')
+_ROW_NUMBER = re.compile(r"""\br=["'](\d+)["']""")
 _DIMENSION = re.compile(r'<(?:\w+:)?dimension\s+ref="[A-Z]+\d+:?[A-Z]*(\d*)"')
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _CELL_REF = re.compile(r"([A-Z]+)(\d*)")
@@ -244,7 +244,8 @@ class XlsxStreamReader(SheetReader):
         kind = "n"
         style = -1
         column: int | None = None
-        for key, value in _ATTR.findall(attrs):
+        for key, double_quoted, single_quoted in _ATTR.findall(attrs):
+            value = double_quoted or single_quoted
             if key == "r":
                 ref = _CELL_REF.match(value)
                 if ref:
