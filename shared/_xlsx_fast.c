@@ -45,6 +45,7 @@ static int buf_reserve(Buf *b, size_t extra) {
 }
 
 static int buf_put(Buf *b, const char *s, size_t n) {
+    if (n == 0) return 0;
     if (buf_reserve(b, n) < 0) return -1;
     memcpy(b->data + b->len, s, n);
     b->len += n;
@@ -298,6 +299,7 @@ static int decode_xml_text(const char *p, const char *end, Buf *out, int newline
 /* OOXML's escapes of characters XML cannot carry: _xHHHH_ is the UTF-16 code unit HHHH. In place
  * over buf[start:], single pass left to right (as re.sub does). */
 static void decode_ooxml_escapes(Buf *b, size_t start) {
+    if (!b->data || b->len <= start) return;
     char *s = b->data + start, *end = b->data + b->len, *w = s;
     char *r = s;
     int found = 0;
