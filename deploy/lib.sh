@@ -19,8 +19,10 @@ ensure_venv() {
   local spec="$REPO_ROOT"
   [ -n "$extra" ] && spec="${REPO_ROOT}[$extra]"
   local stamp="$VENV/.installed-${extra:-base}"
-  # Reinstall only when pyproject.toml changed since the last install.
-  if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ]; then
+  # Reinstall only when pyproject.toml changed since the last install, or a C source of the compiled
+  # reader did (pip install -e . builds shared/_xlsx_fast*.so in place).
+  if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ] ||
+     [ -n "$(find "$REPO_ROOT/shared" -maxdepth 1 -name '*.c' -newer "$stamp" -print -quit)" ]; then
     log "installing the project into $VENV ${extra:+(with [$extra])}"
     local pip_log="$VENV/pip-install.log"
     if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&

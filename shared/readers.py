@@ -1,12 +1,16 @@
 """Spreadsheet containers: checking an upload before it is queued, and reading its rows.
 
 Readers yield `(row_number, cells)` where `row_number` is the row as Excel (or a text editor, for
-CSV records) shows it. Three readers:
+CSV records) shows it. The readers:
 
 * `csv`: the csv module, streaming.
-* `calamine`: python-calamine loads the whole sheet (fast, reads Strict Open XML); used when the
-  sheet's inflated size, known from the zip directory before parsing, fits the memory budget.
-* `xlsx-stream` (shared.xlsx_stream): streams the sheet with bounded memory; used for larger sheets.
+* `xlsx-fast` (shared.xlsx_fast): a compiled scanner streams the sheet with bounded memory and a
+  compact shared strings table; 2-3x python-calamine's speed at a fraction of its memory, so it reads
+  every workbook when the extension is built (the normal case: `pip install` builds it).
+* `calamine`: python-calamine loads the whole sheet (reads Strict Open XML); without the extension,
+  used when the sheet's inflated size, known from the zip directory before parsing, fits the budget.
+* `xlsx-stream` (shared.xlsx_stream): the pure-Python streaming reader; without the extension, used
+  for larger sheets and for the head of a sheet (read_head).
 * `openpyxl`: read-only mode; kept as the reference the other readers are tested against.
 """
 
@@ -15,24 +19,33 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import posixpath
 import re
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from defusedxml import ElementTree as SafeET
 
+from shared import xlsx_fast
+from shared.workbook import SheetEntry as SheetEntry
+from shared.workbook import SheetNotFound as SheetNotFound
+from shared.workbook import SheetReader as SheetReader
+from shared.workbook import WorkbookError as WorkbookError
+from shared.workbook import WorkbookLayout as WorkbookLayout
+from shared.workbook import pick_sheet as pick_sheet
+from shared.workbook import workbook_layout as workbook_layout
+from shared.xlsx_stream import XlsxStreamReader
+
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 ZIP_MAGIC = b"PK\x03\x04"
 # Resident memory per inflated byte of XML, measured on 1M-row workbooks (tests/bench): calamine
-# holds the whole sheet (1.6x the sheet plus shared strings, 2.0 with margin); the streaming reader
-# holds only the shared strings table, as Python strings (4.9x its XML, 5.5 with margin).
+# holds the whole sheet (1.6x the sheet plus shared strings, 2.0 with margin); the Python stream
+# reader holds only the shared strings table, as Python strings (4.9x its XML, 5.5 with margin); the
+# compiled one holds it as one UTF-8 buffer and offsets (FAST_BYTES_PER_SHARED_STRINGS_BYTE).
 CALAMINE_BYTES_PER_XML_BYTE = 2.0
 STREAM_BYTES_PER_SHARED_STRINGS_BYTE = 5.5
-_OFFICE_DOC_REL = "/officeDocument"
+FAST_BYTES_PER_SHARED_STRINGS_BYTE = 1.0
 
 
 class UploadRejected(Exception):
@@ -45,119 +58,6 @@ class UploadRejected(Exception):
         self.title = title
         self.detail = detail
         self.extra = extra
-
-
-class WorkbookError(Exception):
-    """The workbook could not be read; the message is meant for the person who uploaded it."""
-
-
-@dataclass(frozen=True)
-class SheetEntry:
-    index: int  # 1-based, in the workbook's order
-    name: str
-    hidden: bool
-    part: str | None  # the worksheet part, None when the workbook's relationships lack it
-
-
-@dataclass(frozen=True)
-class WorkbookLayout:
-    workbook_part: str
-    sheet_part: str
-    sheet_name: str
-    sheet_size: int
-    shared_strings_size: int
-    strict: bool
-    sheets: tuple[SheetEntry, ...] = ()
-    date1904: bool = False
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1]
-
-
-def _rels_path(part: str) -> str:
-    folder, name = posixpath.split(part)
-    return posixpath.join(folder, "_rels", name + ".rels")
-
-
-def _resolve(base_part: str, target: str) -> str:
-    if target.startswith("/"):
-        return target.lstrip("/")
-    return posixpath.normpath(posixpath.join(posixpath.dirname(base_part), target))
-
-
-def _read_rels(zf: zipfile.ZipFile, rels_part: str) -> list[tuple[str, str, str]]:
-    try:
-        root = SafeET.fromstring(zf.read(rels_part))
-    except KeyError:
-        return []
-    return [
-        (el.get("Id", ""), el.get("Type", ""), el.get("Target", "")) for el in root if _local(el.tag) == "Relationship"
-    ]
-
-
-def workbook_layout(zf: zipfile.ZipFile, sheet: str | None = None) -> WorkbookLayout:
-    """Find the worksheets through the package relationships (Transitional or Strict) and pick one:
-    `sheet` by name or 1-based number, else the first."""
-    names = set(zf.namelist())
-    if "[Content_Types].xml" not in names:
-        raise WorkbookError("the file is a zip archive but not an Excel workbook ([Content_Types].xml missing)")
-    workbook_part = next(
-        (_resolve("", target) for _, kind, target in _read_rels(zf, "_rels/.rels") if kind.endswith(_OFFICE_DOC_REL)),
-        "xl/workbook.xml",
-    )
-    if workbook_part not in names:
-        raise WorkbookError("the file is a zip archive but holds no workbook part (xl/workbook.xml)")
-    root = SafeET.fromstring(zf.read(workbook_part))
-    strict = root.get("conformance") == "strict" or "purl.oclc.org" in root.tag
-    date1904 = any(_local(el.tag) == "workbookPr" and el.get("date1904") in ("1", "true") for el in root.iter())
-    rels = {rid: (kind, target) for rid, kind, target in _read_rels(zf, _rels_path(workbook_part))}
-    sheets: list[SheetEntry] = []
-    for index, element in enumerate((el for el in root.iter() if _local(el.tag) == "sheet"), 1):
-        rel_id = next((v for k, v in element.attrib.items() if _local(k) == "id"), None)
-        part = _resolve(workbook_part, rels[rel_id][1]) if rel_id in rels else None
-        hidden = element.get("state") in ("hidden", "veryHidden")
-        sheets.append(SheetEntry(index, element.get("name", f"Sheet{index}"), hidden, part))
-    if not sheets:
-        raise WorkbookError("the workbook has no worksheets")
-    chosen = pick_sheet(sheets, sheet)
-    if chosen.part is None:
-        raise WorkbookError(f"the workbook's sheet {chosen.name!r} has no worksheet part")
-    if chosen.part not in names:
-        raise WorkbookError(
-            f"the workbook lists sheet {chosen.name!r} but its worksheet part ({chosen.part}) is missing"
-        )
-    shared = next((_resolve(workbook_part, t) for k, t in rels.values() if k.endswith("/sharedStrings")), None)
-    return WorkbookLayout(
-        workbook_part=workbook_part,
-        sheet_part=chosen.part,
-        sheet_name=chosen.name,
-        sheet_size=zf.getinfo(chosen.part).file_size,
-        shared_strings_size=zf.getinfo(shared).file_size if shared and shared in names else 0,
-        strict=strict,
-        sheets=tuple(sheets),
-        date1904=date1904,
-    )
-
-
-class SheetNotFound(WorkbookError):
-    """The `sheet` asked for is not in the workbook."""
-
-
-def pick_sheet(sheets: list[SheetEntry], sheet: str | None) -> SheetEntry:
-    if sheet is None:
-        # The first sheet a person sees: a hidden one is no one's data, unless all are hidden.
-        return next((entry for entry in sheets if not entry.hidden), sheets[0])
-    for entry in sheets:
-        if entry.name == sheet:
-            return entry
-    for entry in sheets:
-        if entry.name.strip().lower() == sheet.strip().lower():
-            return entry
-    if sheet.strip().isdigit() and 1 <= int(sheet) <= len(sheets):
-        return sheets[int(sheet) - 1]
-    listed = ", ".join(repr(e.name) for e in sheets)
-    raise SheetNotFound(f"the workbook has no sheet {sheet!r} (its sheets: {listed}; or give a number from 1)")
 
 
 # Signatures of files people upload by mistake: named in the answer rather than parsed as text.
@@ -309,9 +209,9 @@ def read_head(
     (closed) reader too: it knows the sheets, the encoding and the estimate."""
     if kind == "csv":
         reader: SheetReader = CsvReader(path, encoding)
+    elif xlsx_fast.AVAILABLE:
+        reader = xlsx_fast.XlsxFastReader(path, sheet=sheet, lazy_strings=True)
     else:
-        from shared.xlsx_stream import XlsxStreamReader
-
         reader = XlsxStreamReader(path, sheet=sheet, lazy_strings=True)
     head: list[tuple[int, list[Any]]] = []
     try:
@@ -325,24 +225,6 @@ def read_head(
 
 
 # -- reading rows --------------------------------------------------------------------------------
-
-
-class SheetReader:
-    """Iterates `(row_number, cells)`; `total_estimate` is the number of data rows (the header not
-    counted) for progress, or None when it cannot be told honestly."""
-
-    name = "base"
-    total_estimate: int | None = None
-    sheet_name: str | None = None  # the worksheet read (workbooks)
-    encoding: str | None = None  # the text encoding read (CSV)
-    # Whether a row with more or fewer values than the header is broken (CSV) or normal (a sheet).
-    strict_width = False
-
-    def rows(self) -> Iterator[tuple[int, list[Any]]]:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def close(self) -> None:
-        pass
 
 
 def _sniff_delimiter(first_line: str) -> str:
@@ -543,8 +425,9 @@ def _unescape(text: str) -> str:
 def open_reader(
     path: Path, kind: str, memory_budget_bytes: int, *, sheet: str | None = None, encoding: str | None = None
 ) -> SheetReader:
-    """Pick the reader: CSV streams; a workbook whose sheet fits the budget is loaded whole by
-    python-calamine (fastest); a larger one is streamed by XlsxStreamReader in bounded memory."""
+    """Pick the reader: CSV streams; a workbook is streamed by the compiled XlsxFastReader (bounded
+    memory: its shared strings table, compact, plus a chunk). Without the extension, a sheet that fits
+    the budget is loaded whole by python-calamine, a larger one streamed by XlsxStreamReader."""
     if kind == "csv":
         return CsvReader(path, encoding)
     try:
@@ -552,14 +435,20 @@ def open_reader(
             layout = workbook_layout(zf, sheet)
     except zipfile.BadZipFile as exc:
         raise WorkbookError("the file is not a valid .xlsx workbook") from exc
+    if xlsx_fast.AVAILABLE:
+        if FAST_BYTES_PER_SHARED_STRINGS_BYTE * layout.shared_strings_size > memory_budget_bytes:
+            raise _strings_over_budget(layout)
+        return xlsx_fast.XlsxFastReader(path, sheet=sheet)
     estimate = CALAMINE_BYTES_PER_XML_BYTE * (layout.sheet_size + layout.shared_strings_size)
     if estimate <= memory_budget_bytes:
         return CalamineReader(path, layout.sheet_name)
     if STREAM_BYTES_PER_SHARED_STRINGS_BYTE * layout.shared_strings_size > memory_budget_bytes:
-        raise WorkbookError(
-            f"the workbook's shared strings table ({layout.shared_strings_size // (1024 * 1024)} MB of XML) "
-            "does not fit the worker's memory budget (READER_MEMORY_BUDGET_MB); save it as CSV, or raise the budget"
-        )
-    from shared.xlsx_stream import XlsxStreamReader
-
+        raise _strings_over_budget(layout)
     return XlsxStreamReader(path, sheet=sheet)
+
+
+def _strings_over_budget(layout: WorkbookLayout) -> WorkbookError:
+    return WorkbookError(
+        f"the workbook's shared strings table ({layout.shared_strings_size // (1024 * 1024)} MB of XML) "
+        "does not fit the worker's memory budget (READER_MEMORY_BUDGET_MB); save it as CSV, or raise the budget"
+    )

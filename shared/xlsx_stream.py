@@ -14,6 +14,7 @@ import datetime as dt
 import html
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,12 @@ from typing import Any
 from defusedxml import DefusedXmlException
 from defusedxml import ElementTree as SafeET
 
-from shared.readers import SheetReader, WorkbookError, workbook_layout
+from shared.workbook import SheetReader, WorkbookError, workbook_layout
 
 CHUNK = 1 << 20
 _ROW = re.compile(r"<(?:\w+:)?row\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?row>)", re.S)
 _CELL = re.compile(r"<(?:\w+:)?c\b([^>]*?)(?:/>|>(.*?)</(?:\w+:)?c>)", re.S)
-_ATTR = re.compile(r'([\w:]+)="([^"]*)"')
+_ATTR = re.compile(r"""([\w:]+)=(?:"([^"]*)"|'([^']*)')""")
 _VALUE = re.compile(r"<(?:\w+:)?v(?:\s[^>]*)?>(.*?)</(?:\w+:)?v>", re.S)
 _TEXT = re.compile(r"<(?:\w+:)?t(?:\s[^>]*)?>(.*?)</(?:\w+:)?t>", re.S)
 _PHONETIC = re.compile(r"<(?:\w+:)?rPh\b.*?</(?:\w+:)?rPh>", re.S)
@@ -36,7 +37,7 @@ _FAST_CELL = re.compile(
     r'<c r="([A-Z]{1,3})\d+"(?: s="(\d+)")?(?: t="(\w+)")?'
     r'(?:/>|>(?:<f>[^<]*</f>|<f/>)?(?:<v>([^<]*)</v>|<is><t(?: xml:space="preserve")?>([^<]*)</t></is>)?</c>)'
 )
-_ROW_NUMBER = re.compile(r'\br="(\d+)"')
+_ROW_NUMBER = re.compile(r"""\br=["'](\d+)["']""")
 _DIMENSION = re.compile(r'<(?:\w+:)?dimension\s+ref="[A-Z]+\d+:?[A-Z]*(\d*)"')
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 _CELL_REF = re.compile(r"([A-Z]+)(\d*)")
@@ -52,14 +53,50 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+def _ooxml_unescape(raw: str) -> str:
+    """OOXML's escapes of characters XML cannot carry: `_x000D_` is a carriage return."""
+    if "_x" in raw:
+        raw = _OOXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw)
+    return raw
+
+
 def _text(raw: str) -> str:
+    """A cell's text as it stands in the sheet's XML (inline strings, formula strings)."""
     if raw.startswith("<![CDATA["):
         raw = raw[9:-3] if raw.endswith("]]>") else raw[9:]
     elif "&" in raw:
         raw = html.unescape(raw)
-    if "_x" in raw:
-        raw = _OOXML_ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), raw)
-    return raw
+    return _ooxml_unescape(raw)
+
+
+def _iso(raw: str) -> Any:
+    """A `t="d"` cell: an ISO 8601 date and time, else its text."""
+    try:
+        return dt.datetime.fromisoformat(raw.strip().rstrip("Z"))
+    except ValueError:
+        return _text(raw)
+
+
+# What reading a damaged workbook raises, besides WorkbookError: a truncated or corrupt zip member,
+# a number or string index that is not one, bytes that are not UTF-8, refused XML.
+READ_ERRORS: tuple[type[Exception], ...] = (
+    zipfile.BadZipFile,
+    zlib.error,
+    EOFError,
+    ValueError,
+    IndexError,
+    OverflowError,
+    SafeET.ParseError,
+    DefusedXmlException,
+)
+
+
+def read_error(exc: Exception) -> WorkbookError:
+    if isinstance(exc, WorkbookError):
+        return exc
+    if isinstance(exc, DefusedXmlException):
+        return WorkbookError(f"the workbook's XML declares an entity, which is refused ({exc})")
+    return WorkbookError(f"the workbook could not be read, it is damaged: {exc}")
 
 
 def _column_index(letters: str) -> int:
@@ -96,7 +133,7 @@ def _parse_shared_strings(zf: zipfile.ZipFile, part: str) -> Iterator[str]:
                         sub.text = None
                 elif name == "t" and child.text:
                     parts.append(child.text)
-            yield _text("".join(parts)) if parts else ""
+            yield _ooxml_unescape("".join(parts)) if parts else ""
             element.clear()
 
 
@@ -157,19 +194,32 @@ class XlsxStreamReader(SheetReader):
             self.sheet_name = layout.sheet_name
             rels = self._workbook_rels(layout.workbook_part)
             self._epoch = _EPOCH_1904 if layout.date1904 else _EPOCH_1900
-            self._strings: list[str] | LazyStrings = (
-                LazyStrings(self._zf, rels.get("sharedStrings"))
-                if lazy_strings
-                else _shared_strings(self._zf, rels.get("sharedStrings"))
-            )
             self._dates = _date_styles(self._zf, rels.get("styles"))
-        except (zipfile.BadZipFile, KeyError, SafeET.ParseError) as exc:
-            raise WorkbookError(f"the workbook could not be read: {exc}") from exc
+            self._load_strings(rels.get("sharedStrings"), lazy_strings)
         except WorkbookError:
+            self._zf.close()
             raise
+        except (zipfile.BadZipFile, KeyError, SafeET.ParseError, DefusedXmlException, zlib.error, EOFError) as exc:
+            self._zf.close()
+            raise WorkbookError(f"the workbook could not be read: {exc}") from exc
         self._sheet_part = layout.sheet_part
         self._columns: dict[str, int] = {}
         self.total_estimate = self._estimate(layout.sheet_size)
+
+    def _load_strings(self, part: str | None, lazy: bool) -> None:
+        self._strings: list[str] | LazyStrings = (
+            LazyStrings(self._zf, part) if lazy else _shared_strings(self._zf, part)
+        )
+
+    def _to_date(self, number: int | float) -> Any:
+        """A number in a date-formatted cell: Excel's serial date (1900 or 1904 system)."""
+        try:
+            serial = float(number)
+            if self._epoch is _EPOCH_1900 and serial < 60:
+                serial += 1  # Excel's phantom 1900-02-29
+            return self._epoch + dt.timedelta(milliseconds=round(serial * 86_400_000))
+        except (OverflowError, ValueError):
+            return number
 
     def _workbook_rels(self, workbook_part: str) -> dict[str, str]:
         import posixpath
@@ -204,7 +254,8 @@ class XlsxStreamReader(SheetReader):
         kind = "n"
         style = -1
         column: int | None = None
-        for key, value in _ATTR.findall(attrs):
+        for key, double_quoted, single_quoted in _ATTR.findall(attrs):
+            value = double_quoted or single_quoted
             if key == "r":
                 ref = _CELL_REF.match(value)
                 if ref:
@@ -230,22 +281,13 @@ class XlsxStreamReader(SheetReader):
         if kind == "e":
             return column, None
         if kind == "d":
-            try:
-                return column, dt.datetime.fromisoformat(raw.strip().rstrip("Z"))
-            except ValueError:
-                return column, _text(raw)
+            return column, _iso(raw)
         raw = raw.strip()
         if not raw:
             return column, None
         number: int | float = int(raw) if raw.lstrip("-").isdigit() else float(raw)
         if style in self._dates:
-            try:
-                serial = float(number)
-                if self._epoch is _EPOCH_1900 and serial < 60:
-                    serial += 1  # Excel's phantom 1900-02-29
-                return column, self._epoch + dt.timedelta(milliseconds=round(serial * 86_400_000))
-            except OverflowError:
-                return column, number
+            return column, self._to_date(number)
         return column, number
 
     def _fast_row(self, inner: str) -> list[Any] | None:
@@ -300,6 +342,12 @@ class XlsxStreamReader(SheetReader):
         return cells
 
     def rows(self) -> Iterator[tuple[int, list[Any]]]:
+        try:
+            yield from self._rows()
+        except READ_ERRORS as exc:
+            raise read_error(exc) from exc
+
+    def _rows(self) -> Iterator[tuple[int, list[Any]]]:
         decoder = codecs.getincrementaldecoder("utf-8")()
         buffer = ""
         number = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from shared import xlsx_fast
 from shared.readers import (
     CalamineReader,
     OpenpyxlReader,
@@ -18,6 +19,7 @@ from shared.readers import (
     open_reader,
 )
 from shared.spreadsheet import normalize_cell, row_is_empty
+from shared.xlsx_fast import XlsxFastReader
 from shared.xlsx_stream import XlsxStreamReader
 from tests.conftest import DATA
 from tests.support.workbooks import csv_bytes, customers, write_xlsx
@@ -122,11 +124,20 @@ def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
     assert info.value.status == 413
 
 
-def test_strict_sample_reads_all_rows_with_calamine() -> None:
-    reader = open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 512 * 1024 * 1024)
-    assert reader.name == "calamine"
+def test_the_compiled_reader_is_built() -> None:
+    # `pip install -e .` (deploy/test.sh) builds shared/_xlsx_fast.c; a silent build failure would
+    # leave the service on the slow fallback, so the suite insists.
+    assert xlsx_fast.AVAILABLE, "shared._xlsx_fast was not built: see the pip log in .venv/pip-install.log"
+
+
+@pytest.mark.parametrize("budget_mb", [512, 1])
+def test_strict_sample_reads_all_rows_with_the_compiled_reader(budget_mb: int) -> None:
+    # Whatever the budget (the sample's 143 KB of shared strings fit 1 MB), the compiled reader
+    # streams: faster than calamine's whole-sheet load, in a fraction of the memory.
+    reader = open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", budget_mb * 1024 * 1024)
+    assert reader.name == "xlsx-fast"
     rows = normalized(reader)
-    assert len(rows) == 2001
+    assert len(rows) == 2001 and rows[-1][0] == 2001
     assert rows[0] == (
         1,
         ["first_name", "last_name", "company_name", "address", "city", "county", "postal", "phone", "email", "web"],
@@ -134,18 +145,29 @@ def test_strict_sample_reads_all_rows_with_calamine() -> None:
     assert rows[1][1][7] == "01944-369967"
 
 
-def test_a_sheet_over_the_memory_budget_is_streamed(tmp_path: Path) -> None:
-    path = write_xlsx(tmp_path / "c.xlsx", customers(50))
-    reader = open_reader(path, "xlsx", 1)
-    assert reader.name == "xlsx-stream"
-    assert len(normalized(reader)) == 51
-
-
-def test_strict_workbook_over_budget_streams_too() -> None:
-    reader = open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 1024 * 1024)
+def test_without_the_extension_calamine_or_the_python_stream_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fallback when shared._xlsx_fast could not be built (tests/test_xlsx_fast.py also runs a
+    # process where the import fails): a sheet that fits the budget is loaded whole by calamine, a
+    # larger one streamed by the Python reader.
+    monkeypatch.setattr(xlsx_fast, "AVAILABLE", False)
+    sample = DATA / "Sample_Employee_data_xlsx.xlsx"
+    reader = open_reader(sample, "xlsx", 512 * 1024 * 1024)
+    assert reader.name == "calamine"
+    assert len(normalized(reader)) == 2001
+    reader = open_reader(sample, "xlsx", 1024 * 1024)
     assert reader.name == "xlsx-stream"
     rows = normalized(reader)
     assert len(rows) == 2001 and rows[-1][0] == 2001
+    path = write_xlsx(tmp_path / "c.xlsx", customers(50))
+    reader = open_reader(path, "xlsx", 20 * 1024)
+    assert reader.name == "xlsx-stream"
+    assert len(normalized(reader)) == 51
+    from shared.readers import read_head
+
+    head_reader, head = read_head(path, "xlsx", rows=3)
+    assert head_reader.name == "xlsx-stream" and [n for n, _ in head] == [1, 2, 3]
 
 
 def test_openpyxl_finds_no_sheet_in_strict_workbook_and_says_so() -> None:
@@ -172,13 +194,34 @@ def _every_readable() -> list[Path]:
     return [p for p in found if "pass_protected" not in p.name and "noWorksheets" not in p.name]
 
 
+def raw_rows(reader: XlsxStreamReader) -> list[tuple[int, list[object]]]:
+    try:
+        return list(reader.rows())
+    finally:
+        reader.close()
+
+
+def typed(rows: list[tuple[int, list[object]]]) -> list[tuple[int, list[tuple[str, object]]]]:
+    """Rows with each value's type beside it: 1 == 1.0 == True in Python, not in a cell."""
+    return [(n, [(type(c).__name__, c) for c in cells]) for n, cells in rows]
+
+
+def assert_fast_is_stream(path: Path) -> None:
+    """The compiled reader gives exactly the Python stream reader's rows, types included."""
+    assert typed(raw_rows(XlsxFastReader(path))) == typed(raw_rows(XlsxStreamReader(path)))
+
+
 @pytest.mark.parametrize("path", _every_readable(), ids=lambda p: p.name)
 def test_whole_sheet_and_streaming_readers_give_identical_rows(path: Path) -> None:
-    """The service's two xlsx readers, on every shared file both can read (Strict ones included)."""
-    assert normalized(CalamineReader(path)) == normalized(XlsxStreamReader(path))
+    """The service's xlsx readers, on every shared file they can read (Strict ones included)."""
+    calamine = normalized(CalamineReader(path))
+    assert calamine == normalized(XlsxStreamReader(path))
+    assert calamine == normalized(XlsxFastReader(path))
+    assert_fast_is_stream(path)
 
 
-def test_streaming_reader_handles_what_writers_vary(tmp_path: Path) -> None:
+@pytest.mark.parametrize("reader_class", [XlsxStreamReader, XlsxFastReader], ids=["python", "compiled"])
+def test_streaming_reader_handles_what_writers_vary(tmp_path: Path, reader_class: type[XlsxStreamReader]) -> None:
     # Attribute order, namespace prefixes, entities, CDATA, rich text, booleans, gaps between cells.
     sheet = (
         '<?xml version="1.0" encoding="UTF-8"?><x:worksheet xmlns:x="http://schemas.openxmlformats.org/'
@@ -211,7 +254,7 @@ def test_streaming_reader_handles_what_writers_vary(tmp_path: Path) -> None:
             'Target="worksheets/sheet1.xml"/></Relationships>',
         )
         zf.writestr("xl/worksheets/sheet1.xml", sheet)
-    rows = list(XlsxStreamReader(path).rows())
+    rows = list(reader_class(path).rows())
     assert rows == [(2, ["A & B", None, "rich text"]), (4, [None, True, None, 12.5, "<cdata>"])]
 
 
@@ -226,6 +269,8 @@ def test_all_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) ->
     calamine_rows = normalized(CalamineReader(path))
     assert calamine_rows == normalized(OpenpyxlReader(path))
     assert calamine_rows == normalized(XlsxStreamReader(path))
+    assert calamine_rows == normalized(XlsxFastReader(path))
+    assert_fast_is_stream(path)
     by_number = dict(calamine_rows)
     assert by_number[5][7] == "1944369967"
     assert by_number[6][6] == "12345"
@@ -235,10 +280,16 @@ def test_all_readers_agree_on_a_generated_workbook_with_types(tmp_path: Path) ->
     assert by_number[10][0] == "First8"
 
 
-def test_shared_strings_over_the_budget_fail_with_advice() -> None:
-    # The sample's shared strings are 143 KB of XML: ~0.8 MB as Python strings, over a 200 KB budget.
+def test_shared_strings_over_the_budget_fail_with_advice(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The sample's shared strings are 143 KB of XML: about as much in the compiled reader's table,
+    # over a 100 KB budget; ~0.8 MB as the Python reader's strings, over a 200 KB budget.
+    sample = DATA / "Sample_Employee_data_xlsx.xlsx"
     with pytest.raises(WorkbookError, match="READER_MEMORY_BUDGET_MB"):
-        open_reader(DATA / "Sample_Employee_data_xlsx.xlsx", "xlsx", 200 * 1024)
+        open_reader(sample, "xlsx", 100 * 1024)
+    assert open_reader(sample, "xlsx", 200 * 1024).name == "xlsx-fast"
+    monkeypatch.setattr(xlsx_fast, "AVAILABLE", False)
+    with pytest.raises(WorkbookError, match="READER_MEMORY_BUDGET_MB"):
+        open_reader(sample, "xlsx", 200 * 1024)
 
 
 def test_the_type_is_recognised_by_content_both_ways(tmp_path: Path) -> None:
@@ -276,7 +327,8 @@ def test_read_head_reads_only_the_shared_strings_it_needs(tmp_path: Path) -> Non
     from shared.xlsx_stream import LazyStrings
 
     path = write_xlsx(tmp_path / "big.xlsx", customers(3000))
-    _, head = read_head(path, "xlsx", rows=3)
+    head_reader, head = read_head(path, "xlsx", rows=3)
+    assert head_reader.name == "xlsx-fast"
     assert [n for n, _ in head] == [1, 2, 3]
     assert head[0][1][:2] == ["first_name", "last_name"]
     reader = XlsxStreamReader(path, lazy_strings=True)
@@ -302,6 +354,7 @@ def test_row_estimates_are_honest(tmp_path: Path) -> None:
     book = write_xlsx(tmp_path / "b.xlsx", customers(7))
     assert CalamineReader(book).total_estimate == 7
     assert XlsxStreamReader(book).total_estimate == 7
+    assert XlsxFastReader(book).total_estimate == 7
     # A <dimension> that claims far more rows than the sheet holds is no estimate at all.
     lying = tmp_path / "lying.xlsx"
     with zipfile.ZipFile(book) as src, zipfile.ZipFile(lying, "w") as dst:
@@ -312,3 +365,4 @@ def test_row_estimates_are_honest(tmp_path: Path) -> None:
                 assert b"J1000000" in data
             dst.writestr(info, data)
     assert XlsxStreamReader(lying).total_estimate is None
+    assert XlsxFastReader(lying).total_estimate is None
