@@ -28,7 +28,6 @@ import json
 import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,29 +72,20 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
             rows += 1
         service_reader.close()
     elif reader == "service":
-        from worker.importer import ParsedBatch, SheetInfo, parse_file
+        from shared.mapping import ImportOptions
+        from worker.pipeline.messages import ParsedBatch, SheetInfo
+        from worker.pipeline.source import RowSource, SourceParams
 
         kind = "csv" if path.suffix == ".csv" else "xlsx"
         counts = {"valid": 0, "invalid": 0}
-
-        def emit(item: Any) -> None:
-            nonlocal rows
+        params = SourceParams(path, kind, ImportOptions(), budget_mb * 1024 * 1024, batch_size, 0)
+        for item in RowSource(params).messages():
             if isinstance(item, SheetInfo):
                 extra["reader"] = item.reader
             elif isinstance(item, ParsedBatch):
                 rows += item.rows_read
-                counts["valid"] += len(item.valid)
+                counts["valid"] += len(item.staged or ())
                 counts["invalid"] += item.invalid
-
-        parse_file(
-            path,
-            kind,
-            memory_budget_bytes=budget_mb * 1024 * 1024,
-            batch_size=batch_size,
-            resume_after_row=0,
-            emit=emit,
-            stop=threading.Event(),
-        )
         rows += 1  # the header, so the figure compares with the bare readers'
         extra.update(counts)
     else:
