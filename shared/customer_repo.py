@@ -248,6 +248,14 @@ _TSV_SPECIAL = re.compile(r"[\\\t\n\r\0]")
 EMAIL_AT = CUSTOMER_FIELDS.index("email")
 
 
+def needs_tsv_escape(text: str) -> bool:
+    return _TSV_SPECIAL.search(text) is not None
+
+
+def tsv_escape(value: str) -> str:
+    return value.translate(_TSV_ESCAPES)
+
+
 def tsv_values(row: Sequence[str | None]) -> str:
     """A row's values as one line of the staging file, without the sequence number and the hash:
     tab-separated, `\\N` for NULL, MySQL's escapes. Also what the row's hash digests (an unambiguous

@@ -8,9 +8,10 @@ Each prints one JSON object on stdout.
 * `parse openpyxl|calamine|csv`: the bare reader, iterating every row's values (nothing else).
 * `parse reader`: the reader the service picks for this file and memory budget
   (`shared.readers.open_reader`), rows only.
-* `parse service`: the service's own parser thread body, `worker.importer.parse_file` (reader
-  choice by memory budget, header mapping, cell normalisation, marshmallow validation, batching),
-  with no database: the ceiling for the worker's parse side.
+* `parse service`: the service's own parser process body, `worker.pipeline.source.RowSource` (reader
+  choice by memory budget, header mapping, cell normalisation, validation by columns, batching,
+  staging lines, row hashes and cache document JSON), with no database and in this one process:
+  the ceiling for the worker's parse side.
 * `insert`: (then the same with `customer_repo.bulk_upsert`, the service's LOAD DATA path, when the
   code has it) into an empty `customers` table, aiomysql `executemany` of `customer_repo.UPSERT_SQL`
   in batches of N, one transaction per batch as the worker does (new rows), then the same rows again
@@ -134,7 +135,7 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
                 started = time.perf_counter()
                 for part in batches:
                     await conn.begin()
-                    i, u = await customer_repo.upsert_many(cur, part)
+                    i, u, _unchanged = await customer_repo.upsert_many(cur, part)
                     await conn.commit()
                     ins += i
                     upd += u
@@ -164,7 +165,7 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
                     ins = upd = 0
                     for part in batches:
                         await conn.begin()
-                        i, u, _stamps = await bulk(cur, part)
+                        (i, u, _unchanged), _stamps = await bulk(cur, part)
                         await conn.commit()
                         ins += i
                         upd += u

@@ -12,10 +12,11 @@ from marshmallow import ValidationError
 
 from shared.mapping import ImportOptions, choose_header
 from shared.readers import HEAD_ROWS, WorkbookError, open_reader
-from shared.schemas import RowValidator, flatten_errors
-from shared.spreadsheet import CUSTOMER_FIELDS, extract_row, normalize_cell, row_is_empty
+from shared.schemas import flatten_errors
+from shared.spreadsheet import normalize_cell, row_is_empty
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo
 from worker.pipeline.stage import stage_rows
+from worker.pipeline.validate import BatchValidator
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,9 @@ def _head(rows: Iterator[tuple[int, list[Any]]]) -> list[tuple[int, list[Any]]]:
     return head
 
 
+_CHUNK = 1024
+
+
 class RowSource:
     """Reads the sheet, maps its header, validates each row and stages each batch. Rows up to the
     job's checkpoint are read and skipped (a resumed job). Raises WorkbookError, HeaderError or
@@ -85,8 +89,6 @@ class RowSource:
         """A SheetInfo, then ParsedBatch objects of at most batch_size rows, then a SheetEnd when the
         sheet had no data rows."""
         p = self.params
-        validate_row = RowValidator()
-        names = CUSTOMER_FIELDS
         reader = open_reader(p.path, p.kind, p.memory_budget_bytes, sheet=p.options.sheet, encoding=p.options.encoding)
         try:
             rows = reader.rows()
@@ -110,44 +112,66 @@ class RowSource:
                     for i in range(width)
                 ],
             )
+            validator = BatchValidator(header)
             data_rows = 0
             batch = ParsedBatch()
-            values: list[tuple[str | None, ...]] = []
+            pending: list[tuple[int, list[Any]]] = []
             strict = reader.strict_width
-            for number, cells in itertools.chain(head, rows):
-                if number <= choice.row or row_is_empty(cells):
-                    continue
-                data_rows += 1
-                if p.max_rows is not None and data_rows > p.max_rows:
-                    raise WorkbookError(too_many_rows(p.max_rows))
-                if number <= p.resume_after_row:
-                    continue
-                batch.last_row = number
-                batch.rows_read += 1
-                problem = width_problem(cells, width) if strict else None
-                if problem is not None:
-                    batch.invalid += 1
-                    batch.errors.append((number, None, problem))
-                    batch.rejected.append((number, [normalize_cell(c) for c in cells]))
-                else:
-                    try:
-                        data = validate_row(extract_row(cells, header))
-                    except ValidationError as exc:
-                        batch.invalid += 1
-                        batch.errors.extend(
-                            (number, column, message) for column, message in flatten_errors(exc.messages)
-                        )
-                        batch.rejected.append((number, [normalize_cell(c) for c in cells]))
+            source = itertools.chain(head, rows)
+            # A chunk of rows at a time: the per-row work is a few comprehensions, not a loop body.
+            while chunk := list(itertools.islice(source, _CHUNK)):
+                kept = [item for item in chunk if item[0] > choice.row and not row_is_empty(item[1])]
+                over = p.max_rows is not None and data_rows + len(kept) > p.max_rows
+                if over:
+                    kept = kept[: max(p.max_rows - data_rows, 0)]  # type: ignore[operator]
+                data_rows += len(kept)
+                if p.resume_after_row and kept and kept[0][0] <= p.resume_after_row:
+                    kept = [item for item in kept if item[0] > p.resume_after_row]
+                while kept:
+                    room = p.batch_size - batch.rows_read
+                    part, kept = kept[:room], kept[room:]
+                    batch.rows_read += len(part)
+                    batch.last_row = part[-1][0]
+                    if strict and any(len(cells) != width for _, cells in part):
+                        for number, cells in part:
+                            problem = width_problem(cells, width) if len(cells) != width else None
+                            if problem is None:
+                                pending.append((number, cells))
+                            else:
+                                batch.invalid += 1
+                                batch.errors.append((number, None, problem))
+                                batch.rejected.append((number, [normalize_cell(c) for c in cells]))
                     else:
-                        values.append(tuple(data[name] for name in names))
-                if batch.rows_read >= p.batch_size:
-                    batch.staged = stage_rows(values)
-                    yield batch
-                    batch, values = ParsedBatch(), []
+                        pending.extend(part)
+                    if batch.rows_read >= p.batch_size:
+                        yield _complete(batch, pending, validator)
+                        batch, pending = ParsedBatch(), []
+                if over:
+                    raise WorkbookError(too_many_rows(p.max_rows))  # type: ignore[arg-type]
             if batch.rows_read:
-                batch.staged = stage_rows(values)
-                yield batch
+                yield _complete(batch, pending, validator)
             if not data_rows:
                 yield SheetEnd(["no data rows: the file holds a header row and nothing under it"])
         finally:
             reader.close()
+
+
+def _complete(batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validator: BatchValidator) -> ParsedBatch:
+    """Validate the batch's rows (all at once) and stage the valid ones."""
+    width_problems = bool(batch.errors)
+    failed = False
+    values = []
+    for (number, cells), result in zip(pending, validator.validate([cells for _, cells in pending]), strict=True):
+        if isinstance(result, ValidationError):
+            failed = True
+            batch.invalid += 1
+            batch.errors.extend((number, column, message) for column, message in flatten_errors(result.messages))
+            batch.rejected.append((number, [normalize_cell(c) for c in cells]))
+        else:
+            values.append(result)
+    if width_problems and failed:
+        # Rows of the wrong width were noted as they came: keep every list in the file's order.
+        batch.errors.sort(key=lambda error: error[0])
+        batch.rejected.sort(key=lambda row: row[0])
+    batch.staged = stage_rows(values)
+    return batch
