@@ -104,15 +104,21 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
 
 
 async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Path) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
     from redis.asyncio import Redis
 
     from shared import customer_repo
     from shared.cache import CustomerCache, encode_document
     from shared.db import close_pool, open_database
     from shared.settings import parse_mysql_dsn
-    from tests.bench.procstat import Window, find_pids
+    from tests.bench.procstat import Window, find_pids, listening_pids
 
-    pids = {"self": [os.getpid()], "mysqld": find_pids("mariadbd", "mysqld"), "redis": find_pids("redis-server")}
+    pids = {
+        "self": [os.getpid()],
+        "mysqld": find_pids("mariadbd", "mysqld"),
+        "redis": listening_pids(find_pids("redis-server"), urlsplit(redis_url).port or 6379),
+    }
 
     def cpu_us_per_row(window: Window, count: int) -> dict[str, float]:
         return {name: 1e6 * seconds / max(count, 1) for name, seconds in window.cpu.items()}

@@ -29,6 +29,7 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis as sync_redis
 
@@ -46,7 +47,7 @@ from tests.bench.common import (
     run_json,
     table,
 )
-from tests.bench.procstat import RssSampler, Window, find_pids
+from tests.bench.procstat import RssSampler, Window, find_pids, listening_pids
 from tests.support.procs import REPO, Service, free_port, service_env, wait_http_ready
 
 TARGET_ROWS_S = {"inline": 50_000, "shared": 50_000, "csv": 80_000}
@@ -601,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
             "worker": [worker.proc.pid],
             "gateway": [gateway.proc.pid],
             "mysqld": find_pids("mariadbd", "mysqld"),
-            "redis": find_pids("redis-server"),
+            "redis": listening_pids(find_pids("redis-server"), urlsplit(settings.redis_url).port or 6379),
         }
         print(
             f"gateway pid {gateway.proc.pid} on port {port}, worker pid {worker.proc.pid}, "
