@@ -16,6 +16,7 @@ import orjson
 import pymysql
 from pymysql.converters import escape_string
 
+from shared.fields import FIELDS, column_definition
 from shared.spreadsheet import CUSTOMER_FIELDS
 
 # id and version first: the order cache documents need (shared.cache.encode_document), so no copy.
@@ -204,11 +205,7 @@ async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[st
 _STAGE_COLUMNS = ", ".join(CUSTOMER_FIELDS)
 _STAGE_DDL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
-    + ", ".join(
-        f"{name} VARCHAR({255 if name == 'address' else 20 if name in ('postal', 'phone') else 100})"
-        + (" NOT NULL" if name == "email" else " NULL")
-        for name in CUSTOMER_FIELDS
-    )
+    + ", ".join(column_definition(field) for field in FIELDS)
     + ", row_hash BINARY(16) NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
 )
 _STAGE_LOAD = (
