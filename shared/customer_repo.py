@@ -276,21 +276,24 @@ def row_hash_hex(row: Sequence[str | None]) -> str:
 
 
 def stage_line(seq: int, row: Sequence[str | None]) -> tuple[str, str]:
-    """(the staging file's line for this row, its hash in hex)."""
+    """(the staging file's line for this row, without its newline; its hash in hex)."""
     values = tsv_values(row)
     digest = hash_of_tsv(values)
-    return f"{seq}\t{values}\t{digest}\n", digest
+    return f"{seq}\t{values}\t{digest}", digest
 
 
 def stage_text(rows: Sequence[Sequence[str | None]]) -> str:
     """The staging file's contents for these rows (pure: an import builds it in its parser process)."""
-    return "".join(stage_line(seq, row)[0] for seq, row in enumerate(rows))
+    return "".join(stage_line(seq, row)[0] + "\n" for seq, row in enumerate(rows))
 
 
-def values_of_line(line: str) -> tuple[str | None, ...]:
-    """The values a staging line holds (its inverse), for the rare path that cannot load the file."""
-    fields = line.rstrip("\n").split("\t")[1:-1]
-    return tuple(None if f == "\\N" else _unescape(f) if "\\" in f else f for f in fields)
+def values_of_line(line: str) -> list[str | None]:
+    """The values a staging line holds (stage_line's inverse): what the cache documents of the rows
+    an import wrote are built from."""
+    fields = line[line.index("\t") + 1 : line.rindex("\t")].split("\t")
+    if "\\" not in line:
+        return [None if f == "\\N" else f for f in fields]
+    return [None if f == "\\N" else _unescape(f) if "\\" in f else f for f in fields]
 
 
 _UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}

@@ -149,8 +149,9 @@ def test_the_staging_line_and_the_hash_have_one_definition() -> None:
     staged = stage_rows(rows)
     for seq, row in enumerate(rows):
         assert staged.hashes[seq] == customer_repo.row_hash_hex(row)
-        assert staged.lines[seq].startswith(f"{seq}\t") and staged.lines[seq].endswith(f"\t{staged.hashes[seq]}\n")
-        assert customer_repo.values_of_line(staged.lines[seq]) == row
+        assert staged.lines[seq] == customer_repo.stage_line(seq, row)[0]
+        assert staged.lines[seq].startswith(f"{seq}\t") and staged.lines[seq].endswith(f"\t{staged.hashes[seq]}")
+        assert tuple(customer_repo.values_of_line(staged.lines[seq])) == row
     assert staged.hashes[0] != customer_repo.row_hash_hex((*rows[0][:4], None, *rows[0][5:]))  # "\N" is not NULL
     assert staged.emails == ["a@example.com", "b@example.com"]
 

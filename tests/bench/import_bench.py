@@ -303,7 +303,9 @@ def run_import(
 # -- baselines ---------------------------------------------------------------------------------------
 
 
-def run_baselines(files: dict[str, Path], rows: int, settings: Any, repeat: int) -> dict[str, list[dict[str, Any]]]:
+def run_baselines(
+    files: dict[str, Path], rows: int, settings: Any, repeat: int, skip: frozenset[str] = frozenset()
+) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     budget = str(settings.reader_memory_budget_mb)
     batch = str(settings.import_batch_size)
@@ -311,9 +313,11 @@ def run_baselines(files: dict[str, Path], rows: int, settings: Any, repeat: int)
     for kind, path in files.items():
         readers = ["csv", "service"] if kind == "csv" else ["openpyxl", "calamine", "reader", "service"]
         for reader in readers:
+            if reader in skip:
+                continue
             args = ["parse", reader, str(path), "--budget-mb", budget, "--batch", batch]
             jobs.append((f"parse:{reader}:{kind}", args))
-    if "csv" in files:
+    if "csv" in files and "insert" not in skip:
         jobs.append(
             (
                 "insert",
@@ -570,6 +574,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-repeat", type=int, default=None, help="default: --repeat (1 for ≥1M rows)")
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--no-reimport", action="store_true")
+    parser.add_argument(
+        "--skip-baselines",
+        default="",
+        help="comma-separated baselines not to run: openpyxl, calamine, reader, service, csv, insert",
+    )
     parser.add_argument("--database", default="bench_import")
     parser.add_argument("--prefix", default="bench:import:")
     parser.add_argument("--keep", action="store_true", help="keep the database and logs at the end")
@@ -634,7 +643,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.no_baselines:
                 reset_tables(settings)
                 repeat = args.baseline_repeat or (1 if n >= 1_000_000 else args.repeat)
-                baselines[n] = run_baselines({k: files[(n, k)] for k in kinds}, n, settings, repeat)
+                skip = frozenset(x for x in args.skip_baselines.split(",") if x)
+                baselines[n] = run_baselines({k: files[(n, k)] for k in kinds}, n, settings, repeat, skip)
     finally:
         if worker is not None:
             worker.stop()

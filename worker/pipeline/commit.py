@@ -16,10 +16,12 @@ import logging
 from dataclasses import dataclass, field
 
 import aiomysql
+import orjson
 
 from shared import customer_repo
 from shared.db import savepoint, transaction
 from shared.job_repo import BatchResult
+from shared.spreadsheet import CUSTOMER_FIELDS
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
@@ -38,14 +40,18 @@ class Written:
     stamps: list[tuple[int, int, int, str, str]] = field(default_factory=list)
 
     def documents(self, staged: StagedRows) -> list[bytes]:
-        """The cache documents of the rows written: id and version first, as the cache's guard reads
-        them, then the fields, then the timestamps (shared.cache.encode_document's order)."""
-        parts = staged.documents
-        return [
-            b'{"id":%d,"version":%d,%b,"created_at":"%b","updated_at":"%b"}'
-            % (customer_id, version, parts[seq], created.encode(), updated.encode())
-            for seq, customer_id, version, created, updated in self.stamps
-        ]
+        """The cache documents of the rows written (only these: an unchanged row costs nothing here):
+        id and version first, as the cache's guard reads them, then the fields, then the timestamps
+        (shared.cache.encode_document's order)."""
+        lines, dumps, values_of_line, names = staged.lines, orjson.dumps, customer_repo.values_of_line, CUSTOMER_FIELDS
+        documents = []
+        for seq, customer_id, version, created, updated in self.stamps:
+            doc: dict[str, object] = {"id": customer_id, "version": version}
+            doc.update(zip(names, values_of_line(lines[seq]), strict=True))
+            doc["created_at"] = created
+            doc["updated_at"] = updated
+            documents.append(dumps(doc))
+        return documents
 
 
 async def write_rows(deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows) -> Written:
@@ -94,7 +100,7 @@ async def _upsert(
         return Written()
     new_emails = None if stored is None else len({staged.emails[i] for i in chosen} - stored)
     if deps.bulk_load:
-        data = "".join([staged.lines[i] for i in chosen]).encode("utf-8")
+        data = ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
         try:
             async with savepoint(cur):
                 outcomes, by_seq = await customer_repo.upsert_staged(cur, data, len(chosen), new_emails=new_emails)

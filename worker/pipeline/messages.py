@@ -42,14 +42,13 @@ class SourceFailed:
 @dataclass
 class StagedRows:
     """A batch's valid rows as the writer needs them, one entry per row in file order: its email,
-    the hex hash of its values (customer_repo.row_hash_hex), its line of the staging file (numbered by
-    its index here) and its cache document's fields as JSON (without braces). `known_query` asks the
-    table what it holds of these emails (customer_repo.known_query)."""
+    the hex hash of its values (customer_repo.row_hash_hex) and its line of the staging file without
+    the newline (numbered by its index here; it holds the values). `known_query` asks the table what it holds of these
+    emails (customer_repo.known_query)."""
 
     emails: list[str]
     hashes: list[str]
     lines: list[str]
-    documents: list[bytes]
     known_query: str
 
     def __len__(self) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import orjson
-
 from shared import customer_repo
 from shared.spreadsheet import CUSTOMER_FIELDS
 from worker.pipeline.messages import StagedRows
@@ -26,20 +24,19 @@ def _tsv_column(column: Sequence[str | None]) -> list[str]:
     if customer_repo.needs_tsv_escape(present):
         escape = customer_repo.tsv_escape
         return [_NULL if value is None else escape(value) for value in column]
+    if None not in column:
+        return column  # type: ignore[return-value]
     return [_NULL if value is None else value for value in column]
 
 
 def stage_rows(rows: Sequence[tuple[str | None, ...]]) -> StagedRows:
     """Rows in CUSTOMER_FIELDS order → StagedRows (lines numbered by their index in `rows`)."""
     if not rows:
-        return StagedRows([], [], [], [], "")
+        return StagedRows([], [], [], "")
     columns = list(zip(*rows, strict=True))
     bodies = list(map("\t".join, zip(*map(_tsv_column, columns), strict=True)))
     blake2b = hashlib.blake2b
     hashes = [blake2b(body.encode(), digest_size=16).hexdigest() for body in bodies]
-    lines = [f"{seq}\t{body}\t{digest}\n" for seq, (body, digest) in enumerate(zip(bodies, hashes, strict=True))]
+    lines = list(map("\t".join, zip(map(str, range(len(bodies))), bodies, hashes, strict=True)))
     emails: list[str] = list(columns[_EMAIL_AT])  # validated: never None
-    dumps = orjson.dumps
-    names = CUSTOMER_FIELDS
-    documents = [dumps(dict(zip(names, row, strict=True)))[1:-1] for row in rows]
-    return StagedRows(emails, hashes, lines, documents, customer_repo.known_query(emails))
+    return StagedRows(emails, hashes, lines, customer_repo.known_query(emails))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from marshmallow import ValidationError, validate
@@ -66,12 +67,12 @@ class BatchValidator:
             return [self._one(cells) for cells in rows]
         doubtful: set[int] = set()
         columns: list[list[str | None]] = []
-        short = any(len(cells) < self.width for cells in rows)
-        for name, index, max_length in zip(CUSTOMER_FIELDS, self.positions, self.lengths, strict=True):
-            if short:
-                raw = [cells[index] if index < len(cells) else None for cells in rows]
-            else:
-                raw = [cells[index] for cells in rows]
+        width = self.width
+        if min(map(len, rows)) >= width:  # each field's cells, transposed at C speed
+            raws: list[Sequence[Any]] = list(zip(*map(itemgetter(*self.positions), rows), strict=True))
+        else:
+            raws = [[cells[index] if index < len(cells) else None for cells in rows] for index in self.positions]
+        for name, raw, max_length in zip(CUSTOMER_FIELDS, raws, self.lengths, strict=True):
             column = _normalised(raw)
             if name == "email":
                 column = [None if value is None else value.lower() for value in column]
@@ -99,14 +100,22 @@ class BatchValidator:
         return tuple(data[name] for name in CUSTOMER_FIELDS)
 
 
-def _normalised(raw: list[Any]) -> list[str | None]:
+def _normalised(raw: Sequence[Any]) -> list[str | None]:
     """normalize_cell of each cell (and the schema's own strip, which then changes nothing), with no
     call for plain text: stripped, blank as None; anything else goes through normalize_cell."""
-    strip = str.strip  # TypeError for anything but text
-    try:  # a column of text only (most are): one pass
-        return [(text or None) if (text := strip(value))[:1] != "'" else normalize_cell(value) for value in raw]
+    try:  # a column of text only (most are)
+        texts: list[str] = list(map(str.strip, raw))  # TypeError for anything but text
     except TypeError:  # an empty cell, a number, a date: not only text
         pass
+    else:
+        if "\n'" in "\n" + "\n".join(texts):  # a value (or a line of one) starts with an apostrophe
+            return [
+                (text or None) if text[:1] != "'" else normalize_cell(value)
+                for value, text in zip(raw, texts, strict=True)
+            ]
+        if "" in texts:
+            return [text or None for text in texts]
+        return texts  # type: ignore[return-value]
     stripped = [value.strip() if type(value) is str else value for value in raw]
     return [
         (text or None) if type(text) is str and text[:1] != "'" else None if value is None else normalize_cell(value)
