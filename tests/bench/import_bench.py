@@ -23,10 +23,12 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -148,6 +150,97 @@ def targets_report(
                         ]
                     )
     return table(["case", "figure", "baseline, same run", "ratio", "target", "met"], body)
+
+
+class TreeService(Service):
+    """Service started from another checkout of the project (--compare-tree): its own gateway/worker code."""
+
+    def __init__(self, module: str, env: dict[str, str], log_dir: Path, name: str, tree: Path) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module], cwd=tree, env=env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+
+
+@dataclass
+class Stack:
+    """One gateway and one worker of one tree of the code, with their own database and Redis prefix."""
+
+    label: str
+    settings: Any
+    port: int
+    gateway: Service
+    worker: Service | None = None
+    pids: dict[str, list[int]] = field(default_factory=dict)
+
+
+def start_stack(label: str, tree: Path | None, database: str, prefix: str, log_dir: Path) -> Stack:
+    settings = bench_settings(database, prefix)
+    drop_database(settings)
+    clear_redis(settings)
+    port = free_port()
+    env = service_env(settings, PORT=port)
+    if tree is None:
+        gateway: Service = Service("gateway", env, log_dir, f"gateway-{label}")
+    else:
+        gateway = TreeService("gateway", env, log_dir, f"gateway-{label}", tree)
+    stack = Stack(label, settings, port, gateway)
+    wait_http_ready(f"http://127.0.0.1:{port}", gateway)
+    if tree is None:
+        stack.worker = Service("worker", env, log_dir, f"worker-{label}")
+    else:
+        stack.worker = TreeService("worker", env, log_dir, f"worker-{label}", tree)
+    time.sleep(2.0)  # arq connects, migrations are done by the gateway already
+    if stack.worker.proc.poll() is not None:
+        raise RuntimeError(f"worker exited:\n{stack.worker.output()}")
+    stack.pids = {
+        "worker": [stack.worker.proc.pid],
+        "gateway": [gateway.proc.pid],
+        "mysqld": find_pids("mariadbd", "mysqld"),
+        "redis": listening_pids(find_pids("redis-server"), urlsplit(settings.redis_url).port or 6379),
+    }
+    return stack
+
+
+def compare_report(
+    runs: dict[tuple[int, str, str], list[dict[str, Any]]],
+    compare: dict[tuple[int, str, str], list[dict[str, Any]]],
+    tree: str,
+) -> str:
+    body = []
+    for key, group in runs.items():
+        other = compare.get(key)
+        if not other:
+            continue
+        n, kind, expect = key
+        mine, theirs = median([r["rows_per_s"] for r in group]), median([r["rows_per_s"] for r in other])
+        body.append(
+            [
+                f"{n:,} {kind} {expect}",
+                fmt_int(theirs),
+                fmt_int(mine),
+                fmt_ratio(mine / theirs),
+                f"{_cpu_all(other):.1f} → {_cpu_all(group):.1f}",
+                " / ".join(_us_per_row(other, p) for p in ("worker", "mysqld", "redis"))
+                + " → "
+                + " / ".join(_us_per_row(group, p) for p in ("worker", "mysqld", "redis")),
+                f"{max(r['peak_rss_mb'] for r in other):,.0f} → {max(r['peak_rss_mb'] for r in group):,.0f}",
+            ]
+        )
+    return f"\n\n== This tree beside {tree}, interleaved in the same run (medians) ==\n" + table(
+        [
+            "import",
+            "compare rows/s",
+            "this rows/s",
+            "speed-up",
+            "CPU µs/row all",
+            "worker / mysqld / redis µs/row",
+            "worker peak RSS MB",
+        ],
+        body,
+    )
 
 
 # -- HTTP ----------------------------------------------------------------------------------------
@@ -575,6 +668,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-baselines", action="store_true")
     parser.add_argument("--no-reimport", action="store_true")
     parser.add_argument(
+        "--compare-tree",
+        help="another checkout of the project (e.g. `git worktree add --detach /tmp/before main`): its gateway and "
+        "worker import the same files, interleaved with this tree's, in a database of their own",
+    )
+    parser.add_argument(
         "--skip-baselines",
         default="",
         help="comma-separated baselines not to run: openpyxl, calamine, reader, service, csv, insert",
@@ -588,73 +686,76 @@ def main(argv: list[str] | None = None) -> int:
     kinds = [k for k in args.kinds.split(",") if k]
     files = datagen.ensure(sizes, tuple(kinds))
 
-    settings = bench_settings(args.database, args.prefix)
-    drop_database(settings)
-    clear_redis(settings)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-import-logs-"))
-    port = free_port()
-    env = service_env(settings, PORT=port)
-    gateway = Service("gateway", env, log_dir, "gateway")
-    worker: Service | None = None
+    stacks: list[Stack] = []
     runs: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
+    compare: dict[tuple[int, str, str], list[dict[str, Any]]] = {}
     baselines: dict[int, dict[str, list[dict[str, Any]]]] = {}
     profiles: list[str] = []
     version = code_version()
-    print(f"measuring code at {version} ({REPO})")
+    print(f"measuring code at {version} ({REPO})" + (f", beside {args.compare_tree}" if args.compare_tree else ""))
     try:
-        wait_http_ready(f"http://127.0.0.1:{port}", gateway)
-        worker = Service("worker", env, log_dir, "worker")
-        time.sleep(2.0)  # arq connects, migrations are done by the gateway already
-        if worker.proc.poll() is not None:
-            raise RuntimeError(f"worker exited:\n{worker.output()}")
-        pids = {
-            "worker": [worker.proc.pid],
-            "gateway": [gateway.proc.pid],
-            "mysqld": find_pids("mariadbd", "mysqld"),
-            "redis": listening_pids(find_pids("redis-server"), urlsplit(settings.redis_url).port or 6379),
-        }
-        print(
-            f"gateway pid {gateway.proc.pid} on port {port}, worker pid {worker.proc.pid}, "
-            f"mysqld {pids['mysqld']}, redis {pids['redis']}; logs in {log_dir}"
-        )
+        stacks.append(start_stack("this", None, args.database, args.prefix, log_dir))
+        if args.compare_tree:
+            tree = Path(args.compare_tree).resolve()
+            stacks.append(start_stack("compare", tree, args.database + "_cmp", args.prefix + "cmp:", log_dir))
+        settings = stacks[0].settings
+        for stack in stacks:
+            assert stack.worker is not None
+            print(
+                f"{stack.label}: gateway pid {stack.gateway.proc.pid} on port {stack.port}, worker pid "
+                f"{stack.worker.proc.pid}, mysqld {stack.pids['mysqld']}, redis {stack.pids['redis']}; "
+                f"logs in {log_dir}"
+            )
         for n in sizes:
             for r in range(args.repeat):
                 for kind in kinds:
                     path = files[(n, kind)]
-                    reset_tables(settings)
-                    for expect in ("new", "unchanged"):
-                        if expect == "unchanged" and args.no_reimport:
-                            continue
-                        prof = log_dir / f"worker-{n}-{kind}-{expect}.txt" if args.py_spy and r == 0 else None
-                        result = run_import(port, path, n, worker, pids, settings, expect, prof, args.py_spy)
-                        if prof is not None and prof.exists():
-                            profiles.append(profile.summarize(prof, 20))
-                        runs.setdefault((n, kind, expect), []).append(result)
-                        print(
-                            f"{n:>9,} {kind:6} {expect:6} run {r + 1}/{args.repeat}: {result['seconds']:7.2f} s "
-                            f"{fmt_int(result['rows_per_s']):>8} rows/s  reader={result['reader']}  "
-                            f"peak RSS {result['peak_rss_mb']:.0f} MB (start {result['start_rss_mb']:.0f})  "
-                            f"cpu worker {_pct([result], 'worker')} mysqld {_pct([result], 'mysqld')} "
-                            f"redis {_pct([result], 'redis')} other {result['other_cpu_pct']:.0f}% "
-                            f"{[(n, round(s, 1)) for n, s in result['top_other_cpu_s']]}  "
-                            f"cached {result['cache_hits_at_completion'][0]}/{result['cache_hits_at_completion'][1]}",
-                            flush=True,
-                        )
+                    for stack in stacks:
+                        assert stack.worker is not None
+                        reset_tables(stack.settings)
+                        for expect in ("new", "unchanged"):
+                            if expect == "unchanged" and args.no_reimport:
+                                continue
+                            prof = None
+                            if args.py_spy and r == 0 and stack.label == "this":
+                                prof = log_dir / f"worker-{n}-{kind}-{expect}.txt"
+                            result = run_import(
+                                stack.port, path, n, stack.worker, stack.pids, stack.settings, expect, prof, args.py_spy
+                            )
+                            if prof is not None and prof.exists():
+                                profiles.append(profile.summarize(prof, 20))
+                            into = runs if stack.label == "this" else compare
+                            into.setdefault((n, kind, expect), []).append(result)
+                            print(
+                                f"{stack.label:7} {n:>9,} {kind:6} {expect:9} run {r + 1}/{args.repeat}: "
+                                f"{result['seconds']:7.2f} s {fmt_int(result['rows_per_s']):>8} rows/s  "
+                                f"reader={result['reader']}  peak RSS {result['peak_rss_mb']:.0f} MB "
+                                f"(start {result['start_rss_mb']:.0f})  cpu worker {_pct([result], 'worker')} "
+                                f"mysqld {_pct([result], 'mysqld')} redis {_pct([result], 'redis')} "
+                                f"other {result['other_cpu_pct']:.0f}% "
+                                f"{[(n, round(s, 1)) for n, s in result['top_other_cpu_s']]}  "
+                                "cached {}/{}".format(*result["cache_hits_at_completion"]),
+                                flush=True,
+                            )
             if not args.no_baselines:
                 reset_tables(settings)
                 repeat = args.baseline_repeat or (1 if n >= 1_000_000 else args.repeat)
                 skip = frozenset(x for x in args.skip_baselines.split(",") if x)
                 baselines[n] = run_baselines({k: files[(n, k)] for k in kinds}, n, settings, repeat, skip)
     finally:
-        if worker is not None:
-            worker.stop()
-        gateway.stop()
-        if not args.keep:
-            drop_database(settings)
-            clear_redis(settings)
+        for stack in stacks:
+            if stack.worker is not None:
+                stack.worker.stop()
+            stack.gateway.stop()
+            if not args.keep:
+                drop_database(stack.settings)
+                clear_redis(stack.settings)
     text = f"code: {version}\n" + report(sizes, kinds, runs, baselines, args.repeat, settings)
     text += "\n\n== Issue 13 targets: each figure beside its baseline from this run (medians) ==\n"
     text += targets_report(sizes, kinds, runs, baselines)
+    if compare:
+        text += compare_report(runs, compare, args.compare_tree)
     if profiles:
         text += "\n\n== py-spy, worker process, first run of each file ==\n" + "\n\n".join(profiles)
     print(text)
@@ -667,6 +768,8 @@ def main(argv: list[str] | None = None) -> int:
                 "repeat": args.repeat,
                 "settings": {"batch": settings.import_batch_size, "budget_mb": settings.reader_memory_budget_mb},
                 "runs": {f"{n}:{k}:{e}": v for (n, k, e), v in runs.items()},
+                "compare_tree": args.compare_tree,
+                "compare_runs": {f"{n}:{k}:{e}": v for (n, k, e), v in compare.items()},
                 "baselines": {str(n): b for n, b in baselines.items()},
                 "report": text,
             },
