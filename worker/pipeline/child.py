@@ -59,6 +59,14 @@ class SourceProcess:
         self._finished = False
 
     async def __aenter__(self) -> SourceProcess:
+        try:
+            await self._start()
+        except BaseException:  # cancelled while starting, say: no child left behind
+            await asyncio.shield(self.close())
+            raise
+        return self
+
+    async def _start(self) -> None:
         ctx = _context()
         data_r, data_w = ctx.Pipe(duplex=False)
         life_r, life_w = ctx.Pipe(duplex=False)
@@ -80,7 +88,6 @@ class SourceProcess:
         data_r.close()
         transport, _ = await loop.connect_read_pipe(lambda: protocol, pipe)
         self._transport = transport
-        return self
 
     async def receive(self) -> SourceMessage | None:
         """The next message; None once the sheet was read to its end."""
