@@ -192,7 +192,7 @@ def test_the_parser_process_dies_with_its_worker(settings: Settings, tmp_path: P
     worker = Service("worker", {**env, "IMPORT_BATCH_SIZE": "200"}, tmp_path, "worker")
     try:
         wait_http_ready(f"http://127.0.0.1:{port}", gateway)
-        status, body = upload(f"http://127.0.0.1:{port}", "big.csv", csv_bytes(customers(40000)))
+        status, body = upload(f"http://127.0.0.1:{port}", "big.csv", csv_bytes(customers(20000)))
         assert status == 202
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -213,7 +213,7 @@ def test_the_parser_process_dies_with_its_worker(settings: Settings, tmp_path: P
         second = Service("worker", env, tmp_path, "worker2")
         try:
             job = wait_job(f"http://127.0.0.1:{port}", body["job_id"], timeout=120)
-            assert job["status"] == "completed" and job["rows_inserted"] == 40000, second.output()[-3000:]
+            assert job["status"] == "completed" and job["rows_inserted"] == 20000, second.output()[-3000:]
         finally:
             second.stop()
     finally:
