@@ -16,6 +16,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
+from shared.fields import BY_NAME
 from shared.schemas import FIELD_LENGTHS, CustomerSchema
 from shared.spreadsheet import CUSTOMER_FIELDS
 
@@ -60,10 +61,11 @@ def customer_fields() -> dict[str, fields.Field]:
     }
     for name in CUSTOMER_FIELDS:
         length = validate.Length(max=FIELD_LENGTHS[name])
+        described = _described(BY_NAME[name].description)
         if name == "email":
-            out[name] = fields.Email(required=True, validate=length, metadata=_described("Unique, lower-case."))
+            out[name] = fields.Email(required=True, validate=length, metadata=described)
         else:
-            out[name] = fields.String(required=True, allow_none=True, validate=length)
+            out[name] = fields.String(required=True, allow_none=True, validate=length, metadata=described)
     out["created_at"] = _timestamp("When the customer was created (UTC).")
     out["updated_at"] = _timestamp("When the customer last changed (UTC).")
     return out

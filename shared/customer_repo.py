@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import re
 import tempfile
@@ -11,8 +12,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aiomysql
+import orjson
 import pymysql
+from pymysql.converters import escape_string
 
+from shared.fields import FIELDS, column_definition
 from shared.spreadsheet import CUSTOMER_FIELDS
 
 # id and version first: the order cache documents need (shared.cache.encode_document), so no copy.
@@ -30,12 +34,28 @@ _UNCHANGED = " AND ".join(
     for name in CUSTOMER_FIELDS
     if name != "email"
 )
-# Qualified names: in INSERT ... SELECT the staging table has the same columns.
-_ON_DUPLICATE = (
-    f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
-    + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+
+
+def _on_duplicate(new_hash: str) -> str:
+    """The upsert's update clause. Qualified names: in INSERT ... SELECT the staging table has the
+    same columns. `row_hash` is assigned before the values are overwritten (the comparison needs the
+    old ones): kept when nothing changes (so an unchanged row stays at 0 affected rows), else
+    `new_hash` (the new digest, or NULL: "not known", never a stale one)."""
+    return (
+        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
+        f"customers.row_hash = IF({_UNCHANGED}, customers.row_hash, {new_hash}), "
+        + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+    )
+
+
+# Rows of CUSTOMER_FIELDS values; a changed row's row_hash becomes NULL (compared by value next time).
+UPSERT_SQL = f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})" + _on_duplicate("NULL")
+# The same with the row's hash (row_hash_hex(row)) as an 11th value: what the import's fallback path
+# sends. (Hashes travel as hex: aiomysql cannot escape bytes with the PyMySQL this project pins.)
+UPSERT_HASHED_SQL = (
+    f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))"
+    + _on_duplicate("VALUES(row_hash)")
 )
-UPSERT_SQL = f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})" + _ON_DUPLICATE
 _DUPLICATE_ENTRY = 1062
 
 
@@ -86,10 +106,11 @@ async def list_page(cur: aiomysql.Cursor, *, after_id: int, limit: int, search: 
 
 
 async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:
+    values = [data.get(name) for name in CUSTOMER_FIELDS]
     try:
         await cur.execute(
-            f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})",
-            [data.get(name) for name in CUSTOMER_FIELDS],
+            f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))",
+            [*values, row_hash_hex(values)],
         )
     except pymysql.err.IntegrityError as exc:
         if exc.args and exc.args[0] == _DUPLICATE_ENTRY:
@@ -103,7 +124,8 @@ async def update(cur: aiomysql.Cursor, customer_id: int, data: Mapping[str, Any]
     The caller skips this when no value changes (the version bumps only on a change)."""
     assignments = ", ".join(f"{name} = %s" for name in CUSTOMER_FIELDS)
     params: list[Any] = [data.get(name) for name in CUSTOMER_FIELDS]
-    sql = f"UPDATE customers SET {assignments}, version = version + 1 WHERE id = %s"
+    sql = f"UPDATE customers SET {assignments}, row_hash = UNHEX(%s), version = version + 1 WHERE id = %s"
+    params.append(row_hash_hex(params))
     params.append(customer_id)
     if expected_version is not None:
         sql += " AND version = %s"
@@ -131,14 +153,18 @@ def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int,
     return inserted, updated, max(rows - inserted - updated, 0)
 
 
-async def upsert_many(cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]]) -> tuple[int, int, int]:
-    """Upsert on email (rows in CUSTOMER_FIELDS order). Returns (inserted, updated, unchanged)."""
+async def upsert_many(
+    cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]], *, new_emails: int | None = None
+) -> tuple[int, int, int]:
+    """Upsert on email (rows in CUSTOMER_FIELDS order), storing each row's hash. Returns (inserted,
+    updated, unchanged). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows."""
     if not rows:
         return 0, 0, 0
-    email_at = CUSTOMER_FIELDS.index("email")
-    emails = {row[email_at] for row in rows}
-    new_emails = len(emails - await existing_emails(cur, list(emails)))
-    await cur.executemany(UPSERT_SQL, rows)
+    if new_emails is None:
+        emails = {row[EMAIL_AT] for row in rows}
+        new_emails = len(emails - await existing_emails(cur, list(emails)))
+    await cur.executemany(UPSERT_HASHED_SQL, [(*row, row_hash_hex(row)) for row in rows])
     return split_outcomes(len(rows), new_emails, cur.rowcount)
 
 
@@ -179,21 +205,17 @@ async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[st
 _STAGE_COLUMNS = ", ".join(CUSTOMER_FIELDS)
 _STAGE_DDL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
-    + ", ".join(
-        f"{name} VARCHAR({255 if name == 'address' else 20 if name in ('postal', 'phone') else 100})"
-        + (" NOT NULL" if name == "email" else " NULL")
-        for name in CUSTOMER_FIELDS
-    )
-    + ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+    + ", ".join(column_definition(field) for field in FIELDS)
+    + ", row_hash BINARY(16) NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
 )
 _STAGE_LOAD = (
     "LOAD DATA LOCAL INFILE %s INTO TABLE customer_stage CHARACTER SET utf8mb4"
     " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
-    f" (seq, {_STAGE_COLUMNS})"
+    f" (seq, {_STAGE_COLUMNS}, @row_hash) SET row_hash = UNHEX(@row_hash)"
 )
 _STAGE_UPSERT = (
-    f"INSERT INTO customers ({_INSERT_COLUMNS}) SELECT {_STAGE_COLUMNS} FROM customer_stage ORDER BY seq"
-    + _ON_DUPLICATE
+    f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) SELECT {_STAGE_COLUMNS}, row_hash"
+    " FROM customer_stage ORDER BY seq" + _on_duplicate("VALUES(row_hash)")
 )
 # Distinct staged emails the table does not hold yet: with the upsert's affected rows, this tells
 # inserted, updated and unchanged rows apart.
@@ -220,20 +242,100 @@ class LocalInfileRefused(Exception):
 
 
 _TSV_SPECIAL = re.compile(r"[\\\t\n\r\0]")
+EMAIL_AT = CUSTOMER_FIELDS.index("email")
 
 
-def _tsv_line(seq: int, row: Sequence[str | None]) -> str:
+def needs_tsv_escape(text: str) -> bool:
+    return _TSV_SPECIAL.search(text) is not None
+
+
+def tsv_escape(value: str) -> str:
+    return value.translate(_TSV_ESCAPES)
+
+
+def tsv_values(row: Sequence[str | None]) -> str:
+    """A row's values as one line of the staging file, without the sequence number and the hash:
+    tab-separated, `\\N` for NULL, MySQL's escapes. Also what the row's hash digests (an unambiguous
+    encoding: a NULL and the text `\\N` differ)."""
     # Escape only the rare row that needs it: one search a row instead of a translate a value.
     if _TSV_SPECIAL.search("".join(value for value in row if value is not None)):
-        line = "\t".join("\\N" if value is None else value.translate(_TSV_ESCAPES) for value in row)
-    else:
-        line = "\t".join("\\N" if value is None else value for value in row)
-    return f"{seq}\t{line}\n"
+        return "\t".join("\\N" if value is None else value.translate(_TSV_ESCAPES) for value in row)
+    return "\t".join("\\N" if value is None else value for value in row)
+
+
+def hash_of_tsv(values: str) -> str:
+    """The row hash (hex) of a row whose tsv_values are `values`."""
+    return hashlib.blake2b(values.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def row_hash_hex(row: Sequence[str | None]) -> str:
+    """The one definition of a row's hash: 128 bits of BLAKE2b over its staging-file encoding, as
+    lower-case hex. `customers.row_hash` holds its bytes for every row written since migration 6
+    (NULL: not known, so compared by value)."""
+    return hash_of_tsv(tsv_values(row))
+
+
+def stage_line(seq: int, row: Sequence[str | None]) -> tuple[str, str]:
+    """(the staging file's line for this row, without its newline; its hash in hex)."""
+    values = tsv_values(row)
+    digest = hash_of_tsv(values)
+    return f"{seq}\t{values}\t{digest}", digest
 
 
 def stage_text(rows: Sequence[Sequence[str | None]]) -> str:
-    """The staging file's contents for these rows (pure: the import builds it in its parser thread)."""
-    return "".join(_tsv_line(seq, row) for seq, row in enumerate(rows))
+    """The staging file's contents for these rows (pure: an import builds it in its parser process)."""
+    return "".join(stage_line(seq, row)[0] + "\n" for seq, row in enumerate(rows))
+
+
+def values_of_line(line: str) -> list[str | None]:
+    """The values a staging line holds (stage_line's inverse): what the cache documents of the rows
+    an import wrote are built from."""
+    fields = line[line.index("\t") + 1 : line.rindex("\t")].split("\t")
+    if "\\" not in line:
+        return [None if f == "\\N" else f for f in fields]
+    return [None if f == "\\N" else _unescape(f) if "\\" in f else f for f in fields]
+
+
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(1)), text)
+
+
+# -- what the table holds of a batch's emails ------------------------------------------------------
+# One row of JSON for the whole batch (pure-Python result rows cost more than the query); the values
+# only for rows without a hash, which are compared by value.
+_KNOWN_SELECT = (
+    "SELECT JSON_ARRAYAGG(JSON_ARRAY(email, id, version, LOWER(HEX(row_hash)), IF(row_hash IS NULL, JSON_ARRAY("
+    + _STAGE_COLUMNS
+    + "), NULL))) FROM customers WHERE email IN ("
+)
+
+
+def known_query(emails: Sequence[str]) -> str:
+    """The statement known() runs for these emails, escaped here (pure: an import's parser process
+    builds it, so the event loop does not quote thousands of values)."""
+    return _KNOWN_SELECT + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+
+
+async def known(cur: aiomysql.Cursor, query: str) -> list[tuple[str, int, int, str | None, list[str | None] | None]]:
+    """(email, id, version, row_hash hex or None, values when the hash is None) of each stored
+    customer that `query` (from known_query) names."""
+    await cur.execute(query)
+    (packed,) = await cur.fetchone()
+    if not packed:
+        return []
+    found: list[tuple[str, int, int, str | None, list[str | None] | None]] = orjson.loads(packed)
+    return found
+
+
+async def store_hashes(cur: aiomysql.Cursor, hashes: Sequence[tuple[int, str]]) -> None:
+    """Record (id, hash hex) for rows found equal by value; updated_at stays as it is."""
+    await cur.executemany(
+        "UPDATE customers SET row_hash = UNHEX(%s), updated_at = updated_at WHERE id = %s AND row_hash IS NULL",
+        [(digest, customer_id) for customer_id, digest in hashes],
+    )
 
 
 async def bulk_upsert(
@@ -245,10 +347,22 @@ async def bulk_upsert(
     when the caller already built it."""
     if not rows:
         return (0, 0, 0), {}
+    data = stage_text(rows) if staged is None else staged
+    return await upsert_staged(cur, data.encode("utf-8"), len(rows))
+
+
+async def upsert_staged(
+    cur: aiomysql.Cursor, data: bytes, count: int, *, new_emails: int | None = None
+) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
+    """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
+    sequence numbers). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows (else a query counts them). Stamps are keyed by the lines' numbers."""
+    if not count:
+        return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            fh.write(stage_text(rows) if staged is None else staged)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
             await cur.execute(_STAGE_DDL)
@@ -259,20 +373,21 @@ async def bulk_upsert(
             if exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED:
                 raise LocalInfileRefused(str(exc)) from exc
             raise
-        if cur.rowcount != len(rows):
-            raise RuntimeError(f"staging loaded {cur.rowcount} of {len(rows)} rows")
-        await cur.execute(_STAGE_NEW_EMAILS)
-        (new_emails,) = await cur.fetchone()
+        if cur.rowcount != count:
+            raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
+        if new_emails is None:
+            await cur.execute(_STAGE_NEW_EMAILS)
+            (new_emails,) = await cur.fetchone()
         await cur.execute(_STAGE_UPSERT)
-        outcomes = split_outcomes(len(rows), int(new_emails), cur.rowcount)
+        outcomes = split_outcomes(count, int(new_emails), cur.rowcount)
         await cur.execute(_STAGE_STAMPS)
         (packed,) = await cur.fetchone()
         stamps = {}
         for record in packed.split(";") if packed else ():
             seq, customer_id, version, created_at, updated_at = record.split(",")
             stamps[int(seq)] = (int(customer_id), int(version), created_at, updated_at)
-        if len(stamps) != len(rows):
-            raise RuntimeError(f"read back {len(stamps)} of {len(rows)} staged rows")
+        if len(stamps) != count:
+            raise RuntimeError(f"read back {len(stamps)} of {count} staged rows")
     finally:
         os.unlink(path)
     return outcomes, stamps

@@ -48,12 +48,11 @@ class PreconditionFailed(Exception):
 
 
 class InvalidInput(Exception):
-    """Field errors: [(field or None, message)]."""
+    """Field errors: [(field or None, message)]. (The gateway answers it with 422.)"""
 
-    def __init__(self, errors: list[tuple[str | None, str]], status: int = 422) -> None:
+    def __init__(self, errors: list[tuple[str | None, str]]) -> None:
         super().__init__("; ".join(f"{f or 'body'}: {m}" for f, m in errors))
         self.errors = errors
-        self.status = status
 
 
 @dataclass

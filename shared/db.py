@@ -173,6 +173,14 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        7,
+        "row_hash on customers: a digest of the row's values, so an import skips unchanged rows",
+        [
+            # NULL means "not known": the import compares such a row by its values, then stores it.
+            "ALTER TABLE customers ADD COLUMN row_hash BINARY(16) NULL AFTER web",
+        ],
+    ),
 ]
 
 

@@ -6,20 +6,10 @@ from typing import Any
 
 from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
+from shared.fields import FIELD_LENGTHS, FIELDS
 from shared.spreadsheet import normalize_cell
 
-FIELD_LENGTHS: dict[str, int] = {
-    "first_name": 100,
-    "last_name": 100,
-    "company_name": 100,
-    "address": 255,
-    "city": 100,
-    "county": 100,
-    "postal": 20,
-    "phone": 20,
-    "email": 100,
-    "web": 100,
-}
+__all__ = ["FIELD_LENGTHS", "CustomerSchema", "RowSchema", "RowValidator"]
 
 
 class Text(fields.String):
@@ -32,34 +22,32 @@ class Text(fields.String):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-def _text(name: str) -> Text:
-    return Text(
-        allow_none=True,
-        load_default=None,
-        validate=validate.Length(max=FIELD_LENGTHS[name], error="Longer than {max} characters."),
-    )
+def _field(name: str) -> fields.Field:
+    """A customer field as shared.fields declares it: optional text, or the required email."""
+    declared = next(field for field in FIELDS if field.name == name)
+    length = validate.Length(max=declared.max_length, error="Longer than {max} characters.")
+    metadata = {"description": declared.description}
+    if name == "email":
+        return fields.Email(
+            required=True,
+            validate=length,
+            error_messages={"required": "Email is required.", "null": "Email is required."},
+            metadata=metadata,
+        )
+    if declared.required:  # pragma: no cover - only the email is required today
+        return Text(required=True, validate=length, metadata=metadata)
+    return Text(allow_none=True, load_default=None, validate=length, metadata=metadata)
 
 
-class CustomerSchema(Schema):
+# The fields, in shared.fields' order, as the base every customer schema declares them from.
+_CustomerFields = Schema.from_dict({field.name: _field(field.name) for field in FIELDS}, name="CustomerFields")
+
+
+class CustomerSchema(_CustomerFields):  # type: ignore[valid-type,misc]
     """A whole customer as a client or a spreadsheet row gives it."""
 
     class Meta:
         unknown = RAISE
-
-    first_name = _text("first_name")
-    last_name = _text("last_name")
-    company_name = _text("company_name")
-    address = _text("address")
-    city = _text("city")
-    county = _text("county")
-    postal = _text("postal")
-    phone = _text("phone")
-    email = fields.Email(
-        required=True,
-        validate=validate.Length(max=FIELD_LENGTHS["email"], error="Longer than {max} characters."),
-        error_messages={"required": "Email is required.", "null": "Email is required."},
-    )
-    web = _text("web")
 
     @pre_load
     def _clean(self, data: Any, **_: Any) -> Any:

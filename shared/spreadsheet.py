@@ -8,60 +8,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-CUSTOMER_FIELDS: tuple[str, ...] = (
-    "first_name",
-    "last_name",
-    "company_name",
-    "address",
-    "city",
-    "county",
-    "postal",
-    "phone",
-    "email",
-    "web",
-)
+from shared.fields import ALIASES, CUSTOMER_FIELDS
 
-ALIASES: dict[str, str] = {
-    "firstname": "first_name",
-    "first": "first_name",
-    "given_name": "first_name",
-    "forename": "first_name",
-    "lastname": "last_name",
-    "last": "last_name",
-    "surname": "last_name",
-    "family_name": "last_name",
-    "company": "company_name",
-    "companyname": "company_name",
-    "organisation": "company_name",
-    "organization": "company_name",
-    "address1": "address",
-    "address_1": "address",
-    "street": "address",
-    "street_address": "address",
-    "town": "city",
-    "state": "county",
-    "region": "county",
-    "province": "county",
-    "postcode": "postal",
-    "post_code": "postal",
-    "postal_code": "postal",
-    "zip": "postal",
-    "zip_code": "postal",
-    "zipcode": "postal",
-    "phone1": "phone",
-    "phone_1": "phone",
-    "telephone": "phone",
-    "tel": "phone",
-    "phone_number": "phone",
-    "mobile": "phone",
-    "e_mail": "email",
-    "email_address": "email",
-    "mail": "email",
-    "website": "web",
-    "url": "web",
-    "www": "web",
-    "homepage": "web",
-}
+# The fields and their header aliases are declared in shared.fields; re-exported here for the readers.
+__all__ = ["ALIASES", "CUSTOMER_FIELDS"]
 
 _FOLD = re.compile(r"[\s\-]+")
 

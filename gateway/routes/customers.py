@@ -21,8 +21,7 @@ def _not_found(customer_id: int) -> Problem:
 
 
 def _invalid(exc: InvalidInput) -> Problem:
-    title = "Validation failed" if exc.status == 422 else "Bad request"
-    return Problem(exc.status, title, str(exc), errors=field_errors(exc.errors))
+    return Problem(422, "Validation failed", str(exc), errors=field_errors(exc.errors))
 
 
 def _stale(exc: PreconditionFailed) -> Problem:

@@ -8,9 +8,10 @@ Each prints one JSON object on stdout.
 * `parse openpyxl|calamine|csv`: the bare reader, iterating every row's values (nothing else).
 * `parse reader`: the reader the service picks for this file and memory budget
   (`shared.readers.open_reader`), rows only.
-* `parse service`: the service's own parser thread body, `worker.importer.parse_file` (reader
-  choice by memory budget, header mapping, cell normalisation, marshmallow validation, batching),
-  with no database: the ceiling for the worker's parse side.
+* `parse service`: the service's own parser process body, `worker.pipeline.source.RowSource` (reader
+  choice by memory budget, header mapping, cell normalisation, validation by columns, batching,
+  staging lines, row hashes and cache document JSON), with no database and in this one process:
+  the ceiling for the worker's parse side.
 * `insert`: (then the same with `customer_repo.bulk_upsert`, the service's LOAD DATA path, when the
   code has it) into an empty `customers` table, aiomysql `executemany` of `customer_repo.UPSERT_SQL`
   in batches of N, one transaction per batch as the worker does (new rows), then the same rows again
@@ -28,7 +29,6 @@ import json
 import os
 import resource
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -73,29 +73,20 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
             rows += 1
         service_reader.close()
     elif reader == "service":
-        from worker.importer import ParsedBatch, SheetInfo, parse_file
+        from shared.mapping import ImportOptions
+        from worker.pipeline.messages import ParsedBatch, SheetInfo
+        from worker.pipeline.source import RowSource, SourceParams
 
         kind = "csv" if path.suffix == ".csv" else "xlsx"
         counts = {"valid": 0, "invalid": 0}
-
-        def emit(item: Any) -> None:
-            nonlocal rows
+        params = SourceParams(path, kind, ImportOptions(), budget_mb * 1024 * 1024, batch_size, 0)
+        for item in RowSource(params).messages():
             if isinstance(item, SheetInfo):
                 extra["reader"] = item.reader
             elif isinstance(item, ParsedBatch):
                 rows += item.rows_read
-                counts["valid"] += len(item.valid)
+                counts["valid"] += len(item.staged or ())
                 counts["invalid"] += item.invalid
-
-        parse_file(
-            path,
-            kind,
-            memory_budget_bytes=budget_mb * 1024 * 1024,
-            batch_size=batch_size,
-            resume_after_row=0,
-            emit=emit,
-            stop=threading.Event(),
-        )
         rows += 1  # the header, so the figure compares with the bare readers'
         extra.update(counts)
     else:
@@ -113,15 +104,21 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
 
 
 async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Path) -> dict[str, Any]:
+    from urllib.parse import urlsplit
+
     from redis.asyncio import Redis
 
     from shared import customer_repo
     from shared.cache import CustomerCache, encode_document
     from shared.db import close_pool, open_database
     from shared.settings import parse_mysql_dsn
-    from tests.bench.procstat import Window, find_pids
+    from tests.bench.procstat import Window, find_pids, listening_pids
 
-    pids = {"self": [os.getpid()], "mysqld": find_pids("mariadbd", "mysqld"), "redis": find_pids("redis-server")}
+    pids = {
+        "self": [os.getpid()],
+        "mysqld": find_pids("mariadbd", "mysqld"),
+        "redis": listening_pids(find_pids("redis-server"), urlsplit(redis_url).port or 6379),
+    }
 
     def cpu_us_per_row(window: Window, count: int) -> dict[str, float]:
         return {name: 1e6 * seconds / max(count, 1) for name, seconds in window.cpu.items()}
@@ -144,7 +141,7 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
                 started = time.perf_counter()
                 for part in batches:
                     await conn.begin()
-                    i, u = await customer_repo.upsert_many(cur, part)
+                    i, u, _unchanged = await customer_repo.upsert_many(cur, part)
                     await conn.commit()
                     ins += i
                     upd += u
@@ -174,7 +171,7 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
                     ins = upd = 0
                     for part in batches:
                         await conn.begin()
-                        i, u, _stamps = await bulk(cur, part)
+                        (i, u, _unchanged), _stamps = await bulk(cur, part)
                         await conn.commit()
                         ins += i
                         upd += u

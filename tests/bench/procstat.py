@@ -40,6 +40,39 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of a process and all its descendants, the ones that ended included: each live
+    process's own time plus what its reaped children used (cutime, cstime). A worker's parser
+    processes are children of the multiprocessing fork server, itself the worker's child."""
+    total = 0.0
+    for member in (pid, *descendants(pid)):
+        try:
+            raw = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2 :].split()
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14)) / CLK_TCK
+    return total
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                raw = (entry / "stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(raw[raw.rindex(")") + 2 :].split()[1]), []).append(int(entry.name))
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
 def system_busy() -> tuple[float, float]:
     """(busy, total) jiffies over all CPUs since boot."""
     parts = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -63,6 +96,20 @@ def all_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
+def listening_pids(pids: list[int], port: int) -> list[int]:
+    """Those of `pids` whose command line names `port` (redis-server shows its address there): other
+    people's redis-server instances on this machine are not ours to count. All of them if none does."""
+    mine = []
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f":{port}" in cmdline:
+            mine.append(pid)
+    return mine or pids
+
+
 def find_pids(*names: str) -> list[int]:
     found = []
     for entry in Path("/proc").iterdir():
@@ -82,6 +129,8 @@ class Window:
     """CPU seconds each named process used between start() and stop(), and the system's."""
 
     pids: dict[str, list[int]]
+    # Names whose CPU is a whole process tree's (the worker and its parser processes).
+    trees: dict[str, int] = field(default_factory=dict)
     wall: float = 0.0
     cpu: dict[str, float] = field(default_factory=dict)
     system_busy: float = 0.0
@@ -93,7 +142,9 @@ class Window:
     top_others: list[tuple[str, float]] = field(default_factory=list)
 
     def _read(self) -> dict[str, float]:
-        return {name: sum(cpu_seconds(p) or 0.0 for p in pids) for name, pids in self.pids.items()}
+        out = {name: sum(cpu_seconds(p) or 0.0 for p in pids) for name, pids in self.pids.items()}
+        out.update({name: tree_cpu_seconds(root) for name, root in self.trees.items()})
+        return out
 
     def start(self) -> None:
         self._start = self._read()
@@ -106,6 +157,8 @@ class Window:
         end = self._read()
         self.cpu = {name: end[name] - self._start.get(name, 0.0) for name in end}
         known = {p for pids in self.pids.values() for p in pids}
+        for root in self.trees.values():
+            known.update((root, *descendants(root)))
         by_name: dict[str, float] = {}
         for pid, (comm, seconds) in all_cpu().items():
             if pid not in known:
@@ -125,10 +178,13 @@ class Window:
 
 class RssSampler:
     """Samples VmRSS of one process every `interval` seconds in a thread; `peak_mb` is the larger of
-    the sampled maximum and VmHWM (which catches spikes between samples, after reset_peak)."""
+    the sampled maximum and VmHWM (which catches spikes between samples, after reset_peak). With
+    `tree`, each sample is the sum over the process and its descendants (the worker's parser
+    processes; shared pages counted once per process, so it errs high), and VmHWM is the process's own."""
 
-    def __init__(self, pid: int, interval: float = 0.05) -> None:
+    def __init__(self, pid: int, interval: float = 0.05, *, tree: bool = False) -> None:
         self.pid = pid
+        self.tree = tree
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
@@ -140,6 +196,8 @@ class RssSampler:
         t0 = time.perf_counter()
         while not self._stop.is_set():
             kb = status_kb(self.pid, "VmRSS")
+            if kb is not None and self.tree:
+                kb += sum(status_kb(child, "VmRSS") or 0 for child in descendants(self.pid))
             if kb is not None:
                 self.samples.append((time.perf_counter() - t0, kb))
             self._stop.wait(self.interval)

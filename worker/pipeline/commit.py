@@ -1,0 +1,188 @@
+"""The commit step: a batch's changed rows into MySQL, its counters and checkpoint with them, in one
+transaction; what the cache needs of the rows that changed comes back.
+
+Unchanged rows are skipped before MySQL: one query per batch fetches (email, id, version, row_hash)
+of the batch's emails (customer_repo.known); a row whose hash equals what its email holds by then
+(the table's, or an earlier row of the file's in this batch) counts as unchanged and is not sent. A
+stored row without a hash (written before migration 6, or by UPSERT_SQL) is compared by its values,
+and its hash stored when it is unchanged. The rest is upserted (LOAD DATA LOCAL into a staging table,
+INSERT ... SELECT; or a multi-row INSERT where LOCAL INFILE is refused), which counts inserted,
+updated and unchanged rows exactly as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import aiomysql
+import orjson
+
+from shared import customer_repo
+from shared.db import savepoint, transaction
+from shared.job_repo import BatchResult
+from shared.spreadsheet import CUSTOMER_FIELDS
+from worker.pipeline.deps import WorkerDeps
+from worker.pipeline.lease import JobLease
+from worker.pipeline.messages import ParsedBatch, StagedRows
+
+log = logging.getLogger("worker.importer")
+
+
+@dataclass
+class Written:
+    """What writing a batch's rows did: (inserted, updated, unchanged) and, per customer written, the
+    stamp (row index, id, version, created_at, updated_at) of the last row that wrote it."""
+
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    stamps: list[tuple[int, int, int, str, str]] = field(default_factory=list)
+
+    def documents(self, staged: StagedRows) -> list[bytes]:
+        """The cache documents of the rows written (only these: an unchanged row costs nothing here):
+        id and version first, as the cache's guard reads them, then the fields, then the timestamps
+        (shared.cache.encode_document's order)."""
+        lines, dumps, values_of_line, names = staged.lines, orjson.dumps, customer_repo.values_of_line, CUSTOMER_FIELDS
+        documents = []
+        for seq, customer_id, version, created, updated in self.stamps:
+            doc: dict[str, object] = {"id": customer_id, "version": version}
+            doc.update(zip(names, values_of_line(lines[seq]), strict=True))
+            doc["created_at"] = created
+            doc["updated_at"] = updated
+            documents.append(dumps(doc))
+        return documents
+
+
+async def write_rows(deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows) -> Written:
+    """Inside the caller's transaction: skip the unchanged rows, upsert the others."""
+    if not len(staged):
+        return Written()
+    found = await customer_repo.known(cur, staged.known_query)
+    emails = staged.emails
+    batch_emails = set(emails)
+    current: dict[str, str] = {}
+    unhashed: dict[str, int] = {}
+    exact = True
+    for email, customer_id, _version, digest, values in found:
+        if digest is None:
+            digest = customer_repo.row_hash_hex(values or [])
+            unhashed[email] = customer_id
+        current[email] = digest
+        # The unique key's collation matched an email of the batch that differs in its bytes: let the
+        # upsert count this batch's new emails itself.
+        exact = exact and email in batch_emails
+    stored = set(current)
+    chosen: list[int] = []
+    hashes_found: list[tuple[int, str]] = []
+    unchanged = 0
+    for index, digest in enumerate(staged.hashes):
+        email = emails[index]
+        if current.get(email) == digest:
+            unchanged += 1
+            if email in unhashed:
+                hashes_found.append((unhashed.pop(email), digest))
+        else:
+            chosen.append(index)
+            current[email] = digest
+            unhashed.pop(email, None)
+    if hashes_found:
+        await customer_repo.store_hashes(cur, hashes_found)
+    written = await _upsert(deps, cur, staged, chosen, stored if exact else None)
+    written.unchanged += unchanged
+    return written
+
+
+async def _upsert(
+    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, chosen: list[int], stored: set[str] | None
+) -> Written:
+    if not chosen:
+        return Written()
+    new_emails = None if stored is None else len({staged.emails[i] for i in chosen} - stored)
+    if deps.bulk_load:
+        data = ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
+        try:
+            async with savepoint(cur):
+                outcomes, by_seq = await customer_repo.upsert_staged(cur, data, len(chosen), new_emails=new_emails)
+        except customer_repo.LocalInfileRefused as exc:
+            log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
+            deps.bulk_load = False
+        else:
+            # Several rows of one email map to one customer; the last row's data is what was stored.
+            final: dict[int, tuple[int, int, int, str, str]] = {}
+            for seq in sorted(by_seq):
+                customer_id, version, created, updated = by_seq[seq]
+                final[customer_id] = (seq, customer_id, version, created, updated)
+            return Written(*outcomes, stamps=list(final.values()))
+    rows = [customer_repo.values_of_line(staged.lines[i]) for i in chosen]
+    outcomes = await customer_repo.upsert_many(cur, rows, new_emails=new_emails)
+    last = {staged.emails[i]: i for i in chosen}
+    found = await customer_repo.stamps_by_email(cur, list(last))
+    return Written(
+        *outcomes,
+        stamps=[
+            (last[email], customer_id, version, created, updated)
+            for email, customer_id, version, created, updated in found
+            if email in last
+        ],
+    )
+
+
+class DryRunCounter:
+    """What an import would have counted, without writing: `seen` holds the hash of every email met
+    earlier in the file, as the table would hold them by now."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, str] = {}
+
+    async def count(self, cur: aiomysql.Cursor, staged: StagedRows) -> Written:
+        if not len(staged):
+            return Written()
+        for email, _id, _version, digest, values in await customer_repo.known(cur, staged.known_query):
+            self.seen.setdefault(email, digest or customer_repo.row_hash_hex(values or []))
+        written = Written()
+        seen = self.seen
+        for email, digest in zip(staged.emails, staged.hashes, strict=True):
+            before = seen.get(email)
+            if before is None:
+                written.inserted += 1
+            elif before == digest:
+                written.unchanged += 1
+            else:
+                written.updated += 1
+            seen[email] = digest
+        return written
+
+
+class BatchCommitter:
+    """One transaction a batch: its rows (or, for a dry run, their counting), then the job's counters,
+    checkpoint and errors through the lease. Returns the cache documents of the rows written."""
+
+    def __init__(self, deps: WorkerDeps, lease: JobLease) -> None:
+        self.deps = deps
+        self.lease = lease
+        self.dry_run = DryRunCounter() if lease.job.dry_run else None
+
+    async def commit(self, batch: ParsedBatch) -> list[bytes]:
+        staged = batch.staged
+        async with transaction(self.deps.pool) as cur:
+            if staged is None:
+                written = Written()
+            elif self.dry_run is not None:
+                written = await self.dry_run.count(cur, staged)
+            else:
+                written = await write_rows(self.deps, cur, staged)
+            await self.lease.checkpoint(
+                cur,
+                BatchResult(
+                    batch.last_row,
+                    batch.rows_read,
+                    written.inserted,
+                    written.updated,
+                    written.unchanged,
+                    batch.invalid,
+                    batch.errors,
+                    batch.rejected,
+                ),
+            )
+        return written.documents(staged) if staged is not None and written.stamps else []

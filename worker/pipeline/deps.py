@@ -1,0 +1,25 @@
+"""What a worker's jobs share: settings, the MySQL pool, the cache, the upload store."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiomysql
+
+from shared.cache import CustomerCache
+from shared.events import JobEvents
+from shared.settings import Settings
+from shared.storage import UploadStore
+
+
+@dataclass
+class WorkerDeps:
+    settings: Settings
+    pool: aiomysql.Pool
+    cache: CustomerCache
+    store: UploadStore
+    events: JobEvents | None = None
+    bulk_load: bool = True
+    # Called with the job id once a job with a callback_url has ended: queues its webhook.
+    on_finished: Callable[[str], Awaitable[None]] | None = None

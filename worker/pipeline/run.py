@@ -1,0 +1,85 @@
+"""One import job through the stages: source (child process) → commit → warm, under the job's lease."""
+
+from __future__ import annotations
+
+import logging
+
+from shared import job_repo
+from shared.cache import CacheUnavailable
+from shared.db import connection
+from shared.job_repo import Job
+from shared.readers import WorkbookError
+from worker.pipeline.child import SourceProcess
+from worker.pipeline.commit import BatchCommitter
+from worker.pipeline.deps import WorkerDeps
+from worker.pipeline.lease import JobLease
+from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed
+from worker.pipeline.source import SourceParams
+from worker.pipeline.warm import CacheWarmer
+
+log = logging.getLogger("worker.importer")
+
+
+async def run_import(deps: WorkerDeps, job: Job, owner: str) -> str:
+    """Import the job's file from its checkpoint on; raises WorkbookError (and the like) for a file
+    that cannot be imported, LeaseLost, or the errors of MySQL and Redis."""
+    settings = deps.settings
+    path = deps.store.path_for(job.id, job.file_kind)
+    if not path.exists():
+        raise WorkbookError("the uploaded file is no longer in the upload directory")
+    params = SourceParams(
+        path,
+        job.file_kind,
+        job.options,
+        memory_budget_bytes=settings.reader_memory_budget_mb * 1024 * 1024,
+        batch_size=settings.import_batch_size,
+        resume_after_row=job.checkpoint_row,
+        max_rows=settings.max_rows_per_job,
+    )
+    lease = JobLease(deps, job, owner)
+    committer = BatchCommitter(deps, lease)
+    info = SheetInfo("", None, [])
+    async with lease.kept_alive(), SourceProcess(params) as source, CacheWarmer(deps.cache) as warmer:
+        while (message := await source.receive()) is not None:
+            if isinstance(message, ParsedBatch):
+                documents = await committer.commit(message)
+                await lease.publish_progress()
+                # Warm the cache with this batch while the next one is written.
+                await warmer.submit(documents)
+            elif isinstance(message, SheetInfo):
+                info = message
+                await lease.set_reader(info)
+            elif isinstance(message, SheetEnd):
+                info.warnings = [*info.warnings, *message.warnings]
+                await lease.set_reader(info)
+            elif isinstance(message, SourceFailed):
+                if message.detail:
+                    log.warning("reader error", extra={"error": message.message, "traceback": message.detail})
+                raise WorkbookError(message.message)
+        await warmer.drain()
+    if not job.dry_run:
+        try:
+            await deps.cache.bump_generation()
+        except CacheUnavailable:
+            pass
+    await lease.finish(job_repo.COMPLETED, None)
+    async with connection(deps.pool) as conn, conn.cursor() as cur:
+        final = await job_repo.get(cur, job.id)
+    if final is not None:
+        log.info("import completed", extra=summary(final))
+    return job_repo.COMPLETED
+
+
+def summary(job: Job) -> dict[str, object]:
+    """What a log line says of a finished job: its counters and how long it ran."""
+    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    return {
+        "rows_read": job.rows_read,
+        "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
+        "rows_invalid": job.rows_invalid,
+        "duration_s": None if duration is None else round(duration, 3),
+        "reader": job.reader,
+        "attempts": job.attempts,
+    }

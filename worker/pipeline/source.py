@@ -1,0 +1,177 @@
+"""The read → map → validate steps: a sheet as a sequence of typed messages (runs in the parser process)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from marshmallow import ValidationError
+
+from shared.mapping import ImportOptions, choose_header
+from shared.readers import HEAD_ROWS, WorkbookError, open_reader
+from shared.schemas import flatten_errors
+from shared.spreadsheet import normalize_cell, row_is_empty
+from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo
+from worker.pipeline.stage import stage_rows
+from worker.pipeline.validate import BatchValidator
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """What the parser process needs to know of the job."""
+
+    path: Path
+    kind: str
+    options: ImportOptions
+    memory_budget_bytes: int
+    batch_size: int
+    resume_after_row: int
+    # MAX_ROWS_PER_JOB: a file with more data rows fails before any row past the limit is emitted
+    # (the batches before it are committed, as with any job that fails part-way).
+    max_rows: int | None = None
+
+
+def width_problem(cells: list[Any], width: int) -> str | None:
+    """For a CSV, where every record should hold one value per header column: what is wrong with
+    this record's count, if anything (trailing empty values are harmless)."""
+    count = len(cells)
+    if count > width:
+        while count > width and (cells[count - 1] is None or not str(cells[count - 1]).strip()):
+            count -= 1
+    if count == width:
+        return None
+    if count > width:
+        return (
+            f"the row has {count} values but the header has {width} columns: a value holds an unquoted "
+            "separator, or there are values under no header. Nothing of this row was imported"
+        )
+    return (
+        f"the row has {count} values but the header has {width} columns: some values are missing. "
+        "Nothing of this row was imported"
+    )
+
+
+def too_many_rows(limit: int) -> str:
+    return (
+        f"the file has more than {limit:,} data rows, the most one job takes (MAX_ROWS_PER_JOB): "
+        f"split it into files of at most {limit:,} rows"
+    )
+
+
+def _head(rows: Iterator[tuple[int, list[Any]]]) -> list[tuple[int, list[Any]]]:
+    """The first rows, enough of them to find the header in: HEAD_ROWS non-empty ones at most."""
+    head: list[tuple[int, list[Any]]] = []
+    filled = 0
+    for item in rows:
+        head.append(item)
+        if not row_is_empty(item[1]):
+            filled += 1
+            if filled >= HEAD_ROWS:
+                break
+    return head
+
+
+_CHUNK = 1024
+
+
+class RowSource:
+    """Reads the sheet, maps its header, validates each row and stages each batch. Rows up to the
+    job's checkpoint are read and skipped (a resumed job). Raises WorkbookError, HeaderError or
+    OptionError for a file that cannot be imported."""
+
+    def __init__(self, params: SourceParams) -> None:
+        self.params = params
+
+    def messages(self) -> Iterator[SheetInfo | ParsedBatch | SheetEnd]:
+        """A SheetInfo, then ParsedBatch objects of at most batch_size rows, then a SheetEnd when the
+        sheet had no data rows."""
+        p = self.params
+        reader = open_reader(p.path, p.kind, p.memory_budget_bytes, sheet=p.options.sheet, encoding=p.options.encoding)
+        try:
+            rows = reader.rows()
+            head = _head(rows)
+            if all(row_is_empty(cells) for _, cells in head):
+                raise WorkbookError("the sheet is empty: no header row and no data")
+            choice = choose_header(head, p.options)
+            header = choice.columns
+            width = choice.width
+            by_index = {index: name for name, index in header.positions.items()}
+            header_text = choice.cells or []
+            yield SheetInfo(
+                reader.name,
+                None if reader.total_estimate is None else reader.total_estimate + (1 if choice.row == 0 else 0),
+                header.warnings,
+                sheet=reader.sheet_name,
+                encoding=reader.encoding,
+                header_row=choice.row,
+                source_header=[
+                    by_index.get(i) or (normalize_cell(header_text[i]) if i < len(header_text) else None)
+                    for i in range(width)
+                ],
+            )
+            validator = BatchValidator(header)
+            data_rows = 0
+            batch = ParsedBatch()
+            pending: list[tuple[int, list[Any]]] = []
+            strict = reader.strict_width
+            source = itertools.chain(head, rows)
+            # A chunk of rows at a time: the per-row work is a few comprehensions, not a loop body.
+            while chunk := list(itertools.islice(source, _CHUNK)):
+                kept = [item for item in chunk if item[0] > choice.row and not row_is_empty(item[1])]
+                over = p.max_rows is not None and data_rows + len(kept) > p.max_rows
+                if over:
+                    kept = kept[: max(p.max_rows - data_rows, 0)]  # type: ignore[operator]
+                data_rows += len(kept)
+                if p.resume_after_row and kept and kept[0][0] <= p.resume_after_row:
+                    kept = [item for item in kept if item[0] > p.resume_after_row]
+                while kept:
+                    room = p.batch_size - batch.rows_read
+                    part, kept = kept[:room], kept[room:]
+                    batch.rows_read += len(part)
+                    batch.last_row = part[-1][0]
+                    if strict and any(len(cells) != width for _, cells in part):
+                        for number, cells in part:
+                            problem = width_problem(cells, width) if len(cells) != width else None
+                            if problem is None:
+                                pending.append((number, cells))
+                            else:
+                                batch.invalid += 1
+                                batch.errors.append((number, None, problem))
+                                batch.rejected.append((number, [normalize_cell(c) for c in cells]))
+                    else:
+                        pending.extend(part)
+                    if batch.rows_read >= p.batch_size:
+                        yield _complete(batch, pending, validator)
+                        batch, pending = ParsedBatch(), []
+                if over:
+                    raise WorkbookError(too_many_rows(p.max_rows))  # type: ignore[arg-type]
+            if batch.rows_read:
+                yield _complete(batch, pending, validator)
+            if not data_rows:
+                yield SheetEnd(["no data rows: the file holds a header row and nothing under it"])
+        finally:
+            reader.close()
+
+
+def _complete(batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validator: BatchValidator) -> ParsedBatch:
+    """Validate the batch's rows (all at once) and stage the valid ones."""
+    width_problems = bool(batch.errors)
+    failed = False
+    values = []
+    for (number, cells), result in zip(pending, validator.validate([cells for _, cells in pending]), strict=True):
+        if isinstance(result, ValidationError):
+            failed = True
+            batch.invalid += 1
+            batch.errors.extend((number, column, message) for column, message in flatten_errors(result.messages))
+            batch.rejected.append((number, [normalize_cell(c) for c in cells]))
+        else:
+            values.append(result)
+    if width_problems and failed:
+        # Rows of the wrong width were noted as they came: keep every list in the file's order.
+        batch.errors.sort(key=lambda error: error[0])
+        batch.rejected.sort(key=lambda row: row[0])
+    batch.staged = stage_rows(values)
+    return batch
