@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ from shared.schemas import RowValidator, flatten_errors
 from shared.settings import Settings
 from shared.spreadsheet import CUSTOMER_FIELDS, HeaderError, extract_row, normalize_cell, row_is_empty
 from shared.storage import UploadStore
+from worker.metrics import WorkerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ class WorkerDeps:
     bulk_load: bool = True
     # Called with the job id once a job with a callback_url has ended: queues its webhook.
     on_finished: Callable[[str], Awaitable[None]] | None = None
+    metrics: WorkerMetrics | None = None
 
 
 @dataclass
@@ -449,6 +452,7 @@ async def _commit_batch(
     # The last row of an email wins, in the database as in the documents built for the cache.
     latest = {data["email"]: data for _, data in batch.valid}
     stamps: list[tuple[dict[str, Any], int, int, str, str]] = []
+    started = time.perf_counter()
     async with transaction(deps.pool) as cur:
         if job.dry_run:
             outcomes = _dry_run_outcomes(batch, await customer_repo.by_emails(cur, list(latest)), seen)
@@ -472,6 +476,8 @@ async def _commit_batch(
             ),
             settings.max_errors_per_job,
         )
+    if deps.metrics is not None:
+        deps.metrics.batch(job.dry_run, inserted, updated, unchanged, batch.invalid, time.perf_counter() - started)
     return _warm_cache(deps, stamps) if stamps else None
 
 
