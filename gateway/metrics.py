@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterator
 
 import aiomysql
@@ -89,18 +90,22 @@ class Metrics:
 
 
 class _SharedState(Collector):
-    def __init__(self, depth: int | None, jobs: dict[str, int] | None) -> None:
+    def __init__(self, depth: tuple[int, int] | None, jobs: dict[str, int] | None) -> None:
         self.depth = depth
         self.jobs = jobs
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         # A source that did not answer in time leaves its series out (a gap, not a wrong zero).
         if self.depth is not None:
-            yield GaugeMetricFamily(
+            family = GaugeMetricFamily(
                 "job_queue_depth",
-                "arq jobs waiting in the Redis queue (imports and webhook deliveries, deferred retries included).",
-                value=self.depth,
+                "arq jobs in the Redis queue: ready (due now: imports, webhook deliveries) or deferred (retries "
+                "and the workers' next sweep, due later).",
+                labels=["state"],
             )
+            family.add_metric(["ready"], self.depth[0])
+            family.add_metric(["deferred"], self.depth[1])
+            yield family
         if self.jobs is not None:
             family = GaugeMetricFamily(
                 "import_jobs", "Unfinished import jobs by status (uploaded, queued, running).", labels=["status"]
@@ -110,10 +115,16 @@ class _SharedState(Collector):
             yield family
 
 
-async def _queue_depth(redis: Redis, queue_name: str) -> int | None:
+async def _queue_depth(redis: Redis, queue_name: str) -> tuple[int, int] | None:
+    """(ready, deferred): arq scores each queued job with the time it is due, in ms."""
+    now_ms = int(time.time() * 1000)
     try:
         async with asyncio.timeout(SCRAPE_TIMEOUT_S):
-            return int(await redis.zcard(queue_name))
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zcount(queue_name, "-inf", now_ms)
+                pipe.zcount(queue_name, f"({now_ms}", "+inf")
+                ready, deferred = await pipe.execute()
+            return int(ready), int(deferred)
     except Exception as exc:  # Redis down or slow: the series is left out of this scrape
         log.warning("metrics: queue depth unavailable", extra={"error": repr(exc)})
         return None

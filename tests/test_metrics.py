@@ -158,7 +158,7 @@ def test_gateway_and_worker_metrics_move_as_jobs_run(procs: Procs) -> None:
     assert moved(*g, "customer_cache_total", result="miss") >= 1
     assert moved(*g, "customer_cache_total", result="hit") >= 1
     # Read at scrape time: nothing is left in flight.
-    assert value(gateway_after, "job_queue_depth") == 0
+    assert value(gateway_after, "job_queue_depth", state="ready") == 0
     for state in ("uploaded", "queued", "running"):
         assert ("import_jobs", (("status", state),)) in gateway_after
         assert value(gateway_after, "import_jobs", status=state) == 0
@@ -180,7 +180,7 @@ def test_scrape_time_gauges_see_jobs_waiting(procs: Procs) -> None:
     after = scrape(f"{procs.base}/metrics")
     assert value(after, "import_jobs", status="queued") == 1
     assert value(after, "import_jobs", status="uploaded") == 1
-    assert value(after, "job_queue_depth") == 1
+    assert value(after, "job_queue_depth", state="ready") == 1
 
 
 @pytest.mark.e2e
@@ -238,7 +238,7 @@ async def test_gateway_metrics_in_process(client: TestClient) -> None:
         assert ("customer_cache_total", (("result", result),)) in samples
     for outcome in ("accepted", "rejected", "too_large"):
         assert ("uploads_total", (("outcome", outcome),)) in samples
-    assert ("job_queue_depth", ()) in samples
+    assert ("job_queue_depth", (("state", "ready"),)) in samples
 
 
 def test_dashboard_is_grafana_json_over_exported_series() -> None:
