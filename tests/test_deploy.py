@@ -155,6 +155,7 @@ class StackEnv:
             "RUN_DIR": str(self.run_dir),
             "WORKERS": "1",
             "GATEWAY_PROCESSES": "1",
+            "WORKER_METRICS_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("API_KEYS", None)
@@ -237,6 +238,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log: Path
     raise AssertionError(f"not within {timeout} s: {what}\n{tail}")
 
 
+def scrapes(url: str) -> bool:
+    """A Prometheus scrape answers 200 with the text format."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200 and b"# TYPE " in response.read()
+    except OSError:
+        return False
+
+
 def ready(base: str) -> bool:
     """/readyz answers 200 (a plain request: what is checked here is the scripts, not the API)."""
     try:
@@ -267,6 +277,14 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
         assert set(first) == {"gateway", "worker-1"}, first
         assert "-m worker" in cmdline(first["worker-1"]) and "-m gateway" in cmdline(first["gateway"])
 
+        # Metrics in multiprocess mode, a folder per kind of process under the run dir.
+        metrics_dir = stack.run_dir / "metrics"
+        worker_metrics = f"http://127.0.0.1:{stack.env['WORKER_METRICS_PORT']}/metrics"
+        wait_for(lambda: scrapes(worker_metrics), 30, "the worker's /metrics answers", log)
+        assert scrapes(stack.base + "/metrics")
+        assert (metrics_dir / "gateway" / f"counter_{first['gateway']}.db").exists()
+        assert (metrics_dir / "worker" / f"gauge_livesum_{first['worker-1']}.db").exists()
+
         os.kill(first["worker-1"], signal.SIGKILL)
 
         def restarted() -> bool:
@@ -290,6 +308,10 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
         ), text[-4000:]
         assert f"worker-1 restarted: pid {second['worker-1']}" in text, text[-4000:]
         assert ready(stack.base)
+        # The killed worker's live gauges were dropped (mark_process_dead); its counters stay.
+        assert not (metrics_dir / "worker" / f"gauge_livesum_{first['worker-1']}.db").exists()
+        assert (metrics_dir / "worker" / f"counter_{first['worker-1']}.db").exists()
+        wait_for(lambda: scrapes(worker_metrics), 30, "the restarted worker's /metrics answers", log)
 
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
