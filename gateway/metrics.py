@@ -15,14 +15,14 @@ import time
 from collections.abc import Iterator
 
 import aiomysql
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from shared import job_repo
 from shared.db import DatabaseUnavailable, connection
-from shared.metrics import FAST_BUCKETS, exposition, scrape_registry, serving_registry
+from shared.metrics import FAST_BUCKETS, exposition, own_registry, scrape_registry, serving_registry
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ SCRAPE_TIMEOUT_S = 2.0
 
 class Metrics:
     def __init__(self, multiproc_dir: str = "") -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = own_registry()
         r = self.registry
         self.requests = Counter(
             "http_requests", "HTTP requests by method, route and status.", ["method", "route", "status"], registry=r

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, generate_latest, values
+from prometheus_client import CollectorRegistry, disable_created_metrics, generate_latest, values
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 from prometheus_client.registry import Collector
 
@@ -44,6 +44,13 @@ def enable_multiprocess(directory: str) -> None:
 
 def multiprocess_active() -> bool:
     return bool(getattr(values.ValueClass, "_multiprocess", False))
+
+
+def own_registry() -> CollectorRegistry:
+    """A registry for one service object's metrics. Without the `*_created` timestamp series, which
+    multiprocess mode never has either: the same series whichever the mode."""
+    disable_created_metrics()
+    return CollectorRegistry(auto_describe=True)
 
 
 def serving_registry(own: CollectorRegistry, directory: str) -> CollectorRegistry:

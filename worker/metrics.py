@@ -20,7 +20,7 @@ from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from arq import Retry
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from shared import job_repo
 from shared.cache import CacheUnavailable
@@ -32,6 +32,7 @@ from shared.metrics import (
     exposition,
     mark_dead,
     multiprocess_active,
+    own_registry,
     serving_registry,
 )
 from shared.settings import Settings
@@ -49,7 +50,7 @@ WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed", "error")
 
 class WorkerMetrics:
     def __init__(self, multiproc_dir: str = "") -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry = own_registry()
         r = self.registry
         self.rows = Counter("import_rows", "Rows committed by outcome (dry runs left out).", ["outcome"], registry=r)
         self.batch_latency = Histogram(
