@@ -128,7 +128,18 @@ def test_gateway_and_worker_metrics_move_as_jobs_run(procs: Procs) -> None:
     for _ in range(2):
         assert http("GET", f"{procs.base}/customers/{customer}")[0] == 200
 
-    worker_after = scrape(worker_url)
+    # The job's row says "completed" a moment before the worker's attempt returns and is timed.
+    deadline = time.monotonic() + 10
+    while True:
+        worker_after = scrape(worker_url)
+        ended = sum(
+            value(worker_after, "import_job_duration_seconds_count", status=s)
+            - value(worker_before, "import_job_duration_seconds_count", status=s)
+            for s in ("completed", "failed")
+        )
+        if ended >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     gateway_after = scrape(gateway_url)
 
     def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
