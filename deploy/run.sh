@@ -13,8 +13,9 @@
 # SIGTERM to every process (workers hand their jobs back), waits up to 30 s, then SIGKILLs what is left.
 # State lives in $RUN_DIR (default .run/ in the repo): run.pid (this script), pids ("name pid" a line),
 # run.log (a detached stack's output) and metrics/ (prometheus-client's multiprocess files, wiped at
-# start: metrics/gateway for the gateways, metrics/worker for the workers, which all serve
-# WORKER_METRICS_PORT together; every scrape adds up every process of its kind).
+# start: metrics/worker for the workers, which all serve WORKER_METRICS_PORT together, and
+# metrics/gateway for the gateways when GATEWAY_PROCESSES > 1; every scrape adds up every process of
+# its kind).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -234,18 +235,26 @@ add() { # name module
 # Multiprocess metrics: one folder per kind of process, so that a scrape of either adds up its own kind.
 METRICS_DIR="$RUN_DIR/metrics"
 rm -rf "$METRICS_DIR"
-mkdir -p "$METRICS_DIR/gateway" "$METRICS_DIR/worker"
+mkdir -p "$METRICS_DIR/worker"
+# A single gateway keeps its metrics in memory: multiprocess mode costs a few µs a request (a file
+# write per value), worth it only when several processes share the port.
+[ "$GATEWAYS_VALUE" -gt 1 ] && mkdir -p "$METRICS_DIR/gateway"
 
 # mark_dead module pid: a process that exited (killed, maybe) leaves its live gauges behind: drop them.
 mark_dead() {
+  [ -d "$METRICS_DIR/$1" ] || return 0
   "$VENV/bin/python" -c 'import sys
 from prometheus_client.multiprocess import mark_process_dead
 mark_process_dead(int(sys.argv[2]), sys.argv[1])' "$METRICS_DIR/$1" "$2" 2>/dev/null || true
 }
 
 start_slot() { # index
-  local i="$1"
-  (PROMETHEUS_MULTIPROC_DIR="$METRICS_DIR/${modules[i]}" exec "$VENV/bin/python" -m "${modules[i]}") > >(prefix "${names[i]}") 2>&1 &
+  local i="$1" folder=""
+  [ -d "$METRICS_DIR/${modules[i]}" ] && folder="$METRICS_DIR/${modules[i]}"
+  (
+    if [ -n "$folder" ]; then export PROMETHEUS_MULTIPROC_DIR="$folder"; else unset PROMETHEUS_MULTIPROC_DIR; fi
+    exec "$VENV/bin/python" -m "${modules[i]}"
+  ) > >(prefix "${names[i]}") 2>&1 &
   pids[i]=$!
   started_ms[i]=$(now_ms)
   write_pids

@@ -282,7 +282,7 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
         worker_metrics = f"http://127.0.0.1:{stack.env['WORKER_METRICS_PORT']}/metrics"
         wait_for(lambda: scrapes(worker_metrics), 30, "the worker's /metrics answers", log)
         assert scrapes(stack.base + "/metrics")
-        assert (metrics_dir / "gateway" / f"counter_{first['gateway']}.db").exists()
+        assert not (metrics_dir / "gateway").exists()  # one gateway (GATEWAY_PROCESSES=1): in memory
         assert (metrics_dir / "worker" / f"gauge_livesum_{first['worker-1']}.db").exists()
 
         os.kill(first["worker-1"], signal.SIGKILL)
@@ -333,6 +333,8 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
 
 @pytest.mark.e2e
 def test_run_sh_stops_everything_on_ctrl_c(stack: StackEnv, tmp_path: Path) -> None:
+    """Two gateway processes on one port this time: their metrics add up whichever one answers."""
+    stack.env["GATEWAY_PROCESSES"] = "2"
     log = tmp_path / "run.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -347,12 +349,26 @@ def test_run_sh_stops_everything_on_ctrl_c(stack: StackEnv, tmp_path: Path) -> N
     try:
         wait_for(lambda: proc.poll() is not None or ready(stack.base), 90, "/readyz answers 200", log)
         children = stack.pids()
+        assert {"gateway-1", "gateway-2"} <= set(children), children
+        folder = stack.run_dir / "metrics" / "gateway"
+        for name in ("gateway-1", "gateway-2"):
+            wait_for(lambda n=name: (folder / f"counter_{children[n]}.db").exists(), 30, f"{name}'s metrics file", log)
+        key = 'http_requests_total{method="GET",route="/healthz",status="200"}'
+        for sent in range(1, 31):
+            urllib.request.urlopen(stack.base + "/healthz", timeout=5).read()
+            if sent % 10 == 0:
+                for _ in range(3):
+                    with urllib.request.urlopen(stack.base + "/metrics", timeout=5) as response:
+                        lines = response.read().decode().splitlines()
+                    count = next(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(key + " "))
+                    assert count >= sent, f"a scrape counted {count} of {sent} requests"
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(35) == 0, log.read_text()[-4000:]
         wait_for(lambda: not group_members(proc.pid), 3, "every process of the stack has exited", log)
         assert not any(alive(pid) for pid in children.values())
         assert "SIGINT: stopping" in log.read_text()
+        assert not list(folder.glob("gauge_livesum_*.db"))  # each gateway marked itself dead
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
