@@ -11,8 +11,11 @@
 # (deploy/lib.sh). A process that exits (crash, SIGKILL, OOM) is started again after a back-off of 1 s,
 # doubling up to 30 s, back to 1 s once it has stayed up 60 s; each restart is logged. Stopping sends
 # SIGTERM to every process (workers hand their jobs back), waits up to 30 s, then SIGKILLs what is left.
-# State lives in $RUN_DIR (default .run/ in the repo): run.pid (this script), pids ("name pid" a line)
-# and run.log (a detached stack's output).
+# State lives in $RUN_DIR (default .run/ in the repo): run.pid (this script), pids ("name pid" a line),
+# run.log (a detached stack's output) and metrics/ (prometheus-client's multiprocess files, wiped at
+# start: metrics/worker for the workers, which all serve WORKER_METRICS_PORT together, and
+# metrics/gateway for the gateways when GATEWAY_PROCESSES > 1; every scrape adds up every process of
+# its kind).
 set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -108,11 +111,13 @@ try:
 except SettingsError as exc:
     print(f"configuration error: {exc}", file=sys.stderr); sys.exit(2)
 host = s.host if s.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
-print(s.port, s.workers, s.gateway_processes, "yes" if s.api_keys else "no", host)
+print(s.port, s.workers, s.gateway_processes, "yes" if s.api_keys else "no", host, s.worker_metrics_port)
 ') || exit 2
-read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET HOST_VALUE <<<"$settings"
+read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET HOST_VALUE WORKER_METRICS_VALUE <<<"$settings"
 [[ "$HOST_VALUE" == *:* ]] && HOST_VALUE="[$HOST_VALUE]"
 BASE_URL="http://${HOST_VALUE}:${PORT_VALUE}"
+WORKER_METRICS_URL=""
+[ "$WORKER_METRICS_VALUE" != 0 ] && WORKER_METRICS_URL="http://${HOST_VALUE}:${WORKER_METRICS_VALUE}/metrics"
 
 # wait_ready SECONDS PID: until $BASE_URL/readyz answers 200 (0); PID exited (3); time is up (1).
 wait_ready() {
@@ -145,6 +150,7 @@ banner() {
 
   Customer import service is up: $BASE_URL   (API docs: $BASE_URL/docs)
   ${GATEWAYS_VALUE} gateway + ${WORKERS_VALUE} worker process(es); a process that exits is restarted.
+  Metrics: $BASE_URL/metrics${WORKER_METRICS_URL:+ and $WORKER_METRICS_URL (workers)}
 MSG
   if [ "$KEYS_SET" = yes ]; then
     echo "  Authenticate with: -H 'Authorization: Bearer <one of API_KEYS>'"
@@ -229,9 +235,29 @@ add() { # name module
   names+=("$1") modules+=("$2") pids+=("") started_ms+=(0) due_ms+=(0) delays+=(1) restarts+=(0)
 }
 
+# Multiprocess metrics: one folder per kind of process, so that a scrape of either adds up its own kind.
+METRICS_DIR="$RUN_DIR/metrics"
+rm -rf "$METRICS_DIR"
+mkdir -p "$METRICS_DIR/worker"
+# A single gateway keeps its metrics in memory: multiprocess mode costs a few µs a request (a file
+# write per value), worth it only when several processes share the port.
+[ "$GATEWAYS_VALUE" -gt 1 ] && mkdir -p "$METRICS_DIR/gateway"
+
+# mark_dead module pid: a process that exited (killed, maybe) leaves its live gauges behind: drop them.
+mark_dead() {
+  [ -d "$METRICS_DIR/$1" ] || return 0
+  "$VENV/bin/python" -c 'import sys
+from prometheus_client.multiprocess import mark_process_dead
+mark_process_dead(int(sys.argv[2]), sys.argv[1])' "$METRICS_DIR/$1" "$2" 2>/dev/null || true
+}
+
 start_slot() { # index
-  local i="$1"
-  (exec "$VENV/bin/python" -m "${modules[i]}") > >(prefix "${names[i]}") 2>&1 &
+  local i="$1" folder=""
+  [ -d "$METRICS_DIR/${modules[i]}" ] && folder="$METRICS_DIR/${modules[i]}"
+  (
+    if [ -n "$folder" ]; then export PROMETHEUS_MULTIPROC_DIR="$folder"; else unset PROMETHEUS_MULTIPROC_DIR; fi
+    exec "$VENV/bin/python" -m "${modules[i]}"
+  ) > >(prefix "${names[i]}") 2>&1 &
   pids[i]=$!
   now_ms
   started_ms[i]=$NOW_MS
@@ -313,6 +339,7 @@ while :; do
       kill -0 "$pid" 2>/dev/null && continue
       status=0
       wait "$pid" 2>/dev/null || status=$?
+      mark_dead "${modules[i]}" "$pid"
       up_ms=$((now - started_ms[i]))
       [ "$up_ms" -ge 60000 ] && delays[i]=1
       delay="${delays[i]}"

@@ -25,6 +25,7 @@ from shared.cache import CacheUnavailable, CustomerCache
 from shared.customers import CustomerService
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
+from shared.metrics import mark_dead
 from shared.settings import Settings
 from shared.storage import UploadStore
 
@@ -68,15 +69,21 @@ async def _replay_invalidations(cache: CustomerCache) -> None:
                 await cache.flush_pending()
 
 
+async def _metrics_cleanup(app: web.Application) -> None:
+    """A gateway process that stops cleanly takes its live gauges out of the multiprocess folder."""
+    mark_dead(app[keys.SETTINGS].prometheus_multiproc_dir)
+
+
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[serve])
     app[keys.SETTINGS] = settings
-    app[keys.METRICS] = Metrics()
+    app[keys.METRICS] = Metrics(settings.prometheus_multiproc_dir)
     store = UploadStore(settings.upload_dir)
     store.ensure()
     app[keys.STORE] = store
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
+    app.on_cleanup.append(_metrics_cleanup)
     app.add_routes(health_routes)
     app.add_routes(openapi_routes)
     app.add_routes(postman_routes)

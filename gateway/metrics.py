@@ -1,55 +1,140 @@
-"""Prometheus text-format metrics, kept per process (one Metrics object per app)."""
+"""The gateway's Prometheus metrics (prometheus-client), one Metrics object per app.
+
+Counted as requests go: requests by method, route and status with their latency, customer reads by
+cache outcome, uploads by outcome and their bytes. Read at scrape time (shared state, so never kept
+per process): the arq queue's length in Redis and the unfinished jobs by status in MySQL. With
+PROMETHEUS_MULTIPROC_DIR set, whichever gateway process answers adds up every process's figures
+(see shared.metrics).
+"""
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+import asyncio
+import logging
+import time
+from collections.abc import Iterator
 
-_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+import aiomysql
+from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from redis.asyncio import Redis
+
+from shared import job_repo
+from shared.db import DatabaseUnavailable, connection
+from shared.metrics import FAST_BUCKETS, exposition, own_registry, scrape_registry, serving_registry
+
+log = logging.getLogger(__name__)
+
+CACHE_RESULTS = ("hit", "miss", "bypass")
+UPLOAD_OUTCOMES = ("accepted", "rejected", "too_large")
+SCRAPE_TIMEOUT_S = 2.0
 
 
 class Metrics:
-    def __init__(self) -> None:
-        self.requests: Counter[tuple[str, str, int]] = Counter()
-        self.cache: Counter[str] = Counter()
-        self.uploads: Counter[str] = Counter()
-        self._hist: dict[str, list[int]] = defaultdict(lambda: [0] * (len(_BUCKETS) + 1))
-        self._sum: dict[str, float] = defaultdict(float)
+    def __init__(self, multiproc_dir: str = "") -> None:
+        self.registry = own_registry()
+        r = self.registry
+        self.requests = Counter(
+            "http_requests", "HTTP requests by method, route and status.", ["method", "route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Request latency by method and route, from the first byte read to the response handed over.",
+            ["method", "route"],
+            buckets=FAST_BUCKETS,
+            registry=r,
+        )
+        self.cache = Counter(
+            "customer_cache", "Customer reads by cache outcome (hit, miss, bypass).", ["result"], registry=r
+        )
+        self.uploads = Counter(
+            "uploads", "Uploads by outcome (accepted, rejected, too_large).", ["outcome"], registry=r
+        )
+        self.upload_bytes = Counter("upload_bytes", "Bytes of the uploads accepted.", registry=r)
+        self.uploads_in_progress = Gauge(
+            "uploads_in_progress", "Uploads being received now.", registry=r, multiprocess_mode="livesum"
+        )
+        for result in CACHE_RESULTS:
+            self.cache.labels(result)
+        for outcome in UPLOAD_OUTCOMES:
+            self.uploads.labels(outcome)
+        self._serving = serving_registry(r, multiproc_dir)
+        # (method, route, status) -> the counter and histogram children: labels() costs a lock and
+        # a dict lookup each, and this runs on every request.
+        self._children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
-        self.requests[(method, route, status)] += 1
-        buckets = self._hist[route]
-        for index, bound in enumerate(_BUCKETS):
-            if seconds <= bound:
-                buckets[index] += 1
-                break
-        else:
-            buckets[-1] += 1
-        self._sum[route] += seconds
+        key = (method, route, status)
+        children = self._children.get(key)
+        if children is None:
+            children = self._children[key] = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
-    def render(self) -> str:
-        lines = [
-            "# HELP http_requests_total HTTP requests by method, route and status.",
-            "# TYPE http_requests_total counter",
-        ]
-        for (method, route, status), count in sorted(self.requests.items()):
-            lines.append(f'http_requests_total{{method="{method}",route="{route}",status="{status}"}} {count}')
-        lines += [
-            "# HELP http_request_duration_seconds Request latency by route.",
-            "# TYPE http_request_duration_seconds histogram",
-        ]
-        for route, buckets in sorted(self._hist.items()):
-            running = 0
-            for bound, count in zip(_BUCKETS, buckets, strict=False):
-                running += count
-                lines.append(f'http_request_duration_seconds_bucket{{route="{route}",le="{bound}"}} {running}')
-            running += buckets[-1]
-            lines.append(f'http_request_duration_seconds_bucket{{route="{route}",le="+Inf"}} {running}')
-            lines.append(f'http_request_duration_seconds_sum{{route="{route}"}} {self._sum[route]:.6f}')
-            lines.append(f'http_request_duration_seconds_count{{route="{route}"}} {running}')
-        lines += ["# HELP customer_cache_total Customer reads by cache outcome.", "# TYPE customer_cache_total counter"]
-        for state, count in sorted(self.cache.items()):
-            lines.append(f'customer_cache_total{{result="{state}"}} {count}')
-        lines += ["# HELP uploads_total Uploads by outcome.", "# TYPE uploads_total counter"]
-        for outcome, count in sorted(self.uploads.items()):
-            lines.append(f'uploads_total{{outcome="{outcome}"}} {count}')
-        return "\n".join(lines) + "\n"
+    def cache_result(self, result: str) -> None:
+        self.cache.labels(result).inc()
+
+    def upload(self, outcome: str, size_bytes: int = 0) -> None:
+        self.uploads.labels(outcome).inc()
+        if size_bytes:
+            self.upload_bytes.inc(size_bytes)
+
+    async def render(self, pool: aiomysql.Pool, redis: Redis, queue_name: str) -> bytes:
+        """The text format: this process's (or every process's) figures, then the shared state read now."""
+        depth, jobs = await asyncio.gather(_queue_depth(redis, queue_name), _jobs_by_status(pool))
+        return exposition(self._serving, scrape_registry(_SharedState(depth, jobs)))
+
+
+class _SharedState(Collector):
+    def __init__(self, depth: tuple[int, int] | None, jobs: dict[str, int] | None) -> None:
+        self.depth = depth
+        self.jobs = jobs
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        # A source that did not answer in time leaves its series out (a gap, not a wrong zero).
+        if self.depth is not None:
+            family = GaugeMetricFamily(
+                "job_queue_depth",
+                "arq jobs in the Redis queue: ready (due now: imports, webhook deliveries) or deferred (retries "
+                "and the workers' next sweep, due later).",
+                labels=["state"],
+            )
+            family.add_metric(["ready"], self.depth[0])
+            family.add_metric(["deferred"], self.depth[1])
+            yield family
+        if self.jobs is not None:
+            family = GaugeMetricFamily(
+                "import_jobs", "Unfinished import jobs by status (uploaded, queued, running).", labels=["status"]
+            )
+            for status in job_repo.UNFINISHED:
+                family.add_metric([status], self.jobs.get(status, 0))
+            yield family
+
+
+async def _queue_depth(redis: Redis, queue_name: str) -> tuple[int, int] | None:
+    """(ready, deferred): arq scores each queued job with the time it is due, in ms."""
+    now_ms = int(time.time() * 1000)
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+            async with redis.pipeline(transaction=False) as pipe:
+                pipe.zcount(queue_name, "-inf", now_ms)
+                pipe.zcount(queue_name, f"({now_ms}", "+inf")
+                ready, deferred = await pipe.execute()
+            return int(ready), int(deferred)
+    except Exception as exc:  # Redis down or slow: the series is left out of this scrape
+        log.warning("metrics: queue depth unavailable", extra={"error": repr(exc)})
+        return None
+
+
+async def _jobs_by_status(pool: aiomysql.Pool) -> dict[str, int] | None:
+    try:
+        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+            async with connection(pool) as conn, conn.cursor() as cur:
+                return await job_repo.count_unfinished(cur)
+    except (DatabaseUnavailable, TimeoutError) as exc:
+        log.warning("metrics: job counts unavailable", extra={"error": repr(exc)})
+        return None

@@ -57,6 +57,7 @@ JOB_COLUMNS = (
 _SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
 
 UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", "completed", "failed"
+UNFINISHED = (UPLOADED, QUEUED, RUNNING)
 
 
 @dataclass
@@ -395,6 +396,15 @@ async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tu
         (RUNNING, QUEUED, queued_grace_s),
     )
     return [(row[0], int(row[1])) for row in await cur.fetchall()]
+
+
+async def count_unfinished(cur: aiomysql.Cursor) -> dict[str, int]:
+    """Jobs not yet finished, by status (for /metrics): a range of ix_import_jobs_status, so its cost
+    follows the jobs in flight, not the history of finished ones."""
+    await cur.execute(
+        "SELECT status, COUNT(*) FROM import_jobs WHERE status IN (%s, %s, %s) GROUP BY status", UNFINISHED
+    )
+    return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
 
 async def list_errors(

@@ -7,6 +7,7 @@ import ctypes
 import sys
 
 from shared.logs import configure_logging
+from shared.metrics import enable_multiprocess
 from shared.settings import Settings, SettingsError, load_settings
 
 
@@ -19,6 +20,8 @@ def start_process(service: str) -> Settings | None:
         print(f"{service}: configuration error: {exc}", file=sys.stderr)
         return None
     configure_logging(service, settings.log_level)
+    if settings.prometheus_multiproc_dir:
+        enable_multiprocess(settings.prometheus_multiproc_dir)
     try:
         import uvloop
 

@@ -65,6 +65,8 @@ class Settings:
     upload_rate_limit_per_min: int = 30
     max_concurrent_uploads: int = 8
     max_rows_per_job: int = 2_000_000
+    prometheus_multiproc_dir: str = ""
+    worker_metrics_port: int = 9101
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -124,6 +126,13 @@ def _non_negative_int(name: str, raw: str) -> int:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
     if value < 0:
         raise SettingsError(f"{name} must be 0 (off) or more, got {value}")
+    return value
+
+
+def _port_or_off(name: str, raw: str) -> int:
+    value = _non_negative_int(name, raw)
+    if value > 65535:
+        raise SettingsError(f"{name} must be a TCP port (1-65535) or 0 (off), got {value}")
     return value
 
 
@@ -239,6 +248,8 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "UPLOAD_RATE_LIMIT_PER_MIN": ("upload_rate_limit_per_min", _non_negative_int),
     "MAX_CONCURRENT_UPLOADS": ("max_concurrent_uploads", _positive_int),
     "MAX_ROWS_PER_JOB": ("max_rows_per_job", _positive_int),
+    "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", _text),
+    "WORKER_METRICS_PORT": ("worker_metrics_port", _port_or_off),
 }
 
 

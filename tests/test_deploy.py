@@ -155,6 +155,7 @@ class StackEnv:
             "RUN_DIR": str(self.run_dir),
             "WORKERS": "1",
             "GATEWAY_PROCESSES": "1",
+            "WORKER_METRICS_PORT": str(free_port()),
             "PYTHONUNBUFFERED": "1",
         }
         self.env.pop("API_KEYS", None)
@@ -237,6 +238,15 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str, log: Path
     raise AssertionError(f"not within {timeout} s: {what}\n{tail}")
 
 
+def scrapes(url: str) -> bool:
+    """A Prometheus scrape answers 200 with the text format."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200 and b"# TYPE " in response.read()
+    except OSError:
+        return False
+
+
 def ready(base: str) -> bool:
     """/readyz answers 200 (a plain request: what is checked here is the scripts, not the API)."""
     try:
@@ -267,6 +277,14 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
         assert set(first) == {"gateway", "worker-1"}, first
         assert "-m worker" in cmdline(first["worker-1"]) and "-m gateway" in cmdline(first["gateway"])
 
+        # Metrics in multiprocess mode, a folder per kind of process under the run dir.
+        metrics_dir = stack.run_dir / "metrics"
+        worker_metrics = f"http://127.0.0.1:{stack.env['WORKER_METRICS_PORT']}/metrics"
+        wait_for(lambda: scrapes(worker_metrics), 30, "the worker's /metrics answers", log)
+        assert scrapes(stack.base + "/metrics")
+        assert not (metrics_dir / "gateway").exists()  # one gateway (GATEWAY_PROCESSES=1): in memory
+        assert (metrics_dir / "worker" / f"gauge_livesum_{first['worker-1']}.db").exists()
+
         os.kill(first["worker-1"], signal.SIGKILL)
 
         def restarted() -> bool:
@@ -288,8 +306,15 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
             f"worker-1 (pid {first['worker-1']}) exited with status 137 (killed by SIGKILL)" in text
             and "restarting it in 1 s (restart 1)" in text
         ), text[-4000:]
-        assert f"worker-1 restarted: pid {second['worker-1']}" in text, text[-4000:]
+        # The supervisor writes the pids file, then logs the restart: give the log line a moment.
+        wait_for(
+            lambda: f"worker-1 restarted: pid {second['worker-1']}" in log.read_text(), 5, "the restart logged", log
+        )
         assert ready(stack.base)
+        # The killed worker's live gauges were dropped (mark_process_dead); its counters stay.
+        assert not (metrics_dir / "worker" / f"gauge_livesum_{first['worker-1']}.db").exists()
+        assert (metrics_dir / "worker" / f"counter_{first['worker-1']}.db").exists()
+        wait_for(lambda: scrapes(worker_metrics), 30, "the restarted worker's /metrics answers", log)
 
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
@@ -308,6 +333,8 @@ def test_run_sh_restarts_a_killed_worker_and_stops_everything_on_sigterm(stack: 
 
 @pytest.mark.e2e
 def test_run_sh_stops_everything_on_ctrl_c(stack: StackEnv, tmp_path: Path) -> None:
+    """Two gateway processes on one port this time: their metrics add up whichever one answers."""
+    stack.env["GATEWAY_PROCESSES"] = "2"
     log = tmp_path / "run.out"
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -322,6 +349,19 @@ def test_run_sh_stops_everything_on_ctrl_c(stack: StackEnv, tmp_path: Path) -> N
     try:
         wait_for(lambda: proc.poll() is not None or ready(stack.base), 90, "/readyz answers 200", log)
         children = stack.pids()
+        assert {"gateway-1", "gateway-2"} <= set(children), children
+        folder = stack.run_dir / "metrics" / "gateway"
+        for name in ("gateway-1", "gateway-2"):
+            wait_for(lambda n=name: (folder / f"counter_{children[n]}.db").exists(), 30, f"{name}'s metrics file", log)
+        key = 'http_requests_total{method="GET",route="/healthz",status="200"}'
+        for sent in range(1, 31):
+            urllib.request.urlopen(stack.base + "/healthz", timeout=5).read()
+            if sent % 10 == 0:
+                for _ in range(3):
+                    with urllib.request.urlopen(stack.base + "/metrics", timeout=5) as response:
+                        lines = response.read().decode().splitlines()
+                    count = next(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(key + " "))
+                    assert count >= sent, f"a scrape counted {count} of {sent} requests"
         # Ctrl-C in a terminal: SIGINT to the whole foreground process group.
         os.killpg(proc.pid, signal.SIGINT)
         try:
@@ -333,6 +373,7 @@ def test_run_sh_stops_everything_on_ctrl_c(stack: StackEnv, tmp_path: Path) -> N
         wait_for(lambda: not group_members(proc.pid), 3, "every process of the stack has exited", log)
         assert not any(alive(pid) for pid in children.values())
         assert "SIGINT: stopping" in log.read_text()
+        assert not list(folder.glob("gauge_livesum_*.db"))  # each gateway marked itself dead
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

@@ -18,6 +18,14 @@ from shared.jobs import IMPORT_FUNCTION
 from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.importer import WorkerDeps, import_workbook
+from worker.metrics import (
+    WorkerMetrics,
+    instrumented_import,
+    instrumented_sweep,
+    instrumented_webhook,
+    start_server,
+    stop_server,
+)
 from worker.sweeper import sweep_jobs
 from worker.webhooks import WEBHOOK_FUNCTION, deliver_webhook, enqueue_delivery
 
@@ -53,6 +61,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         store.ensure()
         cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
+        metrics = ctx["metrics"] = WorkerMetrics(settings.prometheus_multiproc_dir)
+        ctx["metrics_server"] = await start_server(metrics, settings)
 
         async def queue_webhook(job_id: str) -> None:
             with contextlib.suppress(*REDIS_ERRORS):  # owed in MySQL: the sweep queues it otherwise
@@ -66,6 +76,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             events=JobEvents(ctx["redis"], settings.redis_prefix),
             bulk_load=settings.import_bulk_load,
             on_finished=queue_webhook,
+            metrics=metrics,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -74,15 +85,26 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             await close_pool(deps.pool)
         if "http" in ctx:
             await ctx["http"].close()
+        await stop_server(ctx.get("metrics_server"), settings)
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
     return {
         "functions": [
-            func(import_workbook, name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
-            func(deliver_webhook, name=WEBHOOK_FUNCTION, timeout=WEBHOOK_JOB_TIMEOUT_S, max_tries=3),
+            func(instrumented_import(import_workbook), name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
+            func(
+                instrumented_webhook(deliver_webhook), name=WEBHOOK_FUNCTION, timeout=WEBHOOK_JOB_TIMEOUT_S, max_tries=3
+            ),
         ],
-        "cron_jobs": [cron(sweep_jobs, second=set(range(0, 60, step)), run_at_startup=True, unique=True, timeout=60)],
+        "cron_jobs": [
+            cron(
+                instrumented_sweep(sweep_jobs),
+                second=set(range(0, 60, step)),
+                run_at_startup=True,
+                unique=True,
+                timeout=60,
+            )
+        ],
         "redis_settings": redis_settings(settings),
         "queue_name": settings.queue_name,
         "on_startup": on_startup,

@@ -39,6 +39,8 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
                     await job_repo.fail_unclaimed(
                         cur, job_id, f"gave up after {attempts} attempts; see the worker logs for this job id"
                     )
+                    if ctx.get("metrics") is not None:
+                        ctx["metrics"].failures.labels("gave_up").inc()
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0

@@ -52,7 +52,7 @@ async def list_customers(request: web.Request) -> web.Response:
         )
     except InvalidInput as exc:
         raise _invalid(exc) from None
-    request.app[METRICS].cache[cache] += 1
+    request.app[METRICS].cache_result(cache)
     return web.Response(body=body, content_type=JSON, headers={"X-Cache": cache})
 
 
@@ -76,7 +76,7 @@ async def get_customer(request: web.Request) -> web.Response:
         found = await request.app[CUSTOMERS].get(customer_id)
     except NotFound:
         raise _not_found(customer_id) from None
-    request.app[METRICS].cache[found.cache] += 1
+    request.app[METRICS].cache_result(found.cache)
     headers = {"ETag": params.etag(found.version), "X-Cache": found.cache}
     if params.none_match(request, found.version):
         return web.Response(status=304, headers=headers)

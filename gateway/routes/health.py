@@ -6,9 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.keys import CACHE, DB_POOL, METRICS
+from gateway.keys import CACHE, DB_POOL, METRICS, REDIS, SETTINGS
 from gateway.responses import json_response
 from shared.db import DatabaseUnavailable, connection
+from shared.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
@@ -48,6 +49,6 @@ async def readyz(request: web.Request) -> web.Response:
 
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(
-        text=request.app[METRICS].render(), content_type="text/plain", headers={"X-Content-Type-Options": "nosniff"}
-    )
+    app = request.app
+    body = await app[METRICS].render(app[DB_POOL], app[REDIS], app[SETTINGS].queue_name)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE, "X-Content-Type-Options": "nosniff"})

@@ -199,10 +199,12 @@ def _upload_slot(app: web.Application) -> Iterator[None]:
             headers={"Retry-After": str(UPLOADS_RETRY_AFTER_S)},
         )
     _UPLOADS_IN_FLIGHT[app] = _UPLOADS_IN_FLIGHT.get(app, 0) + 1
+    app[METRICS].uploads_in_progress.inc()
     try:
         yield
     finally:
         _UPLOADS_IN_FLIGHT[app] -= 1
+        app[METRICS].uploads_in_progress.dec()
 
 
 async def _expect_upload(request: web.Request) -> None:
@@ -242,7 +244,7 @@ async def _upload(request: web.Request) -> web.Response:
     too_large = Problem(413, "Upload too large", f"The upload is larger than the limit of {settings.max_upload_mb} MB.")
     # read_chunk() is not bounded by client_max_size: refuse early by header, count while streaming.
     if request.content_length is not None and request.content_length > limit + 64 * 1024:
-        metrics.uploads["too_large"] += 1
+        metrics.upload("too_large")
         raise too_large
     form = await _form(request, UPLOAD_OPTIONS)
     part = await form.open_file()
@@ -250,7 +252,7 @@ async def _upload(request: web.Request) -> web.Response:
     try:
         received = await receive_upload(settings, store, form.chunks())
     except UploadTooLarge:
-        metrics.uploads["too_large"] += 1
+        metrics.upload("too_large")
         raise too_large from None
     try:
         dry_run = params.parse_bool("dry_run", form.option(request, "dry_run"))
@@ -272,11 +274,11 @@ async def _upload(request: web.Request) -> web.Response:
             uploaded_by=auth.current_key.get(),
         )
     except UploadRejected as exc:
-        metrics.uploads["rejected"] += 1
+        metrics.upload("rejected")
         raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
     finally:
         store.discard(received.path)  # the partial file, if it was not committed under the job id
-    metrics.uploads["accepted"] += 1
+    metrics.upload("accepted", received.size)
     status_url = f"/jobs/{job['job_id']}"
     if preview:
         job["status_url"] = status_url

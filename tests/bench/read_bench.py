@@ -18,6 +18,8 @@ with a Lua script (requests/s, p50/p99 from wrk; errors = socket errors + non-2x
 * baseline `GET /redis/{id}`: a bare aiohttp handler doing one redis-py asyncio GET of the same key.
 * baseline `GET /const`: a bare aiohttp handler returning a constant.
 * diagnostic: the cached GET against a second gateway process with LOG_LEVEL=WARNING (no access log).
+* diagnostic, only when named in --scenarios: `cached-multiproc`, the cached GET against a gateway
+  whose metrics are in prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, as run.sh).
 
 Figures are medians over --repeat rounds (scenarios interleaved in each round); CPU % per process
 over each run comes from /proc. Any error is printed and makes the command exit 1.
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     drop_database(settings)
     clear_redis(settings)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-read-logs-"))
-    port, quiet_port, base_port = free_port(), free_port(), free_port()
+    port, quiet_port, base_port, multiproc_port = free_port(), free_port(), free_port(), free_port()
     env = service_env(settings, PORT=port, API_KEYS=API_KEY)
     services: list[Service] = []
     results: dict[str, list[dict[str, Any]]] = {}
@@ -310,6 +312,14 @@ def main(argv: list[str] | None = None) -> int:
             quiet = Service("gateway", quiet_env, log_dir, "gateway-quiet")
             services.append(quiet)
             wait_http_ready(f"http://127.0.0.1:{quiet_port}", quiet)
+        multiproc = None
+        if "cached-multiproc" in scenarios:
+            # The metrics in prometheus-client's multiprocess mode (as deploy/run.sh runs gateways).
+            prom_dir = tempfile.mkdtemp(prefix="bench-read-prom-")
+            mp_env = service_env(settings, PORT=multiproc_port, API_KEYS=API_KEY, PROMETHEUS_MULTIPROC_DIR=prom_dir)
+            multiproc = Service("gateway", mp_env, log_dir, "gateway-multiproc")
+            services.append(multiproc)
+            wait_http_ready(f"http://127.0.0.1:{multiproc_port}", multiproc)
         baseline = Service("tests.bench.baseline_server", service_env(settings, PORT=base_port), log_dir, "baseline")
         services.append(baseline)
         deadline = time.monotonic() + 20
@@ -337,16 +347,23 @@ def main(argv: list[str] | None = None) -> int:
                 "/customers/{id} hit, LOG_LEVEL=WARNING",
                 write_script(folder, "cached", path="/customers/", **kw),
             ),
+            "cached-multiproc": (
+                multiproc_port,
+                "/customers/{id} hit, PROMETHEUS_MULTIPROC_DIR set",
+                write_script(folder, "cached", path="/customers/", **kw),
+            ),
         }
         # /const? → wrk asks for "/const?<id>": the query string is ignored by the handler
         server_pid = {base_port: baseline.proc.pid, port: gateway.proc.pid}
         if quiet is not None:
             server_pid[quiet_port] = quiet.proc.pid
+        if multiproc is not None:
+            server_pid[multiproc_port] = multiproc.proc.pid
         redis_pids = find_pids("redis-server")
         mysql_pids = find_pids("mariadbd", "mysqld")
 
         # a short warm-up of every server (connections, JIT-less but caches and pools)
-        for name in ("const", "cached", "cached-quiet"):
+        for name in ("const", "cached", "cached-quiet", "cached-multiproc"):
             if name in scenarios:
                 p, _, script = plan[name]
                 run_wrk(f"http://127.0.0.1:{p}", script, threads=args.threads, connections=args.connections, duration=2)
@@ -394,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 results.setdefault(name, []).append(result)
                 extra = ""
-                if name in ("cached", "miss", "cached-quiet"):
+                if name in ("cached", "miss", "cached-quiet", "cached-multiproc"):
                     total = result["hit"] + result["miss"]
                     share = 100 * result["miss"] / max(total, 1)
                     extra = f"  hit/miss {result['hit']:.0f}/{result['miss']:.0f} ({share:.0f}% miss)"

@@ -42,9 +42,12 @@ def service_env(settings: Settings, **overrides: Any) -> dict[str, str]:
             "UPLOAD_RATE_LIMIT_PER_MIN": str(settings.upload_rate_limit_per_min),
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
+            # Off unless a test asks for it: workers of parallel tests must not share a metrics port.
+            "WORKER_METRICS_PORT": "0",
         }
     )
     env.pop("API_KEYS", None)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     env.update({k: str(v) for k, v in overrides.items()})
     return env
 
