@@ -302,7 +302,7 @@ async def _finish(deps: WorkerDeps, job: Job, owner: str, status: str, error: st
         await deps.on_finished(job.id)
     if status == job_repo.FAILED:
         log.warning("import failed", extra={"error": error})
-    deps.store.remove_job_files(job.id)
+    await deps.store.remove_job_files(job.id)
 
 
 async def _heartbeat(deps: WorkerDeps, job_id: str, owner: str, main: asyncio.Task[Any]) -> None:
@@ -321,10 +321,16 @@ async def _heartbeat(deps: WorkerDeps, job_id: str, owner: str, main: asyncio.Ta
 
 
 async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
+    # A local file for the readers: the upload itself, or the object streamed from the bucket into
+    # this worker's UPLOAD_DIR (deleted when the attempt ends; the object stays until the job ends).
+    async with deps.store.local_copy(job.id, job.file_kind) as path:
+        if path is None:
+            raise WorkbookError(f"the uploaded file is no longer in the upload store ({deps.store})")
+        return await _import_file(deps, job, owner, path)
+
+
+async def _import_file(deps: WorkerDeps, job: Job, owner: str, path: Path) -> str:
     settings = deps.settings
-    path = deps.store.path_for(job.id, job.file_kind)
-    if not path.exists():
-        raise WorkbookError("the uploaded file is no longer in the upload directory")
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[Any] = asyncio.Queue(maxsize=4)
     stop = threading.Event()

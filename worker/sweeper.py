@@ -47,7 +47,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
         await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, f"{attempts}:{tick}")
         log.info("re-queued an overdue webhook delivery", extra={"job": job_id, "attempts": attempts})
     for job_id in expired:
-        deps.store.remove_job_files(job_id)
+        await deps.store.remove_job_files(job_id)
         log.info("a preview expired unstarted; its file is deleted", extra={"job": job_id})
     queued = 0
     for job_id, attempts in stale:
