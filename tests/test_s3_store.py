@@ -150,6 +150,14 @@ def _wide_csv(rows: int, width: int) -> bytes:
     return csv_bytes([[*row, note] for row in customers(rows, domain="s3.example.com")], header=[*HEADER, "notes"])
 
 
+def _wait_until_gone(s3: MotoServer, prefix: str, scratch: Path, timeout: float = 15) -> None:
+    """The worker deletes the object and its download right after recording the job's end."""
+    deadline = time.monotonic() + timeout
+    while s3.keys(BUCKET, prefix) or os.listdir(scratch):
+        assert time.monotonic() < deadline, (s3.keys(BUCKET, prefix), os.listdir(scratch))
+        time.sleep(0.1)
+
+
 @pytest.mark.e2e
 def test_gateway_and_worker_share_no_directory_with_uploads_on_s3(
     s3: MotoServer, settings: Any, pool: object, tmp_path: Path
@@ -200,8 +208,8 @@ def test_gateway_and_worker_share_no_directory_with_uploads_on_s3(
         )
         assert done["rows_invalid"] == 0
         assert done["sha256"] == hashlib.sha256(data).hexdigest()
-        assert s3.keys(BUCKET, prefix) == []  # the object is deleted once the job has ended
-        assert os.listdir(worker_dir) == [] and os.listdir(gateway_dir) == []
+        _wait_until_gone(s3, prefix, worker_dir)  # the object is deleted once the job has ended
+        assert os.listdir(gateway_dir) == []
 
         # A direct upload (no preview): a workbook, checked at once by the gateway, imported by the worker.
         status, body = upload(
@@ -216,8 +224,8 @@ def test_gateway_and_worker_share_no_directory_with_uploads_on_s3(
             1500,
             0,
         )
-        assert s3.keys(BUCKET, prefix) == []
-        assert os.listdir(worker_dir) == [] and os.listdir(gateway_dir) == []
+        _wait_until_gone(s3, prefix, worker_dir)
+        assert os.listdir(gateway_dir) == []
 
         # A rejected upload leaves nothing in the bucket or the spool.
         status, problem = upload(base, "bad.csv", b"name,age\r\nx,1\r\n")
@@ -268,3 +276,35 @@ def test_s3_settings_are_read(tmp_path: Path) -> None:
     store = S3UploadStore(s.upload_dir, s.upload_store)
     assert (store.bucket, store.key_for("j", "csv")) == ("my-bucket", "imports/j.csv")
     assert load_settings({}, cwd=tmp_path).upload_store == ""
+
+
+def test_the_compose_minio_profile_points_gateway_and_workers_at_its_bucket(tmp_path: Path) -> None:
+    """`docker compose --env-file deploy/minio.env --profile minio`: a MinIO, a job that makes the
+    bucket, and the gateway and workers configured for it (settings the service accepts)."""
+    import shutil
+
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        compose = ["docker", "compose"]
+    elif shutil.which("docker-compose"):
+        compose = ["docker-compose"]
+    else:
+        pytest.skip("neither `docker compose` nor docker-compose is installed (apt-get install docker-compose)")
+    args = [*compose, "-f", "docker-compose.yml", "--env-file", "deploy/minio.env", "--profile", "minio", "config"]
+    proc = subprocess.run(args, cwd=repo, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    services = yaml.safe_load(proc.stdout)["services"]
+    assert {"minio", "minio-bucket", "gateway", "worker"} <= set(services)
+    bucket_env = services["minio-bucket"]["environment"]
+    for name in ("gateway", "worker"):
+        env = {k: str(v) for k, v in services[name]["environment"].items()}
+        s = load_settings(env, cwd=tmp_path)
+        assert s.upload_store == f"s3://{bucket_env['BUCKET']}/uploads"
+        assert s.s3_endpoint_url == "http://minio:9000"
+        assert f"{s.s3_access_key_id}:{s.s3_secret_access_key}@minio:9000" in bucket_env["MC_HOST_local"]
+    # Without the env file the services keep the shared volume.
+    plain = subprocess.run([*compose, "-f", "docker-compose.yml", "config"], cwd=repo, capture_output=True, text=True)
+    assert plain.returncode == 0, plain.stderr
+    assert yaml.safe_load(plain.stdout)["services"]["gateway"]["environment"]["UPLOAD_STORE"] in ("", None)
