@@ -308,3 +308,32 @@ def test_the_compose_minio_profile_points_gateway_and_workers_at_its_bucket(tmp_
     plain = subprocess.run([*compose, "-f", "docker-compose.yml", "config"], cwd=repo, capture_output=True, text=True)
     assert plain.returncode == 0, plain.stderr
     assert yaml.safe_load(plain.stdout)["services"]["gateway"]["environment"]["UPLOAD_STORE"] in ("", None)
+
+
+async def test_without_s3_keys_the_standard_aws_variables_are_used(
+    s3: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from botocore.exceptions import NoCredentialsError
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    data = b"email\r\nb@example.com\r\n"
+
+    async def store_one() -> None:
+        store = S3UploadStore(tmp_path / "spool", f"s3://{BUCKET}/env", endpoint_url=s3.endpoint, region="us-east-1")
+        await store.open()
+        try:
+            await store.commit(await store.receive("env-job", _chunks(data), 1000), "env-job", "csv")
+            await store.remove_job_files("env-job")
+        finally:
+            await store.close()
+
+    with pytest.raises(NoCredentialsError):
+        await store_one()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    await store_one()
+    assert s3.keys(BUCKET, "env/") == []
