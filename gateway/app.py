@@ -27,9 +27,17 @@ from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.metrics import mark_dead
 from shared.settings import Settings
-from shared.storage import UploadStore
+from shared.storage import open_store
 
 log = logging.getLogger(__name__)
+
+
+async def _store(app: web.Application) -> AsyncIterator[None]:
+    store = app[keys.STORE]
+    await store.open()
+    log.info("uploads are stored in %s", store)
+    yield
+    await store.close()
 
 
 async def _database(app: web.Application) -> AsyncIterator[None]:
@@ -78,9 +86,10 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[serve])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics(settings.prometheus_multiproc_dir)
-    store = UploadStore(settings.upload_dir)
+    store = open_store(settings)
     store.ensure()
     app[keys.STORE] = store
+    app.cleanup_ctx.append(_store)
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     app.on_cleanup.append(_metrics_cleanup)

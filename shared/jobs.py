@@ -98,7 +98,7 @@ async def submit_upload(
                 f"{filename!r}: {str(found.problem).rstrip('.')}.",
                 **problem_extra(found),
             )
-        path = store.commit(upload, job_id, kind)
+        await store.commit(upload, job_id, kind)
     except BaseException:
         store.discard(upload.path)
         raise
@@ -119,7 +119,7 @@ async def submit_upload(
                 uploaded_by=uploaded_by,
             )
     except BaseException:
-        store.discard(path)
+        await store.remove_job_files(job_id)
         raise
     if not preview:
         await _enqueue_or_leave_to_sweep(arq, settings, job_id)
@@ -169,8 +169,10 @@ async def start_job(
     if job.status != job_repo.UPLOADED:
         raise NotWaiting(job.status)
     merged = job.options.merged(options)
-    path = store.path_for(job_id, job.file_kind)
-    found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
+    async with store.local_copy(job_id, job.file_kind) as path:
+        if path is None:
+            raise NotWaiting("without its uploaded file")
+        found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
     if found.problem is not None:
         raise UploadRejected(422, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found))
     async with connection(pool) as conn, conn.cursor() as cur:

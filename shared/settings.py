@@ -67,10 +67,21 @@ class Settings:
     max_rows_per_job: int = 2_000_000
     prometheus_multiproc_dir: str = ""
     worker_metrics_port: int = 9101
+    # Uploads on S3-compatible object storage (shared/storage.py): empty keeps them in UPLOAD_DIR.
+    upload_store: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    s3_access_key_id: str = field(default="", repr=False)
+    s3_secret_access_key: str = field(default="", repr=False)
     mysql: MySQLConfig = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "mysql", parse_mysql_dsn(self.mysql_dsn))
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise SettingsError(
+                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both, or neither (then the standard "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile or instance role are used)"
+            )
 
     @property
     def max_upload_bytes(self) -> int:
@@ -202,6 +213,48 @@ def _text(name: str, raw: str) -> str:
     return raw
 
 
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def _upload_store(name: str, raw: str) -> str:
+    """Empty (uploads in UPLOAD_DIR) or s3://bucket[/prefix]."""
+    raw = raw.strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    if parts.scheme != "s3":
+        raise SettingsError(f"{name} must be empty (uploads in UPLOAD_DIR) or s3://bucket/prefix, got {raw!r}")
+    if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
+        raise SettingsError(
+            f"{name} must name an S3 bucket (3-63 lower-case letters, digits, '.' or '-') after s3://, got {raw!r}"
+        )
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{name} takes no query or fragment, got {raw!r}")
+    return raw
+
+
+def _http_url(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise SettingsError(f"{name} has a bad port, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must look like https://host[:port], got {raw!r}")
+    return raw
+
+
+def _region(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if raw and not _REGION.fullmatch(raw):
+        raise SettingsError(f"{name} must be a region name such as us-east-1, got {raw!r}")
+    return raw
+
+
 def _positive_float(name: str, raw: str) -> float:
     try:
         value = float(raw)
@@ -250,6 +303,11 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "MAX_ROWS_PER_JOB": ("max_rows_per_job", _positive_int),
     "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", _text),
     "WORKER_METRICS_PORT": ("worker_metrics_port", _port_or_off),
+    "UPLOAD_STORE": ("upload_store", _upload_store),
+    "S3_ENDPOINT_URL": ("s3_endpoint_url", _http_url),
+    "S3_REGION": ("s3_region", _region),
+    "S3_ACCESS_KEY_ID": ("s3_access_key_id", _text),
+    "S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", _text),
 }
 
 
@@ -266,19 +324,15 @@ def _read_yaml(path: Path) -> dict[str, str]:
 
 
 def _read_dotenv(path: Path) -> dict[str, str]:
+    """python-dotenv's reading of `.env`: `export` lines, quotes, escapes in double quotes, and a ` #`
+    comment after an unquoted value (`API_KEYS=k # prod` is `k`). No `${VAR}` expansion: values are
+    taken as written."""
+    from dotenv import dotenv_values
+
     values: dict[str, str] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :]
-        key, sep, value = line.partition("=")
-        if not sep:
-            raise SettingsError(f"{path}:{lineno}: expected VARIABLE=value")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
-            value = value[1:-1]
+    for key, value in dotenv_values(path, interpolate=False, encoding="utf-8").items():
+        if value is None:
+            raise SettingsError(f"{path}: {key!r} has no value: expected VARIABLE=value")
         values[key.strip().upper()] = value
     return values
 

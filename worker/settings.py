@@ -16,7 +16,7 @@ from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
 from shared.settings import Settings
-from shared.storage import UploadStore
+from shared.storage import open_store
 from worker.importer import WorkerDeps, import_workbook
 from worker.metrics import (
     WorkerMetrics,
@@ -57,8 +57,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)
-        store = UploadStore(settings.upload_dir)
-        store.ensure()
+        store = open_store(settings)
+        await store.open()
         cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
         metrics = ctx["metrics"] = WorkerMetrics(settings.prometheus_multiproc_dir)
@@ -83,6 +83,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
             await close_pool(deps.pool)
+            await deps.store.close()
         if "http" in ctx:
             await ctx["http"].close()
         await stop_server(ctx.get("metrics_server"), settings)

@@ -48,9 +48,12 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     for job_id, attempts in webhooks:
         await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, f"{attempts}:{tick}")
         log.info("re-queued an overdue webhook delivery", extra={"job": job_id, "attempts": attempts})
-    for job_id in expired:
-        deps.store.remove_job_files(job_id)
-        log.info("a preview expired unstarted; its file is deleted", extra={"job": job_id})
+    for job_id in expired + [job_id for job_id, attempts in stale if attempts >= MAX_ATTEMPTS]:
+        await deps.store.remove_job_files(job_id)
+        log.info(
+            "a job ended without a worker (a preview expired, or it was given up); its file is deleted",
+            extra={"job": job_id},
+        )
     queued = 0
     for job_id, attempts in stale:
         if attempts >= MAX_ATTEMPTS:

@@ -13,6 +13,7 @@ updated and unchanged rows exactly as before.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiomysql
@@ -165,6 +166,7 @@ class BatchCommitter:
 
     async def commit(self, batch: ParsedBatch) -> list[bytes]:
         staged = batch.staged
+        started = time.perf_counter()
         async with transaction(self.deps.pool) as cur:
             if staged is None:
                 written = Written()
@@ -184,5 +186,14 @@ class BatchCommitter:
                     batch.errors,
                     batch.rejected,
                 ),
+            )
+        if self.deps.metrics is not None:
+            self.deps.metrics.batch(
+                self.lease.job.dry_run,
+                written.inserted,
+                written.updated,
+                written.unchanged,
+                batch.invalid,
+                time.perf_counter() - started,
             )
         return written.documents(staged) if staged is not None and written.stamps else []

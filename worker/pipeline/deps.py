@@ -11,6 +11,7 @@ from shared.cache import CustomerCache
 from shared.events import JobEvents
 from shared.settings import Settings
 from shared.storage import UploadStore
+from worker.metrics import WorkerMetrics
 
 
 @dataclass
@@ -23,3 +24,4 @@ class WorkerDeps:
     bulk_load: bool = True
     # Called with the job id once a job with a callback_url has ended: queues its webhook.
     on_finished: Callable[[str], Awaitable[None]] | None = None
+    metrics: WorkerMetrics | None = None

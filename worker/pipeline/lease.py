@@ -106,4 +106,4 @@ class JobLease:
             await deps.on_finished(job.id)
         if status == job_repo.FAILED:
             log.warning("import failed", extra={"error": error})
-        deps.store.remove_job_files(job.id)
+        await deps.store.remove_job_files(job.id)

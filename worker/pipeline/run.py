@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from shared import job_repo
 from shared.cache import CacheUnavailable
@@ -23,10 +24,16 @@ log = logging.getLogger("worker.importer")
 async def run_import(deps: WorkerDeps, job: Job, owner: str) -> str:
     """Import the job's file from its checkpoint on; raises WorkbookError (and the like) for a file
     that cannot be imported, LeaseLost, or the errors of MySQL and Redis."""
+    # A local file for the readers: the upload itself, or the object streamed from the bucket into
+    # this worker's UPLOAD_DIR (deleted when the attempt ends; the object stays until the job ends).
+    async with deps.store.local_copy(job.id, job.file_kind) as path:
+        if path is None:
+            raise WorkbookError(f"the uploaded file is no longer in the upload store ({deps.store})")
+        return await _import_file(deps, job, owner, path)
+
+
+async def _import_file(deps: WorkerDeps, job: Job, owner: str, path: Path) -> str:
     settings = deps.settings
-    path = deps.store.path_for(job.id, job.file_kind)
-    if not path.exists():
-        raise WorkbookError("the uploaded file is no longer in the upload directory")
     params = SourceParams(
         path,
         job.file_kind,
