@@ -15,6 +15,7 @@ from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
+from shared.redis_clients import arq_redis_settings, cache_redis, shares_one_redis, worker_queue
 from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.importer import WorkerDeps, import_workbook
@@ -35,11 +36,8 @@ def quiet_sweeps(record: logging.LogRecord) -> bool:
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    rs = RedisSettings.from_dsn(settings.redis_url)
-    rs.conn_timeout = 2
-    rs.conn_retries = 30
-    rs.conn_retry_delay = 1
-    return rs
+    """The queue's Redis (QUEUE_REDIS_URL, default REDIS_URL), sentinels included."""
+    return arq_redis_settings(settings)
 
 
 def build_worker_settings(settings: Settings) -> dict[str, Any]:
@@ -51,7 +49,12 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)
         store = UploadStore(settings.upload_dir)
         store.ensure()
-        cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+        # The cache may be its own Redis or a Redis Cluster (README "Scaling out").
+        if shares_one_redis(settings):
+            cache_client = ctx["redis"]
+        else:
+            cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
+        cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
 
         async def queue_webhook(job_id: str) -> None:
@@ -74,6 +77,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             await close_pool(deps.pool)
         if "http" in ctx:
             await ctx["http"].close()
+        if "cache_redis" in ctx:
+            await ctx["cache_redis"].aclose()
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
@@ -84,6 +89,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         ],
         "cron_jobs": [cron(sweep_jobs, second=set(range(0, 60, step)), run_at_startup=True, unique=True, timeout=60)],
         "redis_settings": redis_settings(settings),
+        # Against sentinels: a pool whose commands ride out a failover (None: arq connects itself).
+        "redis_pool": worker_queue(settings),
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,
