@@ -23,7 +23,7 @@ from shared.cache import CacheUnavailable, CustomerCache
 from shared.customers import CustomerService
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
-from shared.redis_clients import cache_redis, gateway_queue, shares_one_redis
+from shared.redis_clients import cache_redis, follow_primary, gateway_queue, shares_one_redis
 from shared.settings import Settings
 from shared.storage import UploadStore
 
@@ -53,11 +53,12 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[keys.CACHE] = cache
     app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
     app[keys.EVENTS] = JobEvents(redis, settings.redis_prefix)
-    replayer = asyncio.create_task(_replay_invalidations(cache))
+    tasks = [asyncio.create_task(_replay_invalidations(cache)), asyncio.create_task(follow_primary(redis))]
     yield
-    replayer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await replayer
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await redis.aclose()
     if cache_client is not redis:
         await cache_client.aclose()

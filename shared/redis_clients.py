@@ -10,6 +10,8 @@ When both name the same single Redis, one client (and one connection pool) serve
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any
 
 from arq.connections import ArqRedis, RedisSettings
@@ -17,10 +19,12 @@ from redis import exceptions as redis_errors
 from redis.asyncio import ConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
 from shared.settings import SENTINEL_SCHEME, SentinelAddress, Settings, parse_sentinel_url
+
+log = logging.getLogger(__name__)
 
 CacheRedis = Redis | RedisCluster
 
@@ -89,6 +93,29 @@ def worker_queue(settings: Settings) -> ArqRedis | None:
     client = _sentinel_master(address, timeout_s=5.0, retries=40, backoff_cap_s=1.0)
     client.default_queue_name = settings.queue_name
     return client
+
+
+async def follow_primary(client: Redis, interval_s: float = 0.5) -> None:
+    """Until cancelled, for a Sentinel-managed client: ask the sentinels which Redis is the primary
+    every `interval_s`; when it changed, drop the connections to the old one at once. Without this a
+    pooled connection keeps writing to the old primary until the sentinels demote it (~10 s after a
+    failover), and what it wrote there is lost. A plain Redis client returns at once."""
+    pool = client.connection_pool
+    if not isinstance(pool, SentinelConnectionPool):
+        return
+    while True:
+        await asyncio.sleep(interval_s)
+        before = pool.master_address
+        try:
+            # Idle connections to a primary that is no longer named are closed here; busy ones when
+            # they are given back (the pool no longer owns them).
+            now = await pool.get_master_address()
+        except (redis_errors.RedisError, OSError) as exc:
+            log.warning("sentinels unavailable", extra={"error": repr(exc)})
+            continue
+        if before is not None and now != before:
+            moved = {"old": f"{before[0]}:{before[1]}", "new": f"{now[0]}:{now[1]}"}
+            log.warning("the queue's primary moved", extra=moved)
 
 
 def arq_redis_settings(settings: Settings) -> RedisSettings:

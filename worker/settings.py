@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -15,7 +16,7 @@ from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
-from shared.redis_clients import arq_redis_settings, cache_redis, shares_one_redis, worker_queue
+from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, shares_one_redis, worker_queue
 from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.importer import WorkerDeps, import_workbook
@@ -56,6 +57,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
         cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
+        ctx["follow_primary"] = asyncio.create_task(follow_primary(ctx["redis"]))  # a no-op without sentinels
 
         async def queue_webhook(job_id: str) -> None:
             with contextlib.suppress(*REDIS_ERRORS):  # owed in MySQL: the sweep queues it otherwise
@@ -79,6 +81,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             await ctx["http"].close()
         if "cache_redis" in ctx:
             await ctx["cache_redis"].aclose()
+        if "follow_primary" in ctx:
+            ctx["follow_primary"].cancel()
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
