@@ -9,6 +9,7 @@ the replica in the middle (SENTINEL FAILOVER) while the cache lives on the clust
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -38,14 +39,15 @@ def test_a_customers_keys_share_a_slot_and_so_do_the_lists() -> None:
 
 
 def test_every_key_of_a_script_is_declared() -> None:
-    """No key name is built inside a script (Redis Cluster refuses that): only KEYS[...] is touched."""
+    """No key name is built inside a script (a cluster refuses keys outside the declared slot): every
+    key a redis.call touches is KEYS[...] or a local taken from KEYS."""
     from shared import cache as cache_module
 
     for script in (cache_module._PUT_NEWER, cache_module._GET_PAGE):
-        for call in script.split("redis.call(")[1:]:
-            assert "KEYS[" in call.split(")")[0] or "key" in call.split(",")[1] or "tomb" in call.split(",")[1]
-        assert " .. " not in script.replace("..", " .. ").split("redis.call")[0] or "prefix" not in script
-        assert "prefix" not in script
+        assert " .. " not in script and "prefix" not in script
+        for command, key in re.findall(r"redis\.call\('(\w+)', ([^,)]+)", script):
+            assert re.fullmatch(r"KEYS\[\d+\]|key|tomb", key), (command, key)
+    assert "local key, tomb = KEYS[n], KEYS[n + 1]" in cache_module._PUT_NEWER
 
 
 def test_the_scaling_settings_are_read_and_checked() -> None:
@@ -179,3 +181,26 @@ def _first_id(settings: Settings) -> int:
             return int(cur.fetchone()[0])
     finally:
         conn.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("EVALSHA", "a" * 40, 4, b"p:{customer:1}", b"p:{customer:1}:tomb", "p:{customer:2}", "ü", 300, b"x" * 9000),
+        ("SET", "k", memoryview(b"value"), "EX", 300),
+        ("CONFIG GET", "maxmemory"),
+        (b"CLIENT SETNAME", b"name"),
+        ("MGET", *(f"key{i}" for i in range(5000))),
+        ("INCRBYFLOAT", "k", 1.5),
+    ],
+    ids=["script", "memoryview", "two-word-name", "two-word-bytes", "many-keys", "float"],
+)
+def test_the_linear_packing_sends_the_same_bytes_as_redis_py(args: tuple) -> None:
+    from redis.asyncio.connection import Connection
+
+    from shared.redis_clients import LinearPackingConnection
+
+    def sent(chunks: list) -> bytes:
+        return b"".join(bytes(chunk) for chunk in chunks)
+
+    assert sent(LinearPackingConnection().pack_command(*args)) == sent(Connection().pack_command(*args))

@@ -16,7 +16,7 @@ from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
-from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, shares_one_redis, worker_queue
+from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
 from shared.settings import Settings
 from shared.storage import UploadStore
 from worker.importer import WorkerDeps, import_workbook
@@ -50,11 +50,9 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)
         store = UploadStore(settings.upload_dir)
         store.ensure()
-        # The cache may be its own Redis or a Redis Cluster (README "Scaling out").
-        if shares_one_redis(settings):
-            cache_client = ctx["redis"]
-        else:
-            cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
+        # The cache's own client, on the queue's Redis or another, or a Redis Cluster (README "Scaling
+        # out"); its connections pack the warm-up's thousands of script keys in linear time.
+        cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
         cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
         ctx["follow_primary"] = asyncio.create_task(follow_primary(ctx["redis"]))  # a no-op without sentinels
