@@ -1,4 +1,5 @@
-"""Redis cache of customers: `customer:{id}` documents and list pages.
+"""Redis cache of customers: `{customer:<id>}` documents and list pages, on one Redis or a Redis
+Cluster (every key a script touches is in its KEYS; see the key layout below and README "Scaling out").
 
 Every write into Redis keeps the newer `version` (one Lua script, atomic on the server), and a
 delete leaves a tombstone, so a slow cache-miss read can never put an older or deleted customer back.
@@ -145,12 +146,11 @@ class CustomerCache:
 
     # -- keys ----------------------------------------------------------------------------------
     # A customer's keys share the hash tag {customer:<id>}; the list's keys share {customers}.
-    def key(self, customer_id: int | bytes) -> str:
-        text = customer_id.decode() if isinstance(customer_id, bytes) else str(customer_id)
-        return f"{self.prefix}{{customer:{text}}}"
+    def key(self, customer_id: int) -> str:
+        return f"{self.prefix}{{customer:{customer_id}}}"
 
-    def tombstone_key(self, customer_id: int | bytes) -> str:
-        return f"{self.key(customer_id)}:tomb"
+    def tombstone_key(self, customer_id: int) -> str:
+        return f"{self.prefix}{{customer:{customer_id}}}:tomb"
 
     @property
     def generation_key(self) -> str:
