@@ -324,3 +324,19 @@ MSG
     }
   fi
 }
+
+# ensure_redis_tools: the programs the scaling tests start their own servers with (a Redis Cluster and
+# Sentinels on free loopback ports): redis-server (also run as `redis-server --sentinel`) and
+# redis-cli. Installed when missing and possible; otherwise those tests skip, saying why. Debian's
+# redis-sentinel package is not needed (it would also start a sentinel watching 127.0.0.1:6379).
+ensure_redis_tools() {
+  local missing=()
+  command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+  command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "the Redis Cluster and Sentinel tests need ${missing[*]}"
+  install_packages "${missing[@]}" || {
+    log "without ${missing[*]} the Redis Cluster and Sentinel tests are skipped"
+    return 1
+  }
+}

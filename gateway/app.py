@@ -8,8 +8,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
-from arq.connections import ArqRedis
-from redis.asyncio import ConnectionPool
 
 from gateway import keys
 from gateway.metrics import Metrics
@@ -26,6 +24,7 @@ from shared.customers import CustomerService
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.metrics import mark_dead
+from shared.redis_clients import cache_redis, follow_primary, gateway_queue, shares_one_redis
 from shared.settings import Settings
 from shared.storage import open_store
 
@@ -51,21 +50,27 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     # No ping at start: the gateway serves from MySQL while Redis is down, and uploads queued then
     # are picked up by the workers' sweep. Short timeouts: a dead Redis must not hang a request.
-    connections = ConnectionPool.from_url(
-        settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0, max_connections=200
-    )
-    redis = ArqRedis(connections, default_queue_name=settings.queue_name)
+    # The queue (arq, job events, rate limits) and the cache may be two Redis (README "Scaling out").
+    redis = gateway_queue(settings)
     app[keys.REDIS] = redis
-    cache = CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+    cache_client = (
+        redis
+        if shares_one_redis(settings)
+        else cache_redis(settings, socket_timeout=1.0, socket_connect_timeout=1.0, max_connections=200)
+    )
+    cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
     app[keys.CACHE] = cache
     app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
     app[keys.EVENTS] = JobEvents(redis, settings.redis_prefix)
-    replayer = asyncio.create_task(_replay_invalidations(cache))
+    tasks = [asyncio.create_task(_replay_invalidations(cache)), asyncio.create_task(follow_primary(redis))]
     yield
-    replayer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await replayer
+    for task in tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
     await redis.aclose()
+    if cache_client is not redis:
+        await cache_client.aclose()
 
 
 async def _replay_invalidations(cache: CustomerCache) -> None:

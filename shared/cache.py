@@ -1,4 +1,5 @@
-"""Redis cache of customers: `customer:{id}` documents and list pages.
+"""Redis cache of customers: `{customer:<id>}` documents and list pages, on one Redis or a Redis
+Cluster (every key a script touches is in its KEYS; see the key layout below and README "Scaling out").
 
 Every write into Redis keeps the newer `version` (one Lua script, atomic on the server), and a
 delete leaves a tombstone, so a slow cache-miss read can never put an older or deleted customer back.
@@ -22,6 +23,8 @@ from typing import Any
 import orjson
 from redis import exceptions as redis_errors
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 
 log = logging.getLogger(__name__)
 
@@ -29,27 +32,38 @@ REDIS_ERRORS: tuple[type[BaseException], ...] = (
     redis_errors.ConnectionError,
     redis_errors.TimeoutError,
     redis_errors.BusyLoadingError,
+    # A Redis Cluster without a master for a slot, or in the middle of a failover.
+    redis_errors.ClusterDownError,
+    redis_errors.MasterDownError,
+    redis_errors.SlotNotCoveredError,
+    redis_errors.TryAgainError,
     ConnectionError,
     OSError,
     TimeoutError,
 )
 
-# ARGV: key prefix, ttl, and the customer documents packed into one string, each as its length in
-# 8 decimal digits followed by the document. One argument for a whole batch: packing thousands of
-# arguments was the client's (the import warm-up's) largest cost. Documents start with
-# {"id":N,"version":V so id and version are read without decoding the JSON. Keys are derived in the
-# script rather than passed as KEYS: this is a single Redis, not a cluster.
+# Every key a script touches comes in KEYS, so the scripts run on a Redis Cluster too: a customer's
+# document `<prefix>{customer:42}` and its tombstone `<prefix>{customer:42}:tomb` share a hash tag
+# (one slot); the list pages and their generation live under `{customers}`.
+#
+# KEYS: each document's key then its tombstone's key, in the order of the documents; ARGV: ttl and
+# the documents packed into one string, each as its length in 8 decimal digits followed by the
+# document. One argument for a whole batch: packing thousands of arguments was the client's (the
+# import warm-up's) largest cost. Documents start with {"id":N,"version":V so the version is read
+# without decoding the JSON. On a cluster the client calls it once per slot (see put_encoded).
 _PUT_NEWER = """
-local prefix, ttl, packed = ARGV[1], ARGV[2], ARGV[3]
+local ttl, packed = ARGV[1], ARGV[2]
 local written = 0
 local pos = 1
+local n = 1
 while pos <= #packed do
   local size = tonumber(string.sub(packed, pos, pos + 7))
   local doc = string.sub(packed, pos + 8, pos + 7 + size)
   pos = pos + 8 + size
-  local id, version = string.match(doc, '^{"id":(%d+),"version":(%d+)')
-  if id and redis.call('EXISTS', prefix .. 'tomb:customer:' .. id) == 0 then
-    local key = prefix .. 'customer:' .. id
+  local key, tomb = KEYS[n], KEYS[n + 1]
+  n = n + 2
+  local version = string.match(doc, '^{"id":%d+,"version":(%d+)')
+  if version and redis.call('EXISTS', tomb) == 0 then
     local current = redis.call('GET', key)
     local current_version = nil
     if current then
@@ -64,11 +78,30 @@ end
 return written
 """
 
-# KEYS[1]: generation key; ARGV[1]: page key prefix, ARGV[2]: page id. Returns {generation, page}.
+# KEYS[1]: generation key, KEYS[2]: the page's key, holding "<generation>:<page>". Returns
+# {generation, page}, the page only if it was stored under the current generation.
 _GET_PAGE = """
 local generation = redis.call('GET', KEYS[1]) or '0'
-return {generation, redis.call('GET', ARGV[1] .. generation .. ':' .. ARGV[2])}
+local stored = redis.call('GET', KEYS[2])
+if stored then
+  local colon = string.find(stored, ':', 1, true)
+  if colon and string.sub(stored, 1, colon - 1) == generation then
+    return {generation, string.sub(stored, colon + 1)}
+  end
+end
+return {generation, false}
 """
+
+# Concurrent per-slot script calls of one put_encoded on a cluster.
+CLUSTER_WRITES_IN_FLIGHT = 64
+
+
+def _document_id(doc: bytes) -> bytes:
+    """The id of an encoded document (b'{"id":42,"version":...' -> b'42')."""
+    return doc[6 : doc.index(b",", 6)]
+
+
+CachedItem = tuple[int, bytes, int]  # id, document, ttl seconds
 
 
 class CacheUnavailable(Exception):
@@ -88,7 +121,7 @@ def encode_document(doc: dict[str, Any]) -> bytes:
 class CustomerCache:
     def __init__(
         self,
-        redis: Redis,
+        redis: Redis | RedisCluster,
         *,
         prefix: str = "",
         ttl_s: int = 300,
@@ -96,12 +129,13 @@ class CustomerCache:
         breaker_s: float = 1.0,
     ) -> None:
         self.redis = redis
+        self.cluster = isinstance(redis, RedisCluster)
         self.prefix = prefix
         self.ttl_s = ttl_s
         self.tombstone_s = tombstone_s
         self.breaker_s = breaker_s
-        self._put_newer = redis.register_script(_PUT_NEWER)
-        self._get_page = redis.register_script(_GET_PAGE)
+        self._put_newer = redis.register_script(_PUT_NEWER)  # type: ignore[misc]
+        self._get_page = redis.register_script(_GET_PAGE)  # type: ignore[misc]
         self._down_until = 0.0
         self.max_batch = 256
         self._reads: list[tuple[str, asyncio.Future[bytes | None]]] = []
@@ -111,19 +145,19 @@ class CustomerCache:
         self._pending_generation = False
 
     # -- keys ----------------------------------------------------------------------------------
+    # A customer's keys share the hash tag {customer:<id>}; the list's keys share {customers}.
     def key(self, customer_id: int) -> str:
-        return f"{self.prefix}customer:{customer_id}"
+        return f"{self.prefix}{{customer:{customer_id}}}"
 
     def tombstone_key(self, customer_id: int) -> str:
-        return f"{self.prefix}tomb:customer:{customer_id}"
+        return f"{self.prefix}{{customer:{customer_id}}}:tomb"
 
     @property
     def generation_key(self) -> str:
-        return f"{self.prefix}customers:generation"
+        return f"{self.prefix}{{customers}}:generation"
 
-    @property
-    def page_prefix(self) -> str:
-        return f"{self.prefix}customers:page:"
+    def page_key(self, page_id: str) -> str:
+        return f"{self.prefix}{{customers}}:page:{page_id}"
 
     # -- fault handling ------------------------------------------------------------------------
     @property
@@ -188,7 +222,11 @@ class CustomerCache:
 
     async def _mget(self, reads: list[tuple[str, asyncio.Future[bytes | None]]]) -> None:
         try:
-            values = await self.redis.mget([key for key, _ in reads])
+            keys = [key for key, _ in reads]
+            if isinstance(self.redis, RedisCluster):  # one MGET per slot, sent to each slot's node
+                values = await self.redis.mget_nonatomic(keys)
+            else:
+                values = await self.redis.mget(keys)
         except REDIS_ERRORS as exc:
             error = self._trip(exc)
             for _, future in reads:
@@ -214,14 +252,44 @@ class CustomerCache:
     async def put_encoded(self, documents: Sequence[bytes], chunk: int = 2000) -> int:
         """Keep-newer writes of many encoded documents (see encode_document) in a few round trips."""
         await self._ready()
+        if self.cluster:
+            return await self._put_encoded_by_slot(documents)
         written = 0
         try:
             for start in range(0, len(documents), chunk):
-                packed = b"".join(b"%08d%s" % (len(doc), doc) for doc in documents[start : start + chunk])
-                written += int(await self._put_newer(args=[self.prefix, self.ttl_s, packed]))
+                batch = documents[start : start + chunk]
+                packed = b"".join(b"%08d%s" % (len(doc), doc) for doc in batch)
+                written += int(await self._put_newer(keys=self._document_keys(batch), args=[self.ttl_s, packed]))
         except REDIS_ERRORS as exc:
             raise self._trip(exc) from exc
         return written
+
+    def _document_keys(self, documents: Sequence[bytes]) -> list[bytes]:
+        """KEYS of the keep-newer script: each document's key, then its tombstone's."""
+        prefix = self.prefix.encode()
+        keys: list[bytes] = []
+        for doc in documents:
+            key = b"%s{customer:%s}" % (prefix, doc[6 : doc.index(b",", 6)])
+            keys += (key, key + b":tomb")
+        return keys
+
+    async def _put_encoded_by_slot(self, documents: Sequence[bytes]) -> int:
+        """On a cluster a script may only touch one slot: one call per slot (nearly one per
+        customer), many at once across the nodes."""
+        by_slot: dict[int, list[bytes]] = {}
+        for doc in documents:
+            by_slot.setdefault(key_slot(b"customer:" + _document_id(doc)), []).append(doc)
+        limit = asyncio.Semaphore(CLUSTER_WRITES_IN_FLIGHT)
+
+        async def write(docs: list[bytes]) -> int:
+            async with limit:
+                packed = b"".join(b"%08d%s" % (len(doc), doc) for doc in docs)
+                return int(await self._put_newer(keys=self._document_keys(docs), args=[self.ttl_s, packed]))
+
+        try:
+            return sum(await asyncio.gather(*(write(docs) for docs in by_slot.values())))
+        except REDIS_ERRORS as exc:
+            raise self._trip(exc) from exc
 
     async def put_many(self, docs: Iterable[dict[str, Any]]) -> int:
         return await self.put_encoded([encode_document(d) for d in docs])
@@ -260,7 +328,10 @@ class CustomerCache:
         """After a committed delete: tombstone first, so a racing refill cannot resurrect it."""
 
         async def write() -> None:
-            async with self.redis.pipeline(transaction=True) as pipe:
+            # In this order on one connection (on a cluster, the customer's two keys are on one
+            # node): once the tombstone is set no refill can land, and a refill that landed before
+            # it is deleted. No MULTI: it could not span the generation's slot on a cluster.
+            async with self.redis.pipeline(transaction=False) as pipe:
                 pipe.set(self.tombstone_key(customer_id), b"1", ex=self.tombstone_s)
                 pipe.delete(self.key(customer_id))
                 pipe.incr(self.generation_key)
@@ -293,27 +364,42 @@ class CustomerCache:
         """Returns (generation, cached page or None); store a miss under that generation."""
         await self._ready()
         try:
-            generation, page = await self._get_page(keys=[self.generation_key], args=[self.page_prefix, page_id])
+            generation, page = await self._get_page(keys=[self.generation_key, self.page_key(page_id)])
         except REDIS_ERRORS as exc:
             raise self._trip(exc) from exc
-        return int(generation), page
+        return int(generation), page or None
 
     async def put_page(self, generation: int, page_id: str, body: bytes) -> None:
+        """Store a page read under `generation` (get_page serves it only while that is current)."""
         await self._ready()
         try:
-            await self.redis.set(f"{self.page_prefix}{generation}:{page_id}", body, ex=self.ttl_s)
+            await self.redis.set(self.page_key(page_id), b"%d:%s" % (generation, body), ex=self.ttl_s)
         except REDIS_ERRORS as exc:
             raise self._trip(exc) from exc
 
     # -- inspection ----------------------------------------------------------------------------
-    async def scan(self, cursor: int, count: int) -> tuple[int, list[tuple[int, bytes, int]]]:
-        """One SCAN step over cached customers: (next cursor, [(id, document, ttl seconds)])."""
+    async def scan(self, cursor: int, count: int, node: int = 0) -> tuple[tuple[int, int] | None, list[CachedItem]]:
+        """One SCAN step over cached customers: ((node, cursor) of the next step, or None after the
+        last; [(id, document, ttl seconds)]). `node` counts the cluster's primaries (sorted by
+        address), each scanned in turn; a single Redis is node 0."""
         await self._ready()
-        pattern = f"{self.prefix}customer:*"
+        pattern = f"{self.prefix}{{customer:*}}"
         try:
-            next_cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=count)
+            if isinstance(self.redis, RedisCluster):
+                await self.redis.initialize()  # a no-op once the topology is known
+                primaries = sorted(self.redis.get_primaries(), key=lambda n: n.name)
+                if node >= len(primaries):
+                    return None, []
+                answer, keys = await self.redis.scan(
+                    cursor=cursor, match=pattern, count=count, target_nodes=primaries[node]
+                )
+                next_cursor = int(next(iter(answer.values()))) if isinstance(answer, dict) else int(answer)
+                following = (node, next_cursor) if next_cursor else (node + 1, 0) if node + 1 < len(primaries) else None
+            else:
+                next_cursor, keys = await self.redis.scan(cursor=cursor, match=pattern, count=count)
+                following = (0, int(next_cursor)) if int(next_cursor) else None
             if not keys:
-                return int(next_cursor), []
+                return following, []
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.get(key)
@@ -321,15 +407,16 @@ class CustomerCache:
                 values = await pipe.execute()
         except REDIS_ERRORS as exc:
             raise self._trip(exc) from exc
-        items: list[tuple[int, bytes, int]] = []
-        start = len(self.prefix) + len("customer:")
+        items: list[CachedItem] = []
+        start = len(self.prefix) + len("{customer:")
         for index, key in enumerate(keys):
             body, ttl = values[2 * index], values[2 * index + 1]
-            suffix = key[start:].decode() if isinstance(key, bytes) else str(key)[start:]
-            if body is None or not suffix.isdigit():
+            text = key.decode() if isinstance(key, bytes) else str(key)
+            suffix = text[start:-1]
+            if body is None or not suffix.isdigit() or not text.endswith("}"):
                 continue
             items.append((int(suffix), body, int(ttl)))
-        return int(next_cursor), items
+        return following, items
 
     async def ping(self) -> bool:
         try:

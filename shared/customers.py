@@ -225,15 +225,20 @@ class CustomerService:
     async def cached(self, *, cursor: str | None, limit: int) -> dict[str, Any]:
         """What Redis holds now, `limit` documents a page, each with its remaining TTL. The cursor
         carries the SCAN cursor of the step the page stopped in and how many of that step's
-        documents were already served."""
-        scan, skip = 0, 0
+        documents were already served (and, on a Redis Cluster, which primary is being scanned)."""
+        scan, skip, node = 0, 0, 0
         if cursor is not None:
             payload = decode_cursor(cursor)
             scan = cursors.whole_number(payload, "scan", cursors.MAX_SCAN)
             skip = cursors.whole_number(payload, "skip", 1_000_000)
+            node = cursors.whole_number(payload, "node", 4096) if "node" in payload else 0
+
+        def position(node: int, scan: int, skip: int) -> str:
+            return encode_cursor({"scan": scan, "skip": skip, **({"node": node} if node else {})})
+
         items: list[dict[str, Any]] = []
         while True:
-            next_scan, found = await self.cache.scan(scan, count=max(limit, 100))
+            following, found = await self.cache.scan(scan, count=max(limit, 100), node=node)
             room = limit - len(items)
             step = found[skip:]
             for _, body, ttl in step[:room]:
@@ -241,12 +246,12 @@ class CustomerService:
                 doc["ttl_s"] = ttl
                 items.append(doc)
             if len(step) > room:
-                return {"items": items, "next_cursor": encode_cursor({"scan": scan, "skip": skip + room})}
-            if next_scan == 0:
+                return {"items": items, "next_cursor": position(node, scan, skip + room)}
+            if following is None:
                 return {"items": items, "next_cursor": None}
-            scan, skip = next_scan, 0
+            (node, scan), skip = following, 0
             if len(items) == limit:
-                return {"items": items, "next_cursor": encode_cursor({"scan": scan, "skip": 0})}
+                return {"items": items, "next_cursor": position(node, scan, 0)}
 
 
 def _without_read_only(loaded: dict[str, Any]) -> dict[str, Any]:

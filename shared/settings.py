@@ -33,6 +33,10 @@ class Settings:
     mysql_dsn: str = "mysql://root:@127.0.0.1:3306/customers"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = ""
+    # Scaling out (README "Scaling out"): empty means REDIS_URL; see cache_url / queue_url.
+    cache_redis_url: str = ""
+    cache_redis_cluster: bool = False
+    queue_redis_url: str = ""
     port: int = 8080
     host: str = "0.0.0.0"
     api_keys: tuple[str, ...] = ()
@@ -82,6 +86,22 @@ class Settings:
                 "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both, or neither (then the standard "
                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile or instance role are used)"
             )
+        if self.cache_redis_cluster and urlsplit(self.cache_url).scheme not in ("redis", "rediss"):
+            source = "CACHE_REDIS_URL" if self.cache_redis_url else "REDIS_URL (CACHE_REDIS_URL is not set)"
+            raise SettingsError(
+                f"CACHE_REDIS_CLUSTER=true needs {source} to name a cluster node as redis://host:port, "
+                f"got {self.cache_url!r}"
+            )
+
+    @property
+    def cache_url(self) -> str:
+        """The Redis (or, with cache_redis_cluster, any node of the Redis Cluster) of the cache."""
+        return self.cache_redis_url or self.redis_url
+
+    @property
+    def queue_url(self) -> str:
+        """The Redis of the arq queue, job events and rate limits: redis:// or redis+sentinel://."""
+        return self.queue_redis_url or self.redis_url
 
     @property
     def max_upload_bytes(self) -> int:
@@ -193,6 +213,63 @@ def _redis_url(name: str, raw: str) -> str:
     return raw
 
 
+@dataclass(frozen=True)
+class SentinelAddress:
+    """QUEUE_REDIS_URL=redis+sentinel://[[user]:password@]host:port[,host:port...]/master-name[/db]."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    master: str
+    db: int
+    username: str | None
+    password: str | None
+
+
+SENTINEL_SCHEME = "redis+sentinel"
+_SENTINEL_FORM = "redis+sentinel://[password@]host:port[,host:port...]/master-name[/db]"
+
+
+def parse_sentinel_url(name: str, raw: str) -> SentinelAddress:
+    """The sentinels, master name and database of a redis+sentinel:// URL; errors name the variable."""
+    scheme, sep, rest = raw.partition("://")
+    if scheme != SENTINEL_SCHEME or not sep:
+        raise SettingsError(f"{name} must look like {_SENTINEL_FORM}, got {raw!r}")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    if not at:
+        userinfo, hosts = "", netloc
+    username, colon, password = userinfo.partition(":")
+    if not colon:
+        username, password = "", userinfo
+    sentinels: list[tuple[str, int]] = []
+    for entry in hosts.split(","):
+        host, _, port = entry.strip().rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+            raise SettingsError(f"{name}: each sentinel must be host:port, got {entry!r} in {raw!r}")
+        sentinels.append((host.strip("[]"), int(port)))
+    master, _, db = path.partition("/")
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", master):
+        raise SettingsError(f"{name} must name the master after the hosts ({_SENTINEL_FORM}), got {raw!r}")
+    db = db.strip("/")
+    if db and not db.isdigit():
+        raise SettingsError(f"{name}: the database after the master name must be a number, got {db!r}")
+    return SentinelAddress(
+        sentinels=tuple(sentinels),
+        master=master,
+        db=int(db or 0),
+        username=unquote(username) or None,
+        password=unquote(password) or None,
+    )
+
+
+def _queue_url(name: str, raw: str) -> str:
+    if raw.startswith(f"{SENTINEL_SCHEME}:"):
+        parse_sentinel_url(name, raw)
+        return raw
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"{name} must look like redis://host:port/db or {_SENTINEL_FORM}, got {raw!r}")
+    return raw
+
+
 def _log_level(name: str, raw: str) -> str:
     level = raw.strip().upper()
     if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
@@ -269,6 +346,9 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "MYSQL_DSN": ("mysql_dsn", _text),
     "REDIS_URL": ("redis_url", _redis_url),
     "REDIS_PREFIX": ("redis_prefix", _text),
+    "CACHE_REDIS_URL": ("cache_redis_url", _redis_url),
+    "CACHE_REDIS_CLUSTER": ("cache_redis_cluster", _bool),
+    "QUEUE_REDIS_URL": ("queue_redis_url", _queue_url),
     "PORT": ("port", _port),
     "HOST": ("host", _text),
     "API_KEYS": ("api_keys", _keys),

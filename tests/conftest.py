@@ -13,13 +13,14 @@ import pymysql
 import pytest
 import redis as sync_redis
 from aiohttp.test_utils import TestClient
-from redis.asyncio import Redis
 
 from gateway.app import create_app
 from shared.cache import CustomerCache
 from shared.db import close_pool, open_database
+from shared.redis_clients import CacheRedis, cache_redis
 from shared.settings import Settings, load_settings
 from tests.support.openapi_check import CheckedTestClient
+from tests.support.redis_servers import LocalCluster, ServersUnavailable
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
@@ -82,6 +83,36 @@ def truncate_all(s: Settings) -> None:
     for start in range(0, len(keys), 500):
         client.delete(*keys[start : start + 500])
     client.close()
+    if s.cache_redis_cluster:  # the suite's own cluster (redis_cluster below): nobody else's keys
+        with sync_redis.RedisCluster.from_url(s.cache_url) as cluster:
+            cluster.flushall(target_nodes=sync_redis.RedisCluster.PRIMARIES)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalCluster]:
+    """A real 3-master Redis Cluster on free loopback ports, for this run only."""
+    try:
+        cluster = LocalCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    except ServersUnavailable as exc:
+        pytest.skip(f"no Redis Cluster: {exc}")
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cache_backend(request: pytest.FixtureRequest) -> str:
+    """Where the cache lives: "redis" (the shared Redis), or "cluster" for a test a module
+    parametrizes with it (see on_cache_backend)."""
+    return str(getattr(request, "param", "redis"))
+
+
+def on_cache_backend(request: pytest.FixtureRequest, settings: Settings, backend: str) -> Settings:
+    """For a module's `settings` override: the same run's settings, with the cache on the suite's
+    Redis Cluster for the "cluster" backend."""
+    if backend == "cluster":
+        cluster: LocalCluster = request.getfixturevalue("redis_cluster")
+        return replace(settings, cache_redis_url=cluster.url, cache_redis_cluster=True)
+    return settings
 
 
 @pytest.fixture
@@ -98,14 +129,15 @@ def clean(settings: Settings, pool: object) -> None:
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
+async def redis(settings: Settings) -> AsyncIterator[CacheRedis]:
+    """A client of the cache's Redis (a RedisCluster client when the cache is on a cluster)."""
+    client = cache_redis(settings)
     yield client
     await client.aclose()
 
 
 @pytest.fixture
-def cache(redis: Redis, settings: Settings) -> CustomerCache:
+def cache(redis: CacheRedis, settings: Settings) -> CustomerCache:
     return CustomerCache(redis, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
 
 

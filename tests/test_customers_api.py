@@ -1,4 +1,5 @@
-"""Customer CRUD over HTTP as a client uses it, against the real app, MariaDB and Redis."""
+"""Customer CRUD over HTTP as a client uses it, against the real app, MariaDB and Redis: each test runs
+with the cache on the shared Redis ([redis]) and on a real 3-master Redis Cluster ([cluster])."""
 
 from __future__ import annotations
 
@@ -7,7 +8,31 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from shared.settings import Settings
+from tests.conftest import on_cache_backend
+
 pytestmark = pytest.mark.usefixtures("clean")
+
+
+# Not about the cache: run on the shared Redis only.
+REDIS_ONLY = {
+    "test_bad_cursors_are_400_naming_the_parameter",
+    "test_a_parameter_an_endpoint_does_not_take_is_400",
+    "test_a_bad_post_is_422_naming_every_field",
+    "test_numbers_are_accepted_where_the_import_accepts_them",
+}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if metafunc.function.__name__ not in REDIS_ONLY:
+        metafunc.parametrize("cache_backend", ["redis", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def settings(request: pytest.FixtureRequest, settings: Settings, cache_backend: str) -> Settings:
+    return on_cache_backend(request, settings, cache_backend)
+
+
 PROBLEM = "application/problem+json"
 
 

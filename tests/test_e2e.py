@@ -92,7 +92,7 @@ def test_sample_workbook_end_to_end(stack: Stack, settings: Settings) -> None:
     assert mysql_scalar(settings, "SELECT COUNT(*) FROM customers") == 500
     customer_id = mysql_scalar(settings, "SELECT id FROM customers WHERE email='atomkiewicz@hotmail.com'")
     client = sync_redis.Redis.from_url(settings.redis_url)
-    key = f"{settings.redis_prefix}customer:{customer_id}"
+    key = f"{settings.redis_prefix}{{customer:{customer_id}}}"
     ttl = client.ttl(key)
     client.close()
     assert 0 < ttl <= 300

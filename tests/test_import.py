@@ -55,7 +55,7 @@ async def test_sample_workbook_500_inserted_1500_unchanged(
     assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 500
     # Warmed into Redis with the TTL, as the same document the API serves.
     customer_id = await scalar(pool, "SELECT id FROM customers WHERE email = %s", "atomkiewicz@hotmail.com")
-    key = f"{settings.redis_prefix}customer:{customer_id}"
+    key = f"{settings.redis_prefix}{{customer:{customer_id}}}"
     cached = json.loads(await redis.get(key))
     assert cached["email"] == "atomkiewicz@hotmail.com" and cached["phone"] == "01944-369967"
     assert 0 < await redis.ttl(key) <= settings.cache_ttl_s
@@ -311,7 +311,7 @@ async def test_both_write_paths_give_the_same_result(
     assert await scalar(pool, "SELECT address FROM customers WHERE email='person10@example.com'") == rows[10][3]
     assert await scalar(pool, "SELECT first_name FROM customers WHERE email='person5@example.com'") == "Changed"
     customer_id = await scalar(pool, "SELECT id FROM customers WHERE email='person5@example.com'")
-    cached = json.loads(await redis.get(f"{settings.redis_prefix}customer:{customer_id}"))
+    cached = json.loads(await redis.get(f"{settings.redis_prefix}{{customer:{customer_id}}}"))
     assert cached["first_name"] == "Changed" and cached["version"] == 2
     async with connection(pool) as conn, conn.cursor() as cur:
         from shared import customer_repo

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from typing import Any
@@ -15,6 +16,7 @@ from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
 from shared.jobs import IMPORT_FUNCTION
+from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
 from shared.settings import Settings
 from shared.storage import open_store
 from worker.importer import WorkerDeps, import_workbook
@@ -43,11 +45,8 @@ def quiet_sweeps(record: logging.LogRecord) -> bool:
 
 
 def redis_settings(settings: Settings) -> RedisSettings:
-    rs = RedisSettings.from_dsn(settings.redis_url)
-    rs.conn_timeout = 2
-    rs.conn_retries = 30
-    rs.conn_retry_delay = 1
-    return rs
+    """The queue's Redis (QUEUE_REDIS_URL, default REDIS_URL), sentinels included."""
+    return arq_redis_settings(settings)
 
 
 def build_worker_settings(settings: Settings) -> dict[str, Any]:
@@ -59,8 +58,12 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)
         store = open_store(settings)
         await store.open()
-        cache = CustomerCache(ctx["redis"], prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
+        # The cache's own client, on the queue's Redis or another, or a Redis Cluster (README "Scaling
+        # out"); its connections pack the warm-up's thousands of script keys in linear time.
+        cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
+        cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = aiohttp.ClientSession()
+        ctx["follow_primary"] = asyncio.create_task(follow_primary(ctx["redis"]))  # a no-op without sentinels
         metrics = ctx["metrics"] = WorkerMetrics(settings.prometheus_multiproc_dir)
         ctx["metrics_server"] = await start_server(metrics, settings)
 
@@ -87,6 +90,10 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         if "http" in ctx:
             await ctx["http"].close()
         await stop_server(ctx.get("metrics_server"), settings)
+        if "cache_redis" in ctx:
+            await ctx["cache_redis"].aclose()
+        if "follow_primary" in ctx:
+            ctx["follow_primary"].cancel()
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
@@ -107,6 +114,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             )
         ],
         "redis_settings": redis_settings(settings),
+        # Against sentinels: a pool whose commands ride out a failover (None: arq connects itself).
+        "redis_pool": worker_queue(settings),
         "queue_name": settings.queue_name,
         "on_startup": on_startup,
         "on_shutdown": on_shutdown,

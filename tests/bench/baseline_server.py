@@ -5,7 +5,7 @@
 (defaults from the service's variables PORT, REDIS_URL, REDIS_PREFIX)
 
 * `GET /const`: returns a constant JSON body (the ceiling of aiohttp itself on this machine).
-* `GET /redis/{id}`: one redis-py asyncio `GET {prefix}customer:{id}` (the same key and client
+* `GET /redis/{id}`: one redis-py asyncio `GET {prefix}{customer:{id}}` (the same key and client
   library, with hiredis, that the gateway uses) and returns the value; 404 when absent.
 
 No middleware, no access log; the event loop is the gateway's (uvloop) unless told otherwise.
@@ -40,7 +40,7 @@ def create_app(redis_url: str, prefix: str) -> web.Application:
         return web.Response(body=CONST, content_type="application/json")
 
     async def from_redis(request: web.Request) -> web.Response:
-        value = await request.app[REDIS_KEY].get(f"{prefix}customer:{request.match_info['id']}")
+        value = await request.app[REDIS_KEY].get(f"{prefix}{{customer:{request.match_info['id']}}}")
         if value is None:
             return web.Response(status=404)
         return web.Response(body=value, content_type="application/json")

@@ -315,7 +315,7 @@ def cache_check(settings: Any, rows: int, samples: int = 200) -> tuple[int, int]
     client = sync_redis.Redis.from_url(settings.redis_url)
     pipe = client.pipeline(transaction=False)
     for customer_id in ids:
-        pipe.exists(f"{settings.redis_prefix}customer:{customer_id}")
+        pipe.exists(f"{settings.redis_prefix}{{customer:{customer_id}}}")
     hits = sum(int(x) for x in pipe.execute())
     client.close()
     return hits, len(wanted)

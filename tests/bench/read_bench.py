@@ -250,7 +250,7 @@ def delete_keys(settings: Any, lo: int, hi: int) -> None:
 
     client = sync_redis.Redis.from_url(settings.redis_url)
     for start in range(lo, hi + 1, 5000):
-        client.unlink(*[f"{settings.redis_prefix}customer:{i}" for i in range(start, min(start + 5000, hi + 1))])
+        client.unlink(*[f"{settings.redis_prefix}{{customer:{i}}}" for i in range(start, min(start + 5000, hi + 1))])
     client.close()
 
 
