@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import re
@@ -237,7 +238,7 @@ class CustomerService:
             return encode_cursor({"scan": scan, "skip": skip, **({"node": node} if node else {})})
 
         items: list[dict[str, Any]] = []
-        while True:
+        for step_number in itertools.count(1):
             following, found = await self.cache.scan(scan, count=max(limit, 100), node=node)
             room = limit - len(items)
             step = found[skip:]
@@ -250,8 +251,15 @@ class CustomerService:
             if following is None:
                 return {"items": items, "next_cursor": None}
             (node, scan), skip = following, 0
-            if len(items) == limit:
+            # A Redis holding much else (the queue, other prefixes) would make a page walk all of it:
+            # a page stops after CACHE_SCAN_STEPS steps, shorter, with a cursor to go on from.
+            if len(items) == limit or step_number >= CACHE_SCAN_STEPS:
                 return {"items": items, "next_cursor": position(node, scan, 0)}
+        raise AssertionError("unreachable")
+
+
+# SCAN steps one page of GET /customers/cache may take (each looks at about max(limit, 100) keys).
+CACHE_SCAN_STEPS = 20
 
 
 def _without_read_only(loaded: dict[str, Any]) -> dict[str, Any]:

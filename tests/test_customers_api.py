@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import redis as sync_redis
 from aiohttp.test_utils import TestClient
 
 from shared.settings import Settings
@@ -262,3 +263,39 @@ async def test_a_parameter_an_endpoint_does_not_take_is_400(client: TestClient, 
     body = await problem(await client.request(method, path, params={"colour": "blue"}), 400)
     assert body["errors"][0]["field"] == "colour"
     assert "colour" in body["detail"]
+
+
+async def test_a_cache_page_looks_at_a_bounded_number_of_keys(client: TestClient, settings: Settings) -> None:
+    # Redis holding much else (here 30,000 keys of another prefix): a page stops early, shorter, with a
+    # cursor, instead of walking every key in one request; walking the cursors still finds every customer.
+    if settings.cache_redis_cluster:
+        pytest.skip("the noise is written to the plain Redis")
+    other = sync_redis.Redis.from_url(settings.redis_url)
+    noise = f"{settings.redis_prefix}noise:"
+    try:
+        with other.pipeline(transaction=False) as pipe:
+            for i in range(30_000):
+                pipe.set(f"{noise}{i}", b"x", ex=120)
+            pipe.execute()
+        ids = [(await create(client, email=f"b{i}@example.com"))["id"] for i in range(3)]
+        seen: list[int] = []
+        cursor: str | None = None
+        pages = 0
+        while True:
+            response = await client.get(
+                "/customers/cache", params={"limit": "50", **({"cursor": cursor} if cursor else {})}
+            )
+            assert response.status == 200
+            page = await response.json()
+            seen += [item["id"] for item in page["items"]]
+            pages += 1
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        assert sorted(seen) == ids
+        assert pages > 1  # 30,000 keys do not fit one page's steps
+    finally:
+        keys = list(other.scan_iter(match=f"{noise}*", count=5000))
+        for start in range(0, len(keys), 5000):
+            other.delete(*keys[start : start + 5000])
+        other.close()

@@ -35,12 +35,12 @@ async def rows_of(pool: aiomysql.Pool, sql: str, *args: object) -> list[tuple]:
 
 
 async def cached_ids(redis: Redis, settings: Settings) -> set[int]:
-    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}customer:*", count=1000)]
-    return {int(k.rsplit(b":", 1)[1]) for k in keys}
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}{{customer:*}}", count=1000)]
+    return {int(k.rsplit(b":", 1)[1].rstrip(b"}")) for k in keys}
 
 
 async def forget_cache(redis: Redis, settings: Settings) -> None:
-    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}customer:*", count=1000)]
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}{{customer:*}}", count=1000)]
     if keys:
         await redis.delete(*keys)
 

@@ -295,7 +295,7 @@ def reset_tables(settings: Any) -> None:
         cur.execute("DELETE FROM import_errors")
         cur.execute("DELETE FROM import_jobs")
     conn.close()
-    clear_redis(settings, ("customer:*", "tomb:*", "customers:*"))
+    clear_redis(settings, ("{customer:*", "{customers}*"))
 
 
 def cache_check(settings: Any, rows: int, samples: int = 200) -> tuple[int, int]:
