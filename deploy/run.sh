@@ -340,6 +340,14 @@ while :; do
       status=0
       wait "$pid" 2>/dev/null || status=$?
       mark_dead "${modules[i]}" "$pid"
+      # Status 0: the process was asked to stop and did (a crash, SIGKILL or OOM is never 0). That is
+      # a Ctrl-C reaching the whole process group even when bash swallowed it (it skips its INT trap
+      # when a foreground child exits normally at that moment): stop everything, restart nothing.
+      if [ "$status" = 0 ]; then
+        pids[i]=""
+        stop_all "${names[i]} (pid $pid) exited cleanly, as on Ctrl-C"
+        exit 0
+      fi
       up_ms=$((now - started_ms[i]))
       [ "$up_ms" -ge 60000 ] && delays[i]=1
       delay="${delays[i]}"
