@@ -270,7 +270,7 @@ def hash_of_tsv(values: str) -> str:
 
 def row_hash_hex(row: Sequence[str | None]) -> str:
     """The one definition of a row's hash: 128 bits of BLAKE2b over its staging-file encoding, as
-    lower-case hex. `customers.row_hash` holds its bytes for every row written since migration 6
+    lower-case hex. `customers.row_hash` holds its bytes for every row written since migration 7
     (NULL: not known, so compared by value)."""
     return hash_of_tsv(tsv_values(row))
 
