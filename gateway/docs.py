@@ -160,10 +160,15 @@ async def docs_asset(request: web.Request) -> web.Response:
     if asset is None:
         raise Problem(404, "Not Found", f"No documentation asset {name!r}.")
     headers = {
-        "ETag": asset.etag,
         "Cache-Control": IMMUTABLE if request.query.get("v") == asset.version else REVALIDATE,
         "X-Content-Type-Options": "nosniff",
     }
+    return respond_asset(request, asset, headers)
+
+
+def respond_asset(request: web.Request, asset: Asset, headers: dict[str, str]) -> web.Response:
+    """The asset with its ETag (304 when the client has it), gzipped when the client takes it."""
+    headers["ETag"] = asset.etag
     if asset.gzipped is not None:
         headers["Vary"] = "Accept-Encoding"
     if _matches(request.headers.get("If-None-Match"), asset.etag):

@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway import params
-from gateway.docs import IMMUTABLE, REVALIDATE, Asset, _accepts_gzip, _matches
+from gateway.docs import IMMUTABLE, REVALIDATE, Asset, respond_asset
 from gateway.problems import Problem
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
@@ -119,22 +119,8 @@ def page() -> Asset:
     return _build()[PAGE_FILE]
 
 
-def _respond(request: web.Request, asset: Asset, headers: dict[str, str]) -> web.Response:
-    headers["ETag"] = asset.etag
-    if asset.gzipped is not None:
-        headers["Vary"] = "Accept-Encoding"
-    if _matches(request.headers.get("If-None-Match"), asset.etag):
-        return web.Response(status=304, headers=headers)
-    body = asset.body
-    if asset.gzipped is not None and _accepts_gzip(request):
-        body = asset.gzipped
-        headers["Content-Encoding"] = "gzip"
-    headers["Content-Type"] = asset.content_type
-    return web.Response(body=body, headers=headers)
-
-
 async def index(request: web.Request) -> web.Response:
-    return _respond(request, page(), {**PAGE_HEADERS, "Cache-Control": REVALIDATE})
+    return respond_asset(request, page(), {**PAGE_HEADERS, "Cache-Control": REVALIDATE})
 
 
 @params.accepts("v")
@@ -144,7 +130,7 @@ async def static_asset(request: web.Request) -> web.Response:
     if asset is None:
         raise Problem(404, "Not Found", f"No file {name!r} of the import page.")
     cache = IMMUTABLE if request.query.get("v") == asset.version else REVALIDATE
-    return _respond(request, asset, {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
+    return respond_asset(request, asset, {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"})
 
 
 routes = web.RouteTableDef()
