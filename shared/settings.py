@@ -133,11 +133,15 @@ def parse_mysql_dsn(dsn: str) -> MySQLConfig:
 
 
 # variable name -> (field name, parser)
-def _positive_int(name: str, raw: str) -> int:
+def _whole_number(name: str, raw: str) -> int:
     try:
-        value = int(raw)
+        return int(raw)
     except ValueError:
         raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _positive_int(name: str, raw: str) -> int:
+    value = _whole_number(name, raw)
     if value <= 0:
         raise SettingsError(f"{name} must be greater than 0, got {value}")
     return value
@@ -151,10 +155,7 @@ def _port(name: str, raw: str) -> int:
 
 
 def _non_negative_int(name: str, raw: str) -> int:
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a whole number, got {raw!r}") from None
+    value = _whole_number(name, raw)
     if value < 0:
         raise SettingsError(f"{name} must be 0 (off) or more, got {value}")
     return value
