@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from redis.asyncio import Redis
 
 from shared import job_repo
-from shared.db import DatabaseUnavailable, connection
+from shared.db import DatabaseUnavailable, connection, mysql_deadline
 from shared.metrics import FAST_BUCKETS, exposition, own_registry, scrape_registry, serving_registry
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ async def _queue_depth(redis: Redis, queue_name: str) -> tuple[int, int] | None:
 
 async def _jobs_by_status(pool: aiomysql.Pool) -> dict[str, int] | None:
     try:
-        async with asyncio.timeout(SCRAPE_TIMEOUT_S):
+        async with mysql_deadline(SCRAPE_TIMEOUT_S):
             async with connection(pool) as conn, conn.cursor() as cur:
                 return await job_repo.count_unfinished(cur)
     except (DatabaseUnavailable, TimeoutError) as exc:

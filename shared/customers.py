@@ -6,7 +6,6 @@ write through to Redis, so a read right after the response sees the change.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import itertools
 import json
@@ -25,7 +24,7 @@ from shared import cursors, customer_repo
 from shared.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.cursors import decode_cursor, encode_cursor
 from shared.customer_repo import EmailTaken
-from shared.db import OutcomeUnknown, connection, transaction
+from shared.db import OutcomeUnknown, connection, mysql_deadline, transaction
 from shared.schemas import READ_ONLY_FIELDS, CustomerInSchema, flatten_errors
 from shared.spreadsheet import CUSTOMER_FIELDS
 
@@ -86,7 +85,7 @@ class CustomerService:
         for the driver to notice) becomes DatabaseUnavailable, a 503, instead of a request that hangs.
         aiomysql closes a connection cancelled mid-statement, so none goes back to the pool."""
         try:
-            async with asyncio.timeout(self.db_timeout_s):
+            async with mysql_deadline(self.db_timeout_s):
                 yield
         except TimeoutError:
             raise OutcomeUnknown(f"MySQL did not answer within {self.db_timeout_s:g} s") from None

@@ -211,6 +211,46 @@ async def create_pool(cfg: MySQLConfig, maxsize: int = 10, *, local_infile: bool
 
 
 @asynccontextmanager
+async def mysql_deadline(seconds: float, *, again_s: float = 0.1) -> AsyncIterator[None]:
+    """asyncio.timeout that insists: TimeoutError once `seconds` pass. One cancellation is not
+    enough for MySQL work: on Python 3.11, asyncio.wait_for (aiomysql's connect) drops a cancellation
+    that lands as the TCP connect completes, and the handshake read that follows has no timeout of
+    its own, so a stalled server held the request for good. Past the deadline the task is cancelled
+    again every `again_s` until the work gives up."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    cancels_before = task.cancelling()
+    fired = 0
+    handle: asyncio.TimerHandle
+
+    def cancel() -> None:
+        nonlocal fired, handle
+        fired += 1
+        task.cancel()
+        handle = loop.call_later(again_s, cancel)
+
+    handle = loop.call_later(seconds, cancel)
+    try:
+        yield
+    except asyncio.CancelledError:
+        handle.cancel()
+        if fired and _uncancel(task, fired) <= cancels_before:
+            raise TimeoutError from None
+        raise
+    else:
+        handle.cancel()
+        _uncancel(task, fired)  # cancellations the work swallowed: they must not outlive the deadline
+
+
+def _uncancel(task: asyncio.Task[object], times: int) -> int:
+    left = task.cancelling()
+    for _ in range(times):
+        left = task.uncancel()
+    return left
+
+
+@asynccontextmanager
 async def connection(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Connection]:
     """Borrow a connection; a connection that broke is closed (so the pool drops it) and the error
     becomes DatabaseUnavailable, so callers answer 503 and the next request gets a fresh one."""

@@ -13,7 +13,6 @@ export imports back as exactly the same customers.
 
 from __future__ import annotations
 
-import asyncio
 import codecs
 import csv
 import datetime as dt
@@ -26,7 +25,7 @@ import aiomysql
 
 from shared import customer_repo
 from shared.customer_repo import EXPORT_COLUMNS, EXPORT_ID_INDEX
-from shared.db import DatabaseUnavailable, connection
+from shared.db import DatabaseUnavailable, connection, mysql_deadline
 from shared.schemas import FIELD_LENGTHS
 from shared.spreadsheet import CUSTOMER_FIELDS, excel_safe
 from shared.xlsx_writer import XlsxStreamWriter
@@ -234,7 +233,7 @@ async def _page(
     """One page, on a connection borrowed for that page only: a slow download never holds one of
     the pool's connections (or an old MySQL read view) while it waits for the client."""
     try:
-        async with asyncio.timeout(timeout_s), connection(pool) as conn, conn.cursor() as cur:
+        async with mysql_deadline(timeout_s), connection(pool) as conn, conn.cursor() as cur:
             return await customer_repo.export_page(cur, after_id=after_id, limit=limit, search=search)
     except TimeoutError:
         raise DatabaseUnavailable(f"MySQL did not answer within {timeout_s:g} s") from None

@@ -19,6 +19,7 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from gateway.keys import CUSTOMERS
 from shared.cache import CustomerCache
+from shared.db import mysql_deadline
 from shared.settings import Settings
 from tests.support.proxy import TcpProxy, target_of, url_via
 
@@ -336,3 +337,48 @@ async def test_a_write_whose_outcome_is_unknown_drops_the_cached_copy(
     mysql_proxy.release_responses()
     again = await call(client, "GET", f"/customers/{doc['id']}")
     assert again.status == 200 and again.cache == "miss" and again.json() == doc
+
+
+# -- the deadline itself (no server needed) ----------------------------------------------------
+
+
+async def _swallows_one_cancellation() -> None:
+    """What Python 3.11's wait_for does to a cancellation landing as its inner task completes,
+    followed by a read with no timeout (aiomysql's handshake on a stalled server)."""
+    try:
+        await asyncio.sleep(30)
+    except asyncio.CancelledError:
+        pass
+    await asyncio.sleep(30)
+
+
+async def test_the_mysql_deadline_holds_when_the_work_swallows_a_cancellation() -> None:
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        async with mysql_deadline(0.2, again_s=0.05):
+            await _swallows_one_cancellation()
+    assert time.monotonic() - started < 5
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0  # the task is left as it was found
+
+
+async def test_the_mysql_deadline_leaves_a_task_clean_when_the_work_finishes_first() -> None:
+    async with mysql_deadline(5):
+        await asyncio.sleep(0)
+    task = asyncio.current_task()
+    assert task is not None and task.cancelling() == 0
+    await asyncio.sleep(0.01)  # no cancellation pending from the deadline
+
+
+async def test_a_cancellation_from_outside_is_not_turned_into_a_timeout() -> None:
+    async def work() -> None:
+        async with mysql_deadline(2, again_s=0.05):
+            await _swallows_one_cancellation()
+
+    task = asyncio.create_task(work())
+    await asyncio.sleep(0.01)
+    task.cancel()  # the client went away before the deadline
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

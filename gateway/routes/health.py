@@ -8,7 +8,7 @@ from aiohttp import web
 
 from gateway.keys import CACHE, DB_POOL, METRICS, REDIS, SETTINGS
 from gateway.responses import json_response
-from shared.db import DatabaseUnavailable, connection
+from shared.db import DatabaseUnavailable, connection, mysql_deadline
 from shared.metrics import CONTENT_TYPE
 
 routes = web.RouteTableDef()
@@ -21,7 +21,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def _mysql_ok(request: web.Request) -> bool:
     try:
-        async with asyncio.timeout(2):
+        async with mysql_deadline(2):
             async with connection(request.app[DB_POOL]) as conn, conn.cursor() as cur:
                 await cur.execute("SELECT 1")
         return True
