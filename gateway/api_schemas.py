@@ -122,6 +122,22 @@ class ProgressSchema(Schema):
     )
 
 
+class JobPartSchema(Schema):
+    """One part of a job split over several workers (FANOUT_MIN_ROWS; README "Scaling out")."""
+
+    part = fields.Integer(required=True, metadata=_described("0-based."))
+    status = fields.String(required=True, validate=validate.OneOf(["queued", "running", "completed", "failed"]))
+    rows = _count("Rows this part read so far (its share of rows_read).")
+    rows_inserted = _count("New customers.")
+    rows_updated = _count("Customers that existed and changed.")
+    rows_unchanged = _count("Customers that existed with the same values.")
+    rows_invalid = _count("Rows skipped as invalid.")
+    attempts = _count("How many times a worker started on the part.")
+    worker = fields.String(
+        required=True, allow_none=True, metadata=_described("The worker (host:pid:tag) that last took the part.")
+    )
+
+
 class WebhookAttemptSchema(Schema):
     at = fields.DateTime(required=True, metadata=_described("When the attempt was made (UTC)."))
     status = fields.Integer(
@@ -179,6 +195,13 @@ class JobSchema(Schema):
         WebhookSchema, required=True, allow_none=True, metadata=_described("null: no callback_url.")
     )
     errors_stored = _count("Row errors stored (capped by MAX_ERRORS_PER_JOB).")
+    parts = fields.List(
+        fields.Nested(JobPartSchema),
+        metadata=_described(
+            "GET /jobs/{id} only: the parts of a job split over several workers; empty when one worker "
+            "imports it. The job's counters are their sums."
+        ),
+    )
     error = fields.String(required=True, allow_none=True, metadata=_described("Why a failed job failed."))
     attempts = _count("How many times a worker started on the job.")
     request_id = fields.String(required=True, allow_none=True, metadata=_described("X-Request-ID of the upload."))

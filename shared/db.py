@@ -181,6 +181,37 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             "ALTER TABLE customers ADD COLUMN row_hash BINARY(16) NULL AFTER web",
         ],
     ),
+    (
+        8,
+        "import_job_parts: one big file's parts, each imported by any worker under its own lease",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS import_job_parts (
+                job_id CHAR(36) NOT NULL,
+                part INT UNSIGNED NOT NULL,
+                parts INT UNSIGNED NOT NULL,
+                status VARCHAR(16) NOT NULL,
+                rows_read BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_inserted BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_updated BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_unchanged BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_invalid BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                checkpoint_row BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                worker VARCHAR(64) NULL,
+                lease_owner VARCHAR(64) NULL,
+                lease_expires_at TIMESTAMP(6) NULL,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                started_at TIMESTAMP(6) NULL,
+                finished_at TIMESTAMP(6) NULL,
+                PRIMARY KEY (job_id, part),
+                KEY ix_import_job_parts_status (status, lease_expires_at),
+                CONSTRAINT fk_import_job_parts_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
 ]
 
 

@@ -297,26 +297,7 @@ async def commit_batch(
     row = await cur.fetchone()
     if row is None:
         raise LeaseLost(job_id)
-    errors, error_rows = cap_error_rows(batch.errors, max(max_error_rows - row[0], 0))
-    if errors:
-        await cur.executemany(
-            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
-            [(job_id, number, column, message[:512]) for number, column, message in errors],
-        )
-        kept = {number for number, _, _ in errors}
-        messages: dict[int, list[str]] = {}
-        for number, column, message in errors:
-            messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
-        rejected = [
-            (job_id, number, json.dumps(cells), "; ".join(messages[number]))
-            for number, cells in batch.rejected
-            if number in kept
-        ]
-        if rejected:
-            await cur.executemany(
-                "INSERT INTO import_rejected_rows (job_id, excel_row, cells, errors) VALUES (%s, %s, %s, %s)",
-                rejected,
-            )
+    errors, error_rows = await store_errors(cur, job_id, batch, max(max_error_rows - row[0], 0))
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
@@ -336,6 +317,34 @@ async def commit_batch(
             job_id,
         ),
     )
+
+
+async def store_errors(
+    cur: aiomysql.Cursor, job_id: str, batch: BatchResult, room: int
+) -> tuple[list[tuple[int, str | None, str]], int]:
+    """Store the errors (and rejected cells) of the batch's first `room` invalid rows; returns the
+    errors stored and how many rows they belong to."""
+    errors, error_rows = cap_error_rows(batch.errors, room)
+    if errors:
+        await cur.executemany(
+            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
+            [(job_id, number, column, message[:512]) for number, column, message in errors],
+        )
+        kept = {number for number, _, _ in errors}
+        messages: dict[int, list[str]] = {}
+        for number, column, message in errors:
+            messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
+        rejected = [
+            (job_id, number, json.dumps(cells), "; ".join(messages[number]))
+            for number, cells in batch.rejected
+            if number in kept
+        ]
+        if rejected:
+            await cur.executemany(
+                "INSERT INTO import_rejected_rows (job_id, excel_row, cells, errors) VALUES (%s, %s, %s, %s)",
+                rejected,
+            )
+    return errors, error_rows
 
 
 def cap_error_rows(
@@ -390,7 +399,9 @@ async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tu
     than the grace period (their enqueue may have been lost)."""
     await cur.execute(
         "SELECT id, attempts FROM import_jobs WHERE"
-        " (status = %s AND (lease_expires_at IS NULL OR lease_expires_at < CURRENT_TIMESTAMP(6)))"
+        " (status = %s AND (lease_expires_at IS NULL OR lease_expires_at < CURRENT_TIMESTAMP(6))"
+        # A job split into parts has no lease of its own: its parts do (shared.part_repo).
+        " AND NOT EXISTS (SELECT 1 FROM import_job_parts p WHERE p.job_id = import_jobs.id))"
         " OR (status = %s AND created_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND)"
         " ORDER BY created_at LIMIT 100",
         (RUNNING, QUEUED, queued_grace_s),

@@ -13,7 +13,7 @@ from typing import Any
 import aiomysql
 from arq.connections import ArqRedis
 
-from shared import cursors, job_repo
+from shared import cursors, job_repo, part_repo
 from shared.cache import REDIS_ERRORS
 from shared.cursors import BadCursor, decode_cursor, encode_cursor
 from shared.db import connection
@@ -41,6 +41,7 @@ __all__ = [
 ]
 
 IMPORT_FUNCTION = "import_workbook"
+PART_FUNCTION = "import_part"
 FINAL_STATUSES = (job_repo.COMPLETED, job_repo.FAILED)
 FIRST_ERRORS = 10
 
@@ -51,6 +52,12 @@ class JobNotFound(Exception):
 
 def first_arq_id(job_id: str) -> str:
     return f"import:{job_id}"
+
+
+async def enqueue_part(arq: ArqRedis, settings: Settings, job_id: str, part: int, arq_id: str) -> bool:
+    """One part of a job split over several workers (shared.part_repo)."""
+    job = await arq.enqueue_job(PART_FUNCTION, job_id, part, _job_id=arq_id, _queue_name=settings.queue_name)
+    return job is not None
 
 
 async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id: str | None = None) -> bool:
@@ -264,7 +271,23 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
         if job is None:
             raise JobNotFound(job_id)
         errors = await job_repo.list_errors(cur, job_id, after_id=0, limit=FIRST_ERRORS)
-    return job_document(job, errors)
+        parts = await part_repo.list_parts(cur, job_id)
+    doc = job_document(job, errors)
+    doc["parts"] = [
+        {
+            "part": p.part,
+            "status": p.status,
+            "rows": p.rows_read,
+            "rows_inserted": p.rows_inserted,
+            "rows_updated": p.rows_updated,
+            "rows_unchanged": p.rows_unchanged,
+            "rows_invalid": p.rows_invalid,
+            "attempts": p.attempts,
+            "worker": p.worker,
+        }
+        for p in parts
+    ]
+    return doc
 
 
 async def list_jobs(pool: aiomysql.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:

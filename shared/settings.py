@@ -53,6 +53,10 @@ class Settings:
     max_errors_per_job: int = 1000
     job_lease_s: int = 30
     sweep_interval_s: int = 10
+    # A job whose sheet holds at least this many data rows (the reader's estimate) is split into
+    # FANOUT_PARTS parts that several workers import at once (README "Scaling out").
+    fanout_min_rows: int = 500_000
+    fanout_parts: int = 4
     log_level: str = "INFO"
     mysql_pool_size: int = 10
     import_bulk_load: bool = True
@@ -366,6 +370,8 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "MAX_ERRORS_PER_JOB": ("max_errors_per_job", _positive_int),
     "JOB_LEASE_S": ("job_lease_s", _positive_int),
     "SWEEP_INTERVAL_S": ("sweep_interval_s", _positive_int),
+    "FANOUT_MIN_ROWS": ("fanout_min_rows", _positive_int),
+    "FANOUT_PARTS": ("fanout_parts", _positive_int),
     "LOG_LEVEL": ("log_level", _log_level),
     "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
     "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),

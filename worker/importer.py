@@ -14,9 +14,9 @@ from typing import Any
 import aiomysql
 from arq import Retry
 
-from shared import job_repo
+from shared import job_repo, part_repo
 from shared.cache import CacheUnavailable
-from shared.db import DatabaseUnavailable, transaction
+from shared.db import DatabaseUnavailable, connection, transaction
 from shared.job_repo import Job, LeaseLost
 from shared.logs import job_id_var, request_id_var
 from shared.mapping import OptionError
@@ -25,11 +25,12 @@ from shared.runtime import release_memory
 from shared.spreadsheet import HeaderError
 from worker.pipeline.commit import write_rows
 from worker.pipeline.deps import WorkerDeps
-from worker.pipeline.lease import JobLease
+from worker.pipeline.fanout import SPLIT, enqueue_parts
+from worker.pipeline.lease import JobLease, PartLease
 from worker.pipeline.messages import ParsedBatch
 from worker.pipeline.run import run_import
 
-__all__ = ["MAX_ATTEMPTS", "ParsedBatch", "WorkerDeps", "import_workbook", "worker_identity"]
+__all__ = ["MAX_ATTEMPTS", "ParsedBatch", "WorkerDeps", "import_part", "import_workbook", "worker_identity"]
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +56,17 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
             log.info("job finished or held by another worker; nothing to do")
             return "skipped"
         request_token = request_id_var.set(job.request_id)
-        log.info("import started", extra={"attempt": job.attempts, "resume_after_row": job.checkpoint_row})
         try:
-            return await _run(deps, job, owner)
+            async with connection(deps.pool) as conn, conn.cursor() as cur:
+                parts = await part_repo.list_parts(cur, job_id)
+            if parts:
+                return await _resume_parts(deps, job, owner, parts)
+            log.info("import started", extra={"attempt": job.attempts, "resume_after_row": job.checkpoint_row})
+            lease = JobLease(deps, job, owner)
+            outcome = await _run(deps, job, lease)
+            if outcome == SPLIT:
+                await lease.release()  # the parts hold leases of their own
+            return outcome
         finally:
             request_id_var.reset(request_token)
     finally:
@@ -65,11 +74,56 @@ async def import_workbook(ctx: dict[str, Any], job_id: str) -> str:
         job_id_var.reset(token)
 
 
-async def _run(deps: WorkerDeps, job: Job, owner: str) -> str:
-    lease = JobLease(deps, job, owner)
+async def _resume_parts(deps: WorkerDeps, job: Job, owner: str, parts: list[part_repo.Part]) -> str:
+    """The job was split (this is a late or repeated run of it): make sure its unfinished parts are
+    queued, and hand its lease back."""
+    unfinished = [p.part for p in parts if p.status in (job_repo.QUEUED, job_repo.RUNNING)]
+    if deps.enqueue_part is not None and unfinished:
+        await enqueue_parts(deps, job.id, unfinished, f":{job.attempts}")
+    await JobLease(deps, job, owner).release()
+    return SPLIT
+
+
+async def import_part(ctx: dict[str, Any], job_id: str, part: int) -> str:
+    """arq entry point of one part of a split job: like import_workbook, under the part's lease."""
+    deps: WorkerDeps = ctx["deps"]
+    token = job_id_var.set(job_id)
+    owner = worker_identity()
     try:
         try:
-            return await run_import(deps, job, owner)
+            async with transaction(deps.pool) as cur:
+                claimed = await part_repo.claim(cur, job_id, part, owner, deps.settings.job_lease_s)
+                job = None if claimed is None else await job_repo.get(cur, job_id)
+        except DatabaseUnavailable as exc:
+            raise Retry(defer=5) from exc
+        if claimed is None or job is None:
+            log.info("part finished or held by another worker; nothing to do", extra={"part": part})
+            return "skipped"
+        request_token = request_id_var.set(job.request_id)
+        # The job as this part sees it: the part's checkpoint and attempts.
+        job.checkpoint_row, job.attempts = claimed.checkpoint_row, claimed.attempts
+        log.info(
+            "import of a part started",
+            extra={
+                "part": part,
+                "parts": claimed.parts,
+                "attempt": claimed.attempts,
+                "resume_after_row": claimed.checkpoint_row,
+            },
+        )
+        try:
+            return await _run(deps, job, PartLease(deps, job, owner, part), claimed.parts)
+        finally:
+            request_id_var.reset(request_token)
+    finally:
+        release_memory()
+        job_id_var.reset(token)
+
+
+async def _run(deps: WorkerDeps, job: Job, lease: JobLease, parts: int = 1) -> str:
+    try:
+        try:
+            return await run_import(deps, job, lease.owner, lease, parts)
         except Exception as exc:
             # A driver may raise its own error while it is being cancelled (aiomysql does, in
             # the middle of LOAD DATA LOCAL): during a shutdown that is still the shutdown.

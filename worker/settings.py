@@ -15,11 +15,11 @@ from arq.worker import func
 from shared.cache import REDIS_ERRORS, CustomerCache
 from shared.db import close_pool, open_database
 from shared.events import JobEvents
-from shared.jobs import IMPORT_FUNCTION
+from shared.jobs import IMPORT_FUNCTION, PART_FUNCTION, enqueue_part
 from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
 from shared.settings import Settings
 from shared.storage import open_store
-from worker.importer import WorkerDeps, import_workbook
+from worker.importer import WorkerDeps, import_part, import_workbook
 from worker.metrics import (
     WorkerMetrics,
     instrumented_import,
@@ -71,6 +71,9 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             with contextlib.suppress(*REDIS_ERRORS):  # owed in MySQL: the sweep queues it otherwise
                 await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, "0")
 
+        async def queue_part(job_id: str, part: int, arq_id: str) -> bool:
+            return await enqueue_part(ctx["redis"], settings, job_id, part, arq_id)
+
         ctx["deps"] = WorkerDeps(
             settings=settings,
             pool=pool,
@@ -80,6 +83,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             bulk_load=settings.import_bulk_load,
             on_finished=queue_webhook,
             metrics=metrics,
+            enqueue_part=queue_part,
         )
 
     async def on_shutdown(ctx: dict[str, Any]) -> None:
@@ -100,6 +104,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [
             func(instrumented_import(import_workbook), name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
+            # One part of a job split over several workers (timed and counted as part of its job).
+            func(import_part, name=PART_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
             func(
                 instrumented_webhook(deliver_webhook), name=WEBHOOK_FUNCTION, timeout=WEBHOOK_JOB_TIMEOUT_S, max_tries=3
             ),

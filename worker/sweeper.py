@@ -13,10 +13,11 @@ from typing import Any
 
 from arq.constants import job_key_prefix
 
-from shared import job_repo
-from shared.db import DatabaseUnavailable, connection
-from shared.jobs import enqueue_import, first_arq_id
+from shared import job_repo, part_repo
+from shared.db import DatabaseUnavailable, connection, transaction
+from shared.jobs import enqueue_import, enqueue_part, first_arq_id
 from worker.importer import MAX_ATTEMPTS, WorkerDeps
+from worker.pipeline.fanout import first_part_id
 from worker.webhooks import enqueue_delivery
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
                 cur, int(settings.webhook_timeout_s) + 2 * settings.sweep_interval_s + 1
             )
             stale = await job_repo.needing_a_worker(cur, grace)
+            stale_parts = await part_repo.needing_a_worker(cur, grace)
             for job_id, attempts in stale:
                 if attempts >= MAX_ATTEMPTS:
                     await job_repo.fail_unclaimed(
@@ -41,6 +43,14 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
                     )
                     if ctx.get("metrics") is not None:
                         ctx["metrics"].failures.labels("gave_up").inc()
+        for job_id, part, attempts in stale_parts:
+            if attempts >= MAX_ATTEMPTS:
+                async with transaction(deps.pool) as cur:
+                    ended = await part_repo.fail(
+                        cur, job_id, part, f"part {part + 1}: gave up after {attempts} attempts; see the worker logs"
+                    )
+                if ended:
+                    expired.append(job_id)
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0
@@ -64,4 +74,14 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
         if await enqueue_import(ctx["redis"], settings, job_id, f"import:{job_id}:{attempts}:{tick}"):
             queued += 1
             log.info("re-queued an import nobody was working on", extra={"job": job_id, "attempts": attempts})
+    for job_id, part, attempts in stale_parts:
+        if attempts >= MAX_ATTEMPTS:
+            continue
+        if attempts == 0 and await ctx["redis"].exists(job_key_prefix + first_part_id(job_id, part)):
+            continue
+        if await enqueue_part(ctx["redis"], settings, job_id, part, f"{first_part_id(job_id, part)}:{attempts}:{tick}"):
+            queued += 1
+            log.info(
+                "re-queued a part nobody was working on", extra={"job": job_id, "part": part, "attempts": attempts}
+            )
     return queued

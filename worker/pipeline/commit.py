@@ -12,15 +12,17 @@ updated and unchanged rows exactly as before.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
 
 import aiomysql
 import orjson
+import pymysql
 
 from shared import customer_repo
-from shared.db import savepoint, transaction
+from shared.db import DatabaseUnavailable, savepoint, transaction
 from shared.job_repo import BatchResult
 from shared.spreadsheet import CUSTOMER_FIELDS
 from worker.pipeline.deps import WorkerDeps
@@ -155,6 +157,15 @@ class DryRunCounter:
         return written
 
 
+DEADLOCK_RETRIES = 5
+_LOCK_CONFLICTS = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+
+
+def is_lock_conflict(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, pymysql.err.OperationalError) and bool(cause.args) and cause.args[0] in _LOCK_CONFLICTS
+
+
 class BatchCommitter:
     """One transaction a batch: its rows (or, for a dry run, their counting), then the job's counters,
     checkpoint and errors through the lease. Returns the cache documents of the rows written."""
@@ -165,6 +176,20 @@ class BatchCommitter:
         self.dry_run = DryRunCounter() if lease.job.dry_run else None
 
     async def commit(self, batch: ParsedBatch) -> list[bytes]:
+        for attempt in range(1, DEADLOCK_RETRIES + 1):
+            try:
+                return await self._commit(batch)
+            except DatabaseUnavailable as exc:
+                # Parts of a split job write at once; InnoDB may pick this batch as a deadlock's
+                # victim (or time its lock wait out): the whole transaction was rolled back, so
+                # it is simply run again.
+                if not is_lock_conflict(exc) or attempt == DEADLOCK_RETRIES:
+                    raise
+                log.info("batch rolled back by a lock conflict; retrying", extra={"attempt": attempt})
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    async def _commit(self, batch: ParsedBatch) -> list[bytes]:
         staged = batch.staged
         started = time.perf_counter()
         async with transaction(self.deps.pool) as cur:

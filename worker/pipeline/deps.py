@@ -25,3 +25,5 @@ class WorkerDeps:
     # Called with the job id once a job with a callback_url has ended: queues its webhook.
     on_finished: Callable[[str], Awaitable[None]] | None = None
     metrics: WorkerMetrics | None = None
+    # Queues one part of a job split over several workers: (job id, part, arq job id) -> queued.
+    enqueue_part: Callable[[str, int, str], Awaitable[bool]] | None = None

@@ -10,8 +10,8 @@ from collections.abc import AsyncIterator
 
 import aiomysql
 
-from shared import job_repo
-from shared.db import DatabaseUnavailable, connection
+from shared import job_repo, part_repo
+from shared.db import DatabaseUnavailable, connection, transaction
 from shared.job_repo import BatchResult, Job, LeaseLost
 from shared.jobs import get_job, job_document
 from worker.pipeline.deps import WorkerDeps
@@ -52,13 +52,16 @@ class JobLease:
             await asyncio.sleep(interval)
             try:
                 async with connection(self.deps.pool) as conn, conn.cursor() as cur:
-                    await job_repo.renew(cur, self.job.id, self.owner, self.deps.settings.job_lease_s)
+                    await self.renew(cur)
             except LeaseLost:
                 lost.set()
                 main.cancel("lease lost")
                 return
             except DatabaseUnavailable:
                 continue
+
+    async def renew(self, cur: aiomysql.Cursor) -> None:
+        await job_repo.renew(cur, self.job.id, self.owner, self.deps.settings.job_lease_s)
 
     async def set_reader(self, info: SheetInfo) -> None:
         async with connection(self.deps.pool) as conn, conn.cursor() as cur:
@@ -97,13 +100,54 @@ class JobLease:
                 await job_repo.release(cur, self.job.id, self.owner)
 
     async def finish(self, status: str, error: str | None) -> None:
+        async with connection(self.deps.pool) as conn, conn.cursor() as cur:
+            finished = await job_repo.finish(cur, self.job.id, self.owner, status, error)
+        await self.ended(finished, status, error)
+
+    async def ended(self, finished: bool, status: str, error: str | None) -> None:
+        """After the job's row says it ended: its final event, its webhook, its files."""
         deps, job = self.deps, self.job
-        async with connection(deps.pool) as conn, conn.cursor() as cur:
-            finished = await job_repo.finish(cur, job.id, self.owner, status, error)
         if finished and deps.events is not None:
             await deps.events.publish(job.id, status, await get_job(deps.pool, job.id))
         if finished and job.callback_url and deps.on_finished is not None:
             await deps.on_finished(job.id)
         if status == job_repo.FAILED:
             log.warning("import failed", extra={"error": error})
-        await deps.store.remove_job_files(job.id)
+        if finished:
+            await deps.store.remove_job_files(job.id)
+
+
+class PartLease(JobLease):
+    """The lease of one part of a split job (shared.part_repo): the part's checkpoint and counters,
+    the job's counters with them; the part that completes last ends the job."""
+
+    def __init__(self, deps: WorkerDeps, job: Job, owner: str, part: int) -> None:
+        super().__init__(deps, job, owner)
+        self.part = part
+
+    async def renew(self, cur: aiomysql.Cursor) -> None:
+        await part_repo.renew(cur, self.job.id, self.part, self.owner, self.deps.settings.job_lease_s)
+
+    async def set_reader(self, info: SheetInfo) -> None:
+        return  # recorded once, when the job was split
+
+    async def checkpoint(self, cur: aiomysql.Cursor, result: BatchResult) -> None:
+        settings = self.deps.settings
+        await part_repo.commit_batch(
+            cur, self.job.id, self.part, self.owner, settings.job_lease_s, result, settings.max_errors_per_job
+        )
+
+    async def release(self) -> None:
+        with contextlib.suppress(Exception):
+            async with connection(self.deps.pool) as conn, conn.cursor() as cur:
+                await part_repo.release(cur, self.job.id, self.part, self.owner)
+
+    async def finish(self, status: str, error: str | None) -> None:
+        async with transaction(self.deps.pool) as cur:
+            if status == job_repo.COMPLETED:
+                ended = await part_repo.complete(cur, self.job.id, self.part, self.owner)
+            else:
+                ended = await part_repo.fail(cur, self.job.id, self.part, f"part {self.part + 1}: {error}")
+        log.info("part ended", extra={"part": self.part, "status": status, "job_ended": bool(ended)})
+        if ended:
+            await self.ended(True, status, error)

@@ -13,7 +13,8 @@ from shared.readers import WorkbookError
 from worker.pipeline.child import SourceProcess
 from worker.pipeline.commit import BatchCommitter
 from worker.pipeline.deps import WorkerDeps
-from worker.pipeline.lease import JobLease
+from worker.pipeline.fanout import SPLIT, split_job
+from worker.pipeline.lease import JobLease, PartLease
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed
 from worker.pipeline.source import SourceParams
 from worker.pipeline.warm import CacheWarmer
@@ -21,18 +22,19 @@ from worker.pipeline.warm import CacheWarmer
 log = logging.getLogger("worker.importer")
 
 
-async def run_import(deps: WorkerDeps, job: Job, owner: str) -> str:
-    """Import the job's file from its checkpoint on; raises WorkbookError (and the like) for a file
-    that cannot be imported, LeaseLost, or the errors of MySQL and Redis."""
+async def run_import(deps: WorkerDeps, job: Job, owner: str, lease: JobLease | None = None, parts: int = 1) -> str:
+    """Import the job's file from its checkpoint on (or, under a PartLease, one part of it, of
+    `parts`); raises WorkbookError (and the like) for a file that cannot be imported, LeaseLost, or
+    the errors of MySQL and Redis. A job big enough is split into parts instead (SPLIT)."""
     # A local file for the readers: the upload itself, or the object streamed from the bucket into
     # this worker's UPLOAD_DIR (deleted when the attempt ends; the object stays until the job ends).
     async with deps.store.local_copy(job.id, job.file_kind) as path:
         if path is None:
             raise WorkbookError(f"the uploaded file is no longer in the upload store ({deps.store})")
-        return await _import_file(deps, job, owner, path)
+        return await _import_file(deps, job, lease or JobLease(deps, job, owner), path, parts)
 
 
-async def _import_file(deps: WorkerDeps, job: Job, owner: str, path: Path) -> str:
+async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, parts: int) -> str:
     settings = deps.settings
     params = SourceParams(
         path,
@@ -42,8 +44,9 @@ async def _import_file(deps: WorkerDeps, job: Job, owner: str, path: Path) -> st
         batch_size=settings.import_batch_size,
         resume_after_row=job.checkpoint_row,
         max_rows=settings.max_rows_per_job,
+        part=lease.part if isinstance(lease, PartLease) else 0,
+        parts=parts,
     )
-    lease = JobLease(deps, job, owner)
     committer = BatchCommitter(deps, lease)
     info = SheetInfo("", None, [])
     async with lease.kept_alive(), SourceProcess(params) as source, CacheWarmer(deps.cache) as warmer:
@@ -56,6 +59,8 @@ async def _import_file(deps: WorkerDeps, job: Job, owner: str, path: Path) -> st
             elif isinstance(message, SheetInfo):
                 info = message
                 await lease.set_reader(info)
+                if not isinstance(lease, PartLease) and await split_job(deps, job, lease.owner, info):
+                    return SPLIT
             elif isinstance(message, SheetEnd):
                 info.warnings = [*info.warnings, *message.warnings]
                 await lease.set_reader(info)

@@ -10,6 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
+from shared.fanout import part_of
 from shared.mapping import ImportOptions, choose_header
 from shared.readers import HEAD_ROWS, WorkbookError, open_reader
 from shared.schemas import flatten_errors
@@ -32,6 +33,9 @@ class SourceParams:
     # MAX_ROWS_PER_JOB: a file with more data rows fails before any row past the limit is emitted
     # (the batches before it are committed, as with any job that fails part-way).
     max_rows: int | None = None
+    # One part of a job split over several workers (shared.fanout): only its rows are emitted.
+    part: int = 0
+    parts: int = 1
 
 
 def width_problem(cells: list[Any], width: int) -> str | None:
@@ -113,6 +117,7 @@ class RowSource:
                 ],
             )
             validator = BatchValidator(header)
+            email_index = header.positions["email"]
             data_rows = 0
             batch = ParsedBatch()
             pending: list[tuple[int, list[Any]]] = []
@@ -125,6 +130,8 @@ class RowSource:
                 if over:
                     kept = kept[: max(p.max_rows - data_rows, 0)]  # type: ignore[operator]
                 data_rows += len(kept)
+                if p.parts > 1:
+                    kept = [item for item in kept if part_of(item[1], email_index, item[0], p.parts) == p.part]
                 if p.resume_after_row and kept and kept[0][0] <= p.resume_after_row:
                     kept = [item for item in kept if item[0] > p.resume_after_row]
                 while kept:
