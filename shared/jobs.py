@@ -20,7 +20,7 @@ from shared.db import connection
 from shared.job_repo import Job
 from shared.mapping import ImportOptions
 from shared.preview import Preview, build_preview, problem_extra
-from shared.readers import UploadRejected, inspect_upload
+from shared.readers import Rejection, UploadRejected, inspect_upload
 from shared.settings import Settings
 from shared.spreadsheet import HeaderError, column_letter
 from shared.storage import StoredUpload, UploadStore
@@ -100,7 +100,7 @@ async def submit_upload(
         _check_rows(found, filename, settings.max_rows_per_job)
         if found.problem is not None and not preview:
             raise UploadRejected(
-                422,
+                Rejection.UNPROCESSABLE,
                 "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
                 f"{filename!r}: {str(found.problem).rstrip('.')}.",
                 **problem_extra(found),
@@ -145,7 +145,7 @@ def _check_rows(found: Preview, filename: str, limit: int) -> None:
     estimate = found.document.get("rows_total_estimate")
     if estimate is not None and estimate > limit:
         raise UploadRejected(
-            413,
+            Rejection.TOO_LARGE,
             "Too many rows",
             f"{filename!r} holds about {estimate:,} data rows, more than one job takes (MAX_ROWS_PER_JOB, "
             f"{limit:,}): split it into files of at most {limit:,} rows.",
@@ -181,7 +181,9 @@ async def start_job(
             raise NotWaiting("without its uploaded file")
         found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
     if found.problem is not None:
-        raise UploadRejected(422, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found))
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found)
+        )
     async with connection(pool) as conn, conn.cursor() as cur:
         if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
             raise NotWaiting("started")

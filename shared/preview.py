@@ -18,7 +18,7 @@ from shared.mapping import (
     choose_header,
     row_width,
 )
-from shared.readers import HEAD_ROWS, SheetNotFound, UploadRejected, WorkbookError, read_head
+from shared.readers import HEAD_ROWS, Rejection, SheetNotFound, UploadRejected, WorkbookError, read_head
 from shared.spreadsheet import (
     ALIASES,
     CUSTOMER_FIELDS,
@@ -116,13 +116,18 @@ def build_preview(path: Path, filename: str, kind: str, options: ImportOptions) 
         reader, head = read_head(path, kind, HEAD_ROWS, sheet=options.sheet, encoding=options.encoding)
     except SheetNotFound as exc:
         raise UploadRejected(
-            422, "Unknown sheet", f"{filename!r}: {exc}.", errors=[{"field": "sheet", "message": str(exc)}]
+            Rejection.UNPROCESSABLE,
+            "Unknown sheet",
+            f"{filename!r}: {exc}.",
+            errors=[{"field": "sheet", "message": str(exc)}],
         ) from None
     except WorkbookError as exc:
-        raise UploadRejected(422, "Unreadable file", f"{filename!r}: {exc}.") from None
+        raise UploadRejected(Rejection.UNPROCESSABLE, "Unreadable file", f"{filename!r}: {exc}.") from None
     if not any(not row_is_empty(cells) for _, cells in head):
         what = "sheet is empty" if kind == "xlsx" else "file holds no rows"
-        raise UploadRejected(422, "No header row", f"{filename!r}: the {what}: there is no header row and no data.")
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "No header row", f"{filename!r}: the {what}: there is no header row and no data."
+        )
     layout = getattr(reader, "layout", None)
     choice: HeaderChoice | None = None
     problem: HeaderError | OptionError | None = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import enum
 import io
 import re
 import zipfile
@@ -48,13 +49,22 @@ STREAM_BYTES_PER_SHARED_STRINGS_BYTE = 5.5
 FAST_BYTES_PER_SHARED_STRINGS_BYTE = 1.0
 
 
-class UploadRejected(Exception):
-    """The upload is not something we can import; `status` is the HTTP status to answer with and
-    `extra` more members of the problem document (the missing columns, say)."""
+class Rejection(enum.Enum):
+    """Why an upload is refused (the gateway answers each with its HTTP status)."""
 
-    def __init__(self, status: int, title: str, detail: str, **extra: Any) -> None:
+    EMPTY = "empty"  # nothing to read
+    TOO_LARGE = "too large"  # over a size or row limit
+    UNSUPPORTED = "unsupported"  # not a kind of file we read
+    UNPROCESSABLE = "unprocessable"  # the right kind, but its content does not fit
+
+
+class UploadRejected(Exception):
+    """The upload is not something we can import: why (`reason`), a title and detail for the
+    answer, and `extra` more members of the problem document (the missing columns, say)."""
+
+    def __init__(self, reason: Rejection, title: str, detail: str, **extra: Any) -> None:
         super().__init__(detail)
-        self.status = status
+        self.reason = reason
         self.title = title
         self.detail = detail
         self.extra = extra
@@ -80,12 +90,12 @@ def inspect_upload(path: Path, filename: str, *, max_inflated_bytes: int, max_ra
     by the content (a CSV saved under an .xlsx name is a CSV, and the other way round)."""
     size = path.stat().st_size
     if size == 0:
-        raise UploadRejected(400, "Empty file", "The uploaded file is empty.")
+        raise UploadRejected(Rejection.EMPTY, "Empty file", "The uploaded file is empty.")
     with path.open("rb") as fh:
         head = fh.read(65536)
     if head.startswith(OLE_MAGIC):
         raise UploadRejected(
-            415,
+            Rejection.UNSUPPORTED,
             "Unsupported workbook",
             f"{filename!r} is a password-protected workbook or a legacy .xls file. "
             "Remove the password and save it as .xlsx (Excel Workbook) or .csv.",
@@ -96,7 +106,9 @@ def inspect_upload(path: Path, filename: str, *, max_inflated_bytes: int, max_ra
     for magic, what in _BINARY_SIGNATURES:
         if head.startswith(magic):
             raise UploadRejected(
-                415, "Unsupported file type", f"{filename!r} is {what}, not a supported file: {SUPPORTED}."
+                Rejection.UNSUPPORTED,
+                "Unsupported file type",
+                f"{filename!r} is {what}, not a supported file: {SUPPORTED}.",
             )
     _check_text(head, filename, size)
     return "csv"
@@ -109,7 +121,7 @@ def _check_zip(path: Path, filename: str, max_inflated: int, max_ratio: int) -> 
             total = sum(i.file_size for i in infos)
             if total > max_inflated:
                 raise UploadRejected(
-                    413,
+                    Rejection.TOO_LARGE,
                     "Workbook too large",
                     f"{filename!r} would inflate to {total // (1024 * 1024)} MB, over the limit of "
                     f"{max_inflated // (1024 * 1024)} MB.",
@@ -118,34 +130,40 @@ def _check_zip(path: Path, filename: str, max_inflated: int, max_ratio: int) -> 
                 # Small parts compress extremely well legitimately; a bomb is large and dense.
                 if info.file_size > 1024 * 1024 and info.file_size > max_ratio * max(info.compress_size, 1):
                     raise UploadRejected(
-                        422,
+                        Rejection.UNPROCESSABLE,
                         "Suspicious workbook",
                         f"{filename!r}: part {info.filename} has a compression ratio over {max_ratio}:1.",
                     )
             workbook_layout(zf)
     except zipfile.BadZipFile:
         raise UploadRejected(
-            422, "Not a workbook", f"{filename!r} is not a valid .xlsx file (the zip container is damaged)."
+            Rejection.UNPROCESSABLE,
+            "Not a workbook",
+            f"{filename!r} is not a valid .xlsx file (the zip container is damaged).",
         ) from None
     except WorkbookError as exc:
-        raise UploadRejected(422, "Not a workbook", f"{filename!r}: {exc}.") from None
+        raise UploadRejected(Rejection.UNPROCESSABLE, "Not a workbook", f"{filename!r}: {exc}.") from None
     except SafeET.ParseError as exc:
-        raise UploadRejected(422, "Not a workbook", f"{filename!r}: the workbook XML is malformed ({exc}).") from None
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "Not a workbook", f"{filename!r}: the workbook XML is malformed ({exc})."
+        ) from None
     except Exception as exc:
         if isinstance(exc, UploadRejected):
             raise
-        raise UploadRejected(422, "Not a workbook", f"{filename!r} could not be opened as a workbook: {exc}.") from None
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "Not a workbook", f"{filename!r} could not be opened as a workbook: {exc}."
+        ) from None
 
 
 def _check_text(head: bytes, filename: str, size: int) -> None:
     if b"\x00" in head and not head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         raise UploadRejected(
-            415,
+            Rejection.UNSUPPORTED,
             "Unsupported file type",
             f"{filename!r} is binary, not a CSV text file or an .xlsx workbook: {SUPPORTED}.",
         )
     if not head.strip().strip(codecs.BOM_UTF8):
-        raise UploadRejected(400, "Empty file", f"{filename!r} holds no rows.")
+        raise UploadRejected(Rejection.EMPTY, "Empty file", f"{filename!r} holds no rows.")
 
 
 # Languages whose text is not in the Latin script: for these the detector's encoding is taken. For

@@ -12,7 +12,7 @@ from redis.asyncio import Redis
 from shared import job_repo
 from shared.db import connection
 from shared.jobs import list_job_errors
-from shared.readers import UploadRejected
+from shared.readers import Rejection, UploadRejected
 from shared.settings import Settings
 from tests.conftest import DATA
 from tests.support.jobs import import_file, run_burst_worker, submit
@@ -111,7 +111,7 @@ async def test_missing_columns_are_refused_at_upload_naming_them(settings: Setti
     before = stored_uploads(settings)
     with pytest.raises(UploadRejected) as info:
         await submit(settings, pool, "uk-500.csv", data)
-    assert info.value.status == 422
+    assert info.value.reason == Rejection.UNPROCESSABLE
     assert "missing required column(s)" in info.value.detail and "email" in info.value.detail
     assert "first non-empty row must be the header" in info.value.detail
     assert "email" in info.value.extra["missing_columns"]
@@ -136,7 +136,7 @@ async def test_odd_workbooks_are_refused_at_upload_with_a_message(
 ) -> None:
     with pytest.raises(UploadRejected) as info:
         await submit(settings, pool, name, (ODD / name).read_bytes())
-    assert info.value.status == 422
+    assert info.value.reason == Rejection.UNPROCESSABLE
     assert fragment in info.value.detail
 
 
@@ -172,7 +172,7 @@ async def test_an_unclosed_quote_is_named_with_its_row(settings: Settings, pool:
     # Within the first rows: the upload is refused at once.
     with pytest.raises(UploadRejected) as info:
         await submit(settings, pool, "quote.csv", quoted_at(3, 6))
-    assert info.value.status == 422 and "unclosed quote starting at row 5" in info.value.detail
+    assert info.value.reason == Rejection.UNPROCESSABLE and "unclosed quote starting at row 5" in info.value.detail
     # Further down: the import fails naming the row, before the swallowed rows are imported.
     job = await import_file(settings, pool, "late-quote.csv", quoted_at(1500, 1600))
     assert job["status"] == "failed"

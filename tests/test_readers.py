@@ -13,6 +13,7 @@ from shared import xlsx_fast
 from shared.readers import (
     CalamineReader,
     OpenpyxlReader,
+    Rejection,
     UploadRejected,
     WorkbookError,
     inspect_upload,
@@ -42,16 +43,16 @@ def normalized(reader: object) -> list[tuple[int, list[str | None]]]:
 
 
 @pytest.mark.parametrize(
-    ("name", "status", "fragment"),
+    ("name", "reason", "fragment"),
     [
-        ("calamine__pass_protected.xlsx", 415, "password-protected"),
-        ("tealeg__badfile_noWorksheets.xlsx", 422, "worksheet part"),
+        ("calamine__pass_protected.xlsx", Rejection.UNSUPPORTED, "password-protected"),
+        ("tealeg__badfile_noWorksheets.xlsx", Rejection.UNPROCESSABLE, "worksheet part"),
     ],
 )
-def test_bad_odd_files_are_rejected_before_queueing(name: str, status: int, fragment: str) -> None:
+def test_bad_odd_files_are_rejected_before_queueing(name: str, reason: Rejection, fragment: str) -> None:
     with pytest.raises(UploadRejected) as info:
         inspect_upload(ODD / name, name, **LIMITS)
-    assert info.value.status == status
+    assert info.value.reason == reason
     assert fragment in info.value.detail
 
 
@@ -79,12 +80,12 @@ def test_empty_binary_and_non_utf8(tmp_path: Path) -> None:
     empty.write_bytes(b"")
     with pytest.raises(UploadRejected) as info:
         inspect_upload(empty, "empty.csv", **LIMITS)
-    assert info.value.status == 400
+    assert info.value.reason == Rejection.EMPTY
     binary = tmp_path / "x.csv"
     binary.write_bytes(b"\x00\x01\x02abc")
     with pytest.raises(UploadRejected) as info:
         inspect_upload(binary, "x.csv", **LIMITS)
-    assert info.value.status == 415
+    assert info.value.reason == Rejection.UNSUPPORTED
     latin = tmp_path / "l.csv"
     latin.write_bytes("name\nJosé\n".encode("latin-1"))
     assert inspect_upload(latin, "l.csv", **LIMITS) == "csv"  # text in another encoding is still text
@@ -92,7 +93,7 @@ def test_empty_binary_and_non_utf8(tmp_path: Path) -> None:
     pdf.write_bytes(b"%PDF-1.4 hello")
     with pytest.raises(UploadRejected) as info:
         inspect_upload(pdf, "doc.pdf", **LIMITS)
-    assert info.value.status == 415
+    assert info.value.reason == Rejection.UNSUPPORTED
 
 
 def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
@@ -101,12 +102,12 @@ def test_zip_that_is_not_a_workbook(tmp_path: Path) -> None:
         zf.writestr("hello.txt", "hi")
     with pytest.raises(UploadRejected) as info:
         inspect_upload(path, "a.xlsx", **LIMITS)
-    assert info.value.status == 422 and "not an Excel workbook" in info.value.detail
+    assert info.value.reason == Rejection.UNPROCESSABLE and "not an Excel workbook" in info.value.detail
     broken = tmp_path / "b.xlsx"
     broken.write_bytes(b"PK\x03\x04garbage")
     with pytest.raises(UploadRejected) as info:
         inspect_upload(broken, "b.xlsx", **LIMITS)
-    assert info.value.status == 422
+    assert info.value.reason == Rejection.UNPROCESSABLE
 
 
 def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
@@ -118,10 +119,10 @@ def test_zip_bomb_is_refused_by_its_directory(tmp_path: Path) -> None:
         dst.writestr("xl/media/padding.bin", b"\0" * (50 * 1024 * 1024))
     with pytest.raises(UploadRejected) as info:
         inspect_upload(bomb, "bomb.xlsx", **LIMITS)
-    assert info.value.status == 422 and "compression ratio" in info.value.detail
+    assert info.value.reason == Rejection.UNPROCESSABLE and "compression ratio" in info.value.detail
     with pytest.raises(UploadRejected) as info:
         inspect_upload(bomb, "bomb.xlsx", max_inflated_bytes=10 * 1024 * 1024, max_ratio=10**6)
-    assert info.value.status == 413
+    assert info.value.reason == Rejection.TOO_LARGE
 
 
 def test_the_compiled_reader_is_built() -> None:
@@ -304,7 +305,7 @@ def test_the_type_is_recognised_by_content_both_ways(tmp_path: Path) -> None:
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)))
     with pytest.raises(UploadRejected) as info:
         inspect_upload(png, "photo.xlsx", **LIMITS)
-    assert info.value.status == 415 and "PNG image" in info.value.detail
+    assert info.value.reason == Rejection.UNSUPPORTED and "PNG image" in info.value.detail
 
 
 def test_header_check_names_missing_columns_and_quotes_the_header(tmp_path: Path) -> None:

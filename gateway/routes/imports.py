@@ -33,11 +33,18 @@ from shared.jobs import (
 )
 from shared.logs import request_id_var
 from shared.mapping import ImportOptions, OptionError, parse_options
-from shared.readers import UploadRejected
+from shared.readers import Rejection, UploadRejected
 from shared.storage import UploadTooLarge
 from shared.webhooks import check_callback_url
 
 routes = web.RouteTableDef()
+# What the API answers for each reason an upload is refused (shared.readers.Rejection).
+REJECTION_STATUS = {
+    Rejection.EMPTY: 400,
+    Rejection.TOO_LARGE: 413,
+    Rejection.UNSUPPORTED: 415,
+    Rejection.UNPROCESSABLE: 422,
+}
 CHUNK = 256 * 1024
 
 
@@ -275,7 +282,7 @@ async def _upload(request: web.Request) -> web.Response:
         )
     except UploadRejected as exc:
         metrics.upload("rejected")
-        raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
+        raise Problem(REJECTION_STATUS[exc.reason], exc.title, exc.detail, **exc.extra) from None
     finally:
         store.discard(received.path)  # the partial file, if it was not committed under the job id
     metrics.upload("accepted", received.size)
@@ -335,7 +342,7 @@ async def start(request: web.Request) -> web.Response:
             409, "Conflict", f"Job {job_id} is {exc}, not an uploaded preview waiting to be started."
         ) from None
     except UploadRejected as exc:
-        raise Problem(exc.status, exc.title, exc.detail, **exc.extra) from None
+        raise Problem(REJECTION_STATUS[exc.reason], exc.title, exc.detail, **exc.extra) from None
     return _accepted(job)
 
 
