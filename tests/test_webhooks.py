@@ -5,7 +5,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
+import threading
+import time
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -16,6 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from shared.settings import Settings
 from tests.support.jobs import run_burst_worker
+from tests.support.procs import Service, free_port, get_json, http, service_env, upload, wait_http_ready
 from tests.support.workbooks import csv_bytes, customers
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -178,3 +184,90 @@ async def test_a_public_address_is_accepted(client: TestClient) -> None:
         "/upload", data=form(csv_bytes(customers(1)), callback_url="https://93.184.216.34/hooks/import")
     )
     assert response.status == 202, await response.text()
+
+
+class ThreadedReceiver:
+    """The same receiver as a plain HTTP server in a thread, for real gateway and worker processes."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.deliveries: list[dict[str, Any]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+                receiver.deliveries.append(
+                    {
+                        "valid": hmac.compare_digest(expected, self.headers.get("X-Signature-256", "")),
+                        "id": self.headers.get("X-Webhook-Id"),
+                        "document": json.loads(body),
+                    }
+                )
+                self.send_response(500 if len(receiver.deliveries) <= receiver.failures else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_delivery_survives_its_worker_being_killed_between_attempts(settings: Settings, tmp_path: Path) -> None:
+    """Real `python -m gateway` / `python -m worker` processes: the callback_url is given when a
+    previewed job is started; the receiver fails the first two deliveries; the worker is SIGKILLed
+    after the first; another worker delivers the rest."""
+    receiver = ThreadedReceiver(failures=2)
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(
+        replace(settings, sweep_interval_s=1),
+        PORT=port,
+        WEBHOOK_SECRET=SECRET,
+        WEBHOOK_ALLOW_PRIVATE="true",
+        WEBHOOK_BACKOFF_S=3,
+        WEBHOOK_TIMEOUT_S=2,
+    )
+    services = [Service("gateway", env, tmp_path, "gateway")]
+    try:
+        wait_http_ready(base, services[0])
+        services.append(Service("worker", env, tmp_path, "doomed"))
+        status, previewed = upload(base, "c.csv", csv_bytes(customers(5)), "?preview=true")
+        assert status == 201, previewed
+        status, _, raw = http(
+            "POST",
+            f"{base}/jobs/{previewed['job_id']}/start",
+            json.dumps({"callback_url": receiver.url}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        assert status == 202, raw
+        job_id = previewed["job_id"]
+        deadline = time.monotonic() + 60
+        while not (get_json(f"{base}/jobs/{job_id}")[1].get("webhook") or {}).get("attempts"):
+            assert time.monotonic() < deadline, services[1].output()[-3000:]
+            time.sleep(0.1)
+        services[1].signal(signal.SIGKILL)  # the first attempt failed and is recorded; the next is owed
+        services[1].proc.wait(10)
+        services.append(Service("worker", env, tmp_path, "survivor"))
+        while len(receiver.deliveries) < 3 or get_json(f"{base}/jobs/{job_id}")[1]["webhook"]["status"] != "delivered":
+            assert time.monotonic() < deadline, "\n".join(s.output()[-3000:] for s in services)
+            time.sleep(0.2)
+        assert all(d["valid"] for d in receiver.deliveries)
+        assert len({d["id"] for d in receiver.deliveries}) == 1
+        assert receiver.deliveries[-1]["document"]["status"] == "completed"
+        assert receiver.deliveries[-1]["document"]["rows_inserted"] == 5
+        _, job = get_json(f"{base}/jobs/{job_id}")
+        assert job["callback_url"] == receiver.url
+        assert [a["status"] for a in job["webhook"]["attempts"]][-1] == 204
+    finally:
+        for service in services:
+            service.stop()
+        receiver.close()
