@@ -44,8 +44,6 @@ COUNTERS = ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "row
 
 
 def run_once(n_workers: int, path: Path, rows: int, settings: Any, log_dir: Path, tag: str) -> dict[str, Any]:
-    reset_tables(settings)
-    clear_redis(settings)
     port = free_port()
     env = service_env(
         settings,
@@ -59,7 +57,9 @@ def run_once(n_workers: int, path: Path, rows: int, settings: Any, log_dir: Path
     gateway = Service("gateway", env, log_dir, f"gateway-{tag}")
     workers: list[Service] = []
     try:
-        wait_http_ready(f"http://127.0.0.1:{port}", gateway)
+        wait_http_ready(f"http://127.0.0.1:{port}", gateway)  # it creates the database on its first start
+        reset_tables(settings)
+        clear_redis(settings)
         workers = [Service("worker", env, log_dir, f"worker-{tag}-{i}") for i in range(n_workers)]
         time.sleep(2.0)
         for worker in workers:
