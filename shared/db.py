@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
+from typing import TypeVar
 
 import aiomysql
 import pymysql
@@ -15,6 +16,7 @@ import pymysql
 from shared.settings import MySQLConfig
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # Errors that mean "the server or the connection is gone", as opposed to a bad statement.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
@@ -272,6 +274,16 @@ async def mysql_deadline(seconds: float, *, again_s: float = 0.1) -> AsyncIterat
     else:
         handle.cancel()
         _uncancel(task, fired)  # cancellations the work swallowed: they must not outlive the deadline
+
+
+async def bounded(seconds: float, work: Awaitable[T]) -> T:
+    """`work` (a request's reads from MySQL) within `seconds`, or DatabaseUnavailable: a stalled
+    server answers 503 instead of holding the request."""
+    try:
+        async with mysql_deadline(seconds):
+            return await work
+    except TimeoutError:
+        raise DatabaseUnavailable(f"MySQL did not answer within {seconds:g} s") from None
 
 
 def _uncancel(task: asyncio.Task[object], times: int) -> int:

@@ -55,6 +55,9 @@ async def call(client: TestClient, method: str, path: str, *, limit_s: float = Q
     return Answer(response.status, response.headers, body, elapsed)
 
 
+UNKNOWN_JOB = "00000000-0000-4000-8000-000000000000"
+
+
 def assert_problem(answer: Answer, status: int = 503) -> None:
     assert answer.status == status, answer.body
     assert answer.headers["Content-Type"].startswith(PROBLEM)
@@ -304,6 +307,9 @@ async def test_a_stalled_mysql_answers_503_in_bounded_time_and_poisons_nothing(
         call(client, "GET", f"/customers/{docs[1]['id']}", limit_s=deadline + 2),
         call(client, "GET", "/customers?limit=7", limit_s=deadline + 2),
         call(client, "PATCH", f"/customers/{docs[2]['id']}", json={"city": "Lima"}, limit_s=deadline + 2),
+        call(client, "GET", "/jobs", limit_s=deadline + 2),
+        call(client, "GET", f"/jobs/{UNKNOWN_JOB}", limit_s=deadline + 2),
+        call(client, "GET", f"/jobs/{UNKNOWN_JOB}/errors", limit_s=deadline + 2),
     )
     cached = await call(client, "GET", f"/customers/{docs[0]['id']}")
     assert cached.status == 200 and cached.cache == "hit"
@@ -312,6 +318,8 @@ async def test_a_stalled_mysql_answers_503_in_bounded_time_and_poisons_nothing(
     for answer in needs_mysql:
         assert_problem(answer)
     mysql_proxy.release_responses()  # the late answers to the abandoned statements arrive now
+    assert (await call(client, "GET", "/jobs")).status == 200
+    assert (await call(client, "GET", f"/jobs/{UNKNOWN_JOB}")).status == 404
 
     for doc in docs:
         answer = await call(client, "GET", f"/customers/{doc['id']}")

@@ -18,6 +18,7 @@ from gateway import auth, params
 from gateway.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
 from gateway.problems import Problem, field_errors, field_problem
 from gateway.responses import dumps, json_response
+from shared.db import bounded
 from shared.events import follow_job
 from shared.exports import encode_file
 from shared.jobs import (
@@ -346,6 +347,11 @@ async def start(request: web.Request) -> web.Response:
     return _accepted(job)
 
 
+def _db_s(request: web.Request) -> float:
+    """How long a request waits for MySQL (DB_TIMEOUT_S) before answering 503."""
+    return float(request.app[SETTINGS].db_timeout_s)
+
+
 @routes.get("/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
@@ -353,7 +359,7 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     job_id = params.job_id(request)
     pool = request.app[DB_POOL]
     try:
-        current = await get_job(pool, job_id)
+        current = await bounded(_db_s(request), get_job(pool, job_id))
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
     stream = follow_job(pool, request.app[EVENTS], current, request.headers.get("Last-Event-ID"))
@@ -370,7 +376,9 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 @params.accepts("limit", "cursor")
 async def jobs_index(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=20, maximum=200)
-    page = await list_jobs(request.app[DB_POOL], limit=limit, cursor=params.cursor_param(request))
+    page = await bounded(
+        _db_s(request), list_jobs(request.app[DB_POOL], limit=limit, cursor=params.cursor_param(request))
+    )
     return json_response(page)
 
 
@@ -378,7 +386,7 @@ async def jobs_index(request: web.Request) -> web.Response:
 async def job_detail(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     try:
-        return json_response(await get_job(request.app[DB_POOL], job_id))
+        return json_response(await bounded(_db_s(request), get_job(request.app[DB_POOL], job_id)))
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
 
@@ -394,7 +402,10 @@ async def job_errors(request: web.Request) -> web.Response:
         )
     limit = None if as_csv == "csv" else params.limit_param(request, default=100, maximum=1000)
     try:
-        page = await list_job_errors(request.app[DB_POOL], job_id, limit=limit, cursor=params.cursor_param(request))
+        page = await bounded(
+            _db_s(request),
+            list_job_errors(request.app[DB_POOL], job_id, limit=limit, cursor=params.cursor_param(request)),
+        )
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
     if as_csv == "json":
@@ -421,7 +432,7 @@ async def job_rejected(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
     kind = params.choice_param(request, "format", ("csv", "xlsx"), default="csv")
     try:
-        header, rows = await rejected_rows(request.app[DB_POOL], job_id)
+        header, rows = await bounded(_db_s(request), rejected_rows(request.app[DB_POOL], job_id))
     except JobNotFound:
         raise Problem(404, "Not Found", f"No import job {job_id}.") from None
     body = await asyncio.to_thread(encode_file, kind, header, rows, "rejected")
