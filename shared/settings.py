@@ -56,7 +56,7 @@ class Settings:
     # A job whose sheet holds at least this many data rows (the reader's estimate) is split into
     # FANOUT_PARTS parts that several workers import at once (README "Scaling out").
     fanout_min_rows: int = 500_000
-    fanout_parts: int = 4
+    fanout_parts: int = 2
     log_level: str = "INFO"
     mysql_pool_size: int = 10
     import_bulk_load: bool = True

@@ -106,3 +106,26 @@ async def test_unknown_job_is_404_and_keepalive_comments_flow(
         while b": ping" not in seen:
             seen += await stream.content.readany()
     stream.close()
+
+
+async def test_a_job_that_fails_ends_its_stream_with_a_failed_event(client: TestClient, settings: Settings) -> None:
+    # A quote opened after the first batch (the upload's header check passes) and never closed.
+    content = csv_bytes(customers(2500))  # the reader works 1,024 records ahead: batches come first
+    content += b'"First,Last,Co,1 Road,Leeds,WY,LS1,0113,open@failed.example,web\n'
+    content += csv_bytes(customers(3, start=9000), header=None)
+    response = await client.post("/upload", data=form("broken.csv", content))
+    assert response.status == 202, await response.text()
+    job_id = (await response.json())["job_id"]
+    stream = await client.get(f"/jobs/{job_id}/events")
+    reader = asyncio.create_task(read_events(stream))
+    await run_burst_worker(settings)
+    events = await asyncio.wait_for(reader, 30)
+    kinds = [e["event"] for e in events]
+    assert kinds[-1] == "failed" and set(kinds[:-1]) == {"progress"}, kinds
+    committed = events[-2]["data"]["rows_read"]
+    assert [e["data"]["rows_read"] for e in events[:-1]] == list(range(500, committed + 1, 500))
+    final = events[-1]["data"]
+    assert final["status"] == "failed" and "quote" in final["error"] and final["rows_inserted"] == committed
+    # Asked again once it has ended: the failed event at once, alone.
+    again = await asyncio.wait_for(read_events(await client.get(f"/jobs/{job_id}/events")), 10)
+    assert [e["event"] for e in again] == ["failed"]

@@ -13,6 +13,9 @@ def test_defaults(tmp_path: Path) -> None:
     assert s.workers == 2
     assert s.api_keys == ()
     assert s.mysql.database == "customers"
+    assert (s.fanout_min_rows, s.fanout_parts) == (500_000, 2)
+    s = load_settings({"FANOUT_MIN_ROWS": "1000", "FANOUT_PARTS": "8"}, cwd=tmp_path)
+    assert (s.fanout_min_rows, s.fanout_parts) == (1000, 8)
 
 
 def test_environment_wins_over_files(tmp_path: Path) -> None:
@@ -47,6 +50,8 @@ def test_dsn_is_parsed(tmp_path: Path) -> None:
         ("REDIS_URL", "http://localhost"),
         ("LOG_LEVEL", "LOUD"),
         ("WORKERS", "two"),
+        ("FANOUT_PARTS", "0"),
+        ("FANOUT_MIN_ROWS", "many"),
     ],
 )
 def test_bad_value_names_the_variable(tmp_path: Path, name: str, value: str) -> None:

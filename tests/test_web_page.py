@@ -732,3 +732,29 @@ def test_the_page_at_phone_width(page: webdriver.Chrome, stack: Stack, tmp_path:
     screenshot(page, tmp_path / "phone-edit.png", full=False)
     by_id(page, "customer-close").send_keys(Keys.ENTER)  # the keyboard closes it too
     wait(page, lambda d: not by_id(d, "customer-dialog").is_displayed())
+
+
+def test_with_no_keys_configured_the_page_asks_for_none(
+    browser: webdriver.Chrome, stack: Stack, settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    gateway = Service("gateway", service_env(settings, PORT=port, HOST="127.0.0.1"), tmp_path, "open-gateway")
+    try:
+        wait_http_ready(base, gateway)
+        browser.set_window_size(*WIDE)
+        browser.get("about:blank")
+        browser.get_log("performance")
+        browser.get_log("browser")
+        browser.get(f"{base}/#customers")
+        visible(browser, "view-customers")
+        assert not by_id(browser, "view-key").is_displayed()
+        wait(browser, lambda d: d.find_elements(By.CSS_SELECTOR, "#customers-body tr"))
+        wait(browser, lambda d: "needs no API key" in text_of(d, "key-state-text"))
+        screenshot(browser, tmp_path / "no-keys.png", full=False)
+        elsewhere = [u for u in requested_urls(browser) if u.startswith("http") and not u.startswith(base + "/")]
+        assert elsewhere == []
+        assert console_errors(browser, set()) == []
+    finally:
+        browser.get("about:blank")
+        gateway.stop()

@@ -181,7 +181,8 @@ def start_stack(label: str, tree: Path | None, database: str, prefix: str, log_d
     drop_database(settings)
     clear_redis(settings)
     port = free_port()
-    env = service_env(settings, PORT=port)
+    # One job in one piece on one worker: a big file is not split into parts (that is fanout_bench's).
+    env = service_env(settings, PORT=port, FANOUT_PARTS=1)
     if tree is None:
         gateway: Service = Service("gateway", env, log_dir, f"gateway-{label}")
     else:
