@@ -340,3 +340,18 @@ ensure_redis_tools() {
     return 1
   }
 }
+
+# ensure_check_tools: what two checks of the suite run when present: shellcheck (the deploy scripts)
+# and Debian's docker-compose (`docker-compose config` of the compose file's MinIO profile; no Docker
+# engine needed). Installed when missing and possible; otherwise those two tests skip, saying why.
+ensure_check_tools() {
+  local missing=()
+  command -v shellcheck >/dev/null 2>&1 || missing+=(shellcheck)
+  command -v docker-compose >/dev/null 2>&1 || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+  [ "${#missing[@]}" -eq 0 ] && return 0
+  log "the shellcheck and compose-config tests need ${missing[*]}"
+  install_packages "${missing[@]}" || {
+    log "without ${missing[*]} those tests are skipped"
+    return 1
+  }
+}

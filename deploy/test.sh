@@ -7,6 +7,7 @@ cd "$REPO_ROOT"
 ensure_venv test
 ensure_services
 ensure_redis_tools || true
+ensure_check_tools || true
 # A browser for the browser tests when deploy/browser.sh provides one; its failure does not stop the run.
 if [ -f "$REPO_ROOT/deploy/browser.sh" ]; then
   # shellcheck source=/dev/null
