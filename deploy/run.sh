@@ -303,9 +303,14 @@ stop_all() { # signal name (for the log)
     log "still running after ${STOP_TIMEOUT_S} s, SIGKILL: ${live[*]}"
     kill -KILL "${live[@]}" 2>/dev/null
   fi
-  local pid
-  for pid in "${pids[@]}"; do
-    [ -n "$pid" ] && { wait "$pid" 2>/dev/null || true; }
+  local i pid
+  for i in "${!pids[@]}"; do
+    pid="${pids[i]}"
+    [ -n "$pid" ] || continue
+    wait "$pid" 2>/dev/null || true
+    # Its live gauges too: a process stopped in the middle of its own clean-up (a second signal, the
+    # SIGKILL above) may not have dropped them itself.
+    mark_dead "${modules[i]}" "$pid"
   done
   rm -f "$PIDS_FILE"
   [ "$(cat "$PID_FILE" 2>/dev/null)" = "$$" ] && rm -f "$PID_FILE"
