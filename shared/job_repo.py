@@ -362,18 +362,25 @@ def cap_error_rows(
     return kept, len(rows)
 
 
-async def finish(cur: aiomysql.Cursor, job_id: str, owner: str, status: str, error: str | None) -> bool:
-    """End the job. A completed job's total is no longer an estimate: it is the rows read. A job
-    with a callback_url gets its webhook delivery due now, in the same statement: whatever happens
-    to this worker next, the sweep finds the delivery owed."""
-    await cur.execute(
-        "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
-        " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
-        " webhook = IF(callback_url IS NULL, NULL, %s),"
-        " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6)),"
-        " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND lease_owner = %s",
-        (status, error, status == COMPLETED, json.dumps(new_webhook_state()), job_id, owner),
-    )
+_END = (
+    "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+    " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
+    " webhook = IF(callback_url IS NULL, NULL, %s),"
+    " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6)),"
+    " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s"
+)
+
+
+async def finish(cur: aiomysql.Cursor, job_id: str, owner: str | None, status: str, error: str | None) -> bool:
+    """End the job (held by `owner`; None: a job split into parts, which holds no lease of its own).
+    A completed job's total is no longer an estimate: it is the rows read. A job with a callback_url
+    gets its webhook delivery due now, in the same statement: whatever happens to this worker next,
+    the sweep finds the delivery owed."""
+    args = (status, error, status == COMPLETED, json.dumps(new_webhook_state()), job_id)
+    if owner is None:
+        await cur.execute(_END, args)
+    else:
+        await cur.execute(_END + " AND lease_owner = %s", (*args, owner))
     return bool(cur.rowcount)
 
 

@@ -12,12 +12,11 @@ after the parts, and the part that completes last completes the job.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 import aiomysql
 
-from shared.job_repo import COMPLETED, FAILED, QUEUED, RUNNING, BatchResult, LeaseLost, new_webhook_state, store_errors
+from shared.job_repo import COMPLETED, FAILED, QUEUED, RUNNING, BatchResult, LeaseLost, finish, store_errors
 
 
 @dataclass
@@ -155,7 +154,7 @@ async def complete(cur: aiomysql.Cursor, job_id: str, part: int, owner: str) -> 
     row = await cur.fetchone()
     if row is not None and int(row[0]):
         return False
-    await _end_job(cur, job_id, COMPLETED, None)
+    await finish(cur, job_id, None, COMPLETED, None)
     return True
 
 
@@ -170,20 +169,8 @@ async def fail(cur: aiomysql.Cursor, job_id: str, part: int, error: str) -> bool
         " lease_expires_at = NULL WHERE job_id = %s AND part = %s",
         (FAILED, job_id, part),
     )
-    await _end_job(cur, job_id, FAILED, error)
+    await finish(cur, job_id, None, FAILED, error)
     return True
-
-
-async def _end_job(cur: aiomysql.Cursor, job_id: str, status: str, error: str | None) -> None:
-    # As job_repo.finish does for a job that ran in one piece (the webhook owed in the same statement).
-    await cur.execute(
-        "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
-        " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
-        " webhook = IF(callback_url IS NULL, NULL, %s),"
-        " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6)),"
-        " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s",
-        (status, error, status == COMPLETED, json.dumps(new_webhook_state()), job_id),
-    )
 
 
 async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tuple[str, int, int]]:

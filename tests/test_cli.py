@@ -23,7 +23,7 @@ import pytest
 from shared.settings import Settings
 from tests.conftest import REPO
 from tests.support.procs import Service, free_port, service_env, wait_http_ready
-from tests.support.workbooks import HEADER, csv_bytes, customers
+from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
 
 pytestmark = pytest.mark.e2e
 
@@ -158,17 +158,7 @@ def test_options_are_sent_as_form_fields(gateway: Gateway, tmp_path: Path) -> No
 
 
 def test_sheet_picks_the_worksheet(gateway: Gateway, tmp_path: Path) -> None:
-    path = tmp_path / "two-sheets.xlsx"
-    workbook = openpyxl.Workbook()
-    notes = workbook.active
-    assert notes is not None
-    notes.title = "Notes"
-    notes.append(["Exported from our CRM; the people are on the next sheet"])
-    people = workbook.create_sheet("People")
-    people.append(HEADER)
-    for row in customers(3, domain="sheet.example"):
-        people.append(row)
-    workbook.save(path)
+    path = write_two_sheets(tmp_path / "two-sheets.xlsx", customers(3, domain="sheet.example"))
     done = run("--url", gateway.base, "upload", str(path), "--wait", "--sheet", "People")
     assert done.returncode == 0, done.stdout + done.stderr
     assert counter(done.stdout, "rows_inserted") == 3

@@ -17,7 +17,16 @@ import redis as sync_redis
 
 from shared.settings import Settings
 from tests.conftest import DATA, truncate_all
-from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
+from tests.support.procs import (
+    Service,
+    free_port,
+    get_json,
+    service_env,
+    sse_events,
+    upload,
+    wait_http_ready,
+    wait_job,
+)
 from tests.support.workbooks import csv_bytes, customers
 
 pytestmark = pytest.mark.e2e
@@ -202,13 +211,6 @@ def test_live_events_from_a_real_worker_through_a_real_gateway(stack: Stack) -> 
     stream = urllib.request.urlopen(f"{stack.base}/jobs/{body['job_id']}/events", timeout=60)
     assert stream.headers["Content-Type"].startswith("text/event-stream")
     stack.start_worker()
-    events: list[tuple[str, dict]] = []
-    kind = ""
-    for raw in stream:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("event: "):
-            kind = line[7:]
-        elif line.startswith("data: "):
-            events.append((kind, json.loads(line[6:])))
+    events = list(sse_events(stream))
     assert [k for k, _ in events] == ["progress", "progress", "progress", "completed"], stack.logs()
     assert [d["rows_read"] for _, d in events] == [500, 1000, 1200, 1200]

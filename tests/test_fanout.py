@@ -104,17 +104,30 @@ def services(tmp_path: Path) -> Any:
         service.stop()
 
 
+def start_gateway(
+    settings: Settings, tmp_path: Path, services: list[Service], **env: Any
+) -> tuple[str, dict[str, str]]:
+    """Empty tables, a real gateway on a free port; (its base URL, the env its workers get)."""
+    truncate_all(settings)
+    port = free_port()
+    environment = service_env(settings, PORT=port, **env)
+    services.append(Service("gateway", environment, tmp_path, "gateway"))
+    base = f"http://127.0.0.1:{port}"
+    wait_http_ready(base, services[0])
+    return base, environment
+
+
 def test_a_big_file_is_split_over_workers_and_counts_exactly_as_one_worker(
     settings: Settings, pool: object, tmp_path: Path, services: list[Service]
 ) -> None:
-    truncate_all(settings)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(
-        replace(settings, import_batch_size=300), PORT=port, FANOUT_MIN_ROWS=3000, FANOUT_PARTS=3, WORKER_CONCURRENCY=2
+    base, env = start_gateway(
+        replace(settings, import_batch_size=300),
+        tmp_path,
+        services,
+        FANOUT_MIN_ROWS=3000,
+        FANOUT_PARTS=3,
+        WORKER_CONCURRENCY=2,
     )
-    services.append(Service("gateway", env, tmp_path, "gateway"))
-    wait_http_ready(base, services[0])
     services += [Service("worker", env, tmp_path, f"worker{n}") for n in range(2)]
     rows, expected, last = file_with_duplicates(4000)
 
@@ -155,12 +168,7 @@ def test_a_big_file_is_split_over_workers_and_counts_exactly_as_one_worker(
 def test_a_small_file_or_a_dry_run_is_not_split(
     settings: Settings, pool: object, tmp_path: Path, services: list[Service]
 ) -> None:
-    truncate_all(settings)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(settings, PORT=port, FANOUT_MIN_ROWS=3000, FANOUT_PARTS=3)
-    services.append(Service("gateway", env, tmp_path, "gateway"))
-    wait_http_ready(base, services[0])
+    base, env = start_gateway(settings, tmp_path, services, FANOUT_MIN_ROWS=3000, FANOUT_PARTS=3)
     services.append(Service("worker", env, tmp_path, "worker"))
     rows, expected, _ = file_with_duplicates(1000)
     status, small = upload(base, "small.csv", csv_bytes(rows))
@@ -179,18 +187,14 @@ def test_a_small_file_or_a_dry_run_is_not_split(
 def test_a_part_whose_worker_is_killed_is_resumed_and_the_counters_stay_exact(
     settings: Settings, pool: object, tmp_path: Path, services: list[Service]
 ) -> None:
-    truncate_all(settings)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(
+    base, env = start_gateway(
         replace(settings, import_batch_size=200, job_lease_s=3, sweep_interval_s=1),
-        PORT=port,
+        tmp_path,
+        services,
         FANOUT_MIN_ROWS=3000,
         FANOUT_PARTS=2,
         WORKER_CONCURRENCY=2,
     )
-    services.append(Service("gateway", env, tmp_path, "gateway"))
-    wait_http_ready(base, services[0])
     doomed = Service("worker", env, tmp_path, "doomed")
     services.append(doomed)
     rows, expected, _ = file_with_duplicates(12000)

@@ -9,7 +9,6 @@ the replica in the middle (SENTINEL FAILOVER) while the cache lives on the clust
 
 from __future__ import annotations
 
-import json
 import re
 import threading
 import time
@@ -27,7 +26,16 @@ from shared.cache import CustomerCache
 from shared.redis_clients import arq_redis_settings, sentinel_address, shares_one_redis
 from shared.settings import Settings, SettingsError, load_settings
 from tests.conftest import truncate_all
-from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
+from tests.support.procs import (
+    Service,
+    free_port,
+    get_json,
+    service_env,
+    sse_events,
+    upload,
+    wait_http_ready,
+    wait_job,
+)
 from tests.support.redis_servers import LocalCluster, LocalSentinels, ServersUnavailable
 from tests.support.workbooks import csv_bytes, customers
 
@@ -191,13 +199,8 @@ class EventFollower:
     def _follow(self, url: str) -> None:
         try:
             with urllib.request.urlopen(url, timeout=60) as stream:
-                kind = ""
-                for raw in stream:
-                    line = raw.decode().rstrip("\r\n")
-                    if line.startswith("event: "):
-                        kind = line[7:]
-                    elif line.startswith("data: "):
-                        self.events.append((kind, json.loads(line[6:])))
+                for event in sse_events(stream):
+                    self.events.append(event)
         except BaseException as exc:  # reported by result()
             self.error = exc
 

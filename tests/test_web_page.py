@@ -39,7 +39,7 @@ from gateway.middlewares import PUBLIC_PATHS
 from shared.settings import Settings
 from tests.conftest import DATA, truncate_all
 from tests.support.procs import Service, free_port, http, service_env, wait_http_ready
-from tests.support.workbooks import csv_bytes, customers
+from tests.support.workbooks import csv_bytes, customers, write_two_sheets
 
 pytestmark = pytest.mark.e2e
 
@@ -460,19 +460,7 @@ def test_the_template_downloads_and_the_preview_follows_a_sheet_change(
     assert [cell for cell in first if cell] == list(FIELDS)
 
     # The data on a second sheet, a sheet of notes first: switching sheets reads the preview again.
-    path = tmp_path / "two-sheets.xlsx"
-    workbook = openpyxl.Workbook()
-    notes = workbook.active
-    assert notes is not None
-    notes.title = "Notes"
-    notes.append(["Exported from our CRM; the people are on the next sheet"])
-    people = workbook.create_sheet("People")
-    people.append(list(FIELDS))
-    for n in range(3):
-        people.append(
-            [f"Ann{n}", "Lee", "Acme", "1 Road", "Bath", "Avon", "BA1 1AA", "01225-000000", f"ann{n}@x.example", ""]
-        )
-    workbook.save(path)
+    path = write_two_sheets(tmp_path / "two-sheets.xlsx", customers(3, domain="sheets.example"), FIELDS)
     upload_and_preview(page, path)
     sheet = Select(by_id(page, "sheet-select"))
     assert [option.get_attribute("value") for option in sheet.options] == ["Notes", "People"]

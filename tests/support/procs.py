@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,17 @@ def upload(base_url: str, filename: str, content: bytes, query: str = "") -> tup
 def get_json(url: str) -> tuple[int, Any]:
     status, _, raw = http("GET", url)
     return status, json.loads(raw) if raw else None
+
+
+def sse_events(stream: Iterable[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(event, data) of each event of a Server-Sent Events body, read line by line as it comes."""
+    kind = ""
+    for raw in stream:
+        line = raw.decode().rstrip("\r\n")
+        if line.startswith("event: "):
+            kind = line[7:]
+        elif line.startswith("data: "):
+            yield kind, json.loads(line[6:])
 
 
 def wait_job(

@@ -39,6 +39,21 @@ def write_xlsx(path: Path, rows: Iterable[Sequence[Any]], header: Sequence[Any] 
     return path
 
 
+def write_two_sheets(path: Path, rows: Iterable[Sequence[Any]], header: Sequence[Any] = HEADER) -> Path:
+    """A workbook as exports often come: a sheet of notes first ("Notes"), the data on "People"."""
+    wb = openpyxl.Workbook()
+    notes = wb.active
+    assert notes is not None
+    notes.title = "Notes"
+    notes.append(["Exported from our CRM; the people are on the next sheet"])
+    people = wb.create_sheet("People")
+    people.append(list(header))
+    for row in rows:
+        people.append(list(row))
+    wb.save(path)
+    return path
+
+
 def csv_bytes(rows: Iterable[Sequence[Any]], header: Sequence[Any] | None = HEADER, bom: bool = False) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
