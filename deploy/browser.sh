@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A headless browser for the browser tests (tests/test_docs_browser.py): Debian's Chromium and its
+# A headless browser for the browser tests (tests/system/test_docs_browser.py): Debian's Chromium and its
 # chromedriver, at /usr/bin/chromium and /usr/bin/chromedriver.
 #
 #   source deploy/browser.sh && ensure_browser      # from another script (deploy/test.sh does)

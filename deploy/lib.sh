@@ -21,9 +21,9 @@ ensure_venv() {
   local lock="$REPO_ROOT/requirements.lock"
   local stamp="$VENV/.installed-${extra:-base}"
   # Reinstall only when pyproject.toml or the lock changed since the last install, or a C source of the
-  # compiled reader did (pip install -e . builds shared/_xlsx_fast*.so in place).
+  # compiled reader did (pip install -e . builds shared/spreadsheet/_xlsx_fast*.so in place).
   if [ ! -f "$stamp" ] || [ "$REPO_ROOT/pyproject.toml" -nt "$stamp" ] || [ "$lock" -nt "$stamp" ] ||
-     [ -n "$(find "$REPO_ROOT/shared" -maxdepth 1 -name '*.c' -newer "$stamp" -print -quit)" ]; then
+     [ -n "$(find "$REPO_ROOT/shared/spreadsheet" -maxdepth 1 -name '*.c' -newer "$stamp" -print -quit)" ]; then
     log "installing the project into $VENV from requirements.lock ${extra:+(with [$extra])}"
     local pip_log="$VENV/pip-install.log"
     local pip=("$VENV/bin/python" -m pip install --disable-pip-version-check)
@@ -96,7 +96,7 @@ service_addresses() {
 import sys
 from urllib.parse import urlsplit
 
-from shared.settings import SettingsError, load_settings
+from shared.config import SettingsError, load_settings
 
 try:
     s = load_settings()
@@ -118,7 +118,7 @@ import time
 
 import pymysql
 
-from shared.settings import load_settings
+from shared.config import load_settings
 
 m = load_settings().mysql
 deadline = time.monotonic() + float(sys.argv[1])

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Regenerate requirements.lock: every runtime dependency of pyproject.toml (and theirs), pinned with
 # their hashes, for every platform and Python >= 3.11 (`uv pip compile --universal`). Run it after
-# changing [project.dependencies]; tests/test_dependencies.py fails while the lock does not cover them.
+# changing [project.dependencies]; tests/unit/test_dependencies.py fails while the lock does not cover them.
 # deploy/lib.sh (run.sh, test.sh) and deploy/Dockerfile install from the lock.
 # uv comes from PyPI into a scratch virtualenv ($LOCK_VENV), not the project's .venv.
 set -euo pipefail

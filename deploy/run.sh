@@ -105,7 +105,7 @@ fi
 # Check the settings once, up front, so a bad value stops here with its name.
 settings=$("$VENV/bin/python" -c '
 import sys
-from shared.settings import SettingsError, load_settings
+from shared.config import SettingsError, load_settings
 try:
     s = load_settings()
 except SettingsError as exc:

@@ -138,8 +138,8 @@ if [ "$DO_PIP" = 1 ]; then
   if (cd "$work/src" && "${pip_q[@]}" install --require-hashes -r requirements.lock >"$out" 2>&1 \
       && rm -rf gateway worker shared && cp -r "$REPO_ROOT/gateway" "$REPO_ROOT/worker" "$REPO_ROOT/shared" . \
       && "${pip_q[@]}" install --no-deps --force-reinstall . >>"$out" 2>&1 \
-      && cd / && "$work/venv/bin/python" -c "import gateway.app, worker.settings, shared.readers, uvloop, hiredis, python_calamine" >>"$out" 2>&1 \
-      && "$work/venv/bin/python" -c "from shared import xlsx_fast; assert xlsx_fast.AVAILABLE, 'shared._xlsx_fast not built'" >>"$out" 2>&1); then
+      && cd / && "$work/venv/bin/python" -c "import gateway.app, worker.settings, shared.spreadsheet.readers, uvloop, hiredis, python_calamine" >>"$out" 2>&1 \
+      && "$work/venv/bin/python" -c "from shared.spreadsheet import xlsx_fast; assert xlsx_fast.AVAILABLE, 'shared.spreadsheet._xlsx_fast not built'" >>"$out" 2>&1); then
     pass "the Dockerfile's pip steps install and import the project"
   else fail "the Dockerfile's pip steps"; cat "$out"; fi
   # Every dependency as a wheel for the image's platforms: the only compiler use is the project's own

@@ -8,7 +8,7 @@ import sys
 from aiohttp import web
 
 from gateway.app import create_app
-from shared.runtime import start_process
+from shared.infra.runtime import start_process
 
 
 def main() -> int:

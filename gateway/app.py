@@ -9,24 +9,24 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway import keys
-from gateway.metrics import Metrics
-from gateway.middlewares import serve
-from gateway.openapi import routes as openapi_routes
-from gateway.postman import routes as postman_routes
+from gateway.http import keys
+from gateway.http.middlewares import serve
+from gateway.http.request_metrics import Metrics
+from gateway.openapi.document import routes as openapi_routes
+from gateway.openapi.postman import routes as postman_routes
 from gateway.routes.customers import routes as customer_routes
 from gateway.routes.exports import routes as export_routes
 from gateway.routes.health import routes as health_routes
 from gateway.routes.imports import routes as import_routes
 from gateway.web import routes as web_routes
-from shared.cache import CacheUnavailable, CustomerCache
-from shared.customers import CustomerService
-from shared.db import close_pool, open_database
-from shared.events import JobEvents
-from shared.metrics import mark_dead
-from shared.redis_clients import cache_redis, follow_primary, gateway_queue, shares_one_redis
-from shared.settings import Settings
-from shared.storage import open_store
+from shared.config import Settings
+from shared.customers.cache import CacheUnavailable, CustomerCache
+from shared.customers.service import CustomerService
+from shared.imports.events import JobEvents
+from shared.infra.db import close_pool, open_database
+from shared.infra.prometheus import mark_dead
+from shared.infra.redis_clients import cache_redis, follow_primary, gateway_queue, shares_one_redis
+from shared.infra.storage import open_store
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 The page is for people who import spreadsheets; it talks to the same JSON API as every other client
 (with the API key the person enters, kept in the tab's sessionStorage). Its files are served the way
-/docs serves Swagger UI's (gateway/docs.py): read once per process, with a gzip copy and an ETag.
+/docs serves Swagger UI's (gateway/openapi/docs_page.py): read once per process, with a gzip copy and an ETag.
 Asset URLs carry a hash of their content (`?v=`), so a URL with the current hash may be cached for a
 year and any other answer is revalidated; the page itself is always revalidated. The hashes are put
 into the links when the files are read: `static/<name>` in index.html and `"./<name>"` in a module's
@@ -20,9 +20,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import params
-from gateway.docs import IMMUTABLE, REVALIDATE, Asset, respond_asset
-from gateway.problems import Problem
+from gateway.http import params
+from gateway.http.problems import Problem
+from gateway.openapi.docs_page import IMMUTABLE, REVALIDATE, Asset, respond_asset
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
 PAGE_FILE = "index.html"
@@ -37,7 +37,7 @@ _TYPES = {
 }
 ASSET_NAMES = tuple(_TYPES)
 ASSET_PREFIX = "/static/"
-# The exact paths that must be public when API_KEYS is set (gateway.middlewares.PUBLIC_PATHS): the
+# The exact paths that must be public when API_KEYS is set (gateway.http.middlewares.PUBLIC_PATHS): the
 # page asks for the key itself, so it and its files load without one.
 PUBLIC_PATHS = ("/", *(ASSET_PREFIX + name for name in ASSET_NAMES))
 

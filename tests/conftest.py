@@ -15,10 +15,10 @@ import redis as sync_redis
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
-from shared.cache import CustomerCache
-from shared.db import close_pool, open_database
-from shared.redis_clients import CacheRedis, cache_redis
-from shared.settings import Settings, load_settings
+from shared.config import Settings, load_settings
+from shared.customers.cache import CustomerCache
+from shared.infra.db import close_pool, open_database
+from shared.infra.redis_clients import CacheRedis, cache_redis
 from tests.support.openapi_check import CheckedTestClient
 from tests.support.redis_servers import LocalCluster, ServersUnavailable
 
@@ -43,7 +43,7 @@ def _base_settings(tmp_root: Path) -> Settings:
         sweep_interval_s=2,
         api_keys=(),
         log_level="WARNING",
-        # The whole run comes from one address: tests of the limits (tests/test_security.py) turn them on.
+        # The whole run comes from one address: tests of the limits (tests/api/test_security.py) turn them on.
         rate_limit_per_min=0,
         upload_rate_limit_per_min=0,
     )

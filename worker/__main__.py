@@ -8,7 +8,7 @@ import sys
 
 from arq.worker import Worker
 
-from shared.runtime import start_process
+from shared.infra.runtime import start_process
 from worker.settings import build_worker_settings
 
 

@@ -14,15 +14,15 @@ from typing import Any
 import aiomysql
 from arq import Retry
 
-from shared import job_repo, part_repo
-from shared.cache import CacheUnavailable
-from shared.db import DatabaseUnavailable, connection, transaction
-from shared.job_repo import Job, LeaseLost
-from shared.logs import job_id_var, request_id_var
-from shared.mapping import OptionError
-from shared.readers import WorkbookError
-from shared.runtime import release_memory
-from shared.spreadsheet import HeaderError
+from shared.customers.cache import CacheUnavailable
+from shared.imports import job_repo, part_repo
+from shared.imports.job_repo import Job, LeaseLost
+from shared.infra.db import DatabaseUnavailable, connection, transaction
+from shared.infra.logs import job_id_var, request_id_var
+from shared.infra.runtime import release_memory
+from shared.spreadsheet.mapping import OptionError
+from shared.spreadsheet.readers import WorkbookError
+from shared.spreadsheet.rules import HeaderError
 from worker.pipeline.commit import write_rows
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.fanout import SPLIT, enqueue_parts

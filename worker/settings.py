@@ -12,15 +12,15 @@ from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
 
-from shared.cache import REDIS_ERRORS, CustomerCache
-from shared.db import close_pool, open_database
-from shared.events import JobEvents
-from shared.jobs import IMPORT_FUNCTION, PART_FUNCTION, enqueue_part
-from shared.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
-from shared.settings import Settings
-from shared.storage import open_store
+from shared.config import Settings
+from shared.customers.cache import REDIS_ERRORS, CustomerCache
+from shared.imports.events import JobEvents
+from shared.imports.service import IMPORT_FUNCTION, PART_FUNCTION, enqueue_part
+from shared.infra.db import close_pool, open_database
+from shared.infra.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
+from shared.infra.storage import open_store
 from worker.importer import WorkerDeps, import_part, import_workbook
-from worker.metrics import (
+from worker.job_metrics import (
     WorkerMetrics,
     instrumented_import,
     instrumented_sweep,
@@ -29,7 +29,7 @@ from worker.metrics import (
     stop_server,
 )
 from worker.sweeper import sweep_jobs
-from worker.webhooks import WEBHOOK_FUNCTION, deliver_webhook, enqueue_delivery
+from worker.webhook_delivery import WEBHOOK_FUNCTION, deliver_webhook, enqueue_delivery
 
 # Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
 IMPORT_TIMEOUT_S = 6 * 3600

@@ -13,12 +13,12 @@ from typing import Any
 
 from arq.constants import job_key_prefix
 
-from shared import job_repo, part_repo
-from shared.db import DatabaseUnavailable, connection, transaction
-from shared.jobs import enqueue_import, enqueue_part, first_arq_id
+from shared.imports import job_repo, part_repo
+from shared.imports.service import enqueue_import, enqueue_part, first_arq_id
+from shared.infra.db import DatabaseUnavailable, connection, transaction
 from worker.importer import MAX_ATTEMPTS, WorkerDeps
 from worker.pipeline.fanout import first_part_id
-from worker.webhooks import enqueue_delivery
+from worker.webhook_delivery import enqueue_delivery
 
 log = logging.getLogger(__name__)
 

@@ -6,12 +6,12 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway import params
-from gateway.keys import CUSTOMERS, METRICS
-from gateway.problems import Problem, field_errors, field_problem
-from gateway.responses import JSON, dumps, json_response
-from shared.cache import CacheUnavailable
-from shared.customers import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
+from gateway.http import params
+from gateway.http.keys import CUSTOMERS, METRICS
+from gateway.http.problems import Problem, field_errors, field_problem
+from gateway.http.responses import JSON, dumps, json_response
+from shared.customers.cache import CacheUnavailable
+from shared.customers.service import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
 
 routes = web.RouteTableDef()
 

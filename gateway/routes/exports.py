@@ -7,11 +7,11 @@ import logging
 
 from aiohttp import web
 
-from gateway import params
-from gateway.keys import DB_POOL, SETTINGS
-from gateway.problems import field_problem
-from shared import exports
-from shared.logs import request_id_var
+from gateway.http import params
+from gateway.http.keys import DB_POOL, SETTINGS
+from gateway.http.problems import field_problem
+from shared.customers import exports
+from shared.infra.logs import request_id_var
 
 log = logging.getLogger(__name__)
 

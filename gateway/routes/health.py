@@ -6,10 +6,10 @@ import asyncio
 
 from aiohttp import web
 
-from gateway.keys import CACHE, DB_POOL, METRICS, REDIS, SETTINGS
-from gateway.responses import json_response
-from shared.db import DatabaseUnavailable, connection, mysql_deadline
-from shared.metrics import CONTENT_TYPE
+from gateway.http.keys import CACHE, DB_POOL, METRICS, REDIS, SETTINGS
+from gateway.http.responses import json_response
+from shared.infra.db import DatabaseUnavailable, connection, mysql_deadline
+from shared.infra.prometheus import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 

@@ -14,14 +14,13 @@ from aiohttp import BodyPartReader, HttpVersion11, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import sse_response
 
-from gateway import auth, params
-from gateway.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
-from gateway.problems import Problem, field_errors, field_problem
-from gateway.responses import dumps, json_response
-from shared.db import bounded
-from shared.events import follow_job
-from shared.exports import encode_file
-from shared.jobs import (
+from gateway.http import auth, params
+from gateway.http.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
+from gateway.http.problems import Problem, field_errors, field_problem
+from gateway.http.responses import dumps, json_response
+from shared.customers.exports import encode_file
+from shared.imports.events import follow_job
+from shared.imports.service import (
     JobNotFound,
     NotWaiting,
     get_job,
@@ -32,14 +31,15 @@ from shared.jobs import (
     start_job,
     submit_upload,
 )
-from shared.logs import request_id_var
-from shared.mapping import ImportOptions, OptionError, parse_options
-from shared.readers import Rejection, UploadRejected
-from shared.storage import UploadTooLarge
-from shared.webhooks import check_callback_url
+from shared.imports.webhooks import check_callback_url
+from shared.infra.db import bounded
+from shared.infra.logs import request_id_var
+from shared.infra.storage import UploadTooLarge
+from shared.spreadsheet.mapping import ImportOptions, OptionError, parse_options
+from shared.spreadsheet.readers import Rejection, UploadRejected
 
 routes = web.RouteTableDef()
-# What the API answers for each reason an upload is refused (shared.readers.Rejection).
+# What the API answers for each reason an upload is refused (shared.spreadsheet.readers.Rejection).
 REJECTION_STATUS = {
     Rejection.EMPTY: 400,
     Rejection.TOO_LARGE: 413,

@@ -7,7 +7,7 @@ Each prints one JSON object on stdout.
 
 * `parse openpyxl|calamine|csv`: the bare reader, iterating every row's values (nothing else).
 * `parse reader`: the reader the service picks for this file and memory budget
-  (`shared.readers.open_reader`), rows only.
+  (`shared.spreadsheet.readers.open_reader`), rows only.
 * `parse service`: the service's own parser process body, `worker.pipeline.source.RowSource` (reader
   choice by memory budget, header mapping, cell normalisation, validation by columns, batching,
   staging lines, row hashes and cache document JSON), with no database and in this one process:
@@ -65,7 +65,7 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
             rows += 1
         wb.close()
     elif reader == "reader":
-        from shared.readers import open_reader
+        from shared.spreadsheet.readers import open_reader
 
         service_reader = open_reader(path, "csv" if path.suffix == ".csv" else "xlsx", budget_mb * 1024 * 1024)
         extra["reader"] = service_reader.name
@@ -73,7 +73,7 @@ def parse(reader: str, path: Path, budget_mb: int, batch_size: int) -> dict[str,
             rows += 1
         service_reader.close()
     elif reader == "service":
-        from shared.mapping import ImportOptions
+        from shared.spreadsheet.mapping import ImportOptions
         from worker.pipeline.messages import ParsedBatch, SheetInfo
         from worker.pipeline.source import RowSource, SourceParams
 
@@ -108,10 +108,10 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
 
     from redis.asyncio import Redis
 
-    from shared import customer_repo
-    from shared.cache import CustomerCache, encode_document
-    from shared.db import close_pool, open_database
-    from shared.settings import parse_mysql_dsn
+    from shared.config import parse_mysql_dsn
+    from shared.customers import customer_repo
+    from shared.customers.cache import CustomerCache, encode_document
+    from shared.infra.db import close_pool, open_database
     from tests.bench.procstat import Window, find_pids, listening_pids
 
     pids = {

@@ -15,7 +15,7 @@ from typing import Any
 import pymysql
 import redis as sync_redis
 
-from shared.settings import Settings, load_settings
+from shared.config import Settings, load_settings
 from tests.support.procs import REPO
 
 

@@ -20,9 +20,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-from shared import customer_repo, exports
-from shared.db import close_pool, connection, open_database, transaction
-from shared.settings import Settings
+from shared.config import Settings
+from shared.customers import customer_repo, exports
+from shared.infra.db import close_pool, connection, open_database, transaction
 from tests.bench.common import bench_settings, clear_redis, drop_database, table
 from tests.bench.procstat import RssSampler, cpu_seconds, status_kb
 from tests.support.procs import Service, free_port, service_env, wait_http_ready

@@ -120,7 +120,7 @@ end
 
 
 def encode_cursor(after_id: int) -> str:
-    # the gateway's opaque keyset cursor (shared.customers.encode_cursor), rebuilt so the load
+    # the gateway's opaque keyset cursor (shared.customers.service.encode_cursor), rebuilt so the load
     # generator can jump to any page
     return base64.urlsafe_b64encode(json.dumps({"after": after_id}).encode()).decode().rstrip("=")
 
@@ -196,7 +196,7 @@ def bad_statuses(delta: dict[str, float]) -> dict[str, float]:
 
 def create_customers(settings: Any, count: int) -> tuple[int, int]:
     """Insert `count` customers with the service's upsert statement; returns (min id, max id)."""
-    from shared.customer_repo import UPSERT_SQL
+    from shared.customers.customer_repo import UPSERT_SQL
 
     conn = mysql_conn(settings)
     with conn.cursor() as cur:
@@ -221,9 +221,9 @@ async def warm(settings: Any, lo: int, hi: int) -> float:
     import aiomysql
     from redis.asyncio import Redis
 
-    from shared import customer_repo
-    from shared.cache import CustomerCache
-    from shared.db import create_pool
+    from shared.customers import customer_repo
+    from shared.customers.cache import CustomerCache
+    from shared.infra.db import create_pool
 
     pool = await create_pool(settings.mysql, 2)
     redis = Redis.from_url(settings.redis_url)

@@ -10,7 +10,7 @@ on all alike; the ratio to calamine is of medians from the same run. Readers:
 
 * `calamine`: python-calamine, the whole sheet (`CalamineReader`).
 * `stream`: the pure-Python regex stream reader (`XlsxStreamReader`, shared strings as Python str).
-* `fast`: the compiled streaming reader (`XlsxFastReader`, shared/_xlsx_fast.c).
+* `fast`: the compiled streaming reader (`XlsxFastReader`, shared/spreadsheet/_xlsx_fast.c).
 
 No database or Redis is used. The figures are saved as JSON in $BENCH_CACHE/results/.
 """
@@ -34,9 +34,9 @@ READERS = ("calamine", "stream", "fast")
 
 def one(reader: str, path: Path) -> dict[str, Any]:
     """In this process: read every row of `path` with `reader`."""
-    from shared.readers import CalamineReader
-    from shared.xlsx_fast import XlsxFastReader
-    from shared.xlsx_stream import XlsxStreamReader
+    from shared.spreadsheet.readers import CalamineReader
+    from shared.spreadsheet.xlsx_fast import XlsxFastReader
+    from shared.spreadsheet.xlsx_stream import XlsxStreamReader
 
     classes = {"calamine": CalamineReader, "stream": XlsxStreamReader, "fast": XlsxFastReader}
     started = time.perf_counter()

@@ -1,4 +1,4 @@
-"""Schemathesis hooks for tests/test_fuzz.py (named by `hooks` in tests/schemathesis.toml; they run in
+"""Schemathesis hooks for tests/system/test_fuzz.py (named by `hooks` in tests/schemathesis.toml; they run in
 the schemathesis process, never in pytest's).
 
 * Links for the stateful phase, added to the document as loaded (the served document has none):

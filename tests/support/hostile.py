@@ -1,4 +1,4 @@
-"""Hostile and odd upload files, built small from code at test time (tests/test_security.py).
+"""Hostile and odd upload files, built small from code at test time (tests/api/test_security.py).
 
 `workbook()` writes a minimal .xlsx by hand (not through a library that would refuse to write
 something odd): inline or shared strings, an optional <dimension>, a prolog (a DOCTYPE with entities)
@@ -13,7 +13,7 @@ import zipfile
 from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
-from shared.spreadsheet import column_letter
+from shared.spreadsheet.rules import column_letter
 
 MAIN = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
 RELS = "http://schemas.openxmlformats.org/package/2006/relationships"

@@ -11,9 +11,9 @@ from arq import create_pool
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
-from shared.jobs import get_job, receive_upload, submit_upload
-from shared.settings import Settings
-from shared.storage import UploadStore
+from shared.config import Settings
+from shared.imports.service import get_job, receive_upload, submit_upload
+from shared.infra.storage import UploadStore
 from worker.settings import build_worker_settings, redis_settings
 
 

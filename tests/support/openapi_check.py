@@ -1,4 +1,4 @@
-"""Check responses against the OpenAPI document the gateway serves (gateway.openapi.build_spec).
+"""Check responses against the OpenAPI document the gateway serves (gateway.openapi.document.build_spec).
 
 `check(method, path, status, headers, body)` finds the operation, and fails (OpenAPIMismatch, an
 AssertionError) unless the status is declared for it, the response's content type is one it declares
@@ -30,8 +30,8 @@ from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 from yarl import URL
 
-from gateway.keys import SETTINGS
-from gateway.openapi import build_spec
+from gateway.http.keys import SETTINGS
+from gateway.openapi.document import build_spec
 
 DOCUMENT_URI = "urn:customer-import:openapi"
 PROBLEM_SCHEMA = {"$ref": f"{DOCUMENT_URI}#/components/schemas/Problem"}

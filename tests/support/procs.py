@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from shared.settings import Settings
+from shared.config import Settings
 from tests.support import openapi_check
 
 REPO = Path(__file__).resolve().parents[2]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -66,3 +68,41 @@ def csv_bytes(rows: Iterable[Sequence[Any]], header: Sequence[Any] | None = HEAD
 
 def customers(n: int, start: int = 0, domain: str = "example.com") -> list[list[Any]]:
     return [customer_row(i, domain) for i in range(start, start + n)]
+
+
+def workbook_with_formulas_merges_and_1904_dates(path: Path) -> Path:
+    """Cached formula values, a merged title over the header and the 1904 date system, as Excel for
+    Mac writes them: openpyxl writes formulas without values, so the XML is adjusted by hand."""
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Customers"])
+    sheet.merge_cells("A1:J1")
+    sheet.append(HEADER)
+    for row in customers(2):
+        sheet.append(row)
+    sheet["K2"] = "joined"
+    sheet["K3"] = 1  # a date serial, replaced below
+    book.save(path)
+    with zipfile.ZipFile(path) as src:
+        parts = {info.filename: src.read(info.filename) for info in src.infolist()}
+    xml = parts["xl/worksheets/sheet1.xml"].decode()
+    # C3 (company of the first row) becomes a formula whose cached value is the text.
+    xml = re.sub(r'<c r="C3"[^>]*>.*?</c>', '<c r="C3" t="str"><f>"Acme"&amp;" Ltd"</f><v>Acme Ltd</v></c>', xml)
+    assert "Acme Ltd" in xml
+    xml = re.sub(r'<c r="K3"[^>]*>.*?</c>', '<c r="K3" s="1"><v>366</v></c>', xml)
+    parts["xl/worksheets/sheet1.xml"] = xml.encode()
+    workbook = parts["xl/workbook.xml"].decode()
+    workbook = re.sub(r"<workbookPr([^>]*?)\s*/>", r'<workbookPr\1 date1904="1"/>', workbook)
+    if "date1904" not in workbook:
+        workbook = workbook.replace("<bookViews>", '<workbookPr date1904="1"/><bookViews>')
+    parts["xl/workbook.xml"] = workbook.encode()
+    styles = parts["xl/styles.xml"].decode()
+    date_style = '<xf numFmtId="14" fontId="0" fillId="0" borderId="0" applyNumberFormat="1"/>'
+    styles = re.sub(
+        r'<cellXfs count="\d+">(.*?)</cellXfs>', rf'<cellXfs count="2">\1{date_style}</cellXfs>', styles, flags=re.S
+    )
+    parts["xl/styles.xml"] = styles.encode()
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as dst:
+        for name, content in parts.items():
+            dst.writestr(name, content)
+    return path

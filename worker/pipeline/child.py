@@ -25,9 +25,9 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
-from shared.mapping import OptionError
-from shared.readers import WorkbookError
-from shared.spreadsheet import HeaderError
+from shared.spreadsheet.mapping import OptionError
+from shared.spreadsheet.readers import WorkbookError
+from shared.spreadsheet.rules import HeaderError
 from worker.pipeline.messages import SourceFailed, SourceMessage
 from worker.pipeline.source import RowSource, SourceParams
 

@@ -21,10 +21,10 @@ import aiomysql
 import orjson
 import pymysql
 
-from shared import customer_repo
-from shared.db import DatabaseUnavailable, savepoint, transaction
-from shared.job_repo import BatchResult
-from shared.spreadsheet import CUSTOMER_FIELDS
+from shared.customers import customer_repo
+from shared.imports.job_repo import BatchResult
+from shared.infra.db import DatabaseUnavailable, savepoint, transaction
+from shared.spreadsheet.rules import CUSTOMER_FIELDS
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
@@ -45,7 +45,7 @@ class Written:
     def documents(self, staged: StagedRows) -> list[bytes]:
         """The cache documents of the rows written (only these: an unchanged row costs nothing here):
         id and version first, as the cache's guard reads them, then the fields, then the timestamps
-        (shared.cache.encode_document's order)."""
+        (shared.customers.cache.encode_document's order)."""
         lines, dumps, values_of_line, names = staged.lines, orjson.dumps, customer_repo.values_of_line, CUSTOMER_FIELDS
         documents = []
         for seq, customer_id, version, created, updated in self.stamps:

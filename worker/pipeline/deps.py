@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import aiomysql
 
-from shared.cache import CustomerCache
-from shared.events import JobEvents
-from shared.settings import Settings
-from shared.storage import UploadStore
-from worker.metrics import WorkerMetrics
+from shared.config import Settings
+from shared.customers.cache import CustomerCache
+from shared.imports.events import JobEvents
+from shared.infra.storage import UploadStore
+from worker.job_metrics import WorkerMetrics
 
 
 @dataclass

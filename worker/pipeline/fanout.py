@@ -1,12 +1,12 @@
-"""Splitting a big job into parts that several workers import at once (shared.part_repo)."""
+"""Splitting a big job into parts that several workers import at once (shared.imports.part_repo)."""
 
 from __future__ import annotations
 
 import logging
 
-from shared import job_repo, part_repo
-from shared.db import transaction
-from shared.job_repo import Job
+from shared.imports import job_repo, part_repo
+from shared.imports.job_repo import Job
+from shared.infra.db import transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.messages import SheetInfo
 

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator
 
 import aiomysql
 
-from shared import job_repo, part_repo
-from shared.db import DatabaseUnavailable, connection, transaction
-from shared.job_repo import BatchResult, Job, LeaseLost
-from shared.jobs import get_job, job_document
+from shared.imports import job_repo, part_repo
+from shared.imports.job_repo import BatchResult, Job, LeaseLost
+from shared.imports.service import get_job, job_document
+from shared.infra.db import DatabaseUnavailable, connection, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.messages import SheetInfo
 
@@ -118,7 +118,7 @@ class JobLease:
 
 
 class PartLease(JobLease):
-    """The lease of one part of a split job (shared.part_repo): the part's checkpoint and counters,
+    """The lease of one part of a split job (shared.imports.part_repo): the part's checkpoint and counters,
     the job's counters with them; the part that completes last ends the job."""
 
     def __init__(self, deps: WorkerDeps, job: Job, owner: str, part: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.spreadsheet import CUSTOMER_FIELDS
+from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
 
 @dataclass

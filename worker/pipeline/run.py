@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from shared import job_repo
-from shared.cache import CacheUnavailable
-from shared.db import connection
-from shared.job_repo import Job
-from shared.readers import WorkbookError
+from shared.customers.cache import CacheUnavailable
+from shared.imports import job_repo
+from shared.imports.job_repo import Job
+from shared.infra.db import connection
+from shared.spreadsheet.readers import WorkbookError
 from worker.pipeline.child import SourceProcess
 from worker.pipeline.commit import BatchCommitter
 from worker.pipeline.deps import WorkerDeps

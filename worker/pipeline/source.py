@@ -10,11 +10,11 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from shared.fanout import part_of
-from shared.mapping import ImportOptions, choose_header
-from shared.readers import HEAD_ROWS, WorkbookError, open_reader
-from shared.schemas import flatten_errors
-from shared.spreadsheet import normalize_cell, row_is_empty
+from shared.customers.schemas import flatten_errors
+from shared.imports.parts import part_of
+from shared.spreadsheet.mapping import ImportOptions, choose_header
+from shared.spreadsheet.readers import HEAD_ROWS, WorkbookError, open_reader
+from shared.spreadsheet.rules import normalize_cell, row_is_empty
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo
 from worker.pipeline.stage import stage_rows
 from worker.pipeline.validate import BatchValidator
@@ -33,7 +33,7 @@ class SourceParams:
     # MAX_ROWS_PER_JOB: a file with more data rows fails before any row past the limit is emitted
     # (the batches before it are committed, as with any job that fails part-way).
     max_rows: int | None = None
-    # One part of a job split over several workers (shared.fanout): only its rows are emitted.
+    # One part of a job split over several workers (shared.imports.parts): only its rows are emitted.
     part: int = 0
     parts: int = 1
 

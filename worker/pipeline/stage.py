@@ -3,7 +3,7 @@
 Built a column at a time where it can be: NULLs and MySQL escapes per column (a column without a
 special character, nearly all of them, is taken as it is), then each row's line by one C-level join.
 The lines are exactly customer_repo.stage_line's, and their hashes customer_repo.row_hash_hex's
-(tests/test_pipeline.py checks both).
+(tests/api/imports/test_pipeline.py checks both).
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from shared import customer_repo
-from shared.spreadsheet import CUSTOMER_FIELDS
+from shared.customers import customer_repo
+from shared.spreadsheet.rules import CUSTOMER_FIELDS
 from worker.pipeline.messages import StagedRows
 
 _EMAIL_AT = CUSTOMER_FIELDS.index("email")

@@ -1,12 +1,12 @@
 """The map → validate steps a batch at a time: cells → each field's column → checks on whole columns.
 
-RowValidator (shared.schemas) costs a few Python calls per cell; most rows of a real file are valid,
+RowValidator (shared.customers.schemas) costs a few Python calls per cell; most rows of a real file are valid,
 so this checks a batch by columns instead: each field's cells are normalised in one comprehension,
 lengths are compared once a column (its longest value), emails matched by one regular expression over
 the whole column, and the name rule checked on two columns. A row any of these doubts (a value too
 long, an email the simple pattern does not vouch for, no name, a cell that is not plain text) goes
 through RowValidator, which answers exactly as RowSchema.load does: every message a user sees is
-marshmallow's. The fast pattern only ever accepts what marshmallow accepts (tests/test_pipeline.py
+marshmallow's. The fast pattern only ever accepts what marshmallow accepts (tests/api/imports/test_pipeline.py
 compares the two on a large generated corpus).
 """
 
@@ -19,8 +19,8 @@ from typing import Any
 
 from marshmallow import ValidationError, validate
 
-from shared.schemas import RowValidator
-from shared.spreadsheet import CUSTOMER_FIELDS, HeaderMap, extract_row, normalize_cell
+from shared.customers.schemas import RowValidator
+from shared.spreadsheet.rules import CUSTOMER_FIELDS, HeaderMap, extract_row, normalize_cell
 
 # A strict subset of marshmallow's Email validator (dot-atom local part of ASCII letters, digits and
 # the specials it allows; a domain of ASCII labels and a 2-6 letter top-level label), lower-case only:

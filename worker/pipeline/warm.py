@@ -1,12 +1,12 @@
 """The warm step: cache documents of the rows a batch changed go into Redis (versioned Lua guard,
-shared.cache), one batch at a time, while the next batch is written."""
+shared.customers.cache), one batch at a time, while the next batch is written."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from shared.cache import CacheUnavailable, CustomerCache
+from shared.customers.cache import CacheUnavailable, CustomerCache
 
 log = logging.getLogger("worker.importer")
 

@@ -1,0 +1,1 @@
+"""The `customer-import` command-line client: it speaks HTTP to the gateway only."""

@@ -1,0 +1,1 @@
+"""HTTP plumbing: the middleware, auth, parameters, problem documents, responses, rate limits, request metrics."""

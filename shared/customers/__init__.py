@@ -1,0 +1,1 @@
+"""Customers: the field registry, schemas, the repository (SQL), the cache, the service, exports."""

@@ -1,0 +1,418 @@
+"""SQL for the `customers` table. Plain parameterised queries; column names come from fixed lists."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import os
+import re
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiomysql
+import orjson
+import pymysql
+from pymysql.converters import escape_string
+
+from shared.customers.fields import FIELDS, column_definition
+from shared.spreadsheet.rules import CUSTOMER_FIELDS
+
+# id and version first: the order cache documents need (shared.customers.cache.encode_document), so no copy.
+COLUMNS = ("id", "version", *CUSTOMER_FIELDS, "created_at", "updated_at")
+_SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM customers"
+_INSERT_COLUMNS = ", ".join(CUSTOMER_FIELDS)
+_PLACEHOLDERS = ", ".join(["%s"] * len(CUSTOMER_FIELDS))
+# VALUES(col) rather than the MySQL-only row alias, so the statement runs on MariaDB too. The version
+# goes first: assignments run left to right, so it compares the stored values with the new ones
+# before they are overwritten (byte for byte: the collation would call 'smith' equal to 'Smith').
+# A row whose values are all the same is left as it is: no version bump, no updated_at change, and
+# it counts 0 in the affected rows (new rows count 1, changed rows 2).
+_UNCHANGED = " AND ".join(
+    f"CAST(customers.{name} AS BINARY) <=> CAST(VALUES({name}) AS BINARY)"
+    for name in CUSTOMER_FIELDS
+    if name != "email"
+)
+
+
+def _on_duplicate(new_hash: str) -> str:
+    """The upsert's update clause. Qualified names: in INSERT ... SELECT the staging table has the
+    same columns. `row_hash` is assigned before the values are overwritten (the comparison needs the
+    old ones): kept when nothing changes (so an unchanged row stays at 0 affected rows), else
+    `new_hash` (the new digest, or NULL: "not known", never a stale one)."""
+    return (
+        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
+        f"customers.row_hash = IF({_UNCHANGED}, customers.row_hash, {new_hash}), "
+        + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+    )
+
+
+# Rows of CUSTOMER_FIELDS values; a changed row's row_hash becomes NULL (compared by value next time).
+UPSERT_SQL = f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})" + _on_duplicate("NULL")
+# The same with the row's hash (row_hash_hex(row)) as an 11th value: what the import's fallback path
+# sends. (Hashes travel as hex: aiomysql cannot escape bytes with the PyMySQL this project pins.)
+UPSERT_HASHED_SQL = (
+    f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))"
+    + _on_duplicate("VALUES(row_hash)")
+)
+_DUPLICATE_ENTRY = 1062
+
+
+class EmailTaken(Exception):
+    def __init__(self, email: str) -> None:
+        super().__init__(f"a customer with email {email!r} already exists")
+        self.email = email
+
+
+def _iso(value: Any) -> Any:
+    # The same shape as DATE_FORMAT(..., '%Y-%m-%dT%H:%i:%s.%fZ') in the bulk path.
+    if isinstance(value, dt.datetime):
+        return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return value
+
+
+def to_document(row: Sequence[Any]) -> dict[str, Any]:
+    """The customer as the API returns it and as the cache holds it."""
+    doc = dict(zip(COLUMNS, row, strict=True))
+    doc["created_at"] = _iso(doc["created_at"])
+    doc["updated_at"] = _iso(doc["updated_at"])
+    return doc
+
+
+async def get(cur: aiomysql.Cursor, customer_id: int, *, for_update: bool = False) -> dict[str, Any] | None:
+    await cur.execute(_SELECT + " WHERE id = %s" + (" FOR UPDATE" if for_update else ""), (customer_id,))
+    row = await cur.fetchone()
+    return to_document(row) if row else None
+
+
+async def _page_after(cur: aiomysql.Cursor, select: str, *, after_id: int, limit: int, search: str | None) -> None:
+    """Run `select` for the keyset page after `after_id`: names, email and company matching `search`
+    (LIKE wildcards in it taken literally), by id. The caller fetches the rows."""
+    if search:
+        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        await cur.execute(
+            select + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
+            " OR company_name LIKE %s) ORDER BY id LIMIT %s",
+            (after_id, pattern, pattern, pattern, pattern, limit),
+        )
+    else:
+        await cur.execute(select + " WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit))
+
+
+async def list_page(cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None) -> list[dict[str, Any]]:
+    await _page_after(cur, _SELECT, after_id=after_id, limit=limit, search=search)
+    return [to_document(row) for row in await cur.fetchall()]
+
+
+async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:
+    values = [data.get(name) for name in CUSTOMER_FIELDS]
+    try:
+        await cur.execute(
+            f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))",
+            [*values, row_hash_hex(values)],
+        )
+    except pymysql.err.IntegrityError as exc:
+        if exc.args and exc.args[0] == _DUPLICATE_ENTRY:
+            raise EmailTaken(str(data.get("email"))) from None
+        raise
+    return int(cur.lastrowid)
+
+
+async def update(cur: aiomysql.Cursor, customer_id: int, data: Mapping[str, Any], expected_version: int | None) -> bool:
+    """Write every customer field and bump the version; False when the id (or version) did not match.
+    The caller skips this when no value changes (the version bumps only on a change)."""
+    assignments = ", ".join(f"{name} = %s" for name in CUSTOMER_FIELDS)
+    params: list[Any] = [data.get(name) for name in CUSTOMER_FIELDS]
+    sql = f"UPDATE customers SET {assignments}, row_hash = UNHEX(%s), version = version + 1 WHERE id = %s"
+    params.append(row_hash_hex(params))
+    params.append(customer_id)
+    if expected_version is not None:
+        sql += " AND version = %s"
+        params.append(expected_version)
+    try:
+        await cur.execute(sql, params)
+    except pymysql.err.IntegrityError as exc:
+        if exc.args and exc.args[0] == _DUPLICATE_ENTRY:
+            raise EmailTaken(str(data.get("email"))) from None
+        raise
+    return bool(cur.rowcount)
+
+
+async def delete(cur: aiomysql.Cursor, customer_id: int) -> bool:
+    await cur.execute("DELETE FROM customers WHERE id = %s", (customer_id,))
+    return bool(cur.rowcount)
+
+
+def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int, int]:
+    """(inserted, updated, unchanged) of an upsert of `rows` rows, `new_emails` of whose distinct
+    emails were not in the table before it, from its affected-rows count (1 a new row, 2 a changed
+    one, 0 an unchanged one). A repeated email counts as inserted once, then as updated or unchanged."""
+    inserted = min(new_emails, rows)
+    updated = max((affected - inserted) // 2, 0)
+    return inserted, updated, max(rows - inserted - updated, 0)
+
+
+async def upsert_many(
+    cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]], *, new_emails: int | None = None
+) -> tuple[int, int, int]:
+    """Upsert on email (rows in CUSTOMER_FIELDS order), storing each row's hash. Returns (inserted,
+    updated, unchanged). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows."""
+    if not rows:
+        return 0, 0, 0
+    if new_emails is None:
+        emails = {row[EMAIL_AT] for row in rows}
+        new_emails = len(emails - await existing_emails(cur, list(emails)))
+    await cur.executemany(UPSERT_HASHED_SQL, [(*row, row_hash_hex(row)) for row in rows])
+    return split_outcomes(len(rows), new_emails, cur.rowcount)
+
+
+async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[str, Any]]:
+    if not emails:
+        return []
+    marks = ", ".join(["%s"] * len(emails))
+    await cur.execute(_SELECT + f" WHERE email IN ({marks})", list(emails))
+    return [to_document(row) for row in await cur.fetchall()]
+
+
+async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[tuple[str, int, int, str, str]]:
+    """(email, id, version, created_at, updated_at) of the given emails, timestamps already as the API
+    writes them: the import builds cache documents from these and the values it just wrote."""
+    if not emails:
+        return []
+    marks = ", ".join(["%s"] * len(emails))
+    await cur.execute(
+        "SELECT email, id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
+        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})",
+        list(emails),
+    )
+    return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
+
+
+async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[str]:
+    if not emails:
+        return set()
+    marks = ", ".join(["%s"] * len(emails))
+    await cur.execute(f"SELECT email FROM customers WHERE email IN ({marks})", list(emails))
+    return {row[0].lower() for row in await cur.fetchall()}
+
+
+# -- bulk import through a staging table ------------------------------------------------------------
+# LOAD DATA LOCAL INFILE into a per-connection temporary table, then one INSERT ... SELECT upsert:
+# about twice the rows/s of a multi-row INSERT, and no per-value escaping in Python. Servers that
+# refuse LOCAL INFILE (MySQL 8 ships with local_infile=OFF) get the executemany path instead.
+_STAGE_COLUMNS = ", ".join(CUSTOMER_FIELDS)
+_STAGE_DDL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
+    + ", ".join(column_definition(field) for field in FIELDS)
+    + ", row_hash BINARY(16) NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+)
+_STAGE_LOAD = (
+    "LOAD DATA LOCAL INFILE %s INTO TABLE customer_stage CHARACTER SET utf8mb4"
+    " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
+    f" (seq, {_STAGE_COLUMNS}, @row_hash) SET row_hash = UNHEX(@row_hash)"
+)
+_STAGE_UPSERT = (
+    f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) SELECT {_STAGE_COLUMNS}, row_hash"
+    " FROM customer_stage ORDER BY seq" + _on_duplicate("VALUES(row_hash)")
+)
+# Distinct staged emails the table does not hold yet: with the upsert's affected rows, this tells
+# inserted, updated and unchanged rows apart.
+_STAGE_NEW_EMAILS = (
+    "SELECT COUNT(DISTINCT s.email) FROM customer_stage s"
+    " LEFT JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email WHERE c.id IS NULL"
+)
+_TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
+# One row holding every stamp: parsing 2,000 result rows in pure Python costs more than the query.
+# The join order and index are forced: with stale statistics (say, right after the table was emptied)
+# MariaDB would scan `customers` once per staged row, a 10-16 s stall on a 100k-row table.
+# The pool sets group_concat_max_len high enough for a batch (MySQL's default is 1 KB).
+_STAGE_STAMPS = (
+    "SELECT GROUP_CONCAT(CONCAT_WS(',', s.seq, c.id, c.version,"
+    f" DATE_FORMAT(c.created_at, {_TIMESTAMP}), DATE_FORMAT(c.updated_at, {_TIMESTAMP})) SEPARATOR ';')"
+    " FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email"
+)
+_LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950, 4166}
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
+
+
+class LocalInfileRefused(Exception):
+    """The server does not accept LOAD DATA LOCAL INFILE."""
+
+
+_TSV_SPECIAL = re.compile(r"[\\\t\n\r\0]")
+EMAIL_AT = CUSTOMER_FIELDS.index("email")
+
+
+def needs_tsv_escape(text: str) -> bool:
+    return _TSV_SPECIAL.search(text) is not None
+
+
+def tsv_escape(value: str) -> str:
+    return value.translate(_TSV_ESCAPES)
+
+
+def tsv_values(row: Sequence[str | None]) -> str:
+    """A row's values as one line of the staging file, without the sequence number and the hash:
+    tab-separated, `\\N` for NULL, MySQL's escapes. Also what the row's hash digests (an unambiguous
+    encoding: a NULL and the text `\\N` differ)."""
+    # Escape only the rare row that needs it: one search a row instead of a translate a value.
+    if _TSV_SPECIAL.search("".join(value for value in row if value is not None)):
+        return "\t".join("\\N" if value is None else value.translate(_TSV_ESCAPES) for value in row)
+    return "\t".join("\\N" if value is None else value for value in row)
+
+
+def hash_of_tsv(values: str) -> str:
+    """The row hash (hex) of a row whose tsv_values are `values`."""
+    return hashlib.blake2b(values.encode("utf-8"), digest_size=16).hexdigest()
+
+
+def row_hash_hex(row: Sequence[str | None]) -> str:
+    """The one definition of a row's hash: 128 bits of BLAKE2b over its staging-file encoding, as
+    lower-case hex. `customers.row_hash` holds its bytes for every row written since migration 7
+    (NULL: not known, so compared by value)."""
+    return hash_of_tsv(tsv_values(row))
+
+
+def stage_line(seq: int, row: Sequence[str | None]) -> tuple[str, str]:
+    """(the staging file's line for this row, without its newline; its hash in hex)."""
+    values = tsv_values(row)
+    digest = hash_of_tsv(values)
+    return f"{seq}\t{values}\t{digest}", digest
+
+
+def stage_text(rows: Sequence[Sequence[str | None]]) -> str:
+    """The staging file's contents for these rows (pure: an import builds it in its parser process)."""
+    return "".join(stage_line(seq, row)[0] + "\n" for seq, row in enumerate(rows))
+
+
+def values_of_line(line: str) -> list[str | None]:
+    """The values a staging line holds (stage_line's inverse): what the cache documents of the rows
+    an import wrote are built from."""
+    fields = line[line.index("\t") + 1 : line.rindex("\t")].split("\t")
+    if "\\" not in line:
+        return [None if f == "\\N" else f for f in fields]
+    return [None if f == "\\N" else _unescape(f) if "\\" in f else f for f in fields]
+
+
+_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r", "0": "\0"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _UNESCAPES.get(m.group(1), m.group(1)), text)
+
+
+# -- what the table holds of a batch's emails ------------------------------------------------------
+# One row of JSON for the whole batch (pure-Python result rows cost more than the query); the values
+# only for rows without a hash, which are compared by value.
+_KNOWN_SELECT = (
+    "SELECT JSON_ARRAYAGG(JSON_ARRAY(email, id, version, LOWER(HEX(row_hash)), IF(row_hash IS NULL, JSON_ARRAY("
+    + _STAGE_COLUMNS
+    + "), NULL))) FROM customers WHERE email IN ("
+)
+
+
+def known_query(emails: Sequence[str]) -> str:
+    """The statement known() runs for these emails, escaped here (pure: an import's parser process
+    builds it, so the event loop does not quote thousands of values)."""
+    return _KNOWN_SELECT + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+
+
+async def known(cur: aiomysql.Cursor, query: str) -> list[tuple[str, int, int, str | None, list[str | None] | None]]:
+    """(email, id, version, row_hash hex or None, values when the hash is None) of each stored
+    customer that `query` (from known_query) names."""
+    await cur.execute(query)
+    (packed,) = await cur.fetchone()
+    if not packed:
+        return []
+    found: list[tuple[str, int, int, str | None, list[str | None] | None]] = orjson.loads(packed)
+    return found
+
+
+async def store_hashes(cur: aiomysql.Cursor, hashes: Sequence[tuple[int, str]]) -> None:
+    """Record (id, hash hex) for rows found equal by value; updated_at stays as it is."""
+    await cur.executemany(
+        "UPDATE customers SET row_hash = UNHEX(%s), updated_at = updated_at WHERE id = %s AND row_hash IS NULL",
+        [(digest, customer_id) for customer_id, digest in hashes],
+    )
+
+
+async def bulk_upsert(
+    cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]], staged: str | None = None
+) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
+    """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns ((inserted,
+    updated, unchanged), {row index: (id, version, created_at, updated_at)}) for building cache documents: read
+    in the same transaction, while the upsert holds the rows' locks. `staged` is stage_text(rows)
+    when the caller already built it."""
+    if not rows:
+        return (0, 0, 0), {}
+    data = stage_text(rows) if staged is None else staged
+    return await upsert_staged(cur, data.encode("utf-8"), len(rows))
+
+
+async def upsert_staged(
+    cur: aiomysql.Cursor, data: bytes, count: int, *, new_emails: int | None = None
+) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
+    """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
+    sequence numbers). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows (else a query counts them). Stamps are keyed by the lines' numbers."""
+    if not count:
+        return (0, 0, 0), {}
+    fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
+            await cur.execute(_STAGE_DDL)
+        await cur.execute("DELETE FROM customer_stage")
+        try:
+            await cur.execute(_STAGE_LOAD, (path,))
+        except pymysql.err.MySQLError as exc:
+            if exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED:
+                raise LocalInfileRefused(str(exc)) from exc
+            raise
+        if cur.rowcount != count:
+            raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
+        if new_emails is None:
+            await cur.execute(_STAGE_NEW_EMAILS)
+            (new_emails,) = await cur.fetchone()
+        await cur.execute(_STAGE_UPSERT)
+        outcomes = split_outcomes(count, int(new_emails), cur.rowcount)
+        await cur.execute(_STAGE_STAMPS)
+        (packed,) = await cur.fetchone()
+        stamps = {}
+        for record in packed.split(";") if packed else ():
+            seq, customer_id, version, created_at, updated_at = record.split(",")
+            stamps[int(seq)] = (int(customer_id), int(version), created_at, updated_at)
+        if len(stamps) != count:
+            raise RuntimeError(f"read back {len(stamps)} of {count} staged rows")
+    finally:
+        os.unlink(path)
+    return outcomes, stamps
+
+
+# -- export ---------------------------------------------------------------------------------------
+# The columns of an export file: the customer's fields as an import reads them, then the read-only
+# ones. Rows come back as tuples in this order, the timestamps already as the API writes them.
+EXPORT_COLUMNS = (*CUSTOMER_FIELDS, "id", "version", "created_at", "updated_at")
+EXPORT_ID_INDEX = EXPORT_COLUMNS.index("id")
+_EXPORT_TIMESTAMP = _TIMESTAMP.replace("%", "%%")  # the statement has parameters: % is doubled
+_EXPORT_SELECT = (
+    "SELECT "
+    + ", ".join(CUSTOMER_FIELDS)
+    + f", id, version, DATE_FORMAT(created_at, {_EXPORT_TIMESTAMP}), DATE_FORMAT(updated_at, {_EXPORT_TIMESTAMP})"
+    " FROM customers"
+)
+
+
+async def export_page(
+    cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None
+) -> Sequence[tuple[Any, ...]]:
+    """One keyset page of an export: the customers with id > after_id, by id, at most `limit`, matching
+    `search` exactly as list_page does. Plain tuples in EXPORT_COLUMNS order (no dicts, no datetime
+    objects: an export reads every row, and these are the cheapest shape to read and write)."""
+    await _page_after(cur, _EXPORT_SELECT, after_id=after_id, limit=limit, search=search)
+    rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
+    return rows

@@ -1,0 +1,469 @@
+"""SQL for `import_jobs` and `import_errors`: the durable record of every import.
+
+A running job is held under a lease (`lease_owner`, `lease_expires_at`) that its worker renews with
+every batch. A worker killed outright stops renewing; once the lease lapses the sweeper re-queues
+the job and another worker resumes it from `checkpoint_row`. Every batch commit checks the lease, so
+a worker that lost its lease can never commit rows a second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiomysql
+
+from shared.spreadsheet.mapping import ImportOptions
+
+JOB_COLUMNS = (
+    "id",
+    "filename",
+    "file_kind",
+    "size_bytes",
+    "sha256",
+    "dry_run",
+    "options",
+    "callback_url",
+    "webhook",
+    "status",
+    "rows_read",
+    "rows_inserted",
+    "rows_updated",
+    "rows_unchanged",
+    "rows_invalid",
+    "rows_total_estimate",
+    "checkpoint_row",
+    "errors_stored",
+    "error_rows_stored",
+    "reader",
+    "sheet",
+    "encoding",
+    "header_row",
+    "source_header",
+    "warnings",
+    "error",
+    "attempts",
+    "request_id",
+    "uploaded_by",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "updated_at",
+)
+_SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
+
+UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", "completed", "failed"
+UNFINISHED = (UPLOADED, QUEUED, RUNNING)
+
+
+@dataclass
+class Job:
+    id: str
+    filename: str
+    file_kind: str
+    size_bytes: int
+    sha256: str
+    dry_run: bool
+    options: ImportOptions
+    callback_url: str | None
+    webhook: dict[str, Any] | None
+    status: str
+    rows_read: int
+    rows_inserted: int
+    rows_updated: int
+    rows_unchanged: int
+    rows_invalid: int
+    rows_total_estimate: int | None
+    checkpoint_row: int
+    errors_stored: int
+    error_rows_stored: int
+    reader: str | None
+    sheet: str | None
+    encoding: str | None
+    header_row: int | None
+    source_header: list[str | None] | None
+    warnings: list[str]
+    error: str | None
+    attempts: int
+    request_id: str | None
+    uploaded_by: str | None  # the name of the API key that uploaded it (never the key)
+    created_at: dt.datetime
+    started_at: dt.datetime | None
+    finished_at: dt.datetime | None
+    updated_at: dt.datetime
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Job:
+        values = dict(zip(JOB_COLUMNS, row, strict=True))
+        values["dry_run"] = bool(values["dry_run"])
+        values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
+        values["options"] = ImportOptions.from_json(values["options"])
+        values["webhook"] = json.loads(values["webhook"]) if values["webhook"] else None
+        values["source_header"] = json.loads(values["source_header"]) if values["source_header"] else None
+        return cls(**values)
+
+
+@dataclass
+class BatchResult:
+    """What one committed batch adds to the job."""
+
+    last_row: int
+    rows_read: int
+    inserted: int
+    updated: int
+    unchanged: int
+    invalid: int
+    errors: list[tuple[int, str | None, str]]
+    # The cells of the invalid rows, as read, for the rejected-rows download.
+    rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
+
+
+class LeaseLost(Exception):
+    """Another worker owns the job now; this one must stop without committing."""
+
+
+async def create(
+    cur: aiomysql.Cursor,
+    *,
+    job_id: str,
+    filename: str,
+    file_kind: str,
+    size_bytes: int,
+    sha256: str,
+    dry_run: bool,
+    request_id: str | None = None,
+    options: ImportOptions | None = None,
+    status: str = QUEUED,
+    callback_url: str | None = None,
+    uploaded_by: str | None = None,
+) -> None:
+    await cur.execute(
+        "INSERT INTO import_jobs (id, filename, file_kind, size_bytes, sha256, dry_run, options, status, request_id,"
+        " callback_url, uploaded_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)",
+        (
+            job_id,
+            filename,
+            file_kind,
+            size_bytes,
+            sha256,
+            int(dry_run),
+            (options or ImportOptions()).to_json(),
+            status,
+            request_id,
+            callback_url,
+            uploaded_by,
+        ),
+    )
+
+
+async def start(
+    cur: aiomysql.Cursor, job_id: str, options: ImportOptions, dry_run: bool | None, callback_url: str | None
+) -> bool:
+    """Queue a job that was uploaded for a preview; False if it is not waiting any more."""
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, options = %s, dry_run = COALESCE(%s, dry_run),"
+        " callback_url = COALESCE(%s, callback_url) WHERE id = %s AND status = %s",
+        (QUEUED, options.to_json(), None if dry_run is None else int(dry_run), callback_url, job_id, UPLOADED),
+    )
+    return bool(cur.rowcount)
+
+
+async def expire_uploaded(cur: aiomysql.Cursor, older_than_s: int) -> list[str]:
+    """Fail previews nobody started within `older_than_s`; returns their ids (their files go)."""
+    await cur.execute(
+        "SELECT id FROM import_jobs WHERE status = %s AND created_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND"
+        " LIMIT 500",
+        (UPLOADED, older_than_s),
+    )
+    ids = [row[0] for row in await cur.fetchall()]
+    if ids:
+        marks = ", ".join(["%s"] * len(ids))
+        await cur.execute(
+            "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6)"
+            f" WHERE status = %s AND id IN ({marks})",
+            (
+                FAILED,
+                f"the preview was not started within {older_than_s} s and has expired: upload the file again",
+                UPLOADED,
+                *ids,
+            ),
+        )
+    return ids
+
+
+async def get(cur: aiomysql.Cursor, job_id: str) -> Job | None:
+    await cur.execute(_SELECT + " WHERE id = %s", (job_id,))
+    row = await cur.fetchone()
+    return Job.from_row(row) if row else None
+
+
+async def list_recent(cur: aiomysql.Cursor, *, before: tuple[dt.datetime, str] | None, limit: int) -> list[Job]:
+    if before is None:
+        await cur.execute(_SELECT + " ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
+    else:
+        created, job_id = before
+        await cur.execute(
+            _SELECT + " WHERE created_at < %s OR (created_at = %s AND id < %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (created, created, job_id, limit),
+        )
+    return [Job.from_row(row) for row in await cur.fetchall()]
+
+
+async def delete(cur: aiomysql.Cursor, job_id: str) -> None:
+    await cur.execute("DELETE FROM import_jobs WHERE id = %s", (job_id,))
+
+
+async def claim(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> Job | None:
+    """Take the job's lease if it is free, lapsed or already ours; None if another worker holds it
+    or the job is finished."""
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, lease_owner = %s,"
+        " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND,"
+        " attempts = attempts + 1, started_at = COALESCE(started_at, CURRENT_TIMESTAMP(6))"
+        " WHERE id = %s AND status IN (%s, %s)"
+        " AND (lease_owner IS NULL OR lease_owner = %s OR lease_expires_at < CURRENT_TIMESTAMP(6))",
+        (RUNNING, owner, lease_s, job_id, QUEUED, RUNNING, owner),
+    )
+    if not cur.rowcount:
+        return None
+    return await get(cur, job_id)
+
+
+async def renew(cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND"
+        " WHERE id = %s AND lease_owner = %s AND status = %s",
+        (lease_s, job_id, owner, RUNNING),
+    )
+    if not cur.rowcount:
+        raise LeaseLost(job_id)
+
+
+# A header cell kept for the rejected-rows download is cut to this many characters, so a header of
+# Excel's 16,384 columns fits source_header (MEDIUMTEXT, 16 MB) whatever its cells hold.
+HEADER_TEXT_MAX = 255
+
+
+def _cut_header(text: str | None) -> str | None:
+    return text if text is None or len(text) <= HEADER_TEXT_MAX else text[:HEADER_TEXT_MAX]
+
+
+async def set_reader(
+    cur: aiomysql.Cursor,
+    job_id: str,
+    owner: str,
+    reader: str,
+    total: int | None,
+    warnings: list[str],
+    *,
+    sheet: str | None = None,
+    encoding: str | None = None,
+    header_row: int | None = None,
+    source_header: list[str | None] | None = None,
+) -> None:
+    """What the worker found in the file: the reader, sheet, encoding, header and the estimate."""
+    await cur.execute(
+        "UPDATE import_jobs SET reader = %s, rows_total_estimate = %s, warnings = %s, sheet = %s, encoding = %s,"
+        " header_row = %s, source_header = %s WHERE id = %s AND lease_owner = %s",
+        (
+            reader,
+            total,
+            json.dumps(warnings),
+            sheet,
+            encoding,
+            header_row,
+            None if source_header is None else json.dumps([_cut_header(text) for text in source_header]),
+            job_id,
+            owner,
+        ),
+    )
+
+
+async def commit_batch(
+    cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int, batch: BatchResult, max_error_rows: int
+) -> None:
+    """Inside the batch's transaction: advance counters and checkpoint, renew the lease and store
+    the errors of up to `max_error_rows` rows per job (rows, not messages: a row with three problems
+    counts once). Raises LeaseLost (the caller rolls back) if the lease is gone."""
+    await cur.execute(
+        "SELECT error_rows_stored FROM import_jobs WHERE id = %s AND lease_owner = %s AND status = %s FOR UPDATE",
+        (job_id, owner, RUNNING),
+    )
+    row = await cur.fetchone()
+    if row is None:
+        raise LeaseLost(job_id)
+    errors, error_rows = await store_errors(cur, job_id, batch, max(max_error_rows - row[0], 0))
+    await cur.execute(
+        "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
+        " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
+        " rows_invalid = rows_invalid + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " error_rows_stored = error_rows_stored + %s,"
+        " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
+        (
+            batch.rows_read,
+            batch.inserted,
+            batch.updated,
+            batch.unchanged,
+            batch.invalid,
+            batch.last_row,
+            len(errors),
+            error_rows,
+            lease_s,
+            job_id,
+        ),
+    )
+
+
+async def store_errors(
+    cur: aiomysql.Cursor, job_id: str, batch: BatchResult, room: int
+) -> tuple[list[tuple[int, str | None, str]], int]:
+    """Store the errors (and rejected cells) of the batch's first `room` invalid rows; returns the
+    errors stored and how many rows they belong to."""
+    errors, error_rows = cap_error_rows(batch.errors, room)
+    if errors:
+        await cur.executemany(
+            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
+            [(job_id, number, column, message[:512]) for number, column, message in errors],
+        )
+        kept = {number for number, _, _ in errors}
+        messages: dict[int, list[str]] = {}
+        for number, column, message in errors:
+            messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
+        rejected = [
+            (job_id, number, json.dumps(cells), "; ".join(messages[number]))
+            for number, cells in batch.rejected
+            if number in kept
+        ]
+        if rejected:
+            await cur.executemany(
+                "INSERT INTO import_rejected_rows (job_id, excel_row, cells, errors) VALUES (%s, %s, %s, %s)",
+                rejected,
+            )
+    return errors, error_rows
+
+
+def cap_error_rows(
+    errors: Sequence[tuple[int, str | None, str]], room: int
+) -> tuple[list[tuple[int, str | None, str]], int]:
+    """The errors of the first `room` rows (every message of a kept row), and how many rows that is."""
+    kept: list[tuple[int, str | None, str]] = []
+    rows: set[int] = set()
+    for error in errors:
+        if error[0] not in rows:
+            if len(rows) >= room:
+                break
+            rows.add(error[0])
+        kept.append(error)
+    return kept, len(rows)
+
+
+_END = (
+    "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+    " rows_total_estimate = IF(%s, rows_read, rows_total_estimate),"
+    " webhook = IF(callback_url IS NULL, NULL, %s),"
+    " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6)),"
+    " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s"
+)
+
+
+async def finish(cur: aiomysql.Cursor, job_id: str, owner: str | None, status: str, error: str | None) -> bool:
+    """End the job (held by `owner`; None: a job split into parts, which holds no lease of its own).
+    A completed job's total is no longer an estimate: it is the rows read. A job with a callback_url
+    gets its webhook delivery due now, in the same statement: whatever happens to this worker next,
+    the sweep finds the delivery owed."""
+    args = (status, error, status == COMPLETED, json.dumps(new_webhook_state()), job_id)
+    if owner is None:
+        await cur.execute(_END, args)
+    else:
+        await cur.execute(_END + " AND lease_owner = %s", (*args, owner))
+    return bool(cur.rowcount)
+
+
+async def fail_unclaimed(cur: aiomysql.Cursor, job_id: str, error: str) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, error = %s, finished_at = CURRENT_TIMESTAMP(6),"
+        " lease_owner = NULL, lease_expires_at = NULL WHERE id = %s AND status IN (%s, %s)",
+        (FAILED, error, job_id, QUEUED, RUNNING),
+    )
+
+
+async def release(cur: aiomysql.Cursor, job_id: str, owner: str) -> None:
+    """Give the lease back at once (clean shutdown) so another worker can resume without waiting."""
+    await cur.execute(
+        "UPDATE import_jobs SET lease_owner = NULL, lease_expires_at = NULL"
+        " WHERE id = %s AND lease_owner = %s AND status = %s",
+        (job_id, owner, RUNNING),
+    )
+
+
+async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tuple[str, int]]:
+    """Jobs nobody is working on: running with a lapsed or released lease, or queued for longer
+    than the grace period (their enqueue may have been lost)."""
+    await cur.execute(
+        "SELECT id, attempts FROM import_jobs WHERE"
+        " (status = %s AND (lease_expires_at IS NULL OR lease_expires_at < CURRENT_TIMESTAMP(6))"
+        # A job split into parts has no lease of its own: its parts do (shared.imports.part_repo).
+        " AND NOT EXISTS (SELECT 1 FROM import_job_parts p WHERE p.job_id = import_jobs.id))"
+        " OR (status = %s AND created_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND)"
+        " ORDER BY created_at LIMIT 100",
+        (RUNNING, QUEUED, queued_grace_s),
+    )
+    return [(row[0], int(row[1])) for row in await cur.fetchall()]
+
+
+async def count_unfinished(cur: aiomysql.Cursor) -> dict[str, int]:
+    """Jobs not yet finished, by status (for /metrics): a range of ix_import_jobs_status, so its cost
+    follows the jobs in flight, not the history of finished ones."""
+    await cur.execute(
+        "SELECT status, COUNT(*) FROM import_jobs WHERE status IN (%s, %s, %s) GROUP BY status", UNFINISHED
+    )
+    return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
+
+
+async def list_errors(
+    cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None
+) -> list[tuple[int, int, str | None, str]]:
+    sql = "SELECT id, excel_row, column_name, message FROM import_errors WHERE job_id = %s AND id > %s ORDER BY id"
+    params: list[Any] = [job_id, after_id]
+    if limit is not None:
+        sql += " LIMIT %s"
+        params.append(limit)
+    await cur.execute(sql, params)
+    return [(int(r[0]), int(r[1]), r[2], r[3]) for r in await cur.fetchall()]
+
+
+async def list_rejected(cur: aiomysql.Cursor, job_id: str) -> list[tuple[int, list[str | None], str]]:
+    """(row, cells as read, what is wrong) of the job's stored invalid rows, in file order."""
+    await cur.execute(
+        "SELECT excel_row, cells, errors FROM import_rejected_rows WHERE job_id = %s ORDER BY id", (job_id,)
+    )
+    return [(int(r[0]), json.loads(r[1]), r[2]) for r in await cur.fetchall()]
+
+
+def new_webhook_state() -> dict[str, Any]:
+    return {"status": "pending", "delivery_id": str(uuid.uuid4()), "attempts": []}
+
+
+async def record_webhook(cur: aiomysql.Cursor, job_id: str, state: dict[str, Any], retry_in_s: float | None) -> None:
+    """The delivery's state after an attempt; `retry_in_s` None: no more attempts are owed."""
+    await cur.execute(
+        "UPDATE import_jobs SET webhook = %s,"
+        " webhook_due_at = IF(%s, CURRENT_TIMESTAMP(6) + INTERVAL %s MICROSECOND, NULL) WHERE id = %s",
+        (json.dumps(state), retry_in_s is not None, int((retry_in_s or 0) * 1_000_000), job_id),
+    )
+
+
+async def webhooks_overdue(cur: aiomysql.Cursor, grace_s: int) -> list[tuple[str, int]]:
+    """(job id, attempts made) of deliveries due more than `grace_s` ago: their queued attempt was
+    lost (a worker died between recording the job's end and queueing it, say)."""
+    await cur.execute(
+        "SELECT id, webhook FROM import_jobs WHERE webhook_due_at < CURRENT_TIMESTAMP(6) - INTERVAL %s SECOND"
+        " ORDER BY webhook_due_at LIMIT 100",
+        (grace_s,),
+    )
+    return [(row[0], len(json.loads(row[1] or "{}").get("attempts", []))) for row in await cur.fetchall()]

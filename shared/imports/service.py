@@ -1,0 +1,343 @@
+"""Import jobs as the API sees them: submitting an upload, the job document, listings."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiomysql
+from arq.connections import ArqRedis
+
+from shared.config import Settings
+from shared.customers.cache import REDIS_ERRORS
+from shared.imports import job_repo, part_repo
+from shared.imports.job_repo import Job
+from shared.infra import cursors
+from shared.infra.cursors import BadCursor, decode_cursor, encode_cursor
+from shared.infra.db import connection
+from shared.infra.storage import StoredUpload, UploadStore
+from shared.spreadsheet.mapping import ImportOptions
+from shared.spreadsheet.preview import Preview, build_preview, problem_extra
+from shared.spreadsheet.readers import Rejection, UploadRejected, inspect_upload
+from shared.spreadsheet.rules import HeaderError, column_letter
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BadCursor",
+    "JobNotFound",
+    "NotWaiting",
+    "get_job",
+    "list_job_errors",
+    "list_jobs",
+    "receive_upload",
+    "rejected_rows",
+    "start_job",
+    "submit_upload",
+]
+
+IMPORT_FUNCTION = "import_workbook"
+PART_FUNCTION = "import_part"
+FINAL_STATUSES = (job_repo.COMPLETED, job_repo.FAILED)
+FIRST_ERRORS = 10
+
+
+class JobNotFound(Exception):
+    pass
+
+
+def first_arq_id(job_id: str) -> str:
+    return f"import:{job_id}"
+
+
+async def enqueue_part(arq: ArqRedis, settings: Settings, job_id: str, part: int, arq_id: str) -> bool:
+    """One part of a job split over several workers (shared.imports.part_repo)."""
+    job = await arq.enqueue_job(PART_FUNCTION, job_id, part, _job_id=arq_id, _queue_name=settings.queue_name)
+    return job is not None
+
+
+async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id: str | None = None) -> bool:
+    """Pass only the id (arq pickles arguments); the durable state is the job's row."""
+    job = await arq.enqueue_job(
+        IMPORT_FUNCTION, job_id, _job_id=arq_id or first_arq_id(job_id), _queue_name=settings.queue_name
+    )
+    return job is not None
+
+
+async def receive_upload(settings: Settings, store: UploadStore, chunks: AsyncIterator[bytes]) -> StoredUpload:
+    """Stream the upload to storage under a new job id (the client's filename is never a path).
+    Raises UploadTooLarge past MAX_UPLOAD_MB; nothing is recorded yet."""
+    return await store.receive(str(uuid.uuid4()), chunks, settings.max_upload_bytes)
+
+
+async def submit_upload(
+    *,
+    settings: Settings,
+    pool: aiomysql.Pool,
+    arq: ArqRedis,
+    store: UploadStore,
+    upload: StoredUpload,
+    filename: str,
+    dry_run: bool,
+    request_id: str | None = None,
+    options: ImportOptions | None = None,
+    preview: bool = False,
+    callback_url: str | None = None,
+    uploaded_by: str | None = None,
+) -> dict[str, Any]:
+    """Check a received upload's container and its columns (from the first rows), record the job and
+    queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
+    Raises UploadRejected (the stored file removed) before anything is recorded or queued: a file whose
+    columns do not fit gets a 422 whose problem carries the preview, to build a mapping from."""
+    job_id = upload.job_id
+    options = options or ImportOptions()
+    try:
+        kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
+        _check_rows(found, filename, settings.max_rows_per_job)
+        if found.problem is not None and not preview:
+            raise UploadRejected(
+                Rejection.UNPROCESSABLE,
+                "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
+                f"{filename!r}: {str(found.problem).rstrip('.')}.",
+                **problem_extra(found),
+            )
+        await store.commit(upload, job_id, kind)
+    except BaseException:
+        store.discard(upload.path)
+        raise
+    try:
+        async with connection(pool) as conn, conn.cursor() as cur:
+            await job_repo.create(
+                cur,
+                job_id=job_id,
+                filename=filename[:255],
+                file_kind=kind,
+                size_bytes=upload.size,
+                sha256=upload.sha256,
+                dry_run=dry_run,
+                request_id=request_id,
+                options=options,
+                status=job_repo.UPLOADED if preview else job_repo.QUEUED,
+                callback_url=callback_url,
+                uploaded_by=uploaded_by,
+            )
+    except BaseException:
+        await store.remove_job_files(job_id)
+        raise
+    if not preview:
+        await _enqueue_or_leave_to_sweep(arq, settings, job_id)
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    assert job is not None
+    document = job_document(job, [])
+    if preview:
+        document["preview"] = found.document
+    return document
+
+
+def _check_rows(found: Preview, filename: str, limit: int) -> None:
+    """MAX_ROWS_PER_JOB, from the estimate the first rows give (a CSV's records scaled to its size, a
+    workbook's plausible <dimension>); the worker enforces the exact count as it reads."""
+    estimate = found.document.get("rows_total_estimate")
+    if estimate is not None and estimate > limit:
+        raise UploadRejected(
+            Rejection.TOO_LARGE,
+            "Too many rows",
+            f"{filename!r} holds about {estimate:,} data rows, more than one job takes (MAX_ROWS_PER_JOB, "
+            f"{limit:,}): split it into files of at most {limit:,} rows.",
+        )
+
+
+class NotWaiting(Exception):
+    """The job is not an uploaded preview waiting to be started."""
+
+
+async def start_job(
+    *,
+    settings: Settings,
+    pool: aiomysql.Pool,
+    arq: ArqRedis,
+    store: UploadStore,
+    job_id: str,
+    options: ImportOptions,
+    dry_run: bool | None,
+    callback_url: str | None = None,
+) -> dict[str, Any]:
+    """Queue a previewed job with the options given (mapping, header row, sheet, encoding), after
+    checking they fit the file: UploadRejected (422, with the preview) when they do not."""
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    if job.status != job_repo.UPLOADED:
+        raise NotWaiting(job.status)
+    merged = job.options.merged(options)
+    async with store.local_copy(job_id, job.file_kind) as path:
+        if path is None:
+            raise NotWaiting("without its uploaded file")
+        found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
+    if found.problem is not None:
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found)
+        )
+    async with connection(pool) as conn, conn.cursor() as cur:
+        if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
+            raise NotWaiting("started")
+    await _enqueue_or_leave_to_sweep(arq, settings, job_id)
+    return await get_job(pool, job_id)
+
+
+async def _enqueue_or_leave_to_sweep(arq: ArqRedis, settings: Settings, job_id: str) -> None:
+    try:
+        await enqueue_import(arq, settings, job_id)
+    except REDIS_ERRORS:
+        # The job row is durable: the workers' sweep queues it once Redis answers again.
+        log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
+
+
+def _check_upload(path: Path, filename: str, settings: Settings, options: ImportOptions) -> tuple[str, Preview]:
+    """In a thread: the container first (cheap, from the zip directory), then the columns."""
+    kind = inspect_upload(
+        path,
+        filename,
+        max_inflated_bytes=settings.max_inflated_mb * 1024 * 1024,
+        max_ratio=settings.max_zip_ratio,
+    )
+    return kind, build_preview(path, filename, kind, options)
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
+
+
+def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] | None) -> dict[str, Any]:
+    """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
+    carry them: an empty list there would claim the job had none)."""
+    processed = job.rows_read
+    total = job.rows_total_estimate
+    if job.status == job_repo.COMPLETED:
+        percent: float | None = 100.0
+    elif total:
+        percent = round(min(processed / total, 0.99) * 100, 1)
+    else:
+        percent = 0.0 if job.status == job_repo.QUEUED else None
+    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
+    doc = {
+        "job_id": job.id,
+        "status": job.status,
+        "filename": job.filename,
+        "file_kind": job.file_kind,
+        "size_bytes": job.size_bytes,
+        "sha256": job.sha256,
+        "dry_run": job.dry_run,
+        "reader": job.reader,
+        "sheet": job.sheet,
+        "encoding": job.encoding,
+        "header_row": job.header_row,
+        "mapping": job.options.mapping,
+        "callback_url": job.callback_url,
+        "webhook": job.webhook,
+        "rows_read": job.rows_read,
+        "rows_inserted": job.rows_inserted,
+        "rows_updated": job.rows_updated,
+        "rows_unchanged": job.rows_unchanged,
+        "rows_invalid": job.rows_invalid,
+        "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
+        "checkpoint_row": job.checkpoint_row,
+        "warnings": job.warnings,
+        "errors_stored": job.errors_stored,
+        "error": job.error,
+        "attempts": job.attempts,
+        "request_id": job.request_id,
+        "uploaded_by": job.uploaded_by,
+        "duration_s": None if duration is None else round(duration, 3),
+        "created_at": _iso(job.created_at),
+        "started_at": _iso(job.started_at),
+        "finished_at": _iso(job.finished_at),
+        "updated_at": _iso(job.updated_at),
+    }
+    if first_errors is not None:
+        doc["errors"] = [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors]
+    return doc
+
+
+async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        errors = await job_repo.list_errors(cur, job_id, after_id=0, limit=FIRST_ERRORS)
+        parts = await part_repo.list_parts(cur, job_id)
+    doc = job_document(job, errors)
+    doc["parts"] = [
+        {
+            "part": p.part,
+            "status": p.status,
+            "rows": p.rows_read,
+            "rows_inserted": p.rows_inserted,
+            "rows_updated": p.rows_updated,
+            "rows_unchanged": p.rows_unchanged,
+            "rows_invalid": p.rows_invalid,
+            "attempts": p.attempts,
+            "worker": p.worker,
+        }
+        for p in parts
+    ]
+    return doc
+
+
+async def list_jobs(pool: aiomysql.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    before: tuple[dt.datetime, str] | None = None
+    if cursor is not None:
+        payload = decode_cursor(cursor)
+        before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
+    next_cursor = None
+    if len(jobs) > limit:
+        last = jobs[limit - 1]
+        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+    return {"items": [job_document(job, None) for job in jobs[:limit]], "next_cursor": next_cursor}
+
+
+async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
+    after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        rows = await job_repo.list_errors(cur, job_id, after_id=after_id, limit=None if limit is None else limit + 1)
+    next_cursor = None
+    if limit is not None and len(rows) > limit:
+        next_cursor = encode_cursor({"after": rows[limit - 1][0]})
+        rows = rows[:limit]
+    return {
+        "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],
+        "next_cursor": next_cursor,
+        "rows_invalid": job.rows_invalid,
+        "errors_stored": job.errors_stored,
+    }
+
+
+async def rejected_rows(pool: aiomysql.Pool, job_id: str) -> tuple[list[str], list[list[str | None]]]:
+    """The job's invalid rows as uploaded, plus an `errors` column saying what is wrong with each:
+    (header, rows). The header names each mapped column by its field (so the file imports as it is,
+    without a mapping) and the others by their own header text; fixed and uploaded again, the rows
+    import (the `errors` column is ignored)."""
+    async with connection(pool) as conn, conn.cursor() as cur:
+        job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        stored = await job_repo.list_rejected(cur, job_id)
+    source = job.source_header or []
+    width = max([len(source), *(len(cells) for _, cells, _ in stored)], default=0)
+    header = [(source[i] if i < len(source) else None) or f"column_{column_letter(i)}" for i in range(width)]
+    rows = [[*cells, *([None] * (width - len(cells))), errors] for _, cells, errors in stored]
+    return [*header, "errors"], rows

@@ -1,0 +1,437 @@
+"""MySQL connection pool, database creation and migrations (applied at start-up under a lock)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import warnings
+from collections.abc import AsyncIterator, Awaitable
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import aiomysql
+import pymysql
+
+from shared.config import MySQLConfig
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Errors that mean "the server or the connection is gone", as opposed to a bad statement.
+CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
+    pymysql.err.OperationalError,
+    pymysql.err.InterfaceError,
+    ConnectionError,
+    OSError,
+)
+
+
+class DatabaseUnavailable(Exception):
+    """MySQL could not be reached or the connection broke mid-statement."""
+
+
+class OutcomeUnknown(DatabaseUnavailable):
+    """MySQL stopped answering after a COMMIT was sent (or while a bounded call waited): the
+    transaction may or may not have been applied."""
+
+
+MIGRATIONS: list[tuple[int, str, list[str]]] = [
+    (
+        1,
+        "customers, import_jobs, import_errors",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS customers (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                first_name VARCHAR(100) NULL,
+                last_name VARCHAR(100) NULL,
+                company_name VARCHAR(100) NULL,
+                address VARCHAR(255) NULL,
+                city VARCHAR(100) NULL,
+                county VARCHAR(100) NULL,
+                postal VARCHAR(20) NULL,
+                phone VARCHAR(20) NULL,
+                email VARCHAR(100) NOT NULL,
+                web VARCHAR(100) NULL,
+                version INT UNSIGNED NOT NULL DEFAULT 1,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+                UNIQUE KEY uq_customers_email (email)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_jobs (
+                id CHAR(36) NOT NULL PRIMARY KEY,
+                filename VARCHAR(255) NOT NULL,
+                file_kind VARCHAR(8) NOT NULL,
+                size_bytes BIGINT UNSIGNED NOT NULL,
+                sha256 CHAR(64) NOT NULL,
+                dry_run TINYINT(1) NOT NULL DEFAULT 0,
+                status VARCHAR(16) NOT NULL,
+                rows_read BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_inserted BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_updated BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_invalid BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_total_estimate BIGINT UNSIGNED NULL,
+                checkpoint_row BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                errors_stored INT UNSIGNED NOT NULL DEFAULT 0,
+                reader VARCHAR(16) NULL,
+                warnings TEXT NULL,
+                error TEXT NULL,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                lease_owner VARCHAR(64) NULL,
+                lease_expires_at TIMESTAMP(6) NULL,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                started_at TIMESTAMP(6) NULL,
+                finished_at TIMESTAMP(6) NULL,
+                updated_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6) ON UPDATE CURRENT_TIMESTAMP(6),
+                KEY ix_import_jobs_created (created_at, id),
+                KEY ix_import_jobs_status (status, lease_expires_at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_errors (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                job_id CHAR(36) NOT NULL,
+                excel_row BIGINT UNSIGNED NOT NULL,
+                column_name VARCHAR(64) NULL,
+                message VARCHAR(512) NOT NULL,
+                KEY ix_import_errors_job (job_id, id),
+                CONSTRAINT fk_import_errors_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+    (
+        2,
+        "rows_unchanged, request_id, error_rows_stored on import_jobs",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN rows_unchanged BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rows_updated,
+                ADD COLUMN error_rows_stored INT UNSIGNED NOT NULL DEFAULT 0 AFTER errors_stored,
+                ADD COLUMN request_id VARCHAR(128) NULL AFTER attempts
+            """,
+        ],
+    ),
+    (
+        3,
+        "import options, the sheet/encoding/header used, rejected rows",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN options TEXT NULL AFTER dry_run,
+                ADD COLUMN sheet VARCHAR(255) NULL AFTER reader,
+                ADD COLUMN encoding VARCHAR(40) NULL AFTER sheet,
+                ADD COLUMN header_row INT UNSIGNED NULL AFTER encoding,
+                ADD COLUMN source_header TEXT NULL AFTER header_row
+            """,
+            """
+            CREATE TABLE IF NOT EXISTS import_rejected_rows (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                job_id CHAR(36) NOT NULL,
+                excel_row BIGINT UNSIGNED NOT NULL,
+                cells MEDIUMTEXT NOT NULL,
+                errors TEXT NOT NULL,
+                KEY ix_import_rejected_job (job_id, id),
+                CONSTRAINT fk_import_rejected_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+    (
+        4,
+        "webhooks: callback_url and the delivery's state",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN callback_url VARCHAR(2048) NULL AFTER options,
+                ADD COLUMN webhook TEXT NULL AFTER callback_url,
+                ADD COLUMN webhook_due_at TIMESTAMP(6) NULL AFTER webhook,
+                ADD KEY ix_import_jobs_webhook (webhook_due_at)
+            """,
+        ],
+    ),
+    (
+        5,
+        "uploaded_by: the name of the API key that uploaded the job",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN uploaded_by VARCHAR(64) NULL AFTER request_id
+            """,
+        ],
+    ),
+    (
+        6,
+        "source_header as MEDIUMTEXT: a header of 16,384 columns overflows TEXT",
+        [
+            """
+            ALTER TABLE import_jobs
+                MODIFY COLUMN source_header MEDIUMTEXT NULL
+            """,
+        ],
+    ),
+    (
+        7,
+        "row_hash on customers: a digest of the row's values, so an import skips unchanged rows",
+        [
+            # NULL means "not known": the import compares such a row by its values, then stores it.
+            "ALTER TABLE customers ADD COLUMN row_hash BINARY(16) NULL AFTER web",
+        ],
+    ),
+    (
+        8,
+        "import_job_parts: one big file's parts, each imported by any worker under its own lease",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS import_job_parts (
+                job_id CHAR(36) NOT NULL,
+                part INT UNSIGNED NOT NULL,
+                parts INT UNSIGNED NOT NULL,
+                status VARCHAR(16) NOT NULL,
+                rows_read BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_inserted BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_updated BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_unchanged BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                rows_invalid BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                checkpoint_row BIGINT UNSIGNED NOT NULL DEFAULT 0,
+                attempts INT UNSIGNED NOT NULL DEFAULT 0,
+                worker VARCHAR(64) NULL,
+                lease_owner VARCHAR(64) NULL,
+                lease_expires_at TIMESTAMP(6) NULL,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                started_at TIMESTAMP(6) NULL,
+                finished_at TIMESTAMP(6) NULL,
+                PRIMARY KEY (job_id, part),
+                KEY ix_import_job_parts_status (status, lease_expires_at),
+                CONSTRAINT fk_import_job_parts_job FOREIGN KEY (job_id) REFERENCES import_jobs (id)
+                    ON DELETE CASCADE
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+]
+
+
+def _connect_kwargs(cfg: MySQLConfig) -> dict[str, object]:
+    return {
+        "host": cfg.host,
+        "port": cfg.port,
+        "user": cfg.user,
+        "password": cfg.password,
+        "charset": "utf8mb4",
+        "connect_timeout": 5,
+    }
+
+
+async def create_pool(cfg: MySQLConfig, maxsize: int = 10, *, local_infile: bool = True) -> aiomysql.Pool:
+    """A pool in autocommit mode: a pooled connection never sits in a stale REPEATABLE READ snapshot;
+    batches open their own transactions with begin()/commit()."""
+    return await aiomysql.create_pool(
+        db=cfg.database,
+        minsize=1,
+        maxsize=maxsize,
+        autocommit=True,
+        pool_recycle=280,
+        local_infile=local_infile,  # the import's bulk path; only ever sends files this process wrote
+        init_command="SET time_zone = '+00:00', group_concat_max_len = 67108864",
+        **_connect_kwargs(cfg),
+    )
+
+
+@asynccontextmanager
+async def mysql_deadline(seconds: float, *, again_s: float = 0.1) -> AsyncIterator[None]:
+    """asyncio.timeout that insists: TimeoutError once `seconds` pass. One cancellation is not
+    enough for MySQL work: on Python 3.11, asyncio.wait_for (aiomysql's connect) drops a cancellation
+    that lands as the TCP connect completes, and the handshake read that follows has no timeout of
+    its own, so a stalled server held the request for good. Past the deadline the task is cancelled
+    again every `again_s` until the work gives up."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    cancels_before = task.cancelling()
+    fired = 0
+    handle: asyncio.TimerHandle
+
+    def cancel() -> None:
+        nonlocal fired, handle
+        fired += 1
+        task.cancel()
+        handle = loop.call_later(again_s, cancel)
+
+    handle = loop.call_later(seconds, cancel)
+    try:
+        yield
+    except asyncio.CancelledError:
+        handle.cancel()
+        if fired and _uncancel(task, fired) <= cancels_before:
+            raise TimeoutError from None
+        raise
+    else:
+        handle.cancel()
+        _uncancel(task, fired)  # cancellations the work swallowed: they must not outlive the deadline
+
+
+async def bounded(seconds: float, work: Awaitable[T]) -> T:
+    """`work` (a request's reads from MySQL) within `seconds`, or DatabaseUnavailable: a stalled
+    server answers 503 instead of holding the request."""
+    try:
+        async with mysql_deadline(seconds):
+            return await work
+    except TimeoutError:
+        raise DatabaseUnavailable(f"MySQL did not answer within {seconds:g} s") from None
+
+
+def _uncancel(task: asyncio.Task[object], times: int) -> int:
+    left = task.cancelling()
+    for _ in range(times):
+        left = task.uncancel()
+    return left
+
+
+@asynccontextmanager
+async def connection(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Connection]:
+    """Borrow a connection; a connection that broke is closed (so the pool drops it) and the error
+    becomes DatabaseUnavailable, so callers answer 503 and the next request gets a fresh one."""
+    try:
+        conn = await pool.acquire()
+    except CONNECTION_ERRORS as exc:
+        raise DatabaseUnavailable(str(exc)) from exc
+    try:
+        yield conn
+    except CONNECTION_ERRORS as exc:
+        conn.close()
+        raise DatabaseUnavailable(str(exc)) from exc
+    except BaseException:
+        # An interrupted statement leaves the protocol in an unknown state: never reuse it.
+        if conn.get_transaction_status():
+            conn.close()
+        raise
+    finally:
+        pool.release(conn)
+
+
+@asynccontextmanager
+async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
+    async with connection(pool) as conn:
+        await conn.begin()
+        try:
+            async with conn.cursor() as cur:
+                yield cur
+        except BaseException:
+            await _rollback(conn)
+            raise
+        try:
+            await conn.commit()
+        except CONNECTION_ERRORS as exc:
+            conn.close()
+            raise OutcomeUnknown(f"the connection broke while committing: {exc}") from exc
+        except BaseException:
+            await _rollback(conn)
+            raise
+
+
+async def _rollback(conn: aiomysql.Connection) -> None:
+    try:
+        await conn.rollback()
+    except Exception:
+        conn.close()  # the connection is broken: the server rolls back when it goes
+
+
+@asynccontextmanager
+async def savepoint(cur: aiomysql.Cursor) -> AsyncIterator[None]:
+    """Inside a transaction: undo only this block's statements if it raises."""
+    await cur.execute("SAVEPOINT sp")
+    try:
+        yield
+    except asyncio.CancelledError:
+        raise  # aiomysql closed the connection mid-statement: nothing to roll back to
+    except BaseException:
+        # If the rollback fails the connection is gone; the caller sees the original error.
+        with contextlib.suppress(Exception):
+            await cur.execute("ROLLBACK TO SAVEPOINT sp")
+        raise
+    await cur.execute("RELEASE SAVEPOINT sp")
+
+
+async def ensure_database(cfg: MySQLConfig) -> None:
+    conn = await aiomysql.connect(autocommit=True, **_connect_kwargs(cfg))
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT 1 FROM information_schema.schemata WHERE schema_name = %s", (cfg.database,))
+            if await cur.fetchone():
+                return
+            await cur.execute(
+                f"CREATE DATABASE IF NOT EXISTS `{cfg.database}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+            )
+    finally:
+        conn.close()
+
+
+async def migrate(pool: aiomysql.Pool, database: str) -> list[int]:
+    """Apply pending migrations. A named lock lets many processes start together safely."""
+    applied: list[int] = []
+    lock_name = f"{database}.migrations"
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute("SELECT GET_LOCK(%s, 60)", (lock_name,))
+        (got,) = await cur.fetchone()
+        if got != 1:
+            raise RuntimeError("timed out waiting for the migration lock held by another process")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the server's note that the table already exists
+                await cur.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                    " version INT NOT NULL PRIMARY KEY,"
+                    " description VARCHAR(255) NOT NULL,"
+                    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+                )
+            await cur.execute("SELECT version FROM schema_migrations")
+            done = {row[0] for row in await cur.fetchall()}
+            for version, description, statements in MIGRATIONS:
+                if version in done:
+                    continue
+                for statement in statements:
+                    await cur.execute(statement)
+                await cur.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES (%s, %s)",
+                    (version, description),
+                )
+                applied.append(version)
+                log.info("applied migration", extra={"migration": version, "description": description})
+        finally:
+            await cur.execute("SELECT RELEASE_LOCK(%s)", (lock_name,))
+    return applied
+
+
+async def open_database(cfg: MySQLConfig, maxsize: int = 10, *, wait_s: float = 30) -> aiomysql.Pool:
+    """Create the database if missing, open the pool and bring the schema up to date. Waits up to
+    `wait_s` for the server, so services started together with MySQL do not crash-loop."""
+    deadline = asyncio.get_running_loop().time() + wait_s
+    while True:
+        try:
+            await ensure_database(cfg)
+            break
+        except CONNECTION_ERRORS as exc:
+            if asyncio.get_running_loop().time() >= deadline:
+                raise DatabaseUnavailable(f"MySQL at {cfg.host}:{cfg.port} did not answer: {exc}") from exc
+            log.warning("waiting for mysql", extra={"error": str(exc)})
+            await asyncio.sleep(1)
+    pool = await create_pool(cfg, maxsize)
+    try:
+        await migrate(pool, cfg.database)
+    except BaseException:
+        pool.close()
+        await pool.wait_closed()
+        raise
+    return pool
+
+
+async def close_pool(pool: aiomysql.Pool) -> None:
+    pool.close()
+    await pool.wait_closed()

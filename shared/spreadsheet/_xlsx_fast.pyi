@@ -1,0 +1,26 @@
+# Types of the compiled reader (shared/spreadsheet/_xlsx_fast.c).
+from collections.abc import Callable
+from typing import Any
+
+class SharedStrings:
+    done: bool
+    nbytes: int
+    def feed(self, chunk: bytes) -> int: ...
+    def finish(self) -> None: ...
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> str: ...
+
+class SheetParser:
+    def __init__(
+        self,
+        strings: SharedStrings | None,
+        load_more: Callable[[], bool] | None,
+        date_styles: bytes,
+        to_date: Callable[[int | float], Any],
+        text: Callable[[str], str],
+        iso: Callable[[str], Any],
+    ) -> None: ...
+    def feed(self, chunk: bytes) -> list[tuple[int, list[Any]]]: ...
+    def finish(self) -> list[tuple[int, list[Any]]]: ...
+
+def set_error_class(cls: type[Exception], /) -> None: ...

@@ -1,0 +1,182 @@
+"""Spreadsheet rules that do not depend on the file format: headers, aliases and cell values."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shared.customers.fields import ALIASES, CUSTOMER_FIELDS
+
+# The fields and their header aliases are declared in shared.customers.fields; re-exported here for the readers.
+__all__ = ["ALIASES", "CUSTOMER_FIELDS"]
+
+_FOLD = re.compile(r"[\s\-]+")
+
+
+class HeaderError(ValueError):
+    """The header row lacks required columns; the message names them and quotes the header found."""
+
+    def __init__(self, missing: list[str], found: list[str]) -> None:
+        quoted = ", ".join(found) or "nothing"
+        super().__init__(
+            "missing required column(s): "
+            + ", ".join(missing)
+            + f". The first non-empty row must be the header; it holds: {quoted}"
+        )
+        self.missing = missing
+        self.found = found
+
+
+def fold_header(name: Any) -> str:
+    text = "" if name is None else str(name)
+    return _FOLD.sub("_", text.strip()).lower().strip("_")
+
+
+@dataclass
+class HeaderMap:
+    """Where each customer field sits in a row, and what was ignored."""
+
+    positions: dict[str, int]
+    warnings: list[str] = field(default_factory=list)
+
+
+# Columns a file may carry that are not customer fields and need no warning: the `errors` column of a
+# rejected-rows download, and the read-only columns of an export (ignored on import).
+SILENTLY_IGNORED = frozenset({"errors", "id", "version", "created_at", "updated_at"})
+
+
+def auto_positions(cells: Sequence[Any]) -> tuple[dict[str, int], list[str]]:
+    """Match header cells to customer fields: case-insensitive, spaces/dashes folded to `_`, aliases
+    accepted, any order. Exact names win over aliases. Returns (positions, ignored columns)."""
+    positions: dict[str, int] = {}
+    via_alias: dict[str, str] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(cells):
+        folded = fold_header(cell)
+        if not folded or folded in SILENTLY_IGNORED:
+            continue
+        if folded in CUSTOMER_FIELDS:
+            if folded in positions and folded not in via_alias:
+                ignored.append(f"{cell!s} (duplicate of column {folded})")
+                continue
+            if folded in via_alias:
+                ignored.append(f"{via_alias.pop(folded)} (column {folded} already present)")
+            positions[folded] = index
+        elif folded in ALIASES:
+            target = ALIASES[folded]
+            if target in positions:
+                ignored.append(f"{cell!s} (column {target} already present)")
+                continue
+            positions[target] = index
+            via_alias[target] = str(cell)
+        else:
+            ignored.append(str(cell).strip())
+    return positions, ignored
+
+
+def header_texts(cells: Sequence[Any]) -> list[str]:
+    return [str(c).strip()[:100] for c in cells if fold_header(c)][:50]
+
+
+IGNORED_LISTED = 20
+
+
+def ignored_columns_warning(ignored: Sequence[str]) -> list[str]:
+    """The warning for unknown columns: the first IGNORED_LISTED names (each cut to 100 characters) and a
+    count of the rest, so a header of thousands of columns gives a warning of a bounded size."""
+    if not ignored:
+        return []
+    listed = ", ".join(name[:100] for name in ignored[:IGNORED_LISTED])
+    rest = len(ignored) - IGNORED_LISTED
+    return [f"ignored unknown column(s): {listed}" + (f" and {rest:,} more" if rest > 0 else "")]
+
+
+def map_header(cells: Sequence[Any]) -> HeaderMap:
+    """The automatic header rules; HeaderError naming the missing columns."""
+    positions, ignored = auto_positions(cells)
+    missing = [name for name in CUSTOMER_FIELDS if name not in positions]
+    if missing:
+        raise HeaderError(missing, header_texts(cells))
+    return HeaderMap(positions, ignored_columns_warning(ignored))
+
+
+# A text cell starting with one of these is run as a formula by Excel when the file is opened
+# (CSV injection). Files the service writes prefix such a cell with an apostrophe, which Excel shows
+# as text; reading a file, an apostrophe before one of them is dropped, so the value round-trips.
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def excel_safe(text: str) -> str:
+    """A value as a file for Excel should hold it: never a formula."""
+    return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
+
+
+def from_excel_safe(text: str) -> str:
+    return text[1:] if text.startswith("'") and text[1:2] and text[1:].startswith(FORMULA_TRIGGERS) else text
+
+
+def normalize_cell(value: Any) -> str | None:
+    """A cell as text: whole numbers without `.0`, dates as ISO, white space trimmed, blank as None,
+    the apostrophe of an Excel-safe value (see excel_safe) dropped."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("'"):
+            text = from_excel_safe(text).strip()
+        return text or None
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            return None
+        if value.is_integer() and abs(value) < 1e17:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, dt.datetime):
+        if value.time() == dt.time(0) and value.tzinfo is None:
+            return value.date().isoformat()
+        return value.isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, dt.timedelta):
+        return str(value)
+    text = str(value).strip()
+    return text or None
+
+
+def row_is_empty(cells: Sequence[Any]) -> bool:
+    for value in cells:
+        if value is None:
+            continue
+        if isinstance(value, str) and not value.strip():
+            continue
+        return False
+    return True
+
+
+def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
+    width = len(cells)
+    return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}
+
+
+def column_letter(index: int) -> str:
+    """0-based index to the spreadsheet's letters: 0 -> A, 26 -> AA."""
+    letters = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        letters = chr(65 + rest) + letters
+    return letters
+
+
+def letter_index(letters: str) -> int:
+    index = 0
+    for char in letters.upper():
+        index = index * 26 + ord(char) - 64
+    return index - 1

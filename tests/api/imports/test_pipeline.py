@@ -1,0 +1,336 @@
+"""The import pipeline (worker.pipeline): unchanged rows are skipped by their hash and never written
+or warmed, rows without a hash are compared by value, every write keeps `row_hash` right, and the
+parser process dies with its worker. Real MariaDB, Redis and worker processes."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import aiomysql
+import pytest
+from redis.asyncio import Redis
+
+from shared.config import Settings
+from shared.customers import customer_repo
+from shared.customers.cache import CustomerCache
+from shared.customers.service import CustomerService
+from shared.infra.db import connection
+from shared.spreadsheet.rules import CUSTOMER_FIELDS
+from tests.support.jobs import import_file
+from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
+from tests.support.workbooks import csv_bytes, customers
+from worker.pipeline.stage import stage_rows
+
+pytestmark = pytest.mark.usefixtures("clean")
+
+_STATE = "SELECT email, id, version, updated_at, LOWER(HEX(row_hash)) FROM customers ORDER BY id"
+
+
+async def rows_of(pool: aiomysql.Pool, sql: str, *args: object) -> list[tuple]:
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute(sql, args)
+        return list(await cur.fetchall())
+
+
+async def cached_ids(redis: Redis, settings: Settings) -> set[int]:
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}{{customer:*}}", count=1000)]
+    return {int(k.rsplit(b":", 1)[1].rstrip(b"}")) for k in keys}
+
+
+async def forget_cache(redis: Redis, settings: Settings) -> None:
+    keys = [k async for k in redis.scan_iter(match=f"{settings.redis_prefix}{{customer:*}}", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def stored_hashes_match_values(pool: aiomysql.Pool) -> None:
+    for row in await rows_of(pool, f"SELECT {', '.join(CUSTOMER_FIELDS)}, LOWER(HEX(row_hash)) FROM customers"):
+        assert row[-1] == customer_repo.row_hash_hex(row[:-1]), row
+
+
+def counters(job: dict) -> tuple[int, int, int, int, int]:
+    return (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"], job["rows_invalid"])
+
+
+async def test_reimporting_an_unchanged_file_writes_and_warms_nothing(
+    settings: Settings, pool: aiomysql.Pool, redis: Redis
+) -> None:
+    rows = customers(1200)  # three batches of 500
+    rows.append(list(rows[7]))  # a repeated row: unchanged the first time too
+    first = await import_file(settings, pool, "first.csv", csv_bytes(rows))
+    assert counters(first) == (1201, 1200, 0, 1, 0)
+    before = await rows_of(pool, _STATE)
+    await stored_hashes_match_values(pool)
+    await forget_cache(redis, settings)
+
+    again = await import_file(settings, pool, "again.csv", csv_bytes(rows))
+    assert counters(again) == (1201, 0, 0, 1201, 0)
+    assert await rows_of(pool, _STATE) == before  # no version, updated_at or hash moved
+    assert await cached_ids(redis, settings) == set()  # nothing changed: nothing warmed
+
+    # Two rows changed (one of them twice in the file, the last one wins), one new.
+    rows[3][0] = "Changed"
+    rows[900][5] = "Elsewhere"
+    rows.append(list(rows[900]))
+    rows[-1][5] = "Elsewhere again"
+    rows.append(customers(1, start=5000)[0])
+    changed = await import_file(settings, pool, "changed.csv", csv_bytes(rows))
+    assert counters(changed) == (1203, 1, 3, 1199, 0)
+    after = {email: (cid, version) for email, cid, version, _, _ in await rows_of(pool, _STATE)}
+    assert after["person3@example.com"][1] == 2 and after["person900@example.com"][1] == 3
+    assert await cached_ids(redis, settings) == {
+        after[e][0] for e in ("person3@example.com", "person900@example.com", "person5000@example.com")
+    }
+    assert await rows_of(pool, "SELECT county FROM customers WHERE email='person900@example.com'") == [
+        ("Elsewhere again",)
+    ]
+    await stored_hashes_match_values(pool)
+
+
+async def test_rows_without_a_hash_are_compared_by_value_then_hashed(
+    settings: Settings, pool: aiomysql.Pool, redis: Redis
+) -> None:
+    rows = customers(600)
+    await import_file(settings, pool, "first.csv", csv_bytes(rows))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        # As rows written before migration 6 (or through UPSERT_SQL) hold them.
+        await cur.execute("UPDATE customers SET row_hash = NULL, updated_at = updated_at")
+    before = await rows_of(pool, "SELECT email, id, version, updated_at FROM customers ORDER BY id")
+    rows[10][1] = "Renamed"
+    job = await import_file(settings, pool, "again.csv", csv_bytes(rows))
+    assert counters(job) == (600, 0, 1, 599, 0)
+    after = await rows_of(pool, "SELECT email, id, version, updated_at FROM customers ORDER BY id")
+    assert [r for r in after if r[0] != "person10@example.com"] == [r for r in before if r[0] != "person10@example.com"]
+    await stored_hashes_match_values(pool)  # every row has its hash now, the unchanged ones too
+
+
+async def test_a_dry_run_counts_by_hash_without_writing(settings: Settings, pool: aiomysql.Pool) -> None:
+    rows = customers(700)
+    await import_file(settings, pool, "first.csv", csv_bytes(rows))
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute("UPDATE customers SET row_hash = NULL, updated_at = updated_at WHERE id % 2 = 0")
+    before = await rows_of(pool, _STATE)
+    rows[1][0] = "Changed"
+    rows[2][0] = "Changed"
+    rows.append(list(rows[1]))  # the same change again: unchanged by then
+    rows.append(customers(1, start=9000)[0])
+    job = await import_file(settings, pool, "dry.csv", csv_bytes(rows), dry_run=True)
+    assert counters(job) == (702, 1, 2, 699, 0)
+    assert await rows_of(pool, _STATE) == before
+
+
+async def test_api_writes_keep_the_row_hash_right(
+    settings: Settings, pool: aiomysql.Pool, cache: CustomerCache
+) -> None:
+    service = CustomerService(pool, cache)
+    created, _ = await service.create({"first_name": "Ada", "email": "ada@example.com", "phone": 123})
+    await stored_hashes_match_values(pool)
+    await service.replace(
+        created["id"], {"first_name": "Ada", "email": "ada@example.com"}, if_match=None, partial=False
+    )
+    await stored_hashes_match_values(pool)
+    await service.replace(created["id"], {"city": "Leeds"}, if_match=None, partial=True)
+    await stored_hashes_match_values(pool)
+    # The statement other code may use without a hash leaves none rather than a stale one.
+    async with connection(pool) as conn, conn.cursor() as cur:
+        await cur.execute(
+            customer_repo.UPSERT_SQL, ("Ada", None, None, None, "York", None, None, None, "ada@example.com", None)
+        )
+    assert await rows_of(pool, "SELECT row_hash FROM customers") == [(None,)]
+
+
+def test_the_staging_line_and_the_hash_have_one_definition() -> None:
+    rows = [
+        ("Tab\there", None, "back\\slash", "new\nline", "\\N", "", "cr\r", "nul\0", "a@example.com", "é"),
+        ("A", "B", None, None, None, None, None, None, "b@example.com", None),
+    ]
+    staged = stage_rows(rows)
+    for seq, row in enumerate(rows):
+        assert staged.hashes[seq] == customer_repo.row_hash_hex(row)
+        assert staged.lines[seq] == customer_repo.stage_line(seq, row)[0]
+        assert staged.lines[seq].startswith(f"{seq}\t") and staged.lines[seq].endswith(f"\t{staged.hashes[seq]}")
+        assert tuple(customer_repo.values_of_line(staged.lines[seq])) == row
+    assert staged.hashes[0] != customer_repo.row_hash_hex((*rows[0][:4], None, *rows[0][5:]))  # "\N" is not NULL
+    assert staged.emails == ["a@example.com", "b@example.com"]
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(ppid, []).append(int(entry.name))
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_the_parser_process_dies_with_its_worker(settings: Settings, tmp_path: Path, sig: int) -> None:
+    port = free_port()
+    env = service_env(settings, PORT=port)
+    gateway = Service("gateway", env, tmp_path, "gateway")
+    worker = Service("worker", {**env, "IMPORT_BATCH_SIZE": "200"}, tmp_path, "worker")
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}", gateway)
+        status, body = upload(f"http://127.0.0.1:{port}", "big.csv", csv_bytes(customers(20000)))
+        assert status == 202
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            _, job = get_json(f"http://127.0.0.1:{port}/jobs/{body['job_id']}")
+            if job["rows_read"] >= 1000:
+                break
+            time.sleep(0.05)
+        assert job["status"] == "running", job
+        family = _descendants(worker.proc.pid)
+        assert family, "the worker runs its parser in a child process"
+        worker.signal(sig)
+        worker.proc.wait(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in family):
+            time.sleep(0.1)
+        assert not [pid for pid in family if _alive(pid)], worker.output()[-3000:]
+        # Another worker finishes the job from its checkpoint.
+        second = Service("worker", env, tmp_path, "worker2")
+        try:
+            job = wait_job(f"http://127.0.0.1:{port}", body["job_id"], timeout=120)
+            assert job["status"] == "completed" and job["rows_inserted"] == 20000, second.output()[-3000:]
+        finally:
+            second.stop()
+    finally:
+        worker.stop()
+        gateway.stop()
+
+
+def _corpus(count: int, seed: int) -> list[list[object]]:
+    """Rows of cells as readers give them: text with spaces, apostrophes, unicode and odd lengths,
+    numbers, dates, empty cells; emails good, bad and borderline for marshmallow's validator."""
+    import datetime as dt
+    import random
+
+    rnd = random.Random(seed)
+    texts = [
+        None,
+        "",
+        "   ",
+        "Ann",
+        " Ann ",
+        "\u00a0Ann\u2003",
+        "'=1+1",
+        "' ",
+        "'plain",
+        "'+44 113",
+        "x" * 20,
+        "x" * 21,
+        "y" * 100,
+        "y" * 101,
+        "z" * 255,
+        "z" * 256,
+        "Tab\there",
+        "new\nline",
+        "é" * 100,
+        "İ" * 60,
+        "back\\slash",
+        "\\N",
+        0,
+        7,
+        -3,
+        1.5,
+        2.0,
+        float("nan"),
+        True,
+        dt.datetime(2024, 5, 1),
+        dt.datetime(2024, 5, 1, 12, 30),
+        dt.date(2020, 1, 2),
+    ]
+    emails = [
+        None,
+        "",
+        "  ",
+        "a@example.com",
+        " A@Example.COM ",
+        "a.b+c@mail.example.co.uk",
+        "a..b@example.com",
+        ".a@example.com",
+        "a@example",
+        "a@localhost",
+        "a@[192.168.0.1]",
+        '"quoted"@example.com',
+        "ü@example.de",
+        "a@ü.example.de",
+        "a@example.museum",
+        "a@example.c0m",
+        "a@-example.com",
+        "a@ex_ample.com",
+        "a b@example.com",
+        "a@b@example.com",
+        "İ@example.com",
+        "x" * 88 + "@example.com",
+        "x" * 89 + "@example.com",
+        "'a@example.com",
+        "'=a@example.com",
+        "a@example.com\n",
+        12345,
+        "K@example.com",
+    ]
+    rows: list[list[object]] = []
+    for i in range(count):
+        if rnd.random() < 0.6:  # mostly clean rows, as files are
+            row: list[object] = [f"F{i}", f"L{i}", "Co", "1 High St", "Leeds", "WY", "LS1", "0113", f"p{i}@ex.com", "w"]
+        else:
+            row = [rnd.choice(texts) for _ in range(10)]
+            row[8] = rnd.choice(emails) if rnd.random() < 0.8 else f"p{i}@ex.com"
+        if rnd.random() < 0.1:
+            row = row[: rnd.randrange(0, 11)]  # short rows: the missing cells are empty
+        rows.append(row)
+    return rows
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_column_checks_agree_with_the_schema_row_by_row(seed: int) -> None:
+    """BatchValidator ≡ RowValidator (≡ RowSchema.load) on 60,000 generated rows: the same values for
+    every row accepted, the same messages for every row refused."""
+    from marshmallow import ValidationError
+
+    from shared.customers.schemas import RowValidator
+    from shared.spreadsheet.rules import extract_row, map_header
+    from worker.pipeline.validate import BatchValidator
+
+    header = map_header(list(CUSTOMER_FIELDS))
+    rows = _corpus(15000, seed)
+    reference = RowValidator()
+    got = []
+    validator = BatchValidator(header)
+    for start in range(0, len(rows), 500):
+        got.extend(validator.validate(rows[start : start + 500]))
+    accepted = refused = 0
+    for cells, result in zip(rows, got, strict=True):
+        try:
+            data = reference(extract_row(cells, header))
+        except ValidationError as exc:
+            assert isinstance(result, ValidationError), (cells, result)
+            assert result.messages == exc.messages, cells
+            refused += 1
+        else:
+            assert result == tuple(data[name] for name in CUSTOMER_FIELDS), cells
+            accepted += 1
+    assert accepted > 9000 and refused > 2000  # both sides exercised
