@@ -148,25 +148,34 @@ def etag(version: int) -> str:
     return f'"v{version}"'
 
 
-_ETAG = re.compile(r'^(?:W/)?"v(\d{1,18})"$')
+_ETAG = re.compile(r'^(W/)?"v(\d{1,18})"$')
+
+# No customer has version 0 (they start at 1): the If-Match answer for "no tag can match".
+NO_STRONG_MATCH = 0
 
 
 def if_match_version(request: web.Request) -> int | None:
     """The version an If-Match header asks for; None when absent or `*`. A tag that is not one of
-    ours (`"v<version>"`) is a 400 naming the header, not a silent mismatch."""
+    ours (`"v<version>"`) is a 400 naming the header, not a silent mismatch. If-Match uses the strong
+    comparison (RFC 9110 section 13.1.1): a weak tag (`W/"v4"`) never matches, so a list of weak tags
+    only gives NO_STRONG_MATCH, which the service answers with 412."""
     raw = request.headers.get("If-Match")
     if raw is None or raw.strip() == "*":
         return None
-    match = _ETAG.match(raw.split(",")[0].strip())
-    if match is None:
-        raise field_problem(
-            400,
-            "Invalid If-Match header",
-            f'If-Match must be an ETag this API sent, like "v3", got {raw[:100]!r}',
-            "If-Match",
-            'Not an ETag of the form "v<version>".',
-        )
-    return int(match.group(1))
+    strong: list[int] = []
+    for tag in raw.split(","):
+        match = _ETAG.match(tag.strip())
+        if match is None:
+            raise field_problem(
+                400,
+                "Invalid If-Match header",
+                f'If-Match must be an ETag this API sent, like "v3", got {raw[:100]!r}',
+                "If-Match",
+                'Not an ETag of the form "v<version>".',
+            )
+        if match.group(1) is None:
+            strong.append(int(match.group(2)))
+    return strong[0] if strong else NO_STRONG_MATCH
 
 
 def none_match(request: web.Request, version: int) -> bool:

@@ -206,7 +206,7 @@ IF_MATCH = {
     "name": "If-Match",
     "in": "header",
     "description": 'Only if the customer is still at this version: an ETag it answered (`"v3"`), or `*`. '
-    "A stale one is a 412.",
+    "A stale one is a 412, and so is a weak one (`W/\"v3\"`): If-Match compares strongly (RFC 9110).",
     "schema": {"type": "string"},
 }
 IF_NONE_MATCH = {

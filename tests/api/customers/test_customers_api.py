@@ -109,7 +109,17 @@ async def test_stale_if_match_is_412_and_malformed_is_400(client: TestClient) ->
         body = await problem(await client.patch(url, json={"city": "York"}, headers={"If-Match": bad}), 400)
         assert body["errors"][0]["field"] == "If-Match"
     assert (await (await client.get(url)).json())["city"] == "Leeds"
-    assert (await client.patch(url, json={"city": "York"}, headers={"If-Match": 'W/"v2"'})).status == 200
+    # RFC 9110: If-Match compares strongly, so the weak form of the current tag is a 412 for every write.
+    weak = {"If-Match": 'W/"v2"'}
+    for response in (
+        await client.patch(url, json={"city": "York"}, headers=weak),
+        await client.put(url, json=ada(city="York"), headers=weak),
+        await client.delete(url, headers=weak),
+        await client.patch(url, json={"city": "York"}, headers={"If-Match": 'W/"v2", W/"v1"'}),
+    ):
+        await problem(response, 412)
+        assert response.headers["ETag"] == '"v2"'
+    assert (await client.patch(url, json={"city": "York"}, headers={"If-Match": 'W/"v2", "v2"'})).status == 200
 
 
 async def test_if_none_match_gives_304(client: TestClient) -> None:
