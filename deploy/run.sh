@@ -112,8 +112,20 @@ except SettingsError as exc:
     print(f"configuration error: {exc}", file=sys.stderr); sys.exit(2)
 host = s.host if s.host not in ("", "0.0.0.0", "::") else "127.0.0.1"
 print(s.port, s.workers, s.gateway_processes, "yes" if s.api_keys else "no", host, s.worker_metrics_port)
+# The "Try:" line must work when pasted: with keys, it carries the first plain one (a hashed key cannot
+# be shown, so then a placeholder). Quoted for the shell here, where the key is parsed.
+import shlex
+from shared.config import HASHED_KEY_PREFIX, split_api_key
+plain = [k for k in (split_api_key(e, n)[1] for n, e in enumerate(s.api_keys, 1)) if not k.lower().startswith(HASHED_KEY_PREFIX)]
+if s.api_keys:
+    print("-H " + shlex.quote("Authorization: Bearer " + (plain[0] if plain else "<your key>")) + " ")
+else:
+    print("")
 ') || exit 2
-read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET HOST_VALUE WORKER_METRICS_VALUE <<<"$settings"
+{
+  read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET HOST_VALUE WORKER_METRICS_VALUE
+  IFS= read -r TRY_AUTH
+} <<<"$settings"
 [[ "$HOST_VALUE" == *:* ]] && HOST_VALUE="[$HOST_VALUE]"
 BASE_URL="http://${HOST_VALUE}:${PORT_VALUE}"
 WORKER_METRICS_URL=""
@@ -157,7 +169,7 @@ MSG
   else
     echo "  API_KEYS is not set: the API is open (set API_KEYS=key1,key2 to require 'Authorization: Bearer <key>')."
   fi
-  echo "  Try: curl -F file=@examples/customers.xlsx $BASE_URL/upload"
+  echo "  Try: curl ${TRY_AUTH}-F file=@examples/customers.xlsx $BASE_URL/upload"
 }
 
 # ---- --detach: start the supervisor in a session of its own, wait until it is ready ----------------

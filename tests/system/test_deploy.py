@@ -1,5 +1,6 @@
 """The deploy/ scripts, with real processes: the set-up of missing MariaDB/Redis (deploy/lib.sh), the
-supervision in deploy/run.sh, the README's "Try it" block pasted as is, and deploy/test.sh's steps.
+supervision in deploy/run.sh, the "Try it" block of docs/getting-started.md (and README.md) pasted as is, and
+deploy/test.sh's steps.
 
 The real MariaDB and Redis are never stopped or changed: a missing server is simulated with a PATH
 that lacks its binary and an address nothing listens on; each stack gets its own database, Redis key
@@ -24,6 +25,7 @@ import pytest
 import redis as sync_redis
 
 from shared.config import load_settings
+from tests.support import docs
 from tests.support.procs import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -411,15 +413,47 @@ def test_detach_that_does_not_get_ready_fails_with_the_log_tail_and_stops(stack:
     assert run_sh(stack, "--status").returncode == 3
 
 
+@pytest.mark.e2e
+def test_the_banner_try_line_carries_the_api_key_and_works_when_pasted(stack: StackEnv) -> None:
+    """With API_KEYS set, the printed `Try: curl ...` must not be a 401 for whoever pastes it."""
+    if not shutil.which("curl"):
+        pytest.skip("the Try line is a curl command")
+    stack.env["API_KEYS"] = f"ops=sha256:{'0' * 64},ci=k-{uuid.uuid4().hex}"
+    try:
+        started = run_sh(stack, "--detach", timeout=150)
+        pid_file = stack.run_dir / "run.pid"
+        if pid_file.exists():
+            stack.groups.append(int(pid_file.read_text()))
+        assert started.returncode == 0, started.stderr
+        tries = [line.strip() for line in started.stderr.splitlines() if line.strip().startswith("Try: curl ")]
+        assert len(tries) == 1, started.stderr
+        command = tries[0].removeprefix("Try: ")
+        assert stack.env["API_KEYS"].split("ci=")[1] in command  # the first plain key (the hashed one cannot be)
+        pasted = subprocess.run(
+            ["bash", "-c", command + " -sS -w '\\n%{http_code}'"],
+            cwd=REPO,
+            env=stack.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        # Past the key check (what the upload then says of the workbook is the import's business).
+        assert pasted.stdout.splitlines()[-1] not in ("401", "403"), pasted.stdout
+    finally:
+        stop = run_sh(stack, "--stop")
+    assert stop.returncode == 0, stop.stderr
+
+
 def readme_try_it() -> tuple[str, list[str]]:
-    """The README's "Try it" shell block, and the output it promises (its lines starting with `# `)."""
+    """The "Try it" shell block of docs/getting-started.md, which README.md shows too (the same, checked
+    here), and the output it promises (its lines starting with `# `)."""
+    block = docs.try_it(docs.GETTING_STARTED.read_text())
     text = (REPO / "README.md").read_text()
     section = text[text.index("## Try it") :]
     match = re.search(r"```sh\n(.*?)```", section, re.S)
-    assert match, "no ```sh block under ## Try it"
-    block = match.group(1)
-    expected = [line[2:] for line in block.splitlines() if line.startswith("# ")]
-    return block, expected
+    assert match, "no ```sh block under README.md's ## Try it"
+    assert match.group(1) == block.body, "README.md's Try it block differs from docs/getting-started.md's"
+    return block.body, block.expected
 
 
 @pytest.mark.e2e
@@ -429,6 +463,7 @@ def test_readme_try_it_runs_as_written(stack: StackEnv) -> None:
     block, expected = readme_try_it()
     assert expected, "the block shows no expected output"
     assert "./deploy/run.sh --stop" in (REPO / "README.md").read_text()
+    assert "./deploy/run.sh --stop" in docs.GETTING_STARTED.read_text()
     try:
         # As pasted into a shell in the repo root; -e so that a failing command fails the test.
         proc = subprocess.run(
