@@ -23,6 +23,7 @@ from shared.config import Settings
 from shared.customers.cache import CacheUnavailable, CustomerCache
 from shared.customers.service import CustomerService
 from shared.imports.events import JobEvents
+from shared.imports.service import JobService
 from shared.infra.db import close_pool, open_database
 from shared.infra.prometheus import mark_dead
 from shared.infra.redis_clients import cache_redis, follow_primary, gateway_queue, shares_one_redis
@@ -62,6 +63,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[keys.CACHE] = cache
     app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
     app[keys.EVENTS] = JobEvents(redis, settings.redis_prefix)
+    app[keys.JOBS] = JobService(settings, app[keys.DB_POOL], redis, app[keys.STORE], app[keys.EVENTS])
     tasks = [asyncio.create_task(_replay_invalidations(cache)), asyncio.create_task(follow_primary(redis))]
     yield
     for task in tasks:

@@ -11,6 +11,7 @@ from shared.config import Settings
 from shared.customers.cache import CustomerCache
 from shared.customers.service import CustomerService
 from shared.imports.events import JobEvents
+from shared.imports.service import JobService
 from shared.infra.storage import UploadStore
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -21,3 +22,4 @@ CUSTOMERS = web.AppKey("customers", CustomerService)
 STORE = web.AppKey("store", UploadStore)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", JobEvents)
+JOBS = web.AppKey("jobs", JobService)

@@ -21,9 +21,11 @@ from gateway.http.params import check_query
 from gateway.http.problems import Problem, field_problem, problem_response
 from gateway.http.ratelimit import Decision, RateLimiter
 from shared.config import Settings
+from shared.imports.service import JobConflict, JobNotFound
 from shared.infra.cursors import BadCursor
 from shared.infra.db import DatabaseUnavailable
 from shared.infra.logs import request_id_var
+from shared.spreadsheet.readers import Rejection, UploadRejected
 
 log = logging.getLogger("gateway.access")
 
@@ -46,6 +48,13 @@ PUBLIC_PATHS = frozenset(
 )
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 SLOW_S = 0.5
+# What the API answers for each reason an upload is refused (shared.spreadsheet.readers.Rejection).
+REJECTION_STATUS = {
+    Rejection.EMPTY: 400,
+    Rejection.TOO_LARGE: 413,
+    Rejection.UNSUPPORTED: 415,
+    Rejection.UNPROCESSABLE: 422,
+}
 
 
 # One limiter per app (its Redis client is the app's): made on the first request that needs it.
@@ -81,9 +90,22 @@ async def _rate_limit(request: web.Request, settings: Settings, key_name: str | 
     return decision
 
 
+def _service_problem(exc: Exception) -> Problem | None:
+    """The problem document of a service's error (shared/ knows no HTTP statuses: they are given here)."""
+    if isinstance(exc, JobNotFound):
+        return Problem(404, "Not Found", str(exc))
+    if isinstance(exc, JobConflict):
+        return Problem(409, "Conflict", str(exc))
+    if isinstance(exc, UploadRejected):
+        return Problem(REJECTION_STATUS[exc.reason], exc.title, exc.detail, **exc.extra)
+    return None
+
+
 def _problem_for(request: web.Request, exc: Exception) -> web.Response:
     if isinstance(exc, Problem):
         return problem_response(request, exc)
+    if (problem := _service_problem(exc)) is not None:
+        return problem_response(request, problem)
     if isinstance(exc, web.HTTPException):
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "www-authenticate")}
         detail = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else None

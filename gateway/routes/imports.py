@@ -15,37 +15,19 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import sse_response
 
 from gateway.http import auth, params
-from gateway.http.keys import DB_POOL, EVENTS, METRICS, REDIS, SETTINGS, STORE
+from gateway.http.keys import JOBS, METRICS, SETTINGS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import dumps, json_response
 from shared.customers.exports import encode_file
-from shared.imports.events import follow_job
-from shared.imports.service import (
-    JobNotFound,
-    NotWaiting,
-    get_job,
-    list_job_errors,
-    list_jobs,
-    receive_upload,
-    rejected_rows,
-    start_job,
-    submit_upload,
-)
+from shared.imports.service import UploadRequest
 from shared.imports.webhooks import check_callback_url
-from shared.infra.db import bounded
 from shared.infra.logs import request_id_var
 from shared.infra.storage import UploadTooLarge
 from shared.spreadsheet.mapping import ImportOptions, OptionError, parse_options
-from shared.spreadsheet.readers import Rejection, UploadRejected
+from shared.spreadsheet.readers import UploadRejected
+from shared.spreadsheet.rules import excel_safe
 
 routes = web.RouteTableDef()
-# What the API answers for each reason an upload is refused (shared.spreadsheet.readers.Rejection).
-REJECTION_STATUS = {
-    Rejection.EMPTY: 400,
-    Rejection.TOO_LARGE: 413,
-    Rejection.UNSUPPORTED: 415,
-    Rejection.UNPROCESSABLE: 422,
-}
 CHUNK = 256 * 1024
 
 
@@ -247,7 +229,7 @@ async def upload(request: web.Request) -> web.Response:
 async def _upload(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
     metrics = request.app[METRICS]
-    store = request.app[STORE]
+    jobs = request.app[JOBS]
     limit = settings.max_upload_bytes
     too_large = Problem(413, "Upload too large", f"The upload is larger than the limit of {settings.max_upload_mb} MB.")
     # read_chunk() is not bounded by client_max_size: refuse early by header, count while streaming.
@@ -258,7 +240,7 @@ async def _upload(request: web.Request) -> web.Response:
     part = await form.open_file()
     filename = _utf8(part.filename or "upload")
     try:
-        received = await receive_upload(settings, store, form.chunks())
+        received = await jobs.receive(form.chunks())
     except UploadTooLarge:
         metrics.upload("too_large")
         raise too_large from None
@@ -267,25 +249,23 @@ async def _upload(request: web.Request) -> web.Response:
         preview = params.parse_bool("preview", form.option(request, "preview"))
         options = _options({name: form.option(request, name) for name in IMPORT_OPTIONS})
         callback_url = await _callback_url(request, form.option(request, "callback_url"))
-        job = await submit_upload(
-            settings=settings,
-            pool=request.app[DB_POOL],
-            arq=request.app[REDIS],
-            store=store,
-            upload=received,
-            filename=filename,
-            dry_run=dry_run,
-            request_id=request_id_var.get(),
-            options=options,
-            preview=preview,
-            callback_url=callback_url,
-            uploaded_by=auth.current_key.get(),
+        job = await jobs.upload(
+            UploadRequest(
+                upload=received,
+                filename=filename,
+                options=options,
+                dry_run=dry_run,
+                preview=preview,
+                callback_url=callback_url,
+                request_id=request_id_var.get(),
+                uploaded_by=auth.current_key.get(),
+            )
         )
-    except UploadRejected as exc:
+    except UploadRejected:
         metrics.upload("rejected")
-        raise Problem(REJECTION_STATUS[exc.reason], exc.title, exc.detail, **exc.extra) from None
+        raise  # the middleware answers it (400/413/415/422)
     finally:
-        store.discard(received.path)  # the partial file, if it was not committed under the job id
+        jobs.store.discard(received.path)  # the partial file, if it was not committed under the job id
     metrics.upload("accepted", received.size)
     status_url = f"/jobs/{job['job_id']}"
     if preview:
@@ -325,44 +305,20 @@ async def start(request: web.Request) -> web.Response:
     dry_run = body.get("dry_run")
     if dry_run is not None and not isinstance(dry_run, bool):
         raise field_problem(422, "Invalid field", "dry_run must be true or false", "dry_run", "Not a boolean.")
-    try:
-        job = await start_job(
-            settings=request.app[SETTINGS],
-            pool=request.app[DB_POOL],
-            arq=request.app[REDIS],
-            store=request.app[STORE],
-            job_id=job_id,
-            options=_options(body),
-            dry_run=dry_run,
-            callback_url=await _callback_url(request, body.get("callback_url")),
-        )
-    except JobNotFound:
-        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
-    except NotWaiting as exc:
-        raise Problem(
-            409, "Conflict", f"Job {job_id} is {exc}, not an uploaded preview waiting to be started."
-        ) from None
-    except UploadRejected as exc:
-        raise Problem(REJECTION_STATUS[exc.reason], exc.title, exc.detail, **exc.extra) from None
+    job = await request.app[JOBS].start(
+        job_id,
+        _options(body),
+        dry_run=dry_run,
+        callback_url=await _callback_url(request, body.get("callback_url")),
+    )
     return _accepted(job)
-
-
-def _db_s(request: web.Request) -> float:
-    """How long a request waits for MySQL (DB_TIMEOUT_S) before answering 503."""
-    return float(request.app[SETTINGS].db_timeout_s)
 
 
 @routes.get("/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
     the end. Resumes after `Last-Event-ID`; a comment every SSE_KEEPALIVE_S keeps proxies from cutting it."""
-    job_id = params.job_id(request)
-    pool = request.app[DB_POOL]
-    try:
-        current = await bounded(_db_s(request), get_job(pool, job_id))
-    except JobNotFound:
-        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
-    stream = follow_job(pool, request.app[EVENTS], current, request.headers.get("Last-Event-ID"))
+    stream = await request.app[JOBS].follow(params.job_id(request), request.headers.get("Last-Event-ID"))
     keepalive = request.app[SETTINGS].sse_keepalive_s
     # Headers go out before the handler returns: the request id too (the middleware adds it later).
     headers = {"X-Accel-Buffering": "no", "X-Request-ID": request_id_var.get() or ""}
@@ -376,19 +332,12 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 @params.accepts("limit", "cursor")
 async def jobs_index(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=20, maximum=200)
-    page = await bounded(
-        _db_s(request), list_jobs(request.app[DB_POOL], limit=limit, cursor=params.cursor_param(request))
-    )
-    return json_response(page)
+    return json_response(await request.app[JOBS].list_page(limit=limit, cursor=params.cursor_param(request)))
 
 
 @routes.get("/jobs/{id}")
 async def job_detail(request: web.Request) -> web.Response:
-    job_id = params.job_id(request)
-    try:
-        return json_response(await bounded(_db_s(request), get_job(request.app[DB_POOL], job_id)))
-    except JobNotFound:
-        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    return json_response(await request.app[JOBS].get(params.job_id(request)))
 
 
 @routes.get("/jobs/{id}/errors")
@@ -401,20 +350,15 @@ async def job_errors(request: web.Request) -> web.Response:
             422, "Invalid query parameter", "format must be json or csv", "format", "Must be json or csv."
         )
     limit = None if as_csv == "csv" else params.limit_param(request, default=100, maximum=1000)
-    try:
-        page = await bounded(
-            _db_s(request),
-            list_job_errors(request.app[DB_POOL], job_id, limit=limit, cursor=params.cursor_param(request)),
-        )
-    except JobNotFound:
-        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    page = await request.app[JOBS].errors(job_id, limit=limit, cursor=params.cursor_param(request))
     if as_csv == "json":
         return json_response(page)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "column", "message"])
+    writer.writerow(["row", "column", "field", "value", "message"])
     for item in page["items"]:
-        writer.writerow([item["row"], item["column"] or "", item["message"]])
+        value = excel_safe(item["value"]) if item["value"] else ""  # a cell from the file: never a formula
+        writer.writerow([item["row"], item["column"] or "", item["field"] or "", value, item["message"]])
     return web.Response(
         text=out.getvalue(),
         content_type="text/csv",
@@ -431,10 +375,7 @@ async def job_rejected(request: web.Request) -> web.Response:
     """The invalid rows as uploaded plus an `errors` column: fix them, upload the file as it is."""
     job_id = params.job_id(request)
     kind = params.choice_param(request, "format", ("csv", "xlsx"), default="csv")
-    try:
-        header, rows = await bounded(_db_s(request), rejected_rows(request.app[DB_POOL], job_id))
-    except JobNotFound:
-        raise Problem(404, "Not Found", f"No import job {job_id}.") from None
+    header, rows = await request.app[JOBS].rejected(job_id)
     body = await asyncio.to_thread(encode_file, kind, header, rows, "rejected")
     content_type = "text/csv; charset=utf-8" if kind == "csv" else XLSX_TYPE
     return web.Response(

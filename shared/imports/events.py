@@ -16,14 +16,13 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import aiomysql
 from redis.asyncio import Redis
 
 from shared.customers.cache import REDIS_ERRORS
-from shared.imports.service import FINAL_STATUSES, get_job
+from shared.imports.job_repo import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +67,7 @@ def _text(value: Any) -> str:
 
 
 async def follow_job(
-    pool: aiomysql.Pool,
+    load: Callable[[str], Awaitable[dict[str, Any]]],
     events: JobEvents,
     document: dict[str, Any],
     last_event_id: str | None,
@@ -77,8 +76,8 @@ async def follow_job(
     row_check_s: float = 2.0,
 ) -> AsyncIterator[tuple[str, str, dict[str, Any]]]:
     """(event id, event, job document) until the job's final event, from the job's document as it
-    is now (get_job: an unknown job is a 404 before any stream starts). A job that already ended
-    gives its final event at once."""
+    is now (JobService.follow: an unknown job is a 404 before any stream starts). A job that already
+    ended gives its final event at once. `load` reads the job's document from its row."""
     job_id = document["job_id"]
     if document["status"] in FINAL_STATUSES:
         yield "final", document["status"], document
@@ -103,7 +102,7 @@ async def follow_job(
             continue
         if loop.time() - checked >= row_check_s or redis_down:
             checked = loop.time()
-            document = await get_job(pool, job_id)
+            document = await load(job_id)
             if document["status"] in FINAL_STATUSES:
                 yield "final", document["status"], document
                 return

@@ -1,4 +1,9 @@
-"""Import jobs as the API sees them: submitting an upload, the job document, listings."""
+"""Import jobs as the API sees them: `JobService` (upload, start, the reads), its errors, the job document.
+
+Like CustomerService, the service bounds its own MySQL work (DB_TIMEOUT_S: a stalled server becomes a
+503, never a request that hangs) and raises errors the gateway maps once (gateway.http.middlewares):
+JobNotFound (404), JobConflict and its NotWaiting (409), UploadRejected (400/413/415/422).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ import datetime as dt
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +23,12 @@ from arq.connections import ArqRedis
 from shared.config import Settings
 from shared.customers.cache import REDIS_ERRORS
 from shared.imports import job_repo, part_repo
+from shared.imports.events import JobEvents, follow_job
 from shared.imports.job_repo import Job
+from shared.imports.queue import enqueue_import
 from shared.infra import cursors
 from shared.infra.cursors import BadCursor, decode_cursor, encode_cursor
-from shared.infra.db import connection
+from shared.infra.db import OutcomeUnknown, connection, mysql_deadline
 from shared.infra.storage import StoredUpload, UploadStore
 from shared.spreadsheet.mapping import ImportOptions
 from shared.spreadsheet.preview import Preview, build_preview, problem_extra
@@ -30,114 +39,236 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BadCursor",
+    "JobConflict",
     "JobNotFound",
+    "JobService",
     "NotWaiting",
+    "UploadRequest",
     "get_job",
-    "list_job_errors",
-    "list_jobs",
-    "receive_upload",
-    "rejected_rows",
-    "start_job",
-    "submit_upload",
+    "job_document",
 ]
 
-IMPORT_FUNCTION = "import_workbook"
-PART_FUNCTION = "import_part"
-FINAL_STATUSES = (job_repo.COMPLETED, job_repo.FAILED)
 FIRST_ERRORS = 10
+Event = tuple[str, str, dict[str, Any]]
 
 
 class JobNotFound(Exception):
-    pass
+    """No job of that id (the gateway answers 404)."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"No import job {job_id}.")
+        self.job_id = job_id
 
 
-def first_arq_id(job_id: str) -> str:
-    return f"import:{job_id}"
+class JobConflict(Exception):
+    """The job's state does not allow the operation (the gateway answers 409 with this message)."""
+
+    def __init__(self, job_id: str, detail: str) -> None:
+        super().__init__(detail)
+        self.job_id = job_id
 
 
-async def enqueue_part(arq: ArqRedis, settings: Settings, job_id: str, part: int, arq_id: str) -> bool:
-    """One part of a job split over several workers (shared.imports.part_repo)."""
-    job = await arq.enqueue_job(PART_FUNCTION, job_id, part, _job_id=arq_id, _queue_name=settings.queue_name)
-    return job is not None
+class NotWaiting(JobConflict):
+    """The job is not an uploaded preview waiting to be started."""
+
+    def __init__(self, job_id: str, state: str) -> None:
+        super().__init__(job_id, f"Job {job_id} is {state}, not an uploaded preview waiting to be started.")
+        self.state = state
 
 
-async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id: str | None = None) -> bool:
-    """Pass only the id (arq pickles arguments); the durable state is the job's row."""
-    job = await arq.enqueue_job(
-        IMPORT_FUNCTION, job_id, _job_id=arq_id or first_arq_id(job_id), _queue_name=settings.queue_name
-    )
-    return job is not None
+@dataclass(frozen=True)
+class UploadRequest:
+    """One upload, as received: the stored file and what the client asked for with it."""
+
+    upload: StoredUpload
+    filename: str
+    options: ImportOptions = field(default_factory=ImportOptions)
+    dry_run: bool = False
+    preview: bool = False
+    callback_url: str | None = None
+    request_id: str | None = None
+    uploaded_by: str | None = None
 
 
-async def receive_upload(settings: Settings, store: UploadStore, chunks: AsyncIterator[bytes]) -> StoredUpload:
-    """Stream the upload to storage under a new job id (the client's filename is never a path).
-    Raises UploadTooLarge past MAX_UPLOAD_MB; nothing is recorded yet."""
-    return await store.receive(str(uuid.uuid4()), chunks, settings.max_upload_bytes)
+class JobService:
+    """Import jobs: built once per gateway (gateway/app.py), read by handlers as `request.app[JOBS]`."""
 
+    def __init__(
+        self, settings: Settings, pool: aiomysql.Pool, arq: ArqRedis, store: UploadStore, events: JobEvents
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.arq = arq
+        self.store = store
+        self.events = events
+        self.db_timeout_s = float(settings.db_timeout_s)
 
-async def submit_upload(
-    *,
-    settings: Settings,
-    pool: aiomysql.Pool,
-    arq: ArqRedis,
-    store: UploadStore,
-    upload: StoredUpload,
-    filename: str,
-    dry_run: bool,
-    request_id: str | None = None,
-    options: ImportOptions | None = None,
-    preview: bool = False,
-    callback_url: str | None = None,
-    uploaded_by: str | None = None,
-) -> dict[str, Any]:
-    """Check a received upload's container and its columns (from the first rows), record the job and
-    queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
-    Raises UploadRejected (the stored file removed) before anything is recorded or queued: a file whose
-    columns do not fit gets a 422 whose problem carries the preview, to build a mapping from."""
-    job_id = upload.job_id
-    options = options or ImportOptions()
-    try:
-        kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
-        _check_rows(found, filename, settings.max_rows_per_job)
-        if found.problem is not None and not preview:
+    @asynccontextmanager
+    async def _mysql(self) -> AsyncIterator[None]:
+        """Bound MySQL work as CustomerService does: past DB_TIMEOUT_S, DatabaseUnavailable (503)."""
+        try:
+            async with mysql_deadline(self.db_timeout_s):
+                yield
+        except TimeoutError:
+            raise OutcomeUnknown(f"MySQL did not answer within {self.db_timeout_s:g} s") from None
+
+    # -- writes --------------------------------------------------------------------------------
+    async def receive(self, chunks: AsyncIterator[bytes]) -> StoredUpload:
+        """Stream the upload to storage under a new job id (the client's filename is never a path).
+        Raises UploadTooLarge past MAX_UPLOAD_MB; nothing is recorded yet."""
+        return await self.store.receive(str(uuid.uuid4()), chunks, self.settings.max_upload_bytes)
+
+    async def upload(self, request: UploadRequest) -> dict[str, Any]:
+        """Check a received upload's container and its columns (from the first rows), record the job and
+        queue it; with `preview`, record it as `uploaded` (nothing queued) and return the preview too.
+        Raises UploadRejected (the stored file removed) before anything is recorded or queued: a file
+        whose columns do not fit gets a 422 whose problem carries the preview, to build a mapping from."""
+        upload, filename, options, settings = request.upload, request.filename, request.options, self.settings
+        job_id = upload.job_id
+        try:
+            kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
+            _check_rows(found, filename, settings.max_rows_per_job)
+            if found.problem is not None and not request.preview:
+                raise UploadRejected(
+                    Rejection.UNPROCESSABLE,
+                    "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
+                    f"{filename!r}: {str(found.problem).rstrip('.')}.",
+                    **problem_extra(found),
+                )
+            await self.store.commit(upload, job_id, kind)
+        except BaseException:
+            self.store.discard(upload.path)
+            raise
+        try:
+            async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+                await job_repo.create(
+                    cur,
+                    job_id=job_id,
+                    filename=filename[:255],
+                    file_kind=kind,
+                    size_bytes=upload.size,
+                    sha256=upload.sha256,
+                    dry_run=request.dry_run,
+                    request_id=request.request_id,
+                    options=options,
+                    status=job_repo.UPLOADED if request.preview else job_repo.QUEUED,
+                    callback_url=request.callback_url,
+                    uploaded_by=request.uploaded_by,
+                )
+        except BaseException:
+            await self.store.remove_job_files(job_id)
+            raise
+        if not request.preview:
+            await self._enqueue_or_leave_to_sweep(job_id)
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            job = await job_repo.get(cur, job_id)
+        assert job is not None
+        document = job_document(job, [])
+        if request.preview:
+            document["preview"] = found.document
+        return document
+
+    async def start(
+        self, job_id: str, options: ImportOptions, *, dry_run: bool | None, callback_url: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a previewed job with the options given (mapping, header row, sheet, encoding), after
+        checking they fit the file: UploadRejected (422, with the preview) when they do not."""
+        job = await self._job(job_id)
+        if job.status != job_repo.UPLOADED:
+            raise NotWaiting(job_id, job.status)
+        merged = job.options.merged(options)
+        async with self.store.local_copy(job_id, job.file_kind) as path:
+            if path is None:
+                raise NotWaiting(job_id, "without its uploaded file")
+            found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
+        if found.problem is not None:
             raise UploadRejected(
                 Rejection.UNPROCESSABLE,
-                "Missing columns" if isinstance(found.problem, HeaderError) else "Invalid mapping",
-                f"{filename!r}: {str(found.problem).rstrip('.')}.",
+                "Invalid mapping",
+                f"{str(found.problem).rstrip('.')}.",
                 **problem_extra(found),
             )
-        await store.commit(upload, job_id, kind)
-    except BaseException:
-        store.discard(upload.path)
-        raise
-    try:
-        async with connection(pool) as conn, conn.cursor() as cur:
-            await job_repo.create(
-                cur,
-                job_id=job_id,
-                filename=filename[:255],
-                file_kind=kind,
-                size_bytes=upload.size,
-                sha256=upload.sha256,
-                dry_run=dry_run,
-                request_id=request_id,
-                options=options,
-                status=job_repo.UPLOADED if preview else job_repo.QUEUED,
-                callback_url=callback_url,
-                uploaded_by=uploaded_by,
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
+                raise NotWaiting(job_id, "started")
+        await self._enqueue_or_leave_to_sweep(job_id)
+        return await self.get(job_id)
+
+    async def _enqueue_or_leave_to_sweep(self, job_id: str) -> None:
+        try:
+            await enqueue_import(self.arq, self.settings, job_id)
+        except REDIS_ERRORS:
+            # The job row is durable: the workers' sweep queues it once Redis answers again.
+            log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
+
+    # -- reads ---------------------------------------------------------------------------------
+    async def _job(self, job_id: str) -> Job:
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            job = await job_repo.get(cur, job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def get(self, job_id: str) -> dict[str, Any]:
+        """The job document with its first errors and its parts."""
+        async with self._mysql():
+            return await get_job(self.pool, job_id)
+
+    async def follow(self, job_id: str, last_event_id: str | None) -> AsyncIterator[Event]:
+        """The job's events (GET /jobs/{id}/events), after a first bounded read: an unknown job is a
+        JobNotFound before any stream starts."""
+        current = await self.get(job_id)
+        return follow_job(lambda job_id: get_job(self.pool, job_id), self.events, current, last_event_id)
+
+    async def list_page(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        before: tuple[dt.datetime, str] | None = None
+        if cursor is not None:
+            payload = decode_cursor(cursor)
+            before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
+        next_cursor = None
+        if len(jobs) > limit:
+            last = jobs[limit - 1]
+            next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
+        return {"items": [job_document(job, None) for job in jobs[:limit]], "next_cursor": next_cursor}
+
+    async def errors(self, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
+        """A page of the job's row errors (limit None: all of them)."""
+        after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            job = await job_repo.get(cur, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            rows = await job_repo.list_errors(
+                cur, job_id, after_id=after_id, limit=None if limit is None else limit + 1
             )
-    except BaseException:
-        await store.remove_job_files(job_id)
-        raise
-    if not preview:
-        await _enqueue_or_leave_to_sweep(arq, settings, job_id)
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-    assert job is not None
-    document = job_document(job, [])
-    if preview:
-        document["preview"] = found.document
-    return document
+        next_cursor = None
+        if limit is not None and len(rows) > limit:
+            next_cursor = encode_cursor({"after": rows[limit - 1][0]})
+            rows = rows[:limit]
+        return {
+            "items": [error_document(error) for error in rows],
+            "next_cursor": next_cursor,
+            "rows_invalid": job.rows_invalid,
+            "errors_stored": job.errors_stored,
+        }
+
+    async def rejected(self, job_id: str) -> tuple[list[str], list[list[str | None]]]:
+        """The job's invalid rows as uploaded, plus an `errors` column saying what is wrong with each:
+        (header, rows). The header names each mapped column by its field (so the file imports as it is,
+        without a mapping) and the others by their own header text; fixed and uploaded again, the rows
+        import (the `errors` column is ignored)."""
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            job = await job_repo.get(cur, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            stored = await job_repo.list_rejected(cur, job_id)
+        source = job.source_header or []
+        width = max([len(source), *(len(cells) for _, cells, _ in stored)], default=0)
+        header = [(source[i] if i < len(source) else None) or f"column_{column_letter(i)}" for i in range(width)]
+        rows = [[*cells, *([None] * (width - len(cells))), errors] for _, cells, errors in stored]
+        return [*header, "errors"], rows
 
 
 def _check_rows(found: Preview, filename: str, limit: int) -> None:
@@ -151,53 +282,6 @@ def _check_rows(found: Preview, filename: str, limit: int) -> None:
             f"{filename!r} holds about {estimate:,} data rows, more than one job takes (MAX_ROWS_PER_JOB, "
             f"{limit:,}): split it into files of at most {limit:,} rows.",
         )
-
-
-class NotWaiting(Exception):
-    """The job is not an uploaded preview waiting to be started."""
-
-
-async def start_job(
-    *,
-    settings: Settings,
-    pool: aiomysql.Pool,
-    arq: ArqRedis,
-    store: UploadStore,
-    job_id: str,
-    options: ImportOptions,
-    dry_run: bool | None,
-    callback_url: str | None = None,
-) -> dict[str, Any]:
-    """Queue a previewed job with the options given (mapping, header row, sheet, encoding), after
-    checking they fit the file: UploadRejected (422, with the preview) when they do not."""
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-    if job is None:
-        raise JobNotFound(job_id)
-    if job.status != job_repo.UPLOADED:
-        raise NotWaiting(job.status)
-    merged = job.options.merged(options)
-    async with store.local_copy(job_id, job.file_kind) as path:
-        if path is None:
-            raise NotWaiting("without its uploaded file")
-        found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
-    if found.problem is not None:
-        raise UploadRejected(
-            Rejection.UNPROCESSABLE, "Invalid mapping", f"{str(found.problem).rstrip('.')}.", **problem_extra(found)
-        )
-    async with connection(pool) as conn, conn.cursor() as cur:
-        if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
-            raise NotWaiting("started")
-    await _enqueue_or_leave_to_sweep(arq, settings, job_id)
-    return await get_job(pool, job_id)
-
-
-async def _enqueue_or_leave_to_sweep(arq: ArqRedis, settings: Settings, job_id: str) -> None:
-    try:
-        await enqueue_import(arq, settings, job_id)
-    except REDIS_ERRORS:
-        # The job row is durable: the workers' sweep queues it once Redis answers again.
-        log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
 
 
 def _check_upload(path: Path, filename: str, settings: Settings, options: ImportOptions) -> tuple[str, Preview]:
@@ -217,7 +301,15 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] | None) -> dict[str, Any]:
+def error_document(error: job_repo.StoredError) -> dict[str, Any]:
+    """A row error in the user's words: the row, the column as the file shows it (header text, or its
+    letter in a file without a header), the field, the offending value (at most 100 characters) and
+    the message."""
+    _, row, column, field, value, message = error
+    return {"row": row, "column": column, "field": field, "value": value, "message": message}
+
+
+def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> dict[str, Any]:
     """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
     carry them: an empty list there would claim the job had none)."""
     processed = job.rows_read
@@ -248,6 +340,7 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "rows_inserted": job.rows_inserted,
         "rows_updated": job.rows_updated,
         "rows_unchanged": job.rows_unchanged,
+        "rows_skipped": job.rows_skipped,
         "rows_invalid": job.rows_invalid,
         "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
         "checkpoint_row": job.checkpoint_row,
@@ -264,11 +357,13 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "updated_at": _iso(job.updated_at),
     }
     if first_errors is not None:
-        doc["errors"] = [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors]
+        doc["errors"] = [error_document(error) for error in first_errors]
     return doc
 
 
 async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
+    """The job document with its first errors and its parts, unbounded (the workers' reads;
+    JobService.get bounds it)."""
     async with connection(pool) as conn, conn.cursor() as cur:
         job = await job_repo.get(cur, job_id)
         if job is None:
@@ -284,6 +379,7 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
             "rows_inserted": p.rows_inserted,
             "rows_updated": p.rows_updated,
             "rows_unchanged": p.rows_unchanged,
+            "rows_skipped": p.rows_skipped,
             "rows_invalid": p.rows_invalid,
             "attempts": p.attempts,
             "worker": p.worker,
@@ -291,53 +387,3 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
         for p in parts
     ]
     return doc
-
-
-async def list_jobs(pool: aiomysql.Pool, *, limit: int, cursor: str | None) -> dict[str, Any]:
-    before: tuple[dt.datetime, str] | None = None
-    if cursor is not None:
-        payload = decode_cursor(cursor)
-        before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
-    async with connection(pool) as conn, conn.cursor() as cur:
-        jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
-    next_cursor = None
-    if len(jobs) > limit:
-        last = jobs[limit - 1]
-        next_cursor = encode_cursor({"created_at": last.created_at.isoformat(), "id": last.id})
-    return {"items": [job_document(job, None) for job in jobs[:limit]], "next_cursor": next_cursor}
-
-
-async def list_job_errors(pool: aiomysql.Pool, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
-    after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        rows = await job_repo.list_errors(cur, job_id, after_id=after_id, limit=None if limit is None else limit + 1)
-    next_cursor = None
-    if limit is not None and len(rows) > limit:
-        next_cursor = encode_cursor({"after": rows[limit - 1][0]})
-        rows = rows[:limit]
-    return {
-        "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],
-        "next_cursor": next_cursor,
-        "rows_invalid": job.rows_invalid,
-        "errors_stored": job.errors_stored,
-    }
-
-
-async def rejected_rows(pool: aiomysql.Pool, job_id: str) -> tuple[list[str], list[list[str | None]]]:
-    """The job's invalid rows as uploaded, plus an `errors` column saying what is wrong with each:
-    (header, rows). The header names each mapped column by its field (so the file imports as it is,
-    without a mapping) and the others by their own header text; fixed and uploaded again, the rows
-    import (the `errors` column is ignored)."""
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-        if job is None:
-            raise JobNotFound(job_id)
-        stored = await job_repo.list_rejected(cur, job_id)
-    source = job.source_header or []
-    width = max([len(source), *(len(cells) for _, cells, _ in stored)], default=0)
-    header = [(source[i] if i < len(source) else None) or f"column_{column_letter(i)}" for i in range(width)]
-    rows = [[*cells, *([None] * (width - len(cells))), errors] for _, cells, errors in stored]
-    return [*header, "errors"], rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,8 @@ from arq.connections import ArqRedis
 from arq.worker import Worker
 
 from shared.config import Settings
-from shared.imports.service import get_job, receive_upload, submit_upload
+from shared.imports.events import JobEvents
+from shared.imports.service import JobService, UploadRequest, get_job
 from shared.infra.storage import UploadStore
 from worker.settings import build_worker_settings, redis_settings
 
@@ -22,21 +24,20 @@ async def _chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data[start : start + 65536]
 
 
-async def submit(settings: Settings, pool: aiomysql.Pool, filename: str, data: bytes, dry_run: bool = False) -> str:
+@asynccontextmanager
+async def job_service(settings: Settings, pool: aiomysql.Pool) -> AsyncIterator[JobService]:
+    """The gateway's JobService, on a queue client of its own."""
     arq: ArqRedis = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
     try:
-        store = UploadStore(settings.upload_dir)
-        doc = await submit_upload(
-            settings=settings,
-            pool=pool,
-            arq=arq,
-            store=store,
-            upload=await receive_upload(settings, store, _chunks(data)),
-            filename=filename,
-            dry_run=dry_run,
-        )
+        yield JobService(settings, pool, arq, UploadStore(settings.upload_dir), JobEvents(arq, settings.redis_prefix))
     finally:
         await arq.aclose()
+
+
+async def submit(settings: Settings, pool: aiomysql.Pool, filename: str, data: bytes, dry_run: bool = False) -> str:
+    async with job_service(settings, pool) as jobs:
+        received = await jobs.receive(_chunks(data))
+        doc = await jobs.upload(UploadRequest(upload=received, filename=filename, dry_run=dry_run))
     return str(doc["job_id"])
 
 

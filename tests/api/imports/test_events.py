@@ -84,11 +84,14 @@ async def test_resume_while_running_skips_what_was_seen(client: TestClient, sett
     # The stream itself, replayed from the second event id, as a client that lost its connection sees it.
     from gateway.http.keys import DB_POOL, EVENTS
     from shared.imports.events import follow_job
+    from shared.imports.service import get_job
 
     pool, events_store = client.app[DB_POOL], client.app[EVENTS]
     # As seen while the job was still running: the job document of that moment.
     running = dict(events[1]["data"], status="running")
-    replay = [item async for item in follow_job(pool, events_store, running, events[1]["id"])]
+    replay = [
+        item async for item in follow_job(lambda job_id: get_job(pool, job_id), events_store, running, events[1]["id"])
+    ]
     assert [(e[0], e[1]) for e in replay] == [(e["id"], e["event"]) for e in events[2:]]
 
 

@@ -11,11 +11,10 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.imports import job_repo
-from shared.imports.service import list_job_errors
 from shared.infra.db import connection
 from shared.spreadsheet.readers import Rejection, UploadRejected
 from tests.conftest import DATA
-from tests.support.jobs import import_file, run_burst_worker, submit
+from tests.support.jobs import import_file, job_service, run_burst_worker, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -215,7 +214,8 @@ async def test_row_errors_are_capped_but_counted_exactly(settings: Settings, poo
     job = await import_file(capped, pool, "many-bad.csv", csv_bytes(rows))
     assert job["rows_invalid"] == 25 and job["rows_inserted"] == 15
     assert job["errors_stored"] == 7
-    page = await list_job_errors(pool, job["job_id"], limit=None, cursor=None)
+    async with job_service(capped, pool) as jobs:
+        page = await jobs.errors(job["job_id"], limit=None, cursor=None)
     assert len(page["items"]) == 7 and page["rows_invalid"] == 25
 
 
@@ -230,7 +230,8 @@ async def test_the_error_cap_counts_rows_not_messages(settings: Settings, pool: 
         row[2] = "C" * 101
     job = await import_file(capped, pool, "three-each.csv", csv_bytes(rows))
     assert job["rows_invalid"] == 30
-    page = await list_job_errors(pool, job["job_id"], limit=None, cursor=None)
+    async with job_service(capped, pool) as jobs:
+        page = await jobs.errors(job["job_id"], limit=None, cursor=None)
     assert len({item["row"] for item in page["items"]}) == 10  # ten rows, every message of each
     assert len(page["items"]) == 30
 
