@@ -13,7 +13,6 @@ from typing import Any
 
 from arq.constants import job_key_prefix
 
-from shared.customers import history_repo
 from shared.imports import job_repo, part_repo
 from shared.imports.queue import enqueue_import, enqueue_part, first_arq_id
 from shared.infra.db import DatabaseUnavailable, connection, transaction
@@ -55,7 +54,6 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0
-    await _expire_history(deps)
     tick = int(time.time() // settings.sweep_interval_s)
     for job_id, attempts in webhooks:
         await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, f"{attempts}:{tick}")
@@ -87,20 +85,3 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
                 "re-queued a part nobody was working on", extra={"job": job_id, "part": part, "attempts": attempts}
             )
     return queued
-
-
-async def _expire_history(deps: WorkerDeps) -> int:
-    """HISTORY_RETENTION_DAYS: delete customer history older than that (0 keeps it all), a bounded
-    chunk a sweep so no sweep holds locks for long; the next sweeps take the rest."""
-    days = deps.settings.history_retention_days
-    if not days:
-        return 0
-    try:
-        async with connection(deps.pool) as conn, conn.cursor() as cur:
-            removed = await history_repo.expire(cur, days)
-    except DatabaseUnavailable as exc:
-        log.warning("history retention skipped: mysql unavailable", extra={"error": str(exc)})
-        return 0
-    if removed:
-        log.info("deleted expired customer history", extra={"rows": removed, "retention_days": days})
-    return removed

@@ -25,7 +25,6 @@ from shared.infra.logs import request_id_var
 from shared.infra.storage import UploadTooLarge
 from shared.spreadsheet.mapping import ImportOptions, OptionError, parse_options
 from shared.spreadsheet.readers import UploadRejected
-from shared.spreadsheet.rules import excel_safe
 
 routes = web.RouteTableDef()
 CHUNK = 256 * 1024
@@ -355,10 +354,9 @@ async def job_errors(request: web.Request) -> web.Response:
         return json_response(page)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "column", "field", "value", "message"])
+    writer.writerow(["row", "column", "message"])
     for item in page["items"]:
-        value = excel_safe(item["value"]) if item["value"] else ""  # a cell from the file: never a formula
-        writer.writerow([item["row"], item["column"] or "", item["field"] or "", value, item["message"]])
+        writer.writerow([item["row"], item["column"] or "", item["message"]])
     return web.Response(
         text=out.getvalue(),
         content_type="text/csv",

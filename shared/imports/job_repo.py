@@ -21,10 +21,6 @@ from shared.spreadsheet.mapping import ImportOptions
 
 JOB_COLUMNS = (
     "id",
-    "kind",
-    "reverts",
-    "reverted_by",
-    "params",
     "filename",
     "file_kind",
     "size_bytes",
@@ -39,9 +35,6 @@ JOB_COLUMNS = (
     "rows_updated",
     "rows_unchanged",
     "rows_invalid",
-    "rows_skipped",
-    "rows_deleted",
-    "rows_restored",
     "rows_total_estimate",
     "checkpoint_row",
     "errors_stored",
@@ -65,19 +58,12 @@ _SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
 
 UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", "completed", "failed"
 UNFINISHED = (UPLOADED, QUEUED, RUNNING)
-CANCELLED = "cancelled"
-FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)  # a job in one of these never changes again
-# What a job does: imports a file, undoes an import (or a bulk delete), deletes customers by search.
-IMPORT, REVERT, DELETE = "import", "revert", "delete"
+FINAL_STATUSES = (COMPLETED, FAILED)  # a job in one of these never changes again
 
 
 @dataclass
 class Job:
     id: str
-    kind: str  # IMPORT, REVERT (undoes the job `reverts` names) or DELETE (a bulk delete by search)
-    reverts: str | None
-    reverted_by: str | None  # the revert job queued for this one
-    params: dict[str, Any]  # a revert's `force`, a delete's `q`
     filename: str
     file_kind: str
     size_bytes: int
@@ -92,9 +78,6 @@ class Job:
     rows_updated: int
     rows_unchanged: int
     rows_invalid: int
-    rows_skipped: int  # left alone by the import's mode (insert: known emails; update: new ones)
-    rows_deleted: int
-    rows_restored: int
     rows_total_estimate: int | None
     checkpoint_row: int
     errors_stored: int
@@ -118,16 +101,11 @@ class Job:
     def from_row(cls, row: Sequence[Any]) -> Job:
         values = dict(zip(JOB_COLUMNS, row, strict=True))
         values["dry_run"] = bool(values["dry_run"])
-        values["params"] = json.loads(values["params"]) if values["params"] else {}
         values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
         values["options"] = ImportOptions.from_json(values["options"])
         values["webhook"] = json.loads(values["webhook"]) if values["webhook"] else None
         values["source_header"] = json.loads(values["source_header"]) if values["source_header"] else None
         return cls(**values)
-
-
-RowError = tuple[int, str | None, str | None, str | None, str]
-StoredError = tuple[int, int, str | None, str | None, str | None, str]
 
 
 @dataclass
@@ -140,15 +118,9 @@ class BatchResult:
     updated: int
     unchanged: int
     invalid: int
-    # RowError: (row, the column as the file shows it (header text or letter), the field, the offending
-    # value (at most 100 characters), a plain message); any of the middle three None when not known.
-    errors: list[RowError]
+    errors: list[tuple[int, str | None, str]]
     # The cells of the invalid rows, as read, for the rejected-rows download.
     rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
-    # A revert's and a bulk delete's: customers deleted, customers given back their earlier values.
-    deleted: int = 0
-    restored: int = 0
-    skipped: int = 0  # rows the import's mode left alone
 
 
 class LeaseLost(Exception):
@@ -330,8 +302,7 @@ async def commit_batch(
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
-        " rows_invalid = rows_invalid + %s, rows_deleted = rows_deleted + %s, rows_restored = rows_restored + %s,"
-        " rows_skipped = rows_skipped + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " rows_invalid = rows_invalid + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
         " error_rows_stored = error_rows_stored + %s,"
         " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
         (
@@ -340,9 +311,6 @@ async def commit_batch(
             batch.updated,
             batch.unchanged,
             batch.invalid,
-            batch.deleted,
-            batch.restored,
-            batch.skipped,
             batch.last_row,
             len(errors),
             error_rows,
@@ -354,22 +322,18 @@ async def commit_batch(
 
 async def store_errors(
     cur: aiomysql.Cursor, job_id: str, batch: BatchResult, room: int
-) -> tuple[list[RowError], int]:
+) -> tuple[list[tuple[int, str | None, str]], int]:
     """Store the errors (and rejected cells) of the batch's first `room` invalid rows; returns the
     errors stored and how many rows they belong to."""
     errors, error_rows = cap_error_rows(batch.errors, room)
     if errors:
         await cur.executemany(
-            "INSERT INTO import_errors (job_id, excel_row, column_name, field_name, cell_value, message)"
-            " VALUES (%s, %s, %s, %s, %s, %s)",
-            [
-                (job_id, number, _cut(column, 255), _cut(name, 80), _cut(value, 100), message[:512])
-                for number, column, name, value, message in errors
-            ],
+            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
+            [(job_id, number, column, message[:512]) for number, column, message in errors],
         )
-        kept = {error[0] for error in errors}
+        kept = {number for number, _, _ in errors}
         messages: dict[int, list[str]] = {}
-        for number, column, _name, _value, message in errors:
+        for number, column, message in errors:
             messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
         rejected = [
             (job_id, number, json.dumps(cells), "; ".join(messages[number]))
@@ -384,13 +348,11 @@ async def store_errors(
     return errors, error_rows
 
 
-def _cut(text: str | None, size: int) -> str | None:
-    return None if text is None else text[:size]
-
-
-def cap_error_rows(errors: Sequence[RowError], room: int) -> tuple[list[RowError], int]:
+def cap_error_rows(
+    errors: Sequence[tuple[int, str | None, str]], room: int
+) -> tuple[list[tuple[int, str | None, str]], int]:
     """The errors of the first `room` rows (every message of a kept row), and how many rows that is."""
-    kept: list[RowError] = []
+    kept: list[tuple[int, str | None, str]] = []
     rows: set[int] = set()
     for error in errors:
         if error[0] not in rows:
@@ -464,18 +426,16 @@ async def count_unfinished(cur: aiomysql.Cursor) -> dict[str, int]:
     return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
 
-async def list_errors(cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None) -> list[StoredError]:
-    """(id, row, column, field, value, message) of the job's stored row errors after `after_id`."""
-    sql = (
-        "SELECT id, excel_row, column_name, field_name, cell_value, message FROM import_errors"
-        " WHERE job_id = %s AND id > %s ORDER BY id"
-    )
+async def list_errors(
+    cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None
+) -> list[tuple[int, int, str | None, str]]:
+    sql = "SELECT id, excel_row, column_name, message FROM import_errors WHERE job_id = %s AND id > %s ORDER BY id"
     params: list[Any] = [job_id, after_id]
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
     await cur.execute(sql, params)
-    return [(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5]) for r in await cur.fetchall()]
+    return [(int(r[0]), int(r[1]), r[2], r[3]) for r in await cur.fetchall()]
 
 
 async def list_rejected(cur: aiomysql.Cursor, job_id: str) -> list[tuple[int, list[str | None], str]]:
@@ -508,63 +468,3 @@ async def webhooks_overdue(cur: aiomysql.Cursor, grace_s: int) -> list[tuple[str
         (grace_s,),
     )
     return [(row[0], len(json.loads(row[1] or "{}").get("attempts", []))) for row in await cur.fetchall()]
-
-
-# -- revert, bulk delete, cancel ---------------------------------------------------------------------
-async def create_task(
-    cur: aiomysql.Cursor,
-    *,
-    job_id: str,
-    kind: str,
-    label: str,
-    params: dict[str, Any],
-    reverts: str | None = None,
-    total: int | None = None,
-    request_id: str | None = None,
-    uploaded_by: str | None = None,
-) -> None:
-    """Record a queued job that reads no file (a revert, a bulk delete): `label` stands for the
-    filename, `total` is its progress's total."""
-    await cur.execute(
-        "INSERT INTO import_jobs (id, kind, reverts, params, filename, file_kind, size_bytes, sha256, dry_run,"
-        " status, rows_total_estimate, request_id, uploaded_by)"
-        " VALUES (%s, %s, %s, %s, %s, '', 0, '', 0, %s, %s, %s, %s)",
-        (job_id, kind, reverts, json.dumps(params), label[:255], QUEUED, total, request_id, uploaded_by),
-    )
-
-
-async def get_for_update(cur: aiomysql.Cursor, job_id: str) -> Job | None:
-    await cur.execute(_SELECT + " WHERE id = %s FOR UPDATE", (job_id,))
-    row = await cur.fetchone()
-    return Job.from_row(row) if row else None
-
-
-async def set_reverted_by(cur: aiomysql.Cursor, job_id: str, revert_id: str) -> None:
-    await cur.execute("UPDATE import_jobs SET reverted_by = %s WHERE id = %s", (revert_id, job_id))
-
-
-async def reverts_of(cur: aiomysql.Cursor, job_id: str) -> list[str]:
-    """The ids of every revert job queued for `job_id` (a failed or cancelled one may be followed by another)."""
-    await cur.execute("SELECT id FROM import_jobs WHERE reverts = %s", (job_id,))
-    return [row[0] for row in await cur.fetchall()]
-
-
-async def set_total(cur: aiomysql.Cursor, job_id: str, owner: str, total: int) -> None:
-    await cur.execute(
-        "UPDATE import_jobs SET rows_total_estimate = %s WHERE id = %s AND lease_owner = %s", (total, job_id, owner)
-    )
-
-
-async def cancel(cur: aiomysql.Cursor, job_id: str) -> bool:
-    """End a queued or running job as cancelled, now: a worker running it finds its lease gone at its
-    next batch (commit_batch raises LeaseLost, rolling that batch back) and stops; what it committed
-    stays. False when the job had already ended (or is a preview)."""
-    await cur.execute(
-        "UPDATE import_jobs SET status = %s, finished_at = CURRENT_TIMESTAMP(6),"
-        " lease_owner = NULL, lease_expires_at = NULL,"
-        " webhook = IF(callback_url IS NULL, NULL, %s),"
-        " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6))"
-        " WHERE id = %s AND status IN (%s, %s)",
-        (CANCELLED, json.dumps(new_webhook_state()), job_id, QUEUED, RUNNING),
-    )
-    return bool(cur.rowcount)

@@ -248,7 +248,7 @@ class JobService:
             next_cursor = encode_cursor({"after": rows[limit - 1][0]})
             rows = rows[:limit]
         return {
-            "items": [error_document(error) for error in rows],
+            "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],
             "next_cursor": next_cursor,
             "rows_invalid": job.rows_invalid,
             "errors_stored": job.errors_stored,
@@ -301,15 +301,7 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def error_document(error: job_repo.StoredError) -> dict[str, Any]:
-    """A row error in the user's words: the row, the column as the file shows it (header text, or its
-    letter in a file without a header), the field, the offending value (at most 100 characters) and
-    the message."""
-    _, row, column, field, value, message = error
-    return {"row": row, "column": column, "field": field, "value": value, "message": message}
-
-
-def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> dict[str, Any]:
+def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] | None) -> dict[str, Any]:
     """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
     carry them: an empty list there would claim the job had none)."""
     processed = job.rows_read
@@ -340,7 +332,6 @@ def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> d
         "rows_inserted": job.rows_inserted,
         "rows_updated": job.rows_updated,
         "rows_unchanged": job.rows_unchanged,
-        "rows_skipped": job.rows_skipped,
         "rows_invalid": job.rows_invalid,
         "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
         "checkpoint_row": job.checkpoint_row,
@@ -357,7 +348,7 @@ def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> d
         "updated_at": _iso(job.updated_at),
     }
     if first_errors is not None:
-        doc["errors"] = [error_document(error) for error in first_errors]
+        doc["errors"] = [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors]
     return doc
 
 
@@ -379,7 +370,6 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
             "rows_inserted": p.rows_inserted,
             "rows_updated": p.rows_updated,
             "rows_unchanged": p.rows_unchanged,
-            "rows_skipped": p.rows_skipped,
             "rows_invalid": p.rows_invalid,
             "attempts": p.attempts,
             "worker": p.worker,
