@@ -2,7 +2,7 @@
 // delete with a confirmation, export the current search.
 
 import { ApiError, download, getJSON, request, sendJSON } from "./api.js";
-import { $, busy, el, fieldError, fmt, fmtBytes, fmtDate, showError, toast } from "./dom.js";
+import { $, breakable, busy, el, fieldError, fmt, fmtBytes, fmtDate, showError, toast } from "./dom.js";
 import { FIELDS } from "./imports.js";
 
 const PAGE_SIZE = 20;
@@ -57,10 +57,10 @@ function renderList(items) {
         "tr",
         { dataset: { id: String(c.id) } },
         el("td", {}, el("button", { type: "button", className: "link", text: name, "aria-label": `Edit ${name}, ${c.email}`, on: { click: () => openCustomer(c.id) } })),
-        el("td", { className: "email", text: c.email }),
-        el("td", { className: "wide", text: c.company_name ?? "" }),
-        el("td", { className: "wide", text: c.city ?? "" }),
-        el("td", { className: "wide", text: c.phone ?? "" }),
+        el("td", { className: "email" }, breakable(c.email)),
+        el("td", { className: "wide company", text: c.company_name ?? "" }),
+        el("td", { className: "wide city", text: c.city ?? "" }),
+        el("td", { className: "wide phone", text: c.phone ?? "" }),
       );
     }),
   );

@@ -86,3 +86,12 @@ export function toast(text) {
   clearTimeout(toastTimer);
   toastTimer = setTimeout(() => (node.hidden = true), 5000);
 }
+
+/**
+ * Text as nodes with a line-break opportunity (<wbr>) after "@", "_" and "-" and before ".": an
+ * email or a file name too long for its box wraps between its parts, never in the middle of a word.
+ */
+export function breakable(text) {
+  const parts = String(text ?? "").split(/(?<=[@_-])|(?=\.)/);
+  return parts.flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part]));
+}

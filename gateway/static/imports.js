@@ -2,7 +2,7 @@
 // progress, read the summary. Also the list of recent imports, each of which opens its summary.
 
 import { ApiError, download, followEvents, getJSON, sendJSON, upload } from "./api.js";
-import { $, busy, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
+import { $, breakable, busy, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
 
 export const FIELDS = [
   ["first_name", "First name"],
@@ -19,6 +19,14 @@ export const FIELDS = [
 const LABEL = Object.fromEntries(FIELDS);
 const COUNTERS = [
   ["rows_read", "Rows read"],
+  ["rows_inserted", "Inserted"],
+  ["rows_updated", "Updated"],
+  ["rows_unchanged", "Unchanged"],
+  ["rows_invalid", "Invalid"],
+];
+
+// The counters of a job in Recent imports (on a phone each is labelled in its card).
+const JOB_COUNTERS = [
   ["rows_inserted", "Inserted"],
   ["rows_updated", "Updated"],
   ["rows_unchanged", "Unchanged"],
@@ -518,7 +526,15 @@ function renderFinal(doc) {
   $("job-downloads").hidden = !(doc.rows_invalid > 0);
   const errors = doc.errors || [];
   $("job-errors-body").replaceChildren(
-    ...errors.map((e) => el("tr", {}, el("td", { className: "num", text: String(e.row) }), el("td", { text: e.column ?? "(the row)" }), el("td", { text: e.message }))),
+    ...errors.map((e) =>
+      el(
+        "tr",
+        {},
+        el("td", { className: "num row-col", text: String(e.row) }),
+        el("td", { className: "column-col" }, breakable(e.column ?? "(the row)")),
+        el("td", { className: "problem", text: e.message }),
+      ),
+    ),
   );
   $("job-errors").hidden = errors.length === 0;
   $("job-errors-title").textContent = `Errors (${fmt(doc.rows_invalid)} invalid ${doc.rows_invalid === 1 ? "row" : "rows"})`;
@@ -559,10 +575,12 @@ export async function loadJobs() {
         el(
           "tr",
           { dataset: { job: job.job_id } },
-          el("td", {}, el("button", { type: "button", className: "link", text: job.filename, "aria-label": `Open the import of ${job.filename}, ${fmtDate(job.created_at)}`, on: { click: () => watch(job.job_id, job.filename) } })),
-          el("td", {}, el("span", { className: `status ${job.status}`, text: STATUS_TEXT[job.status] || job.status })),
-          el("td", { text: fmtDate(job.created_at) }),
-          ["rows_inserted", "rows_updated", "rows_unchanged", "rows_invalid"].map((name) => el("td", { className: "num", text: fmt(job[name]) })),
+          el("td", { className: "file" }, el("button", { type: "button", className: "link", "aria-label": `Open the import of ${job.filename}, ${fmtDate(job.created_at)}`, on: { click: () => watch(job.job_id, job.filename) } }, breakable(job.filename))),
+          el("td", { className: "state" }, el("span", { className: `status ${job.status}`, text: STATUS_TEXT[job.status] || job.status })),
+          el("td", { className: "when", text: fmtDate(job.created_at) }),
+          JOB_COUNTERS.map(([name, label]) =>
+            el("td", { className: "num", dataset: { counter: name } }, el("span", { className: "cell-label", text: label }), fmt(job[name])),
+          ),
         ),
       ),
     );

@@ -1,0 +1,240 @@
+"""The web page's finish (issue 20, points 1-5) in a real headless Chromium against real gateway and
+worker processes (the fixtures and helpers of tests/system/test_web_page.py): every table fits a phone
+(no sideways scrolling inside a table, no word broken in the middle), previews read the stored file
+again instead of uploading it again, a summary with rejected rows is a warning, the messages speak to
+a person, and a running import can be left and found again. Screenshots at 1280 and 390 px go to each
+test's tmp dir (the path is printed): look at them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from shared.config import Settings
+from tests.support.procs import Service, free_port, service_env, wait_http_ready
+from tests.support.workbooks import HEADER, csv_bytes, customers
+from tests.system.test_web_page import (
+    API_KEY,
+    PHONE,
+    WIDE,
+    Stack,
+    browser,
+    by_id,
+    open_page,
+    page,
+    provoked,
+    screenshot,
+    start_and_finish,
+    upload_and_preview,
+    visible,
+    wait,
+)
+
+pytestmark = pytest.mark.e2e
+__all__ = ["browser", "page", "provoked"]  # fixtures this module uses from test_web_page
+
+DOMAIN = "vandenberghe-oppenheimer-holdings.example"
+
+
+@pytest.fixture(scope="module")
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """A gateway and a worker of their own; batches of 200 rows, so a larger import runs long enough to
+    be left and found again while it runs."""
+    log_dir = tmp_path_factory.mktemp("polish-logs")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = service_env(settings, PORT=port, HOST="127.0.0.1", API_KEYS=API_KEY, IMPORT_BATCH_SIZE=200)
+    services = [Service("gateway", env, log_dir, "gateway")]
+    try:
+        wait_http_ready(base, services[0])
+        services.append(Service("worker", env, log_dir, "worker"))
+        yield Stack(base, tmp_path_factory.mktemp("downloads"), services)
+    finally:
+        for service in services:
+            service.stop()
+
+
+# -- measuring the layout ------------------------------------------------------------------------
+
+# Each visible table box whose content is wider than the box (it scrolls sideways), and the page's
+# own sideways scroll. The first rows of the file (a spreadsheet's grid, inside a closed <details>)
+# are read across on purpose and are not checked.
+OVERFLOW_JS = """
+const wide = [...document.querySelectorAll('.table-wrap')]
+  .filter((w) => w.getClientRects().length && !w.closest('.rows-preview'))
+  .filter((w) => w.scrollWidth > w.clientWidth + 1)
+  .map((w) => `${w.getAttribute('aria-label') || w.getAttribute('aria-labelledby')}: `
+             + `${w.scrollWidth} > ${w.clientWidth}`);
+const page = document.documentElement;
+if (page.scrollWidth > window.innerWidth) wide.push(`the page: ${page.scrollWidth} > ${window.innerWidth}`);
+return wide;
+"""
+
+# Where a visible element's text wraps to a new line inside a word: for each pair of characters on
+# either side of a line break, the break must follow white space, "@", "-", "_" or "/", or come
+# before white space, "." or "@" (the places the page offers with <wbr>, or a space).
+BROKEN_WORDS_JS = """
+const found = [];
+for (const node of document.querySelectorAll(arguments[0])) {
+  if (!node.getClientRects().length) continue;
+  const chars = [];
+  const walker = document.createTreeWalker(node, NodeFilter.SHOW_TEXT);
+  for (let text = walker.nextNode(); text; text = walker.nextNode()) {
+    for (let i = 0; i < text.data.length; i++) {
+      const range = document.createRange();
+      range.setStart(text, i);
+      range.setEnd(text, i + 1);
+      const rect = range.getClientRects()[0];
+      // White space at the end of a line has no box: it is kept as a break opportunity.
+      if (/\\s/.test(text.data[i])) chars.push([" ", null, 0]);
+      else if (rect && rect.width > 0) chars.push([text.data[i], rect.top, rect.height]);
+    }
+  }
+  let last = null;
+  let space = false;
+  for (const char of chars) {
+    if (char[1] === null) {
+      space = true;
+      continue;
+    }
+    const previous = last;
+    const spaced = space;
+    last = char;
+    space = false;
+    if (!previous) continue;
+    const [before, top0, height] = previous;
+    const [after, top1] = char;
+    if (top1 - top0 < height / 2 || spaced) continue;
+    if (/[@\\-_\\/]/.test(before) || /[.@]/.test(after)) continue;
+    found.push(`${node.textContent.trim()}: broken between "${before}" and "${after}"`);
+  }
+}
+return found;
+"""
+
+
+def sideways(driver: webdriver.Chrome) -> list[str]:
+    found: list[str] = driver.execute_script(OVERFLOW_JS)
+    return found
+
+
+def broken_words(driver: webdriver.Chrome, selector: str) -> list[str]:
+    found: list[str] = driver.execute_script(BROKEN_WORDS_JS, selector)
+    return found
+
+
+def outside_the_screen(driver: webdriver.Chrome, selector: str) -> list[str]:
+    """Visible elements whose box reaches past the right edge of the window."""
+    found: list[str] = driver.execute_script(
+        """
+        return [...document.querySelectorAll(arguments[0])]
+          .filter((n) => n.getClientRects().length)
+          .filter((n) => n.getBoundingClientRect().right > window.innerWidth + 0.5)
+          .map((n) => `${n.dataset.counter || n.className}: right edge ${n.getBoundingClientRect().right}`);
+        """,
+        selector,
+    )
+    return found
+
+
+def width_share(driver: webdriver.Chrome, selector: str) -> float:
+    """The narrowest of the matching cells, as a share of its table box's width."""
+    share: float = driver.execute_script(
+        """
+        const cells = [...document.querySelectorAll(arguments[0])].filter((n) => n.getClientRects().length);
+        return Math.min(...cells.map((n) => n.getBoundingClientRect().width / n.closest('.table-wrap').clientWidth));
+        """,
+        selector,
+    )
+    return share
+
+
+def at_both_widths(driver: webdriver.Chrome, check: Any, shots: Path, name: str) -> None:
+    """Run `check` at 1280 px and at 390 px, with a screenshot of each."""
+    for label, size in (("wide", WIDE), ("phone", PHONE)):
+        driver.set_window_size(*size)
+        wait(driver, lambda d, w=size[0]: d.execute_script("return window.innerWidth") <= w)
+        check(label)
+        screenshot(driver, shots / f"{name}-{label}.png")
+    driver.set_window_size(*WIDE)
+
+
+# The files here carry a country column too: the service suggests it, and the page maps what it suggests.
+HEADER_WITH_COUNTRY = [*HEADER, "country"]
+
+
+def long_named_customers(n: int) -> list[list[Any]]:
+    rows = customers(n, domain=DOMAIN)
+    for i, row in enumerate(rows):
+        row[0], row[1] = f"Maximiliana{i}", "Vandenberghe-Oppenheimer"
+        row[2] = "Vandenberghe Oppenheimer International Holdings"
+        row[4] = "Kingston upon Thames"
+        row[8] = f"maximiliana.vandenberghe-oppenheimer{i}@{DOMAIN}"
+        row.append("United Kingdom")
+    return rows
+
+
+# -- 1. every table at phone width ---------------------------------------------------------------
+
+
+def test_every_table_fits_a_phone_without_sideways_scrolling_or_broken_words(
+    page: webdriver.Chrome, stack: Stack, provoked: set[int], tmp_path: Path
+) -> None:
+    provoked.add(401)  # the first visit asks for the key
+    rows = long_named_customers(12)
+    rows[2][8] = "maximiliana.vandenberghe-oppenheimer-without-an-at-sign." + DOMAIN  # row 4
+    rows[6][8] = ""  # row 8: no email at all
+    source = tmp_path / "long-names-and-bad-rows.csv"
+    source.write_bytes(csv_bytes(rows, HEADER_WITH_COUNTRY))
+    open_page(page, stack)
+    upload_and_preview(page, source)
+    job = start_and_finish(page, stack)
+    assert job["rows_invalid"] == 2
+    visible(page, "job-errors")
+
+    def errors_fit(width: str) -> None:
+        assert sideways(page) == [], width
+        # "Problem" gets the room: at least 60% of the table's width, never one word a line.
+        assert width_share(page, "#job-errors-body td.problem") >= 0.6, width
+        assert broken_words(page, "#job-errors-body td") == [], width
+
+    at_both_widths(page, errors_fit, tmp_path, "errors")
+
+    by_id(page, "tabs").find_element(By.CSS_SELECTOR, '[data-view="jobs"]').click()
+    wait(page, lambda d: d.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job["job_id"]}"]'))
+
+    def jobs_fit(width: str) -> None:
+        assert sideways(page) == [], width
+        # Every counter of every import is on the screen, labelled.
+        assert outside_the_screen(page, "#jobs-body td") == [], width
+        row = page.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job["job_id"]}"]')
+        counter = row.find_element(By.CSS_SELECTOR, '[data-counter="rows_invalid"]')
+        assert counter.is_displayed() and counter.text.endswith("2"), width
+        assert broken_words(page, "#jobs-body td") == [], width
+
+    at_both_widths(page, jobs_fit, tmp_path, "recent-imports")
+
+    by_id(page, "tabs").find_element(By.CSS_SELECTOR, '[data-view="customers"]').click()
+    box = by_id(page, "search-input")
+    box.clear()
+    box.send_keys(DOMAIN, Keys.ENTER)
+    wait(page, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#customers-body tr")) == 10)
+
+    def customers_fit(width: str) -> None:
+        assert sideways(page) == [], width
+        assert broken_words(page, "#customers-body td") == [], width
+        # Not only name and email: company, city and phone are shown too.
+        first = page.find_element(By.CSS_SELECTOR, "#customers-body tr")
+        for name in ("company", "city", "phone"):
+            cell = first.find_element(By.CSS_SELECTOR, f"td.{name}")
+            assert cell.is_displayed() and cell.text, (width, name)
+        assert outside_the_screen(page, "#customers-body td") == [], width
+
+    at_both_widths(page, customers_fit, tmp_path, "customers")
