@@ -7,7 +7,6 @@ import contextlib
 import logging
 from typing import Any
 
-import aiohttp
 from arq import cron
 from arq.connections import RedisSettings
 from arq.worker import func
@@ -16,6 +15,7 @@ from shared.config import Settings
 from shared.customers.cache import REDIS_ERRORS, CustomerCache
 from shared.imports.events import JobEvents
 from shared.imports.queue import IMPORT_FUNCTION, PART_FUNCTION, enqueue_part
+from shared.imports.webhooks import webhook_session
 from shared.infra.db import close_pool, open_database
 from shared.infra.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
 from shared.infra.storage import open_store
@@ -62,7 +62,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         # out"); its connections pack the warm-up's thousands of script keys in linear time.
         cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
         cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
-        ctx["http"] = aiohttp.ClientSession()
+        ctx["http"] = webhook_session(allow_private=settings.webhook_allow_private)
         ctx["follow_primary"] = asyncio.create_task(follow_primary(ctx["redis"]))  # a no-op without sentinels
         metrics = ctx["metrics"] = WorkerMetrics(settings.prometheus_multiproc_dir)
         ctx["metrics_server"] = await start_server(metrics, settings)

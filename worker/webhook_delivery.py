@@ -44,6 +44,7 @@ async def deliver_webhook(ctx: dict[str, Any], job_id: str) -> str:
             secret=settings.webhook_secret,
             delivery_id=state["delivery_id"],
             timeout_s=settings.webhook_timeout_s,
+            allow_private=settings.webhook_allow_private,
         )
         ok = record.pop("ok")
         state["attempts"].append(record)

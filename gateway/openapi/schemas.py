@@ -289,7 +289,8 @@ def _callback_url() -> fields.Url:
     return fields.Url(
         metadata=_described(
             "An http(s) URL the job's document is POSTed to when it ends (signed: see the `jobEnded` webhook); "
-            "private and loopback addresses are refused unless WEBHOOK_ALLOW_PRIVATE."
+            "private and loopback addresses are refused unless WEBHOOK_ALLOW_PRIVATE; metadata and link-local "
+            "addresses always."
         )
     )
 
