@@ -37,6 +37,19 @@ POLL_INTERVAL_S = 0.5
 # While following a job, how long the gateway may be unreachable (a restart, a 503) before giving up.
 FOLLOW_GRACE_S = 30.0
 FILE_FORMATS = ("csv", "xlsx")
+# Exit statuses of `upload --wait` and `job --wait` (listed in the --help, docs/cli.md): a script can
+# tell "every row imported" from "the job completed but rows were rejected" from "the job failed".
+EXIT_IMPORTED = 0
+EXIT_FAILED = 1  # the job failed, or the command did (unreachable gateway, an HTTP error); click's own
+EXIT_USAGE = 2  # bad usage (click's own)
+EXIT_ROWS_REJECTED = 3
+EXIT_INTERRUPTED = 130
+EXIT_STATUSES = (
+    f"Exit statuses: {EXIT_IMPORTED} done (with --wait: the job completed and every row was imported); "
+    f"{EXIT_FAILED} the job failed, or an error (gateway unreachable, an HTTP error); {EXIT_USAGE} bad usage; "
+    f"{EXIT_ROWS_REJECTED} the job completed but rows were rejected (see `customer-import errors ID`); "
+    f"{EXIT_INTERRUPTED} Ctrl-C while following (the job goes on)."
+)
 
 
 def _version() -> str:
@@ -215,7 +228,7 @@ output_option = click.option(
 )  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}, epilog=EXIT_STATUSES)
 @click.option(
     "--url", envvar="CUSTOMER_IMPORT_URL", default=DEFAULT_URL, show_default=True, callback=_check_url,
     help="The gateway's base URL [env CUSTOMER_IMPORT_URL].",
@@ -383,15 +396,22 @@ def follow(api: Api, job_id: str, interval: float = POLL_INTERVAL_S) -> dict[str
     return job
 
 
+def exit_status(job: dict[str, Any]) -> int:
+    """The exit status for a job that ended (see EXIT_STATUSES)."""
+    if job.get("status") != "completed":
+        return EXIT_FAILED
+    return EXIT_ROWS_REJECTED if (job.get("rows_invalid") or 0) > 0 else EXIT_IMPORTED
+
+
 def _follow_and_report(ctx: click.Context, api: Api, job_id: str) -> NoReturn:
-    """Follows the job, prints its summary and exits: 0 completed, 1 failed."""
+    """Follows the job, prints its summary and exits with `exit_status`."""
     try:
         job = follow(api, job_id)
     except KeyboardInterrupt:
         click.echo(f"\nstopped following; the job goes on: customer-import job {job_id} --wait", err=True)
-        ctx.exit(130)
+        ctx.exit(EXIT_INTERRUPTED)
     _job_summary(job)
-    ctx.exit(0 if job.get("status") == "completed" else 1)
+    ctx.exit(exit_status(job))
 
 
 # -------------------------------------------------------------------------------------------- commands
@@ -399,7 +419,11 @@ def _follow_and_report(ctx: click.Context, api: Api, job_id: str) -> NoReturn:
 
 @cli.command()
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path))
-@click.option("--wait", is_flag=True, help="Follow the job until it is completed or failed (exit 1 if failed).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help=f"Follow the job to its end; exit {EXIT_ROWS_REJECTED} if rows were rejected, {EXIT_FAILED} if it failed.",
+)
 @click.option("--dry-run", is_flag=True, help="Read and validate every row, write nothing.")
 @click.option("--mapping", callback=_check_mapping, metavar="JSON",
               help='Columns for fields: {"field": "header text, letter or 1-based number"}.')  # fmt: skip
@@ -421,7 +445,8 @@ def upload(
     """Upload a .xlsx or .csv file of customers.
 
     Prints the job id; --wait follows the import to its end and prints its counters, warnings and
-    first row errors (exit 0 completed, 1 failed)."""
+    first row errors, and exits 0 when every row was imported, 3 when rows were rejected, 1 when the
+    job failed."""
     api = _api(ctx)
     form = {"dry_run": "true" if dry_run else None, "mapping": mapping, "sheet": sheet, "encoding": encoding}
     form["header_row"] = None if header_row is None else str(header_row)
@@ -482,7 +507,11 @@ def jobs(ctx: click.Context, limit: int) -> None:
 @cli.command()
 @click.argument("job_id", metavar="ID")
 @click.option("--json", "as_json", is_flag=True, help="Print the job document as JSON.")
-@click.option("--wait", is_flag=True, help="Follow the job until it is completed or failed (exit 1 if failed).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help=f"Follow the job to its end; exit {EXIT_ROWS_REJECTED} if rows were rejected, {EXIT_FAILED} if it failed.",
+)
 @click.pass_context
 def job(ctx: click.Context, job_id: str, as_json: bool, wait: bool) -> None:
     """Show one job: status, counters, warnings, first row errors."""

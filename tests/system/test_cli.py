@@ -104,7 +104,9 @@ def invalid_job(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> t
     rows[5][0] = rows[5][1] = ""
     path = write(tmp_path_factory.mktemp("cli") / "invalid.csv", csv_bytes(rows))
     done = run("--url", gateway.base, "upload", str(path), "--wait")
-    assert done.returncode == 0, done.stdout + done.stderr
+    # Completed, but rows were rejected: its own exit status (3), so that a script can tell (0 is for
+    # "every row imported", 1 for a failed job).
+    assert done.returncode == 3, done.stdout + done.stderr
     return job_id_of(done.stdout), done.stdout
 
 
@@ -202,6 +204,15 @@ def test_usage_errors_exit_2(gateway: Gateway, tmp_path: Path) -> None:
     assert no_command.returncode == 2
 
 
+def test_the_exit_statuses_are_in_the_help_and_the_docs() -> None:
+    helped = run("--help")
+    assert helped.returncode == 0
+    text = " ".join(helped.stdout.split())
+    assert "3 the job completed but rows were rejected" in text and "1 the job failed" in text, text
+    docs = " ".join((Path(__file__).parents[2] / "docs" / "cli.md").read_text().split())
+    assert "3 when it completed but rows were rejected" in docs
+
+
 def test_jobs_and_job(gateway: Gateway, invalid_job: tuple[str, str]) -> None:
     job_id, _ = invalid_job
     listing = run("--url", gateway.base, "jobs", "--limit", "50")
@@ -215,7 +226,9 @@ def test_jobs_and_job(gateway: Gateway, invalid_job: tuple[str, str]) -> None:
     assert len(one.stdout.splitlines()) == 2
 
     summary = run("--url", gateway.base, "job", job_id)
-    assert summary.returncode == 0, summary.stderr
+    assert summary.returncode == 0, summary.stderr  # showing a job is not following it
+    followed = run("--url", gateway.base, "job", job_id, "--wait")
+    assert followed.returncode == 3, followed.stdout + followed.stderr
     assert f"job {job_id} completed" in summary.stdout and counter(summary.stdout, "rows_invalid") == 2
     doc = json.loads(run("--url", gateway.base, "job", job_id, "--json").stdout)
     assert doc["job_id"] == job_id and doc["rows_read"] == 20
