@@ -16,6 +16,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pymysql
+import redis as sync_redis
+
 from shared.config import Settings
 from tests.support import openapi_check
 
@@ -142,6 +145,23 @@ def sse_events(stream: Iterable[bytes]) -> Iterator[tuple[str, dict[str, Any]]]:
             kind = line[7:]
         elif line.startswith("data: "):
             yield kind, json.loads(line[6:])
+
+
+def drop_own(settings: Settings) -> None:
+    """Remove what processes started on settings of their own left: the database and the Redis keys of the prefix."""
+    try:
+        m = settings.mysql
+        conn = pymysql.connect(host=m.host, port=m.port, user=m.user, password=m.password)
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{m.database}`")
+        conn.close()
+    except pymysql.MySQLError:
+        pass
+    client = sync_redis.Redis.from_url(settings.redis_url)
+    keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
+    for start in range(0, len(keys), 500):
+        client.delete(*keys[start : start + 500])
+    client.close()
 
 
 def wait_job(
