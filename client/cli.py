@@ -1,5 +1,5 @@
 # The gateway's own HTTP client, shipped with the package as the `customer-import` command. It speaks
-# only the public HTTP API (README.md, "API") and imports nothing from the server side (no gateway
+# only the public HTTP API (docs/api.md) and imports nothing from the server side (no gateway
 # routes, no shared/, no worker/): only click, httpx, rich and the standard library, so it works on any
 # machine that can reach a gateway.
 """`customer-import`: upload spreadsheets of customers to the import service and follow the jobs."""

@@ -51,7 +51,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     settings = app[keys.SETTINGS]
     # No ping at start: the gateway serves from MySQL while Redis is down, and uploads queued then
     # are picked up by the workers' sweep. Short timeouts: a dead Redis must not hang a request.
-    # The queue (arq, job events, rate limits) and the cache may be two Redis (README "Scaling out").
+    # The queue (arq, job events, rate limits) and the cache may be two Redis (docs/scaling.md).
     redis = gateway_queue(settings)
     app[keys.REDIS] = redis
     cache_client = (

@@ -33,7 +33,7 @@ class Settings:
     mysql_dsn: str = "mysql://root:@127.0.0.1:3306/customers"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_prefix: str = ""
-    # Scaling out (README "Scaling out"): empty means REDIS_URL; see cache_url / queue_url.
+    # Scaling out (docs/scaling.md): empty means REDIS_URL; see cache_url / queue_url.
     cache_redis_url: str = ""
     cache_redis_cluster: bool = False
     queue_redis_url: str = ""
@@ -54,7 +54,7 @@ class Settings:
     job_lease_s: int = 30
     sweep_interval_s: int = 10
     # A job whose sheet holds at least this many data rows (the reader's estimate) is split into
-    # FANOUT_PARTS parts that several workers import at once (README "Scaling out").
+    # FANOUT_PARTS parts that several workers import at once (docs/scaling.md).
     fanout_min_rows: int = 500_000
     fanout_parts: int = 2
     log_level: str = "INFO"

@@ -123,7 +123,7 @@ class ProgressSchema(Schema):
 
 
 class JobPartSchema(Schema):
-    """One part of a job split over several workers (FANOUT_MIN_ROWS; README "Scaling out")."""
+    """One part of a job split over several workers (FANOUT_MIN_ROWS; docs/scaling.md)."""
 
     part = fields.Integer(required=True, metadata=_described("0-based."))
     status = fields.String(required=True, validate=validate.OneOf(["queued", "running", "completed", "failed"]))

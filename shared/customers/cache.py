@@ -1,5 +1,5 @@
 """Redis cache of customers: `{customer:<id>}` documents and list pages, on one Redis or a Redis
-Cluster (every key a script touches is in its KEYS; see the key layout below and README "Scaling out").
+Cluster (every key a script touches is in its KEYS; see the key layout below and docs/scaling.md).
 
 Every write into Redis keeps the newer `version` (one Lua script, atomic on the server), and a
 delete leaves a tombstone, so a slow cache-miss read can never put an older or deleted customer back.

@@ -1,4 +1,4 @@
-"""SQL for `import_job_parts`: a big file's import split over several workers (README "Scaling out").
+"""SQL for `import_job_parts`: a big file's import split over several workers (docs/scaling.md).
 
 A job over FANOUT_MIN_ROWS is split into `parts` parts by the email's hash (shared.imports.parts): every
 row of one email falls in one part, which reads them in file order, so duplicate emails count and

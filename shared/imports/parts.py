@@ -1,4 +1,4 @@
-"""Which part of a split job a row belongs to (README "Scaling out").
+"""Which part of a split job a row belongs to (docs/scaling.md).
 
 Parts are cut by the email's hash, not by ranges of rows: all the rows of one email fall in one
 part, read in file order by one worker, so a file's duplicate emails are counted and stored exactly

@@ -1,4 +1,4 @@
-"""The Redis clients of a process, built from the Settings (README "Scaling out").
+"""The Redis clients of a process, built from the Settings (docs/scaling.md).
 
 - The cache (customers, tombstones, list pages, their generation) lives on `Settings.cache_url`:
   one Redis, or with CACHE_REDIS_CLUSTER=true a Redis Cluster (any node's address).

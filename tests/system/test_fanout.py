@@ -1,4 +1,4 @@
-"""One big file over many workers (README "Scaling out"): a job of FANOUT_MIN_ROWS rows or more is
+"""One big file over many workers (docs/scaling.md): a job of FANOUT_MIN_ROWS rows or more is
 split into parts by the email's hash, each part an arq job of its own with its own lease; real
 `python -m gateway` and `python -m worker` processes, one of them SIGKILLed in the middle."""
 

@@ -1,4 +1,4 @@
-"""Scaling out (README "Scaling out"): the cache on a Redis Cluster, the queue on a Sentinel-managed
+"""Scaling out (docs/scaling.md): the cache on a Redis Cluster, the queue on a Sentinel-managed
 Redis, both real servers the suite starts on loopback ports (tests/support/redis_servers.py).
 
 The cache consistency and CRUD tests also run against the cluster ([cluster] in
