@@ -7,6 +7,9 @@ import { $, busy, fieldError } from "./dom.js";
 import { initImports, loadJobs, resetImport } from "./imports.js";
 
 const VIEWS = ["import", "jobs", "customers"];
+// What a person typing a key needs to hear (the API's 401 detail is written for HTTP clients).
+const KEY_REFUSED = "That key was not accepted.";
+const KEY_HELP = "Check that you copied the whole key, or ask whoever runs this service for a new one.";
 let signedIn = false;
 let keyNeeded = false;
 
@@ -91,7 +94,7 @@ async function signIn(event) {
   } catch (error) {
     forgetKey();
     const wrong = error instanceof ApiError && error.status === 401;
-    fieldError(input, "key-error", wrong ? `That key was not accepted. ${error.message}` : error.message);
+    fieldError(input, "key-error", wrong ? `${KEY_REFUSED} ${KEY_HELP}` : error.message);
     input.focus();
     input.select();
   }
@@ -114,7 +117,7 @@ async function start() {
     if (!signedIn) return;
     forgetKey();
     resetImport();
-    showKeyForm(`The service no longer accepts your key. ${error.message}`);
+    showKeyForm(`The service no longer accepts your key. ${KEY_HELP}`);
   });
 
   checkService();
@@ -127,7 +130,7 @@ async function start() {
     if (error instanceof ApiError && error.status === 401) {
       keyNeeded = true;
       if (hadKey) forgetKey();
-      showKeyForm(hadKey ? `Your saved key was not accepted. ${error.message}` : "");
+      showKeyForm(hadKey ? `Your saved key is no longer accepted. ${KEY_HELP}` : "");
     } else {
       $("loading").textContent = `The service did not answer as expected: ${error.message} Reload the page to try again.`;
       $("loading").className = "notice error";

@@ -95,3 +95,9 @@ export function breakable(text) {
   const parts = String(text ?? "").split(/(?<=[@_-])|(?=\.)/);
   return parts.flatMap((part, i) => (i ? [document.createElement("wbr"), part] : [part]));
 }
+
+const pluralRules = new Intl.PluralRules("en");
+/** "1 row", "2 rows", "about 1 row": a number and its noun, in the form English gives that number. */
+export function count(n, singular, plural = `${singular}s`) {
+  return `${fmt(n)} ${pluralRules.select(n) === "one" ? singular : plural}`;
+}

@@ -2,7 +2,7 @@
 // progress, read the summary. Also the list of recent imports, each of which opens its summary.
 
 import { ApiError, download, followEvents, getJSON, sendJSON, upload } from "./api.js";
-import { $, breakable, busy, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
+import { $, breakable, busy, count, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
 
 export const FIELDS = [
   ["first_name", "First name"],
@@ -204,7 +204,7 @@ function applySuggestions(keepManual) {
 function renderPreview() {
   const { preview: p, filename } = uploaded;
   const kind = p.kind === "csv" ? `CSV${p.encoding ? `, ${p.encoding}` : ""}` : "Excel workbook";
-  const rows = p.rows_total_estimate === null || p.rows_total_estimate === undefined ? "" : ` · about ${fmt(p.rows_total_estimate)} rows`;
+  const rows = p.rows_total_estimate === null || p.rows_total_estimate === undefined ? "" : ` · about ${count(p.rows_total_estimate, "row")}`;
   $("preview-file").textContent = `${filename} · ${kind} · ${fmtBytes(file.size)}${rows}`;
 
   const sheetSelect = $("sheet-select");
@@ -409,6 +409,7 @@ export async function watch(jobId, filename = "") {
   $("step-watch").hidden = false;
   $("step-watch").dataset.job = jobId;
   $("job-state").dataset.status = "";
+  delete $("job-state").dataset.outcome;
   $("watch-title").textContent = "Importing";
   $("watch-file").textContent = filename;
   for (const id of ["job-errors", "job-downloads", "job-warnings", "job-error"]) $(id).hidden = true;
@@ -471,7 +472,7 @@ function renderProgress(doc) {
   if (doc.status === "completed") percent = 100;
   if (percent === null || percent === undefined) bar.removeAttribute("value");
   else bar.value = percent;
-  bar.setAttribute("aria-valuetext", total ? `${fmt(done)} of about ${fmt(total)} rows` : `${fmt(done)} rows`);
+  bar.setAttribute("aria-valuetext", total ? `${fmt(done)} of about ${count(total, "row")}` : count(done, "row"));
 
   if (doc.status === "queued") $("job-state").textContent = "Waiting for a worker…";
   else if (doc.status === "running") $("job-state").textContent = "Importing…";
@@ -482,7 +483,7 @@ function renderProgress(doc) {
   const rate = now - t0 >= 500 ? ((done - rows0) / (now - t0)) * 1000 : null;
   const finished = doc.status === "completed" || doc.status === "failed";
   const parts = [
-    total && !finished ? `${fmt(done)} of about ${fmt(total)} rows (${Math.floor(percent ?? 0)}%)` : `${fmt(done)} rows`,
+    total && !finished ? `${fmt(done)} of about ${count(total, "row")} (${Math.floor(percent ?? 0)}%)` : count(done, "row"),
   ];
   if (rate && doc.status === "running") {
     parts.push(`${fmt(Math.round(rate))} rows/s`);
@@ -505,7 +506,15 @@ function renderFinal(doc) {
     return;
   }
   const failed = doc.status === "failed";
-  title.textContent = failed ? "Import failed" : doc.dry_run ? "Checked (dry run): nothing was written" : "Import completed";
+  // Rows were rejected: the import is done, but not all of the file is in; that is a warning, not a success.
+  const toFix = failed ? 0 : doc.rows_invalid || 0;
+  title.textContent = failed
+    ? "Import failed"
+    : doc.dry_run
+      ? "Checked (dry run): nothing was written"
+      : toFix
+        ? `Import completed: ${count(toFix, "row needs", "rows need")} fixing`
+        : "Import completed";
   const rate = doc.duration_s ? ` (${fmt(Math.round(doc.rows_read / Math.max(doc.duration_s, 0.001)))} rows/s)` : "";
   const where = [
     doc.sheet ? `Sheet “${doc.sheet}”` : null,
@@ -513,7 +522,12 @@ function renderFinal(doc) {
     doc.encoding ? `read as ${doc.encoding}` : null,
   ].filter(Boolean);
   const took = doc.duration_s !== null && doc.duration_s !== undefined ? ` in ${fmtDuration(doc.duration_s)}${rate}` : "";
-  $("job-state").textContent = `${failed ? "Stopped" : "Done"}${took}.`;
+  $("job-state").textContent = toFix
+    ? `${count(toFix, "row was", "rows were")} not imported and ${toFix === 1 ? "needs" : "need"} fixing: ` +
+      `download ${toFix === 1 ? "it" : "them"} below, correct the cells and import the file again. ` +
+      `${count(doc.rows_read - toFix, "other row was", "other rows were")} ${doc.dry_run ? "checked" : "done"}${took}.`
+    : `${failed ? "Stopped" : "Done"}${took}.`;
+  $("job-state").dataset.outcome = failed ? "failed" : toFix ? "rows-to-fix" : "done";
   $("job-where").textContent = where.length ? `${where.join(", ")}.`.replace(/^./, (c) => c.toUpperCase()) : "";
   $("job-state").dataset.status = doc.status;
   if (failed) {
@@ -537,7 +551,7 @@ function renderFinal(doc) {
     ),
   );
   $("job-errors").hidden = errors.length === 0;
-  $("job-errors-title").textContent = `Errors (${fmt(doc.rows_invalid)} invalid ${doc.rows_invalid === 1 ? "row" : "rows"})`;
+  $("job-errors-title").textContent = `Errors (${count(doc.rows_invalid, "invalid row")})`;
   const stored = doc.errors_stored ?? errors.length;
   $("job-errors-more").textContent =
     stored > errors.length ? `The first ${fmt(errors.length)} of ${fmt(stored)} errors; “All errors (.csv)” has every one.` : "";

@@ -32,6 +32,7 @@ from tests.system.test_web_page import (
     provoked,
     screenshot,
     start_and_finish,
+    text_of,
     upload_and_preview,
     visible,
     wait,
@@ -238,3 +239,83 @@ def test_every_table_fits_a_phone_without_sideways_scrolling_or_broken_words(
         assert outside_the_screen(page, "#customers-body td") == [], width
 
     at_both_widths(page, customers_fit, tmp_path, "customers")
+
+
+# -- 3. a summary with rejected rows is a warning ------------------------------------------------
+
+GREEN = "rgba(28, 124, 67, 1)"  # --ok
+WARN_BACKGROUND = "rgba(255, 245, 220, 1)"  # --warn-soft
+
+
+def test_a_summary_with_rejected_rows_is_a_warning_not_a_green_done(
+    page: webdriver.Chrome, stack: Stack, provoked: set[int], tmp_path: Path
+) -> None:
+    provoked.add(401)
+    rows = long_named_customers(3)
+    for row in rows:
+        row[8] = row[8].replace("@", ".warning@")
+    rows[1][8] = "no-at-sign.example"  # row 3
+    source = tmp_path / "one-bad-row.csv"
+    source.write_bytes(csv_bytes(rows, HEADER_WITH_COUNTRY))
+    open_page(page, stack)
+    upload_and_preview(page, source)
+    job = start_and_finish(page, stack)
+    assert (job["rows_inserted"], job["rows_invalid"]) == (2, 1)
+
+    def warned(width: str) -> None:
+        assert text_of(page, "watch-title") == "Import completed: 1 row needs fixing", width
+        state = by_id(page, "job-state")
+        assert state.get_attribute("data-outcome") == "rows-to-fix"
+        assert state.text.startswith("1 row was not imported and needs fixing"), state.text
+        assert "Done" not in state.text and "2 other rows were done" in state.text, state.text
+        assert state.value_of_css_property("color") != GREEN
+        assert state.value_of_css_property("background-color") == WARN_BACKGROUND
+        assert text_of(page, "job-errors-title") == "Errors (1 invalid row)"
+        assert sideways(page) == [], width
+
+    at_both_widths(page, warned, tmp_path, "rows-to-fix")
+
+    # Every row imported: still the plain, green "Done".
+    clean = tmp_path / "all-good.csv"
+    clean.write_bytes(csv_bytes(long_named_customers(1), HEADER_WITH_COUNTRY))
+    by_id(page, "watch-new").click()
+    upload_and_preview(page, clean)
+    start_and_finish(page, stack)
+    state = by_id(page, "job-state")
+    assert text_of(page, "watch-title") == "Import completed" and state.text.startswith("Done")
+    assert state.value_of_css_property("color") == GREEN
+    assert state.get_attribute("data-outcome") == "done"
+
+
+# -- 4. words for a person -----------------------------------------------------------------------
+
+
+def test_a_wrong_key_is_told_plainly_and_one_row_is_one_row(
+    page: webdriver.Chrome, stack: Stack, provoked: set[int], tmp_path: Path
+) -> None:
+    provoked.add(401)
+    page.get(f"{stack.base}/")
+    page.execute_script("sessionStorage.clear()")
+    for label, size in (("wide", WIDE), ("phone", PHONE)):
+        page.set_window_size(*size)
+        page.get(f"{stack.base}/")
+        key = visible(page, "key-input")
+        key.send_keys("not-the-key", Keys.ENTER)
+        error = wait(page, lambda d: (e := by_id(d, "key-error")).text and e)
+        assert error.text.startswith("That key was not accepted."), error.text
+        assert "copied the whole key" in error.text
+        for jargon in ("Authorization", "Bearer", "API key as", "401", "header"):
+            assert jargon not in error.text, error.text
+        screenshot(page, tmp_path / f"wrong-key-{label}.png", full=False)
+    page.set_window_size(*WIDE)
+
+    by_id(page, "key-input").clear()
+    by_id(page, "key-input").send_keys(API_KEY, Keys.ENTER)
+    visible(page, "view-import")
+    one = tmp_path / "one-customer.csv"
+    one.write_bytes(csv_bytes(long_named_customers(1), HEADER_WITH_COUNTRY))
+    upload_and_preview(page, one)
+    line = text_of(page, "preview-file")
+    assert line.endswith("about 1 row"), line
+    screenshot(page, tmp_path / "one-row.png", full=False)
+    by_id(page, "preview-cancel").click()
