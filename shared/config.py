@@ -57,6 +57,8 @@ class Settings:
     # FANOUT_PARTS parts that several workers import at once (docs/scaling.md).
     fanout_min_rows: int = 500_000
     fanout_parts: int = 2
+    # Customer history older than this many days is deleted by the workers' sweep; 0 keeps it all.
+    history_retention_days: int = 0
     log_level: str = "INFO"
     mysql_pool_size: int = 10
     import_bulk_load: bool = True
@@ -372,6 +374,7 @@ _VARIABLES: dict[str, tuple[str, Any]] = {
     "SWEEP_INTERVAL_S": ("sweep_interval_s", _positive_int),
     "FANOUT_MIN_ROWS": ("fanout_min_rows", _positive_int),
     "FANOUT_PARTS": ("fanout_parts", _positive_int),
+    "HISTORY_RETENTION_DAYS": ("history_retention_days", _non_negative_int),
     "LOG_LEVEL": ("log_level", _log_level),
     "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
     "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),

@@ -76,6 +76,7 @@ def truncate_all(s: Settings) -> None:
         cur.execute("DELETE FROM import_errors")
         cur.execute("DELETE FROM import_jobs")
         cur.execute("DELETE FROM customers")
+        cur.execute("DELETE FROM customer_history")
     conn.commit()
     conn.close()
     client = sync_redis.Redis.from_url(s.redis_url)

@@ -214,6 +214,49 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        11,
+        "customer_history: every change of a customer (who, when, the source, the fields old and new)",
+        [
+            # No foreign key to customers: a deleted customer's history stays readable. `actor` is the
+            # API key's name (BY is a reserved word); `changes` JSON text {field: [old, new]};
+            # `version` the customer's version after the change (a revert of a delete restores it + 1).
+            """
+            CREATE TABLE IF NOT EXISTS customer_history (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                customer_id BIGINT UNSIGNED NOT NULL,
+                at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                action VARCHAR(10) NOT NULL,
+                actor VARCHAR(64) NULL,
+                source_kind VARCHAR(10) NOT NULL,
+                job_id CHAR(36) NULL,
+                request_id VARCHAR(128) NULL,
+                version INT UNSIGNED NULL,
+                changes MEDIUMTEXT NOT NULL,
+                KEY ix_customer_history_customer (customer_id, id),
+                KEY ix_customer_history_job (job_id, customer_id, id),
+                KEY ix_customer_history_at (at)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+    (
+        12,
+        "import_jobs: kind (import, revert, delete), what a revert undoes, reverted_by, a job's parameters,"
+        " rows_deleted and rows_restored",
+        [
+            """
+            ALTER TABLE import_jobs
+                ADD COLUMN kind VARCHAR(8) NOT NULL DEFAULT 'import' AFTER id,
+                ADD COLUMN reverts CHAR(36) NULL AFTER kind,
+                ADD COLUMN reverted_by CHAR(36) NULL AFTER reverts,
+                ADD COLUMN params TEXT NULL AFTER options,
+                ADD COLUMN rows_deleted BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rows_invalid,
+                ADD COLUMN rows_restored BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rows_deleted,
+                ADD KEY ix_import_jobs_reverts (reverts)
+            """,
+        ],
+    ),
 ]
 
 

@@ -1,0 +1,247 @@
+"""SQL for `customer_history`: every change of a customer, who made it, from where, old and new values.
+
+A row: (customer_id, at, action, actor, source_kind, job_id, request_id, version, changes). `changes` is
+JSON text {field: [old, new]} holding only the fields that changed (a creation: every field set, from
+null; a deletion: every field set, to null). Rows are written in the transaction of the change they
+describe, so neither ever exists without the other.
+
+An import records its batch's history in bulk, around its upsert: `snapshot` copies the rows about to
+be written into a per-connection temporary table, `record_written` then compares each written row with
+its copy in one INSERT ... SELECT (a row without a copy was created). What the upsert stored, not what
+the file said, is what the history holds, whatever the import's options made of the file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiomysql
+
+from shared.customers import customer_repo
+
+CREATED, UPDATED, DELETED, RESTORED = "created", "updated", "deleted", "restored"
+ACTIONS = (CREATED, UPDATED, DELETED, RESTORED)
+# Where a change came from (the `source.kind` of a history item).
+IMPORT, API, REVERT, DELETE = "import", "api", "revert", "delete"
+SOURCE_KINDS = (IMPORT, API, REVERT, DELETE)
+
+# The values history tracks: the customer's stored columns but the bookkeeping ones.
+TRACKED: tuple[str, ...] = tuple(
+    c for c in customer_repo.COLUMNS if c not in ("id", "version", "created_at", "updated_at")
+)
+_INSERT = (
+    "INSERT INTO customer_history (customer_id, action, actor, source_kind, job_id, request_id, version, changes)"
+    " VALUES (%s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_HISTORY_COLUMNS = "id, customer_id, at, action, actor, source_kind, job_id, request_id, version, changes"
+
+
+@dataclass(frozen=True)
+class Source:
+    """Who made a change and through what: the key's name, the kind, the job or the request."""
+
+    kind: str
+    actor: str | None = None
+    job_id: str | None = None
+    request_id: str | None = None
+
+
+@dataclass
+class Entry:
+    id: int
+    customer_id: int
+    at: dt.datetime
+    action: str
+    actor: str | None
+    source_kind: str
+    job_id: str | None
+    request_id: str | None
+    version: int | None
+    changes: dict[str, list[Any]]
+
+    @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Entry:
+        return cls(
+            int(row[0]), int(row[1]), row[2], row[3], row[4], row[5], row[6], row[7],
+            None if row[8] is None else int(row[8]), json.loads(row[9]),
+        )  # fmt: skip
+
+
+def diff(before: Mapping[str, Any] | None, after: Mapping[str, Any] | None) -> dict[str, list[Any]]:
+    """{field: [old, new]} of the tracked values that differ (None for a side that does not exist)."""
+    changes: dict[str, list[Any]] = {}
+    for name in TRACKED:
+        old = None if before is None else before.get(name) or None  # no attributes ({}) is null too
+        new = None if after is None else after.get(name) or None
+        if old != new:
+            changes[name] = [old, new]
+    return changes
+
+
+async def record(
+    cur: aiomysql.Cursor,
+    source: Source,
+    entries: Sequence[tuple[int, str, int | None, Mapping[str, list[Any]]]],
+) -> None:
+    """Inside the caller's transaction: (customer id, action, version after, changes) per change."""
+    if not entries:
+        return
+    await cur.executemany(
+        _INSERT,
+        [
+            (customer_id, action, source.actor, source.kind, source.job_id, source.request_id, version,
+             json.dumps(changes, ensure_ascii=False))
+            for customer_id, action, version, changes in entries
+        ],
+    )  # fmt: skip
+
+
+# -- an import's batch, in bulk ----------------------------------------------------------------------
+_BEFORE_DDL = (
+    "CREATE TEMPORARY TABLE IF NOT EXISTS customer_before (id BIGINT UNSIGNED NOT NULL PRIMARY KEY, "
+    + ", ".join(f"{name} MEDIUMTEXT NULL" for name in TRACKED)
+    + ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+)
+
+
+def _same(name: str) -> str:
+    # Byte for byte: the collation would call 'smith' equal to 'Smith'.
+    return f"CAST(b.{name} AS BINARY) <=> CAST(c.{name} AS BINARY)"
+
+
+def _change(name: str) -> str:
+    """The `"name": [old, new]` member of the changes object, or NULL (CONCAT_WS skips it)."""
+    return (
+        f"IF(b.id IS NULL, IF(c.{name} IS NULL, NULL, CONCAT('\"{name}\":', JSON_ARRAY(NULL, c.{name}))),"
+        f" IF({_same(name)}, NULL, CONCAT('\"{name}\":', JSON_ARRAY(b.{name}, c.{name}))))"
+    )
+
+
+_RECORD_WRITTEN = (
+    "INSERT INTO customer_history (customer_id, action, actor, source_kind, job_id, request_id, version, changes)"
+    " SELECT c.id, IF(b.id IS NULL, 'created', 'updated'), %s, %s, %s, %s, c.version,"
+    " CONCAT('{', CONCAT_WS(',', " + ", ".join(_change(name) for name in TRACKED) + "), '}')"
+    " FROM customers c LEFT JOIN customer_before b ON b.id = c.id WHERE c.id IN ({ids})"
+    " AND (b.id IS NULL OR NOT (" + " AND ".join(_same(name) for name in TRACKED) + "))"
+)
+
+
+async def snapshot(cur: aiomysql.Cursor, ids: Sequence[int]) -> None:
+    """Before a batch's upsert (same transaction): copy the stored rows it may change, by id."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
+        await cur.execute(_BEFORE_DDL)
+    await cur.execute("DELETE FROM customer_before")
+    if ids:
+        await cur.execute(
+            f"INSERT INTO customer_before (id, {', '.join(TRACKED)}) SELECT id, {', '.join(TRACKED)}"
+            f" FROM customers WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
+        )
+
+
+async def record_written(cur: aiomysql.Cursor, source: Source, ids: Sequence[int]) -> int:
+    """After the upsert (same transaction): a `created` row for each written id without a snapshot,
+    an `updated` one for each whose values differ from it; none for a row left as it was. Returns
+    how many were recorded."""
+    if not ids:
+        return 0
+    sql = _RECORD_WRITTEN.replace("{ids}", ", ".join(str(int(i)) for i in ids))
+    await cur.execute(sql, (source.actor, source.kind, source.job_id, source.request_id))
+    return int(cur.rowcount)
+
+
+# -- reads -------------------------------------------------------------------------------------------
+async def page(cur: aiomysql.Cursor, customer_id: int, *, before_id: int | None, limit: int) -> list[Entry]:
+    """The customer's changes, newest first, those older than `before_id` when given."""
+    if before_id is None:
+        await cur.execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE customer_id = %s ORDER BY id DESC LIMIT %s",
+            (customer_id, limit),
+        )
+    else:
+        await cur.execute(
+            f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE customer_id = %s AND id < %s"
+            " ORDER BY id DESC LIMIT %s",
+            (customer_id, before_id, limit),
+        )
+    return [Entry.from_row(row) for row in await cur.fetchall()]
+
+
+async def known_customer(cur: aiomysql.Cursor, customer_id: int) -> bool:
+    """Whether the id ever named a customer: stored now, or in the history (a deleted one)."""
+    await cur.execute(
+        "SELECT EXISTS (SELECT 1 FROM customers WHERE id = %s) OR EXISTS"
+        " (SELECT 1 FROM customer_history WHERE customer_id = %s)",
+        (customer_id, customer_id),
+    )
+    (found,) = await cur.fetchone()
+    return bool(found)
+
+
+async def job_customers(cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int) -> list[int]:
+    """The ids of the customers a job changed, ascending, after `after_id`."""
+    await cur.execute(
+        "SELECT DISTINCT customer_id FROM customer_history WHERE job_id = %s AND customer_id > %s"
+        " ORDER BY customer_id LIMIT %s",
+        (job_id, after_id, limit),
+    )
+    return [int(row[0]) for row in await cur.fetchall()]
+
+
+async def count_job_customers(cur: aiomysql.Cursor, job_id: str) -> int:
+    await cur.execute("SELECT COUNT(DISTINCT customer_id) FROM customer_history WHERE job_id = %s", (job_id,))
+    (count,) = await cur.fetchone()
+    return int(count)
+
+
+async def job_entries(cur: aiomysql.Cursor, job_id: str, customer_ids: Sequence[int]) -> list[Entry]:
+    """The job's history rows of these customers, by customer, oldest first."""
+    if not customer_ids:
+        return []
+    marks = ", ".join(["%s"] * len(customer_ids))
+    await cur.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE job_id = %s AND customer_id IN ({marks})"
+        " ORDER BY customer_id, id",
+        (job_id, *customer_ids),
+    )
+    return [Entry.from_row(row) for row in await cur.fetchall()]
+
+
+async def later_entries(
+    cur: aiomysql.Cursor, customer_ids: Sequence[int], after_id: int, exclude_jobs: Sequence[str]
+) -> list[Entry]:
+    """Changes of these customers recorded after the history row `after_id`, but those of the jobs
+    in `exclude_jobs`, oldest first (a revert's caller filters them per customer)."""
+    if not customer_ids:
+        return []
+    marks = ", ".join(["%s"] * len(customer_ids))
+    jobs = ", ".join(["%s"] * len(exclude_jobs)) or "NULL"
+    await cur.execute(
+        f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE customer_id IN ({marks}) AND id > %s"
+        f" AND (job_id IS NULL OR job_id NOT IN ({jobs})) ORDER BY id",
+        (*customer_ids, after_id, *exclude_jobs),
+    )
+    return [Entry.from_row(row) for row in await cur.fetchall()]
+
+
+async def expire(cur: aiomysql.Cursor, older_than_days: int, limit: int = 10_000) -> int:
+    """Delete up to `limit` history rows older than `older_than_days` (HISTORY_RETENTION_DAYS)."""
+    await cur.execute(
+        "DELETE FROM customer_history WHERE at < CURRENT_TIMESTAMP(6) - INTERVAL %s DAY ORDER BY at LIMIT %s",
+        (older_than_days, limit),
+    )
+    return int(cur.rowcount)
+
+
+def readable_changes(changes: Mapping[str, list[Any]]) -> dict[str, list[Any]]:
+    """Changes as the API shows them: `attributes` as the object it is (an import's history row holds
+    the column's JSON text, an API write's the object)."""
+    shown = dict(changes)
+    if "attributes" in shown:
+        shown["attributes"] = [json.loads(v) if isinstance(v, str) else v for v in shown["attributes"]]
+    return shown
