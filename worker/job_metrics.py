@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge, Histogram
 from shared.config import Settings
 from shared.customers.cache import CacheUnavailable
 from shared.imports import job_repo
+from shared.imports.queue import Outcome
 from shared.infra.db import DatabaseUnavailable, connection
 from shared.infra.prometheus import (
     CONTENT_TYPE,
@@ -45,6 +46,8 @@ ROW_OUTCOMES = ("inserted", "updated", "unchanged", "invalid")
 # sweep gave up on it). The attempt stopped and the job goes on later: crashed (an unexpected error),
 # unavailable (MySQL or Redis down), lease_lost (another worker took the job over).
 FAILURE_REASONS = ("invalid_file", "too_many_rows", "gave_up", "crashed", "unavailable", "lease_lost")
+# The failure reason an attempt's Outcome is counted under, besides FAILED's (read from the job's error).
+FAILURE_OF_OUTCOME = {Outcome.LEASE_LOST: "lease_lost"}
 WEBHOOK_OUTCOMES = ("delivered", "retrying", "failed", "error")
 
 
@@ -138,12 +141,13 @@ def instrumented_import(fn: Job) -> Job:
             raise
         finally:
             metrics.running.dec()
-        if result in (job_repo.COMPLETED, job_repo.FAILED):
-            metrics.job_duration.labels(result).observe(time.monotonic() - started)
-        if result == job_repo.FAILED:
+        outcome = Outcome(result)
+        if outcome.ended:
+            metrics.job_duration.labels(outcome.value).observe(time.monotonic() - started)
+        if outcome == Outcome.FAILED:
             metrics.failures.labels(failure_reason(await _job_error(ctx, job_id))).inc()
-        elif result == "lease-lost":
-            metrics.failures.labels("lease_lost").inc()
+        elif (reason := FAILURE_OF_OUTCOME.get(outcome)) is not None:
+            metrics.failures.labels(reason).inc()
         return result
 
     return cast(Job, run)

@@ -14,7 +14,7 @@ from arq.worker import func
 from shared.config import Settings
 from shared.customers.cache import REDIS_ERRORS, CustomerCache
 from shared.imports.events import JobEvents
-from shared.imports.queue import IMPORT_FUNCTION, PART_FUNCTION, enqueue_part
+from shared.imports.queue import IMPORT_FUNCTION, PART_FUNCTION, WEBHOOK_FUNCTION, enqueue_delivery, enqueue_part
 from shared.imports.webhooks import webhook_session
 from shared.infra.db import close_pool, open_database
 from shared.infra.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
@@ -29,7 +29,7 @@ from worker.job_metrics import (
     stop_server,
 )
 from worker.sweeper import sweep_jobs
-from worker.webhook_delivery import WEBHOOK_FUNCTION, deliver_webhook, enqueue_delivery
+from worker.webhook_delivery import deliver_webhook
 
 # Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
 IMPORT_TIMEOUT_S = 6 * 3600
@@ -69,7 +69,7 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
 
         async def queue_webhook(job_id: str) -> None:
             with contextlib.suppress(*REDIS_ERRORS):  # owed in MySQL: the sweep queues it otherwise
-                await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, "0")
+                await enqueue_delivery(ctx["redis"], settings, job_id, "0")
 
         async def queue_part(job_id: str, part: int, arq_id: str) -> bool:
             return await enqueue_part(ctx["redis"], settings, job_id, part, arq_id)

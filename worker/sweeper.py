@@ -14,11 +14,17 @@ from typing import Any
 from arq.constants import job_key_prefix
 
 from shared.imports import job_repo, part_repo
-from shared.imports.queue import enqueue_import, enqueue_part, first_arq_id
+from shared.imports.queue import (
+    enqueue_delivery,
+    enqueue_import,
+    enqueue_part,
+    first_arq_id,
+    first_part_id,
+    requeued_arq_id,
+    requeued_part_id,
+)
 from shared.infra.db import DatabaseUnavailable, connection, transaction
 from worker.importer import MAX_ATTEMPTS, WorkerDeps
-from worker.pipeline.fanout import first_part_id
-from worker.webhook_delivery import enqueue_delivery
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
         return 0
     tick = int(time.time() // settings.sweep_interval_s)
     for job_id, attempts in webhooks:
-        await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, f"{attempts}:{tick}")
+        await enqueue_delivery(ctx["redis"], settings, job_id, f"{attempts}:{tick}")
         log.info("re-queued an overdue webhook delivery", extra={"job": job_id, "attempts": attempts})
     for job_id in expired + [job_id for job_id, attempts in stale if attempts >= MAX_ATTEMPTS]:
         await deps.store.remove_job_files(job_id)
@@ -71,7 +77,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
         if attempts == 0 and await ctx["redis"].exists(job_key_prefix + first_arq_id(job_id)):
             continue  # still waiting in the queue behind other work
         # A fresh arq id: the original may still sit "in progress" in arq after a SIGKILL.
-        if await enqueue_import(ctx["redis"], settings, job_id, f"import:{job_id}:{attempts}:{tick}"):
+        if await enqueue_import(ctx["redis"], settings, job_id, requeued_arq_id(job_id, attempts, tick)):
             queued += 1
             log.info("re-queued an import nobody was working on", extra={"job": job_id, "attempts": attempts})
     for job_id, part, attempts in stale_parts:
@@ -79,7 +85,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             continue
         if attempts == 0 and await ctx["redis"].exists(job_key_prefix + first_part_id(job_id, part)):
             continue
-        if await enqueue_part(ctx["redis"], settings, job_id, part, f"{first_part_id(job_id, part)}:{attempts}:{tick}"):
+        if await enqueue_part(ctx["redis"], settings, job_id, part, requeued_part_id(job_id, part, attempts, tick)):
             queued += 1
             log.info(
                 "re-queued a part nobody was working on", extra={"job": job_id, "part": part, "attempts": attempts}

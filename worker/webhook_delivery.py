@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 import orjson
-from arq.connections import ArqRedis
 
 from shared.imports import job_repo
+from shared.imports.queue import enqueue_delivery
 from shared.imports.service import get_job
 from shared.imports.webhooks import attempt, backoff_s
 from shared.infra.db import connection
@@ -16,14 +16,6 @@ from shared.infra.logs import job_id_var
 from worker.importer import WorkerDeps
 
 log = logging.getLogger(__name__)
-
-WEBHOOK_FUNCTION = "deliver_webhook"
-
-
-async def enqueue_delivery(arq: ArqRedis, queue_name: str, job_id: str, key: str, defer_s: float = 0) -> None:
-    await arq.enqueue_job(
-        WEBHOOK_FUNCTION, job_id, _job_id=f"webhook:{job_id}:{key}", _queue_name=queue_name, _defer_by=defer_s or None
-    )
 
 
 async def deliver_webhook(ctx: dict[str, Any], job_id: str) -> str:
@@ -62,7 +54,7 @@ async def deliver_webhook(ctx: dict[str, Any], job_id: str) -> str:
             extra={"attempt": len(state["attempts"]), "http_status": record["status"], "outcome": state["status"]},
         )
         if retry_in is not None:
-            await enqueue_delivery(ctx["redis"], settings.queue_name, job_id, str(len(state["attempts"])), retry_in)
+            await enqueue_delivery(ctx["redis"], settings, job_id, str(len(state["attempts"])), retry_in)
         return str(state["status"])
     finally:
         job_id_var.reset(token)

@@ -6,17 +6,12 @@ import logging
 
 from shared.imports import job_repo, part_repo
 from shared.imports.job_repo import Job
+from shared.imports.queue import first_part_id
 from shared.infra.db import transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.messages import SheetInfo
 
 log = logging.getLogger("worker.importer")
-
-SPLIT = "split"
-
-
-def first_part_id(job_id: str, part: int) -> str:
-    return f"part:{job_id}:{part}"
 
 
 def wants_split(deps: WorkerDeps, job: Job, info: SheetInfo) -> bool:

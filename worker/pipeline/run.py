@@ -8,12 +8,13 @@ from pathlib import Path
 from shared.customers.cache import CacheUnavailable
 from shared.imports import job_repo
 from shared.imports.job_repo import Job
+from shared.imports.queue import Outcome
 from shared.infra.db import connection
 from shared.spreadsheet.readers import WorkbookError
 from worker.pipeline.child import SourceProcess
 from worker.pipeline.commit import BatchCommitter
 from worker.pipeline.deps import WorkerDeps
-from worker.pipeline.fanout import SPLIT, split_job
+from worker.pipeline.fanout import split_job
 from worker.pipeline.lease import JobLease, PartLease
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed
 from worker.pipeline.source import SourceParams
@@ -22,10 +23,10 @@ from worker.pipeline.warm import CacheWarmer
 log = logging.getLogger("worker.importer")
 
 
-async def run_import(deps: WorkerDeps, job: Job, owner: str, lease: JobLease | None = None, parts: int = 1) -> str:
+async def run_import(deps: WorkerDeps, job: Job, owner: str, lease: JobLease | None = None, parts: int = 1) -> Outcome:
     """Import the job's file from its checkpoint on (or, under a PartLease, one part of it, of
     `parts`); raises WorkbookError (and the like) for a file that cannot be imported, LeaseLost, or
-    the errors of MySQL and Redis. A job big enough is split into parts instead (SPLIT)."""
+    the errors of MySQL and Redis. A job big enough is split into parts instead (Outcome.SPLIT)."""
     # A local file for the readers: the upload itself, or the object streamed from the bucket into
     # this worker's UPLOAD_DIR (deleted when the attempt ends; the object stays until the job ends).
     async with deps.store.local_copy(job.id, job.file_kind) as path:
@@ -34,7 +35,7 @@ async def run_import(deps: WorkerDeps, job: Job, owner: str, lease: JobLease | N
         return await _import_file(deps, job, lease or JobLease(deps, job, owner), path, parts)
 
 
-async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, parts: int) -> str:
+async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, parts: int) -> Outcome:
     settings = deps.settings
     params = SourceParams(
         path,
@@ -60,7 +61,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
                 info = message
                 await lease.set_reader(info)
                 if not isinstance(lease, PartLease) and await split_job(deps, job, lease.owner, info):
-                    return SPLIT
+                    return Outcome.SPLIT
             elif isinstance(message, SheetEnd):
                 info.warnings = [*info.warnings, *message.warnings]
                 await lease.set_reader(info)
@@ -79,7 +80,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
         final = await job_repo.get(cur, job.id)
     if final is not None:
         log.info("import completed", extra=summary(final))
-    return job_repo.COMPLETED
+    return Outcome.COMPLETED
 
 
 def summary(job: Job) -> dict[str, object]:
