@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.http import keys
+from gateway.http import early_errors, keys
 from gateway.http.middlewares import serve
 from gateway.http.request_metrics import Metrics
 from gateway.openapi.document import routes as openapi_routes
@@ -90,6 +90,7 @@ async def _metrics_cleanup(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    early_errors.install()  # aiohttp's own error answers (before the middleware) as problem documents
     app = web.Application(middlewares=[serve])
     app[keys.SETTINGS] = settings
     app[keys.METRICS] = Metrics(settings.prometheus_multiproc_dir)
