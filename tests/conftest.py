@@ -43,7 +43,7 @@ def _base_settings(tmp_root: Path) -> Settings:
         sweep_interval_s=2,
         api_keys=(),
         log_level="WARNING",
-        # The whole run comes from one address: tests of the limits (tests/api/test_security.py) turn them on.
+        # The whole run comes from one address: tests of the limits (tests/api/http/test_ratelimit.py) turn them on.
         rate_limit_per_min=0,
         upload_rate_limit_per_min=0,
     )

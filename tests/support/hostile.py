@@ -1,4 +1,4 @@
-"""Hostile and odd upload files, built small from code at test time (tests/api/test_security.py).
+"""Hostile and odd upload files, built small from code at test time (tests/api/imports/test_hostile_files.py).
 
 `workbook()` writes a minimal .xlsx by hand (not through a library that would refuse to write
 something odd): inline or shared strings, an optional <dimension>, a prolog (a DOCTYPE with entities)

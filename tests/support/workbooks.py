@@ -30,6 +30,13 @@ def customer_row(i: int, domain: str = "example.com") -> list[Any]:
     ]
 
 
+def row_with(i: int, **changes: str) -> list[str]:
+    """customer_row(i) as text, with some fields changed (by name)."""
+    values = dict(zip(HEADER, (str(v) for v in customer_row(i)), strict=True))
+    values.update(changes)
+    return [values[name] for name in HEADER]
+
+
 def write_xlsx(path: Path, rows: Iterable[Sequence[Any]], header: Sequence[Any] | None = HEADER) -> Path:
     wb = openpyxl.Workbook()
     ws = wb.active

@@ -74,3 +74,21 @@ def test_bad_value_stops_the_process(tmp_path: Path) -> None:
         )
         assert result.returncode == 2
         assert "PORT must be a whole number" in result.stderr
+
+
+def test_limit_settings(tmp_path: Path) -> None:
+    s = load_settings({}, cwd=tmp_path)
+    assert (s.rate_limit_per_min, s.upload_rate_limit_per_min) == (600, 30)
+    assert (s.max_concurrent_uploads, s.max_rows_per_job) == (8, 2_000_000)
+    s = load_settings(
+        {"RATE_LIMIT_PER_MIN": "0", "UPLOAD_RATE_LIMIT_PER_MIN": "5", "MAX_CONCURRENT_UPLOADS": "2"}, cwd=tmp_path
+    )
+    assert (s.rate_limit_per_min, s.upload_rate_limit_per_min, s.max_concurrent_uploads) == (0, 5, 2)
+    for name, value in [
+        ("RATE_LIMIT_PER_MIN", "-1"),
+        ("UPLOAD_RATE_LIMIT_PER_MIN", "lots"),
+        ("MAX_CONCURRENT_UPLOADS", "0"),
+        ("MAX_ROWS_PER_JOB", "0"),
+    ]:
+        with pytest.raises(SettingsError, match=name):
+            load_settings({name: value}, cwd=tmp_path)

@@ -13,16 +13,11 @@ from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
 from shared.config import Settings
+from tests.support.api import form
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import csv_bytes, customers
 
 pytestmark = pytest.mark.usefixtures("clean")
-
-
-def form(filename: str, data: bytes) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename=filename, content_type="text/csv")
-    return fd
 
 
 async def read_events(response: aiohttp.ClientResponse) -> list[dict[str, Any]]:

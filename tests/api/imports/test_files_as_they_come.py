@@ -10,13 +10,13 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import openpyxl
 import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
 from tests.conftest import DATA
+from tests.support.api import form
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import HEADER, csv_bytes, customers, workbook_with_formulas_merges_and_1904_dates
 
@@ -33,14 +33,6 @@ UK_500_BY_LETTER = {
     "email": "J",
     "web": "K",
 }
-
-
-def form(filename: str, data: bytes, **fields: str) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename=filename, content_type="application/octet-stream")
-    for name, value in fields.items():
-        fd.add_field(name, value)
-    return fd
 
 
 def counters(job: dict[str, Any]) -> tuple[int, int, int, int, int]:
@@ -91,14 +83,17 @@ async def test_preview_then_start(client: TestClient, settings: Settings) -> Non
     assert preview["kind"] == "csv" and preview["encoding"] == "utf-8"
     columns = preview["columns"]
     assert [c["letter"] for c in columns] == list("ABCDEFGHIJK")
-    # No header_row given: the first row is taken for the header, its cells quoted as such.
-    assert columns[0]["header"] == "Aleshia" and columns[0]["samples"][0] == "Evan" and columns[0]["index"] == 1
-    # Headerless: the file's first row was taken for a header, and the values still say what some
-    # columns hold: an email-looking column is email, and so on.
-    by_field = {c["suggested_field"]: c["letter"] for c in columns if c["suggested_field"]}
-    assert by_field["email"] == "J" and by_field["web"] == "K"
-    assert len(preview["rows"]) == 20
-    assert "first_name" in preview["unmapped_required"]
+    # No header_row given: the first row holds an email, so it is data and the file has no header row
+    # (issue 18 defect 3: it used to be taken for the header, and the first customer was lost).
+    assert preview["header_row"] == 0
+    assert columns[0]["header"] is None and columns[0]["samples"][0] == "Aleshia" and columns[0]["index"] == 1
+    # The values say what some columns hold: an email-looking column is email, and so on.
+    by_field = {c["suggested_field"]: (c["letter"], c["reason"]) for c in columns if c["suggested_field"]}
+    assert by_field["email"] == ("J", "values") and by_field["web"] == ("K", "values")
+    assert by_field["phone"] == ("H", "values") and by_field["postal"] == ("G", "values")
+    assert preview["rows"][0] == {"row": 1, "values": preview["rows"][0]["values"]}
+    assert preview["rows"][0]["values"][0] == "Aleshia" and len(preview["rows"]) == 20
+    assert preview["unmapped_required"] == []
     assert await queued(client, settings) == 0  # nothing imported or queued yet
     # Start it with the mapping: queued, imported.
     started = await client.post(f"/jobs/{job['job_id']}/start", json={"header_row": 0, "mapping": UK_500_BY_LETTER})

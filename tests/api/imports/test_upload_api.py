@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from dataclasses import replace
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.app import create_app
 from shared.config import Settings
 from tests.conftest import DATA
+from tests.support.api import PROBLEM, form, queued_arq_jobs, stored
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import csv_bytes, customers
 
 ODD = DATA / "odd-xlsx"
-PROBLEM = "application/problem+json"
-
-
-def form(filename: str, data: bytes, field: str = "file") -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field(field, data, filename=filename, content_type="application/octet-stream")
-    return fd
-
-
-async def queued_arq_jobs(client: TestClient, settings: Settings) -> int:
-    from gateway.http.keys import REDIS
-
-    return int(await client.app[REDIS].zcard(settings.queue_name))
-
-
-def uploads(settings: Settings) -> list[str]:
-    return sorted(os.listdir(settings.upload_dir)) if os.path.isdir(settings.upload_dir) else []
 
 
 async def test_upload_answers_202_with_job_id_and_location(client: TestClient, settings: Settings) -> None:
@@ -45,7 +25,7 @@ async def test_upload_answers_202_with_job_id_and_location(client: TestClient, s
     assert body["status_url"] == f"/jobs/{body['job_id']}"
     assert response.headers["Location"] == body["status_url"]
     # Stored under the job id, never the client's filename.
-    assert f"{body['job_id']}.xlsx" in uploads(settings)
+    assert f"{body['job_id']}.xlsx" in stored(settings)
     job = await (await client.get(body["status_url"])).json()
     assert job["status"] == "queued" and job["filename"] == "Sample_Employee_data_xlsx.xlsx"
     assert job["size_bytes"] == len(data)
@@ -79,60 +59,17 @@ async def test_upload_answers_202_with_job_id_and_location(client: TestClient, s
 async def test_bad_files_get_a_problem_and_nothing_is_queued(
     client: TestClient, settings: Settings, filename: str, data: bytes, status: int, fragment: str
 ) -> None:
-    before_files = uploads(settings)
+    before_files = stored(settings)
     before_jobs = await queued_arq_jobs(client, settings)
     response = await client.post("/upload", data=form(filename, data))
     assert response.status == status
     assert response.content_type == PROBLEM
     problem = await response.json()
     assert problem["status"] == status and fragment in problem["detail"]
-    assert uploads(settings) == before_files
+    assert stored(settings) == before_files
     assert await queued_arq_jobs(client, settings) == before_jobs
     listing = await (await client.get("/jobs")).json()
     assert listing["items"] == []
-
-
-async def test_missing_field_and_wrong_content_type(client: TestClient) -> None:
-    response = await client.post("/upload", data=form("a.csv", b"x", field="document"))
-    assert response.status == 400
-    assert "'file'" in (await response.json())["detail"]
-    response = await client.post("/upload", data=b"email\na@b.c", headers={"Content-Type": "text/csv"})
-    assert response.status == 415
-    assert "multipart/form-data" in (await response.json())["detail"]
-    response = await client.post("/upload?dry_run=maybe", data=form("a.csv", b"x"))
-    assert response.status == 422
-    assert (await response.json())["errors"][0]["field"] == "dry_run"
-
-
-async def test_upload_over_the_limit_is_413(aiohttp_client, settings: Settings, clean: None) -> None:  # type: ignore[no-untyped-def]
-    small = replace(settings, max_upload_mb=1)
-    client = await aiohttp_client(create_app(small))
-    big = csv_bytes(customers(15000))
-    assert len(big) > 1024 * 1024
-    response = await client.post("/upload", data=form("big.csv", big))
-    assert response.status == 413
-    assert "1 MB" in (await response.json())["detail"]
-    assert [f for f in uploads(small) if f.endswith(".part")] == []
-
-
-async def test_streamed_upload_over_the_limit_without_content_length(
-    aiohttp_client,
-    settings: Settings,
-    clean: None,  # type: ignore[no-untyped-def]
-) -> None:
-    small = replace(settings, max_upload_mb=1)
-    client = await aiohttp_client(create_app(small))
-
-    async def body():  # chunked transfer: no Content-Length to refuse early
-        boundary = "XyZ"
-        yield f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="big.csv"\r\n\r\n'.encode()
-        for _ in range(40):
-            yield b"a" * 65536
-        yield f"\r\n--{boundary}--\r\n".encode()
-
-    response = await client.post("/upload", data=body(), headers={"Content-Type": "multipart/form-data; boundary=XyZ"})
-    assert response.status == 413
-    assert [f for f in uploads(small) if f.endswith(".part")] == []
 
 
 async def test_job_endpoints_after_an_import(client: TestClient, settings: Settings) -> None:
@@ -186,21 +123,6 @@ async def test_job_lookups_validate_ids(client: TestClient) -> None:
     assert response.status == 400
 
 
-async def test_api_keys(aiohttp_client, settings: Settings, clean: None) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(replace(settings, api_keys=("s3cret", "other"))))
-    for path in ("/healthz", "/readyz", "/metrics", "/openapi.json", "/docs"):
-        assert (await client.get(path)).status == 200, path
-    response = await client.get("/jobs")
-    assert response.status == 401 and response.content_type == PROBLEM
-    assert response.headers["WWW-Authenticate"].startswith("Bearer")
-    assert (await client.get("/jobs", headers={"Authorization": "Bearer wrong"})).status == 401
-    assert (await client.get("/customers", headers={"Authorization": "Basic s3cret"})).status == 401
-    assert (await client.get("/jobs", headers={"Authorization": "Bearer s3cret"})).status == 200
-    assert (await client.get("/jobs", headers={"Authorization": "Bearer other"})).status == 200
-    response = await client.post("/upload", data=form("a.csv", csv_bytes(customers(1))))
-    assert response.status == 401
-
-
 async def test_health_metrics_and_docs(client: TestClient) -> None:
     assert await (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await (await client.get("/readyz")).json()
@@ -240,7 +162,7 @@ async def test_a_csv_under_an_xlsx_name_imports(client: TestClient, settings: Se
 
 
 async def test_a_header_without_required_columns_is_422_at_upload(client: TestClient, settings: Settings) -> None:
-    before = uploads(settings)
+    before = stored(settings)
     for filename, data in (
         ("notes.txt", b"hello\n"),
         ("partial.csv", b"first_name,last_name,email\nAda,Lovelace,ada@example.com\n"),
@@ -252,23 +174,12 @@ async def test_a_header_without_required_columns_is_422_at_upload(client: TestCl
         assert "company_name" in body["missing_columns"]
         assert body["header"] == data.decode().splitlines()[0].split(",")
     assert await queued_arq_jobs(client, settings) == 0
-    assert uploads(settings) == before
+    assert stored(settings) == before
     assert (await (await client.get("/jobs")).json())["items"] == []
 
 
-async def test_one_file_per_upload(client: TestClient, settings: Settings) -> None:
-    before = uploads(settings)
-    fd = form("a.csv", csv_bytes(customers(2)))
-    fd.add_field("file", csv_bytes(customers(2, start=5)), filename="b.csv", content_type="text/csv")
-    response = await client.post("/upload", data=fd)
-    assert response.status == 400
-    assert "one file per upload" in (await response.json())["detail"]
-    assert await queued_arq_jobs(client, settings) == 0
-    assert uploads(settings) == before
-
-
 async def test_options_may_come_as_form_fields_after_the_file(client: TestClient, settings: Settings) -> None:
-    before = uploads(settings)
+    before = stored(settings)
     fd = form("a.csv", csv_bytes(customers(2)))
     fd.add_field("dry_run", "true")
     response = await client.post("/upload", data=fd)
@@ -282,4 +193,4 @@ async def test_options_may_come_as_form_fields_after_the_file(client: TestClient
     response = await client.post("/upload?dry_run=false", data=fd)
     assert response.status == 400 and (await response.json())["errors"][0]["field"] == "dry_run"
     accepted = (await (await client.get("/jobs")).json())["items"][0]["job_id"]
-    assert sorted(set(uploads(settings)) - set(before)) == [f"{accepted}.csv"]
+    assert sorted(set(stored(settings)) - set(before)) == [f"{accepted}.csv"]

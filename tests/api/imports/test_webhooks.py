@@ -13,13 +13,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
 from shared.config import Settings
+from tests.support.api import form
 from tests.support.jobs import run_burst_worker
 from tests.support.procs import Service, free_port, get_json, http, service_env, upload, wait_http_ready
 from tests.support.workbooks import csv_bytes, customers
@@ -65,14 +65,6 @@ def hooked(settings: Settings) -> Settings:
     )
 
 
-def form(data: bytes, **fields: str) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename="c.csv", content_type="text/csv")
-    for name, value in fields.items():
-        fd.add_field(name, value)
-    return fd
-
-
 async def test_a_signed_delivery_is_retried_until_it_is_received(
     aiohttp_client: Any, settings: Settings, clean: None
 ) -> None:
@@ -81,7 +73,7 @@ async def test_a_signed_delivery_is_retried_until_it_is_received(
         s = hooked(settings)
         client: TestClient = await aiohttp_client(create_app(s))
         url = str(server.make_url("/hook"))
-        response = await client.post("/upload", data=form(csv_bytes(customers(5)), callback_url=url))
+        response = await client.post("/upload", data=form("c.csv", csv_bytes(customers(5)), callback_url=url))
         assert response.status == 202, await response.text()
         job_id = (await response.json())["job_id"]
         await run_burst_worker(s)  # the import, then each delivery attempt as an arq job of its own
@@ -107,7 +99,7 @@ async def test_a_receiver_that_never_answers_well_is_given_up_on(
         s = replace(hooked(settings), webhook_max_attempts=3)
         client: TestClient = await aiohttp_client(create_app(s))
         response = await client.post(
-            "/upload", data=form(csv_bytes(customers(2)), callback_url=str(server.make_url("/hook")))
+            "/upload", data=form("c.csv", csv_bytes(customers(2)), callback_url=str(server.make_url("/hook")))
         )
         job_id = (await response.json())["job_id"]
         await run_burst_worker(s)
@@ -133,7 +125,7 @@ async def test_a_delivery_owed_when_a_worker_died_is_sent_by_the_sweep(
         s = hooked(settings)
         client: TestClient = await aiohttp_client(create_app(s))
         response = await client.post(
-            "/upload", data=form(csv_bytes(customers(2)), callback_url=str(server.make_url("/hook")))
+            "/upload", data=form("c.csv", csv_bytes(customers(2)), callback_url=str(server.make_url("/hook")))
         )
         job_id = (await response.json())["job_id"]
         # The job ended, its delivery owed, but the worker died before it queued the attempt.
@@ -170,18 +162,18 @@ async def test_a_delivery_owed_when_a_worker_died_is_sent_by_the_sweep(
     ],
 )
 async def test_callback_urls_to_private_addresses_are_refused(client: TestClient, url: str, fragment: str) -> None:
-    response = await client.post("/upload", data=form(csv_bytes(customers(1)), callback_url=url))
+    response = await client.post("/upload", data=form("c.csv", csv_bytes(customers(1)), callback_url=url))
     assert response.status == 422, await response.text()
     body = await response.json()
     assert body["errors"][0]["field"] == "callback_url" and fragment in body["errors"][0]["message"]
-    preview = await (await client.post("/upload?preview=true", data=form(csv_bytes(customers(1))))).json()
+    preview = await (await client.post("/upload?preview=true", data=form("c.csv", csv_bytes(customers(1))))).json()
     response = await client.post(f"/jobs/{preview['job_id']}/start", json={"callback_url": url})
     assert response.status == 422
 
 
 async def test_a_public_address_is_accepted(client: TestClient) -> None:
     response = await client.post(
-        "/upload", data=form(csv_bytes(customers(1)), callback_url="https://93.184.216.34/hooks/import")
+        "/upload", data=form("c.csv", csv_bytes(customers(1)), callback_url="https://93.184.216.34/hooks/import")
     )
     assert response.status == 202, await response.text()
 
