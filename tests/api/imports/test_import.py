@@ -10,22 +10,15 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.imports import job_repo
 from shared.infra.db import connection
 from shared.spreadsheet.readers import Rejection, UploadRejected
 from tests.conftest import DATA
-from tests.support.jobs import import_file, job_service, run_burst_worker, submit
+from tests.support.db import scalar
+from tests.support.jobs import import_file, job_service, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
 
 pytestmark = pytest.mark.usefixtures("clean")
 ODD = DATA / "odd-xlsx"
-
-
-async def scalar(pool: aiomysql.Pool, sql: str, *args: object) -> object:
-    async with connection(pool) as conn, conn.cursor() as cur:
-        await cur.execute(sql, args)
-        row = await cur.fetchone()
-    return row[0]
 
 
 def assert_exact(job: dict) -> None:
@@ -236,42 +229,6 @@ async def test_the_error_cap_counts_rows_not_messages(settings: Settings, pool: 
     assert len(page["items"]) == 30
 
 
-async def test_resume_from_checkpoint_imports_nothing_twice(settings: Settings, pool: aiomysql.Pool) -> None:
-    """A job that crashed after some batches resumes after its checkpoint with exact counters."""
-    rows = customers(1200)
-    # A worker committed the first two batches (500 rows each, rows 2-1001) and died.
-    await import_file(settings, pool, "prefix.csv", csv_bytes(rows[:1000]))
-    job_id = await submit(settings, pool, "resume.csv", csv_bytes(rows))
-    async with connection(pool) as conn, conn.cursor() as cur:
-        await cur.execute("DELETE FROM import_jobs WHERE filename = 'prefix.csv'")
-        await cur.execute(
-            "UPDATE import_jobs SET status='running', rows_read=1000, rows_inserted=1000, checkpoint_row=1001,"
-            " attempts=1, lease_owner='dead-worker', lease_expires_at=CURRENT_TIMESTAMP(6) - INTERVAL 1 SECOND"
-            " WHERE id=%s",
-            (job_id,),
-        )
-    await run_burst_worker(settings)
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-    assert job is not None and job.status == "completed"
-    assert (job.rows_read, job.rows_inserted, job.rows_updated) == (1200, 1200, 0)
-    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 1200
-    assert await scalar(pool, "SELECT MAX(version) FROM customers") == 1
-
-
-async def test_a_job_held_by_a_live_worker_is_not_run_twice(settings: Settings, pool: aiomysql.Pool) -> None:
-    job_id = await submit(settings, pool, "held.csv", csv_bytes(customers(5)))
-    async with connection(pool) as conn, conn.cursor() as cur:
-        await cur.execute(
-            "UPDATE import_jobs SET status='running', lease_owner='alive',"
-            " lease_expires_at=CURRENT_TIMESTAMP(6) + INTERVAL 60 SECOND WHERE id=%s",
-            (job_id,),
-        )
-    await run_burst_worker(settings)
-    assert await scalar(pool, "SELECT COUNT(*) FROM customers") == 0
-    assert await scalar(pool, "SELECT status FROM import_jobs WHERE id=%s", job_id) == "running"
-
-
 async def test_without_local_infile_the_import_falls_back_to_multi_row_inserts(
     settings: Settings, pool: aiomysql.Pool, cache: object
 ) -> None:
@@ -344,38 +301,3 @@ async def test_a_workbook_damaged_inside_fails_the_job_with_the_reason(
     assert job["attempts"] == 1
     # The batches before the damage were committed, and the job says how far it got.
     assert job["rows_read"] == 1000
-
-
-async def test_the_sweep_queues_a_job_whose_enqueue_was_lost(settings: Settings, pool: aiomysql.Pool) -> None:
-    """An upload accepted while Redis was down is recorded but not queued: the workers' sweep queues it."""
-    import uuid
-
-    from arq import create_pool
-
-    from shared.customers.cache import CustomerCache
-    from shared.infra.storage import UploadStore
-    from worker.importer import WorkerDeps
-    from worker.settings import redis_settings
-    from worker.sweeper import sweep_jobs
-
-    job_id = str(uuid.uuid4())
-    store = UploadStore(settings.upload_dir)
-    store.ensure()
-    store.path_for(job_id, "csv").write_bytes(csv_bytes(customers(7)))
-    async with connection(pool) as conn, conn.cursor() as cur:
-        await job_repo.create(
-            cur, job_id=job_id, filename="lost.csv", file_kind="csv", size_bytes=1, sha256="0" * 64, dry_run=False
-        )
-        await cur.execute(
-            "UPDATE import_jobs SET created_at = CURRENT_TIMESTAMP(6) - INTERVAL 120 SECOND WHERE id = %s", (job_id,)
-        )
-    arq = await create_pool(redis_settings(settings), default_queue_name=settings.queue_name)
-    try:
-        deps = WorkerDeps(settings, pool, CustomerCache(arq, prefix=settings.redis_prefix), store)
-        assert await sweep_jobs({"deps": deps, "redis": arq}) == 1
-    finally:
-        await arq.aclose()
-    await run_burst_worker(settings)
-    async with connection(pool) as conn, conn.cursor() as cur:
-        job = await job_repo.get(cur, job_id)
-    assert job is not None and job.status == "completed" and job.rows_inserted == 7
