@@ -401,6 +401,12 @@ def assign(
     return result
 
 
+# A suggestion at least this sure is part of the preview's mapping (and so of an import started with a
+# mapping that does not name its field); below it the column is only hinted.
+CONFIDENT = 0.6
+# The data rows whose values weigh the suggestions (the preview's first rows).
+SAMPLE_ROWS = 20
+
 # A header match the values weigh below this is no suggestion (a `Phone` column of record ids).
 MIN_SCORE = 0.3
 
