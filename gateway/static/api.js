@@ -83,9 +83,10 @@ function problemFromText(status, statusText, contentType, text) {
 
 /**
  * One request; resolves to the Response when it is a success, else rejects with an ApiError.
- * `json` is sent as the JSON body; `body` as it is (FormData, ...).
+ * `json` is sent as the JSON body; `body` as it is (FormData, ...); `keepalive`: the request outlives the
+ * page (one sent as the page is left).
  */
-export async function request(path, { method = "GET", query, json, body, headers = {}, signal } = {}) {
+export async function request(path, { method = "GET", query, json, body, headers = {}, signal, keepalive = false } = {}) {
   const sent = authHeaders(headers);
   if (!sent.has("Accept")) sent.set("Accept", "application/json");
   if (json !== undefined) {
@@ -94,7 +95,7 @@ export async function request(path, { method = "GET", query, json, body, headers
   }
   let response;
   try {
-    response = await fetch(apiUrl(path, query), { method, headers: sent, body, signal, cache: "no-store" });
+    response = await fetch(apiUrl(path, query), { method, headers: sent, body, signal, keepalive, cache: "no-store" });
   } catch (error) {
     if (error.name === "AbortError") throw error;
     throw new ApiError(0, { ...NETWORK_PROBLEM });

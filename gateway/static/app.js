@@ -109,8 +109,8 @@ async function start() {
   window.addEventListener("hashchange", () => signedIn && showView(location.hash.slice(1)));
   $("key-form").addEventListener("submit", signIn);
   $("forget-key").addEventListener("click", () => {
+    resetImport(); // first: a preview shown is deleted with the key still in hand
     forgetKey();
-    resetImport();
     showKeyForm("");
   });
   onUnauthorized((error) => {

@@ -1,7 +1,7 @@
 // Importing a file: pick or drop it, check the preview and map its columns, start, watch the
 // progress, read the summary. Also the list of recent imports, each of which opens its summary.
 
-import { ApiError, download, followEvents, getJSON, sendJSON, upload } from "./api.js";
+import { ApiError, download, followEvents, getJSON, request, sendJSON, upload } from "./api.js";
 import { $, breakable, busy, count, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
 
 export const FIELDS = [
@@ -40,17 +40,28 @@ let showView = () => {};
 
 // -- the file and its preview --------------------------------------------------------------------
 
-let file = null; // the File picked: a new preview uploads it again
-let uploaded = null; // the 201 answer: the job (status "uploaded") and its preview
+let file = null; // the File picked (uploaded once: other sheets or header rows are read from the stored copy)
+let uploaded = null; // the preview shown: the job (status "uploaded") and its preview, until it is started
 let assignment = new Map(); // column index -> field ("" or absent: ignored)
 let manual = new Map(); // column index -> field the person chose by hand (kept across header-row changes)
 let uploadController = null;
 
+/**
+ * The preview shown will not be started (another file, "Choose another file", leaving the page): delete
+ * it, so it leaves no job behind (it would expire by itself, later). `leaving`: the request outlives the page.
+ */
+function discardPreview({ leaving = false } = {}) {
+  const jobId = uploaded?.job_id;
+  uploaded = null;
+  if (!jobId) return;
+  request(`jobs/${jobId}`, { method: "DELETE", keepalive: leaving }).catch(() => {});
+}
+
 function resetImport() {
   uploadController?.abort();
   stopWatching();
+  discardPreview();
   file = null;
-  uploaded = null;
   assignment = new Map();
   manual = new Map();
   $("file-input").value = "";
@@ -74,17 +85,17 @@ async function pickFile(picked) {
 }
 
 /**
- * Upload the file with preview=true (again, when the sheet or header row changed: the previous
- * preview job just expires) and show what the service read. `cause` says where an error belongs.
+ * Show what the service reads in the file: the first time, upload it with preview=true; when the sheet
+ * or the header row changes, ask the service to read its stored copy again (POST /jobs/{id}/preview:
+ * nothing is uploaded twice, no second job). `cause` says where an error belongs.
  */
 async function preview(cause, { sheet, headerRow } = {}) {
   uploadController?.abort();
   const controller = new AbortController();
   uploadController = controller;
-  const form = new FormData();
-  if (sheet !== undefined && sheet !== null) form.append("sheet", sheet);
-  if (headerRow !== undefined && headerRow !== null) form.append("header_row", String(headerRow));
-  form.append("file", file, file.name);
+  const options = {};
+  if (sheet !== undefined && sheet !== null) options.sheet = sheet;
+  if (headerRow !== undefined && headerRow !== null) options.header_row = headerRow;
 
   const first = cause === "file";
   const state = $("upload-state");
@@ -101,19 +112,11 @@ async function preview(cause, { sheet, headerRow } = {}) {
   try {
     const answer = await busy(
       controls,
-      () =>
-        upload("upload", form, {
-          query: { preview: "true" },
-          signal: controller.signal,
-          onProgress: (sent, total) => {
-            if (!total) return;
-            bar.value = Math.round((sent / total) * 100);
-            if (sent >= total) $("upload-text").textContent = `Reading ${file.name}…`;
-          },
-        }),
+      () => (first ? uploadForPreview(controller.signal) : readAgain(uploaded.job_id, options, controller.signal)),
       $("step-preview"),
     );
     if (controller !== uploadController) return;
+    if (first) discardPreview(); // a preview of another file, replaced by this one
     uploaded = answer;
     applySuggestions(cause === "header_row");
     renderPreview();
@@ -128,6 +131,33 @@ async function preview(cause, { sheet, headerRow } = {}) {
     state.hidden = true;
     $("preview-busy").hidden = true;
     updateStart();
+  }
+}
+
+function uploadForPreview(signal) {
+  const form = new FormData();
+  form.append("file", file, file.name);
+  const bar = $("upload-progress");
+  return upload("upload", form, {
+    query: { preview: "true" },
+    signal,
+    onProgress: (sent, total) => {
+      if (!total) return;
+      bar.value = Math.round((sent / total) * 100);
+      if (sent >= total) $("upload-text").textContent = `Reading ${file.name}…`;
+    },
+  });
+}
+
+async function readAgain(jobId, options, signal) {
+  try {
+    return await sendJSON("POST", `jobs/${jobId}/preview`, options, { signal });
+  } catch (error) {
+    // Started elsewhere, or expired (PREVIEW_TTL_S): the stored copy is gone or no longer a preview.
+    if (error instanceof ApiError && (error.status === 404 || error.status === 409)) {
+      throw new ApiError(error.status, { detail: "This file is no longer kept for a preview: choose it again." });
+    }
+    throw error;
   }
 }
 
@@ -367,6 +397,7 @@ async function start() {
     updateStart();
     return;
   }
+  uploaded = null; // started: no longer a preview to discard
   watch(jobId, filename);
 }
 
@@ -399,6 +430,7 @@ function stopWatching() {
 export async function watch(jobId, filename = "") {
   uploadController?.abort();
   stopWatching();
+  discardPreview(); // another job opened over a preview: the preview is abandoned
   const controller = new AbortController();
   watchController = controller;
   current = null;
@@ -624,6 +656,8 @@ export function initImports(options) {
   });
   // A file dropped beside the zone must not make the browser leave the page to open it.
   window.addEventListener("dragover", (e) => e.preventDefault());
+  // Leaving (or reloading) the page abandons the preview shown: the request outlives the page.
+  window.addEventListener("pagehide", () => discardPreview({ leaving: true }));
   window.addEventListener("drop", (e) => e.preventDefault());
 
   $("sheet-select").addEventListener("change", (e) => {

@@ -8,18 +8,21 @@ test's tmp dir (the path is printed): look at them.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
 
 from shared.config import Settings
 from tests.support.procs import Service, free_port, service_env, wait_http_ready
-from tests.support.workbooks import HEADER, csv_bytes, customers
+from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
 from tests.system.test_web_page import (
     API_KEY,
     PHONE,
@@ -319,3 +322,99 @@ def test_a_wrong_key_is_told_plainly_and_one_row_is_one_row(
     assert line.endswith("about 1 row"), line
     screenshot(page, tmp_path / "one-row.png", full=False)
     by_id(page, "preview-cancel").click()
+
+
+# -- 2. previews without re-uploads --------------------------------------------------------------
+
+
+def sent_requests(driver: webdriver.Chrome) -> list[tuple[str, str]]:
+    """(method, path and query) of every request the page sent since the log was last read."""
+    sent = []
+    for entry in driver.get_log("performance"):
+        message: dict[str, Any] = json.loads(entry["message"])["message"]
+        if message.get("method") == "Network.requestWillBeSent":
+            request = message["params"]["request"]
+            parts = urlsplit(request["url"])
+            sent.append((request["method"], parts.path + (f"?{parts.query}" if parts.query else "")))
+    return sent
+
+
+def job_status(stack: Stack, job_id: str) -> int:
+    status, _ = stack.api("GET", f"/jobs/{job_id}")
+    return status
+
+
+def test_a_header_row_or_sheet_change_uploads_nothing_again_and_abandoned_previews_are_deleted(
+    page: webdriver.Chrome, stack: Stack, provoked: set[int], tmp_path: Path
+) -> None:
+    provoked.add(401)
+    _, before = stack.api("GET", "/jobs?include_previews=true&limit=200")
+    known = {job["job_id"] for job in before["items"]}
+    rows = long_named_customers(5)
+    for row in rows:
+        row[8] = row[8].replace("@", ".sheets@")
+    book = write_two_sheets(tmp_path / "notes-then-people.xlsx", rows, HEADER_WITH_COUNTRY)
+    open_page(page, stack)
+    page.get_log("performance")
+    upload_and_preview(page, book)
+    _, previews = stack.api("GET", "/jobs?status=uploaded&limit=200")
+    (job_id,) = [job["job_id"] for job in previews["items"] if job["job_id"] not in known]
+
+    # The sheets, then the header row twice: each reads the stored copy again.
+    changes = 2
+    for name in ("Notes", "People"):
+        if Select(by_id(page, "sheet-select")).first_selected_option.get_attribute("value") != name:
+            Select(by_id(page, "sheet-select")).select_by_value(name)
+            changes += 1
+            wait(page, lambda d: not by_id(d, "preview-busy").is_displayed() and by_id(d, "sheet-select").is_enabled())
+    wait(page, lambda d: d.find_element(By.CSS_SELECTOR, 'label[for="map-A"]').text.strip() == "A “first_name”")
+    header_row = by_id(page, "header-row")
+    header_row.clear()
+    header_row.send_keys("0", Keys.TAB)
+    wait(page, lambda d: d.find_element(By.CSS_SELECTOR, 'label[for="map-A"]').text.strip() == "A Column A")
+    for label, size in (("wide", WIDE), ("phone", PHONE)):
+        page.set_window_size(*size)
+        screenshot(page, tmp_path / f"header-row-0-{label}.png", full=False)
+    page.set_window_size(*WIDE)
+    header_row = by_id(page, "header-row")
+    header_row.clear()
+    header_row.send_keys("1", Keys.TAB)
+    wait(page, lambda d: d.find_element(By.CSS_SELECTOR, 'label[for="map-A"]').text.strip() == "A “first_name”")
+    wait(page, lambda d: by_id(d, "start-import").is_enabled())
+
+    sent = sent_requests(page)
+    uploads = [path for method, path in sent if method == "POST" and path.startswith("/upload")]
+    again = [path for method, path in sent if method == "POST" and path == f"/jobs/{job_id}/preview"]
+    assert uploads == ["/upload?preview=true"], sent  # the file went up once
+    assert len(again) == changes, sent
+    _, previews = stack.api("GET", "/jobs?status=uploaded&limit=200")
+    assert [job["job_id"] for job in previews["items"] if job["job_id"] not in known] == [job_id]
+
+    # Started: the job imported is that one, read as the page showed it last; no other job was left.
+    job = start_and_finish(page, stack)
+    assert job["job_id"] == job_id and (job["sheet"], job["header_row"], job["rows_read"]) == ("People", 1, 5)
+    _, after = stack.api("GET", "/jobs?include_previews=true&limit=200")
+    assert [j["job_id"] for j in after["items"] if j["job_id"] not in known] == [job_id]
+    by_id(page, "tabs").find_element(By.CSS_SELECTOR, '[data-view="jobs"]').click()
+    wait(page, lambda d: d.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job_id}"]'))
+    assert len(page.find_elements(By.CSS_SELECTOR, "#jobs-body tr[data-job]")) == len(
+        [j for j in after["items"] if j["status"] != "uploaded"]
+    )
+    assert "not started" not in text_of(page, "jobs-body")
+
+    # "Choose another file" deletes the preview it leaves; so does leaving the page.
+    by_id(page, "tabs").find_element(By.CSS_SELECTOR, '[data-view="import"]').click()
+    by_id(page, "watch-new").click()
+    for leave in ("choose another file", "leave the page"):
+        upload_and_preview(page, book)
+        _, previews = stack.api("GET", "/jobs?status=uploaded&limit=200")
+        (abandoned,) = [j["job_id"] for j in previews["items"] if j["job_id"] not in known]
+        if leave == "choose another file":
+            by_id(page, "preview-cancel").click()
+            visible(page, "step-pick")
+        else:
+            page.get("about:blank")
+        wait(page, lambda d, gone=abandoned: job_status(stack, gone) == 404, 15)
+        open_page(page, stack)
+    _, previews = stack.api("GET", "/jobs?status=uploaded&limit=200")
+    assert [j["job_id"] for j in previews["items"] if j["job_id"] not in known] == []
