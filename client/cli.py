@@ -31,8 +31,8 @@ from rich.table import Table
 from rich.text import Text
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-TERMINAL = ("completed", "failed")
-COUNTERS = ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "rows_invalid")
+TERMINAL = ("completed", "failed", "cancelled")
+COUNTERS = ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "rows_skipped", "rows_invalid")
 POLL_INTERVAL_S = 0.5
 # While following a job, how long the gateway may be unreachable (a restart, a 503) before giving up.
 FOLLOW_GRACE_S = 30.0
@@ -431,6 +431,12 @@ def _follow_and_report(ctx: click.Context, api: Api, job_id: str) -> NoReturn:
               help="1-based row of the header; 0: the file has none (map columns by letter).")  # fmt: skip
 @click.option("--sheet", metavar="S", help="Worksheet name or 1-based number (default: the first).")
 @click.option("--encoding", metavar="E", help="CSV text encoding, e.g. cp1252 (default: detected).")
+# The modes' choices are the gateway's (GET /openapi.json); it answers an unknown one with a 422 naming them.
+@click.option(
+    "--mode", metavar="MODE", help="upsert (default), insert (known customers skipped) or update (new ones skipped)."
+)
+@click.option("--blank-cells", metavar="B", help="keep (default: an empty cell erases nothing) or clear.")
+@click.option("--match-on", metavar="M", help="email (default) or id (an export's id column names the customer).")
 @click.pass_context
 def upload(
     ctx: click.Context,
@@ -441,6 +447,9 @@ def upload(
     header_row: int | None,
     sheet: str | None,
     encoding: str | None,
+    mode: str | None,
+    blank_cells: str | None,
+    match_on: str | None,
 ) -> None:
     """Upload a .xlsx or .csv file of customers.
 
@@ -450,6 +459,7 @@ def upload(
     api = _api(ctx)
     form = {"dry_run": "true" if dry_run else None, "mapping": mapping, "sheet": sheet, "encoding": encoding}
     form["header_row"] = None if header_row is None else str(header_row)
+    form.update(mode=mode, blank_cells=blank_cells, match_on=match_on)
     try:
         handle = file.open("rb")
     except OSError as exc:
@@ -586,6 +596,168 @@ def template(ctx: click.Context, output: Path) -> None:
     The header row, with a note on each column in .xlsx."""
     size = _api(ctx).download("/template", {"format": _suffix(output)}, output)
     click.echo(f"wrote {output} ({size:,} bytes)")
+
+
+# ------------------------------------------------------------------------------ what an import did
+
+
+def _json_lines(api: Api, path: str, **params: Any) -> None:
+    """Every item of a paginated endpoint, one JSON object a line."""
+    cursor = None
+    while True:
+        page = api.get_json(path, limit=1000, cursor=cursor, **params)
+        for item in page["items"]:
+            click.echo(json.dumps(item, ensure_ascii=False))
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("-o", "--output", type=click.Path(path_type=Path), callback=_optional_output,
+              help="Write the changes to this CSV file.")  # fmt: skip
+@click.pass_context
+def changes(ctx: click.Context, job_id: str, output: Path | None) -> None:
+    """What a job did to each customer: inserted, updated (old -> new), deleted, restored.
+
+    To a CSV file with -o, else to stdout as JSON, one customer a line."""
+    api = _api(ctx)
+    path = _job_path(job_id) + "/changes"
+    if output is not None:
+        size = api.download(path, {"format": "csv"}, output)
+        click.echo(f"wrote {output} ({size:,} bytes)")
+        return
+    _json_lines(api, path)
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.option("--force", is_flag=True, help="Also undo customers changed since the import (else left, and listed).")
+@click.option("--wait", is_flag=True, help="Follow the revert job to its end and print what it did.")
+@click.pass_context
+def revert(ctx: click.Context, job_id: str, force: bool, wait: bool) -> None:
+    """Undo an import: delete the customers it inserted, restore those it updated.
+
+    Queues a revert job and prints its id. Customers changed since the import are conflicts: left as
+    they are and listed in the revert job's errors, unless --force."""
+    api = _api(ctx)
+    answer = api.request("POST", _job_path(job_id) + "/revert", json={"force": True} if force else {}).json()
+    revert_id = answer["job_id"]
+    click.echo(f"revert job {revert_id} {answer.get('status')}: undoing {job_id}" + (" (force)" if force else ""))
+    if wait:
+        _follow_and_report(ctx, api, revert_id)
+    click.echo(f"follow it: customer-import job {revert_id} --wait")
+
+
+@cli.command()
+@click.argument("job_id", metavar="ID")
+@click.pass_context
+def cancel(ctx: click.Context, job_id: str) -> None:
+    """Cancel a queued or running job.
+
+    A queued job ends at once; a running one stops at its next batch (what it committed stays, and can
+    be reverted)."""
+    answer = _api(ctx).request("POST", _job_path(job_id) + "/cancel").json()
+    click.echo(f"job {job_id} {_status(str(answer.get('status')))}")
+
+
+# ---------------------------------------------------------------------------------------- customers
+
+
+@cli.group()
+def customers() -> None:
+    """Browse customers: list (sorted, searched), get one, its history."""
+
+
+def _customer_path(customer_id: int) -> str:
+    return f"/customers/{customer_id}"
+
+
+@customers.command("list")
+@click.option("--q", "query", metavar="TEXT", help="Only customers whose names, email or company match.")
+@click.option("--sort", metavar="FIELD", help="A field, id, created_at or updated_at; -FIELD for descending.")
+@click.option("--limit", type=click.IntRange(min=1, max=100_000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One customer a line as JSON.")
+@click.pass_context
+def customers_list(ctx: click.Context, query: str | None, sort: str | None, limit: int, as_json: bool) -> None:
+    """List customers, by id or by --sort, with how many match."""
+    api = _api(ctx)
+    items: list[dict[str, Any]] = []
+    cursor = None
+    total = None
+    while len(items) < limit:
+        page = api.get_json(
+            "/customers", limit=min(limit - len(items), 1000), cursor=cursor, q=query, sort=sort,
+            count="true" if total is None else None,
+        )  # fmt: skip
+        total = page.get("total", total)
+        items.extend(page["items"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            break
+    if as_json:
+        for item in items:
+            click.echo(json.dumps(item, ensure_ascii=False))
+        return
+    columns = ["id", "email", "first_name", "last_name", "company_name", "city", "country", "version"]
+    if sort and sort.lstrip("-") not in columns:
+        columns.insert(2, sort.lstrip("-"))
+    console = Console()
+    rows = [[("" if item.get(c) is None else str(item.get(c))) for c in columns] for item in items]
+    if not console.is_terminal:  # tab-separated: for grep, cut and awk
+        for row in [columns, *rows]:
+            click.echo("\t".join(cell.replace("\t", " ") for cell in row))
+    else:
+        table = Table(*columns, box=None, header_style="bold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+    click.echo(f"{len(items):,} of {total:,} customers" if isinstance(total, int) else f"{len(items):,} customers",
+               err=not console.is_terminal)  # fmt: skip
+
+
+@customers.command("get")
+@click.argument("customer_id", metavar="ID", type=click.IntRange(min=1))
+@click.pass_context
+def customers_get(ctx: click.Context, customer_id: int) -> None:
+    """One customer, as JSON."""
+    click.echo(json.dumps(_api(ctx).get_json(_customer_path(customer_id)), indent=2, ensure_ascii=False))
+
+
+@customers.command("history")
+@click.argument("customer_id", metavar="ID", type=click.IntRange(min=1))
+@click.option("--json", "as_json", is_flag=True, help="One change a line as JSON.")
+@click.pass_context
+def customers_history(ctx: click.Context, customer_id: int, as_json: bool) -> None:
+    """Every change of a customer, newest first: when, what, who, from where, old -> new.
+
+    Also for a deleted customer."""
+    api = _api(ctx)
+    path = _customer_path(customer_id) + "/history"
+    if as_json:
+        _json_lines(api, path)
+        return
+    cursor = None
+    while True:
+        page = api.get_json(path, limit=200, cursor=cursor)
+        for item in page["items"]:
+            source = item.get("source") or {}
+            origin = source.get("job_id") or source.get("request_id") or ""
+            who = item.get("by") or "-"
+            click.echo(f"{item.get('at')}  {item.get('action')}  by {who}  via {source.get('kind')} {origin}".rstrip())
+            for name, change in (item.get("changes") or {}).items():
+                old, new = change if isinstance(change, list) and len(change) == 2 else (None, change)
+                click.echo(f"    {name}: {_shown(old)} -> {_shown(new)}")
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "(empty)"
+    return json.dumps(value, ensure_ascii=False) if not isinstance(value, str) else value
 
 
 def _suffix(path: Path) -> str:
