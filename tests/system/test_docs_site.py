@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from shared.config import Settings
+from shared.customers.fields import FIELDS
 from tests.support import docs, procs
 
 REPO = docs.REPO
@@ -59,6 +60,10 @@ def test_the_site_builds_strictly_and_every_page_is_in_the_navigation(tmp_path: 
     web_page = (site / "web-page" / "index.html").read_text()
     images = re.findall(r'<img[^>]*src="([^"]+)"', web_page)
     assert images and all((site / "web-page" / src).resolve().exists() for src in images), images
+    # The customer fields' table is made from the field registry (deploy/mkdocs_hooks.py).
+    importing = (site / "importing" / "index.html").read_text()
+    for field in FIELDS:
+        assert f"<td><code>{field.name}</code></td>\n<td>{field.max_length}</td>" in importing, field.name
     # Nothing is loaded from another site when a page is read (no fonts, scripts or styles from a CDN).
     for html in site.rglob("*.html"):
         text = html.read_text()
