@@ -124,7 +124,8 @@ else:
 ') || exit 2
 {
   read -r PORT_VALUE WORKERS_VALUE GATEWAYS_VALUE KEYS_SET HOST_VALUE WORKER_METRICS_VALUE
-  IFS= read -r TRY_AUTH
+  # Empty without keys: $(...) dropped that last (empty) line, so read meets the end: not an error.
+  IFS= read -r TRY_AUTH || TRY_AUTH=""
 } <<<"$settings"
 [[ "$HOST_VALUE" == *:* ]] && HOST_VALUE="[$HOST_VALUE]"
 BASE_URL="http://${HOST_VALUE}:${PORT_VALUE}"
