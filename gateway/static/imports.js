@@ -611,29 +611,94 @@ async function downloadFor(button) {
 
 // -- recent imports ------------------------------------------------------------------------------
 
+// Jobs still under way: Recent imports shows their progress and keeps it current while it is shown.
+const UNDER_WAY = new Set(["queued", "running"]);
+const LIST_REFRESH_MS = 1500;
+let listTimer = null;
+let listRequest = 0;
+
+function jobProgress(job) {
+  const total = job.progress?.rows_total_estimate ?? null;
+  const percent = job.progress?.percent;
+  const bar = el("progress", { max: 100, "aria-label": `Progress of ${job.filename}` });
+  if (percent !== null && percent !== undefined) bar.value = percent;
+  const done = job.rows_read ?? 0;
+  const text =
+    job.status === "queued"
+      ? "waiting for a worker"
+      : total
+        ? `${fmt(done)} of about ${count(total, "row")}${percent !== null && percent !== undefined ? ` (${Math.floor(percent)}%)` : ""}`
+        : count(done, "row");
+  return el("span", { className: "job-progress" }, bar, el("span", { className: "hint", text }));
+}
+
+function jobRow(job) {
+  const underWay = UNDER_WAY.has(job.status);
+  const verb = underWay ? "Follow" : "Open";
+  return el(
+    "tr",
+    { dataset: { job: job.job_id, status: job.status } },
+    el("td", { className: "file" }, el("button", { type: "button", className: "link", "aria-label": `${verb} the import of ${job.filename}, ${fmtDate(job.created_at)}`, on: { click: () => watch(job.job_id, job.filename) } }, breakable(job.filename))),
+    el(
+      "td",
+      { className: "state" },
+      el("span", { className: `status ${job.status}`, text: STATUS_TEXT[job.status] || job.status }),
+      underWay ? jobProgress(job) : null,
+    ),
+    el("td", { className: "when", text: fmtDate(job.created_at) }),
+    JOB_COUNTERS.map(([name, label]) =>
+      el("td", { className: "num", dataset: { counter: name } }, el("span", { className: "cell-label", text: label }), fmt(job[name])),
+    ),
+  );
+}
+
 export async function loadJobs() {
+  clearTimeout(listTimer);
+  const ticket = ++listRequest;
   showError("jobs-error", "");
   const body = $("jobs-body");
   try {
     const page = await busy($("jobs-refresh"), () => getJSON("jobs", { query: { limit: 20 } }), $("view-jobs"));
-    body.replaceChildren(
-      ...page.items.map((job) =>
-        el(
-          "tr",
-          { dataset: { job: job.job_id } },
-          el("td", { className: "file" }, el("button", { type: "button", className: "link", "aria-label": `Open the import of ${job.filename}, ${fmtDate(job.created_at)}`, on: { click: () => watch(job.job_id, job.filename) } }, breakable(job.filename))),
-          el("td", { className: "state" }, el("span", { className: `status ${job.status}`, text: STATUS_TEXT[job.status] || job.status })),
-          el("td", { className: "when", text: fmtDate(job.created_at) }),
-          JOB_COUNTERS.map(([name, label]) =>
-            el("td", { className: "num", dataset: { counter: name } }, el("span", { className: "cell-label", text: label }), fmt(job[name])),
-          ),
-        ),
-      ),
-    );
+    if (ticket !== listRequest) return;
+    body.replaceChildren(...page.items.map(jobRow));
     $("jobs-empty").hidden = page.items.length > 0;
   } catch (error) {
     showError("jobs-error", error.message);
   }
+  followList();
+}
+
+/** While Recent imports is shown and lists jobs under way, read theirs again every moment or so. */
+function followList() {
+  clearTimeout(listTimer);
+  if ($("view-jobs").hidden || !document.querySelector("#jobs-body tr[data-status='queued'], #jobs-body tr[data-status='running']")) return;
+  listTimer = setTimeout(refreshUnderWay, LIST_REFRESH_MS);
+}
+
+async function refreshUnderWay() {
+  if ($("view-jobs").hidden) return;
+  const ticket = listRequest;
+  let live;
+  try {
+    const page = await getJSON("jobs", { query: { status: "queued,running", limit: 200 } });
+    live = new Map(page.items.map((job) => [job.job_id, job]));
+  } catch {
+    followList(); // try again at the next tick; the list shown stays
+    return;
+  }
+  if (ticket !== listRequest) return;
+  const rows = [...document.querySelectorAll("#jobs-body tr[data-status='queued'], #jobs-body tr[data-status='running']")];
+  if (rows.some((row) => !live.has(row.dataset.job))) {
+    loadJobs(); // one has ended: the whole list, with its final counters
+    return;
+  }
+  for (const row of rows) {
+    // Every cell but the first (its button may have the focus) takes the new values.
+    const fresh = [...jobRow(live.get(row.dataset.job)).cells];
+    row.dataset.status = live.get(row.dataset.job).status;
+    [...row.cells].slice(1).forEach((cell, i) => cell.replaceWith(fresh[i + 1]));
+  }
+  followList();
 }
 
 // -- wiring --------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ test's tmp dir (the path is printed): look at them.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from tests.system.test_web_page import (
     Stack,
     browser,
     by_id,
+    counters_on_page,
     open_page,
     page,
     provoked,
@@ -418,3 +420,62 @@ def test_a_header_row_or_sheet_change_uploads_nothing_again_and_abandoned_previe
         open_page(page, stack)
     _, previews = stack.api("GET", "/jobs?status=uploaded&limit=200")
     assert [j["job_id"] for j in previews["items"] if j["job_id"] not in known] == []
+
+
+# -- 5. a long import can be left and found again ------------------------------------------------
+
+
+def progress_of(driver: webdriver.Chrome, job_id: str) -> float:
+    """The progress Recent imports shows for the job (-1 when it shows none)."""
+    found = driver.find_elements(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job_id}"] .job-progress progress')
+    return float(found[0].get_attribute("value") or 0) if found else -1.0
+
+
+def test_a_running_import_can_be_left_and_found_again_with_live_progress(
+    page: webdriver.Chrome, stack: Stack, provoked: set[int], tmp_path: Path
+) -> None:
+    provoked.add(401)
+    rows = customers(80_000, domain="left-and-found.example")
+    for row in rows:
+        row.append("United Kingdom")
+    source = tmp_path / "eighty-thousand.csv"
+    source.write_bytes(csv_bytes(rows, HEADER_WITH_COUNTRY))
+    open_page(page, stack)
+    upload_and_preview(page, source)
+    by_id(page, "start-import").click()
+    wait(page, lambda d: counters_on_page(d).get("rows_read", 0) > 0, 60)
+    job_id = by_id(page, "step-watch").get_attribute("data-job")
+
+    # Left: the tab goes elsewhere, the import goes on. Found again in Recent imports, its progress
+    # moving on the screen with no click.
+    page.get("about:blank")
+    page.get_log("performance")
+    open_page(page, stack, "jobs")
+    row = wait(page, lambda d: d.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job_id}"]'))
+    assert row.get_attribute("data-status") == "running", row.text
+    first = wait(page, lambda d: (p := progress_of(d, job_id)) > 0 and p)
+    assert re.search(r"[\d,]+ of about [\d,]+ rows \(\d+%\)", text_of(page, "jobs-body")), text_of(page, "jobs-body")
+    wait(page, lambda d: progress_of(d, job_id) > first, 30)
+    polled = [path for method, path in sent_requests(page) if method == "GET" and path.startswith("/jobs?status=")]
+    assert polled and all("queued%2Crunning" in path or "queued,running" in path for path in polled), polled
+    for label, size in (("wide", WIDE), ("phone", PHONE)):
+        page.set_window_size(*size)
+        wait(page, lambda d, w=size[0]: d.execute_script("return window.innerWidth") <= w)
+        assert sideways(page) == [], label
+        if progress_of(page, job_id) >= 0:
+            screenshot(page, tmp_path / f"running-in-recent-imports-{label}.png", full=False)
+    page.set_window_size(*WIDE)
+
+    # Opened: the page follows it again through its event stream, to the end.
+    page.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job_id}"] button').click()
+    visible(page, "step-watch")
+    assert by_id(page, "step-watch").get_attribute("data-job") == job_id
+    job = start_and_finish(page, stack)  # asserts the events were requested and the job completed
+    assert (job["job_id"], job["rows_inserted"]) == (job_id, 80_000)
+    assert counters_on_page(page)["rows_read"] == 80_000
+    by_id(page, "tabs").find_element(By.CSS_SELECTOR, '[data-view="jobs"]').click()
+    row = wait(
+        page,
+        lambda d: d.find_element(By.CSS_SELECTOR, f'#jobs-body tr[data-job="{job_id}"][data-status="completed"]'),
+    )
+    assert progress_of(page, job_id) == -1  # ended: the counters say the rest
