@@ -14,7 +14,15 @@ from arq.worker import func
 from shared.config import Settings
 from shared.customers.cache import REDIS_ERRORS, CustomerCache
 from shared.imports.events import JobEvents
-from shared.imports.queue import IMPORT_FUNCTION, PART_FUNCTION, WEBHOOK_FUNCTION, enqueue_delivery, enqueue_part
+from shared.imports.queue import (
+    DELETE_FUNCTION,
+    IMPORT_FUNCTION,
+    PART_FUNCTION,
+    REVERT_FUNCTION,
+    WEBHOOK_FUNCTION,
+    enqueue_delivery,
+    enqueue_part,
+)
 from shared.imports.webhooks import webhook_session
 from shared.infra.db import close_pool, open_database
 from shared.infra.redis_clients import arq_redis_settings, cache_redis, follow_primary, worker_queue
@@ -29,6 +37,7 @@ from worker.job_metrics import (
     stop_server,
 )
 from worker.sweeper import sweep_jobs
+from worker.undo import delete_customers, revert_job
 from worker.webhook_delivery import deliver_webhook
 
 # Long enough for the slowest import; crash recovery does not depend on it (see worker.sweeper).
@@ -106,6 +115,9 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             func(instrumented_import(import_workbook), name=IMPORT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
             # One part of a job split over several workers (timed and counted as part of its job).
             func(import_part, name=PART_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
+            # Undo an import (or a bulk delete); delete the customers a search matches (worker.undo).
+            func(revert_job, name=REVERT_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
+            func(delete_customers, name=DELETE_FUNCTION, timeout=IMPORT_TIMEOUT_S, max_tries=20),
             func(
                 instrumented_webhook(deliver_webhook), name=WEBHOOK_FUNCTION, timeout=WEBHOOK_JOB_TIMEOUT_S, max_tries=3
             ),

@@ -13,10 +13,11 @@ from typing import Any
 
 from arq.constants import job_key_prefix
 
+from shared.customers import history_repo
 from shared.imports import job_repo, part_repo
 from shared.imports.queue import (
     enqueue_delivery,
-    enqueue_import,
+    enqueue_job,
     enqueue_part,
     first_arq_id,
     first_part_id,
@@ -42,6 +43,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
             )
             stale = await job_repo.needing_a_worker(cur, grace)
             stale_parts = await part_repo.needing_a_worker(cur, grace)
+            kinds = await job_repo.kinds(cur, [job_id for job_id, _ in stale])
             for job_id, attempts in stale:
                 if attempts >= MAX_ATTEMPTS:
                     await job_repo.fail_unclaimed(
@@ -60,6 +62,7 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
     except DatabaseUnavailable as exc:
         log.warning("sweep skipped: mysql unavailable", extra={"error": str(exc)})
         return 0
+    await _expire_history(deps)
     tick = int(time.time() // settings.sweep_interval_s)
     for job_id, attempts in webhooks:
         await enqueue_delivery(ctx["redis"], settings, job_id, f"{attempts}:{tick}")
@@ -77,7 +80,8 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
         if attempts == 0 and await ctx["redis"].exists(job_key_prefix + first_arq_id(job_id)):
             continue  # still waiting in the queue behind other work
         # A fresh arq id: the original may still sit "in progress" in arq after a SIGKILL.
-        if await enqueue_import(ctx["redis"], settings, job_id, requeued_arq_id(job_id, attempts, tick)):
+        kind = kinds.get(job_id, job_repo.IMPORT)
+        if await enqueue_job(ctx["redis"], settings, job_id, kind, requeued_arq_id(job_id, attempts, tick)):
             queued += 1
             log.info("re-queued an import nobody was working on", extra={"job": job_id, "attempts": attempts})
     for job_id, part, attempts in stale_parts:
@@ -91,3 +95,20 @@ async def sweep_jobs(ctx: dict[str, Any]) -> int:
                 "re-queued a part nobody was working on", extra={"job": job_id, "part": part, "attempts": attempts}
             )
     return queued
+
+
+async def _expire_history(deps: WorkerDeps) -> int:
+    """HISTORY_RETENTION_DAYS: delete customer history older than that (0 keeps it all), a bounded
+    chunk a sweep so no sweep holds locks for long; the next sweeps take the rest."""
+    days = deps.settings.history_retention_days
+    if not days:
+        return 0
+    try:
+        async with connection(deps.pool) as conn, conn.cursor() as cur:
+            removed = await history_repo.expire(cur, days)
+    except DatabaseUnavailable as exc:
+        log.warning("history retention skipped: mysql unavailable", extra={"error": str(exc)})
+        return 0
+    if removed:
+        log.info("deleted expired customer history", extra={"rows": removed, "retention_days": days})
+    return removed

@@ -515,12 +515,8 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                     422: _problem("limit out of range."),
                     503: unavailable,
                 },
-                parameters=[
-                    _query(s.page_query(*JOBS_LIMIT, status=s.JOB_STATUS_FILTER, include_previews=s.INCLUDE_PREVIEWS))
-                ],
+                parameters=[_query(s.page_query(*JOBS_LIMIT))],
                 bad_request=BAD_CURSOR,
-                description="Previews (status `uploaded`) are left out unless `status` names them or "
-                "`include_previews=true`: a page that previews files and abandons them does not fill the list.",
             ),
         },
         "/jobs/{id}": {
@@ -531,50 +527,6 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                 {200: _ok("The job.", "Job"), 404: no_job, 503: unavailable},
                 parameters=[JOB_ID],
                 bad_request=bad_id,
-            ),
-            "delete": _operation(
-                "deletePreview",
-                "Discard a preview that will not be started: the job and its stored file are deleted",
-                "imports",
-                {
-                    204: _empty("Deleted: the job is gone (404 from now on) and so is its file."),
-                    404: no_job,
-                    409: _problem("The job is not a preview (it was started): cancel or revert it instead."),
-                    503: unavailable,
-                },
-                parameters=[JOB_ID],
-                bad_request=bad_id,
-            ),
-        },
-        "/jobs/{id}/preview": {
-            "post": _operation(
-                "previewAgain",
-                "Read a preview's stored file again with another header row, sheet or encoding",
-                "imports",
-                {
-                    200: _ok(
-                        "The same job (still `uploaded`) with its new preview; nothing was uploaded again. "
-                        "A start without options now uses this reading.",
-                        "UploadedPreview",
-                    ),
-                    404: no_job,
-                    409: _problem("The job is not an uploaded preview (it was started, or has expired)."),
-                    413: _problem("The body is over the server's limit (1 MB)."),
-                    422: _problem(
-                        "An unknown or invalid option, a sheet the workbook does not have, an encoding that does "
-                        "not fit the file.",
-                        schema="ColumnsProblem",
-                    ),
-                    503: unavailable,
-                },
-                parameters=[JOB_ID],
-                body={
-                    "required": False,
-                    "description": "Each option is optional; the header row and the mapping are found anew "
-                    "unless given.",
-                    "content": {JSON: {"schema": "PreviewOptions"}},
-                },
-                bad_request=f"{bad_id}; malformed JSON, or a body that is not an object",
             ),
         },
         "/jobs/{id}/events": {
@@ -675,6 +627,116 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                 parameters=[
                     _query(Schema.from_dict({"format": s.file_format(("xlsx", "csv"), "xlsx", "The file's format")}))
                 ],
+            ),
+        },
+    }
+
+
+def _undo_paths() -> dict[str, dict[str, Any]]:
+    """Customer history, what a job changed, revert, cancel and bulk delete (issue 19)."""
+    unavailable = _problem(NO_DATABASE, "RetryAfter")
+    no_job = _problem("No such job.")
+    bad_id = "a job id that is not a UUID"
+    job_queued = _ok("Accepted: the job's document (status `queued`). Follow it at Location.", "Job", "Location")
+    return {
+        "/customers/{id}/history": {
+            "get": _operation(
+                "getCustomerHistory",
+                "Every change of a customer, newest first (also for a deleted one)",
+                "customers",
+                {
+                    200: _ok(
+                        "A page of changes: who, when, through what, and each field's old and new value.", "HistoryPage"
+                    ),
+                    404: _problem("No customer ever had this id."),
+                    422: _problem("limit out of range."),
+                    503: unavailable,
+                },
+                parameters=[CUSTOMER_ID, _query(s.page_query(*CUSTOMERS_LIMIT))],
+                bad_request=f"a customer id that is not a positive whole number; {BAD_CURSOR}",
+            ),
+        },
+        "/customers/bulk-delete": {
+            "post": _operation(
+                "bulkDeleteCustomers",
+                "Delete every customer a search matches, as a `delete` job (in the history, revertable)",
+                "customers",
+                {
+                    202: job_queued,
+                    409: _problem("expected_count is not the number of customers q matches now: nothing is deleted."),
+                    413: _problem("The body is over the server's limit (1 MB)."),
+                    422: _problem("An unknown field, q too long, or expected_count not a whole number."),
+                    503: unavailable,
+                },
+                body=_json_body("BulkDelete", "The search and how many customers it matches now."),
+                bad_request="no body, malformed JSON",
+            ),
+        },
+        "/jobs/{id}/changes": {
+            "get": _operation(
+                "listJobChanges",
+                "What a job did to each customer (JSON pages, or ?format=csv: a line per changed field)",
+                "imports",
+                {
+                    200: {
+                        "description": "A page of customers the job inserted, updated, deleted or restored; with "
+                        "format=csv all of them as a download.",
+                        "headers": _headers("ContentDisposition"),
+                        "content": {
+                            JSON: {"schema": "JobChangesPage"},
+                            CSV: {
+                                "schema": {"type": "string"},
+                                "example": "customer_id,email,action,field,old,new\r\n",
+                            },
+                        },
+                    },
+                    404: no_job,
+                    422: _problem("limit out of range, or format not json or csv."),
+                    503: unavailable,
+                },
+                parameters=[JOB_ID, _query(s.page_query(*JOB_ERRORS_LIMIT, format=s.ERRORS_FORMAT))],
+                bad_request=f"{bad_id}; {BAD_CURSOR}",
+            ),
+        },
+        "/jobs/{id}/revert": {
+            "post": _operation(
+                "revertJob",
+                "Undo a completed or cancelled import (or bulk delete): a `revert` job",
+                "imports",
+                {
+                    202: job_queued,
+                    404: no_job,
+                    409: _problem(
+                        "The job is not a finished import or bulk delete (running, failed, a dry run, a revert), or "
+                        "was already reverted."
+                    ),
+                    413: _problem("The body is over the server's limit (1 MB)."),
+                    422: _problem("An unknown field, or force not a boolean."),
+                    503: unavailable,
+                },
+                parameters=[JOB_ID],
+                body={
+                    "required": False,
+                    "description": "Optional. Customers changed since the job are conflicts, left as they are and "
+                    "listed in the revert's errors (`row` is the customer id), unless force.",
+                    "content": {JSON: {"schema": "RevertOptions"}},
+                },
+                bad_request=f"{bad_id}; malformed JSON",
+            ),
+        },
+        "/jobs/{id}/cancel": {
+            "post": _operation(
+                "cancelJob",
+                "Cancel a queued or running job (a running one stops at its next batch; its parts too)",
+                "imports",
+                {
+                    200: _ok("The job, `cancelled`; what it committed stays (and can be reverted).", "Job"),
+                    404: no_job,
+                    409: _problem("The job has ended (or is a preview: DELETE /jobs/{id} discards one)."),
+                    503: unavailable,
+                },
+                parameters=[JOB_ID],
+                bad_request=bad_id,
             ),
         },
     }
@@ -879,10 +941,13 @@ def build_spec() -> dict[str, Any]:
         "Job": s.JobSchema,
         "JobPage": s.JobPageSchema,
         "JobErrorsPage": s.JobErrorsPageSchema,
+        "HistoryPage": s.HistoryPageSchema,
+        "JobChangesPage": s.JobChangesPageSchema,
+        "RevertOptions": s.RevertOptionsSchema,
+        "BulkDelete": s.BulkDeleteSchema,
         "UploadAccepted": s.UploadAcceptedSchema,
         "UploadedPreview": s.UploadedPreviewSchema,
         "StartOptions": s.StartOptionsSchema,
-        "PreviewOptions": s.PreviewOptionsSchema,
         "UploadForm": s.UploadFormSchema,
         "Health": s.HealthSchema,
         "Readiness": s.ReadinessSchema,
@@ -891,13 +956,11 @@ def build_spec() -> dict[str, Any]:
         "CustomerIn": "A whole customer (POST, PUT).",
         "CustomerPatch": "Some fields of a customer (PATCH).",
         "CachedCustomer": "A customer as Redis holds it, with its remaining TTL.",
-        "PreviewOptions": "How to read a preview's stored file again (POST /jobs/{id}/preview), each optional: "
-        "the header row and the mapping are found anew unless given; the sheet and encoding stay the last ones.",
     }
     for name, schema in schemas.items():
         component = {"description": descriptions[name]} if name in descriptions else None
         spec.components.schema(name, component, schema=schema)
-    for paths in (_customer_paths(), _import_paths(), _public_paths()):
+    for paths in (_customer_paths(), _import_paths(), _undo_paths(), _public_paths()):
         for path, operations in paths.items():
             spec.path(path=path, operations=operations)
     return spec.to_dict()

@@ -20,7 +20,8 @@ from shared.customers.fields import BY_NAME
 from shared.customers.schemas import FIELD_LENGTHS, CustomerSchema
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
-JOB_STATUSES = ("uploaded", "queued", "running", "completed", "failed")
+JOB_STATUSES = ("uploaded", "queued", "running", "completed", "failed", "cancelled")
+JOB_KINDS = ("import", "revert", "delete")
 FILE_KINDS = ("xlsx", "csv")
 CACHE_STATES = ("hit", "miss", "bypass")
 
@@ -156,9 +157,23 @@ class WebhookSchema(Schema):
 
 class JobSchema(Schema):
     job_id = fields.UUID(required=True)
+    kind = fields.String(
+        required=True,
+        validate=validate.OneOf(JOB_KINDS),
+        metadata=_described(
+            "import: a file; revert: undoes the job `reverts` names (POST /jobs/{id}/revert); delete: a bulk "
+            "delete by search (POST /customers/bulk-delete)."
+        ),
+    )
+    reverts = fields.UUID(required=True, allow_none=True, metadata=_described("A revert: the job it undoes."))
+    reverted_by = fields.UUID(
+        required=True, allow_none=True, metadata=_described("The revert job queued for this job; null: none.")
+    )
     status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
-    filename = fields.String(required=True)
-    file_kind = fields.String(required=True, validate=validate.OneOf(FILE_KINDS))
+    filename = fields.String(required=True, metadata=_described("The upload's name; a revert or delete: what it does."))
+    file_kind = fields.String(
+        required=True, allow_none=True, validate=validate.OneOf(FILE_KINDS), metadata=_described("null: no file.")
+    )
     size_bytes = _count("Size of the upload.")
     sha256 = fields.String(required=True, metadata=_described("SHA-256 of the upload, hex."))
     dry_run = fields.Boolean(required=True, metadata=_described("true: validated only, nothing written."))
@@ -181,6 +196,8 @@ class JobSchema(Schema):
     rows_updated = _count("Customers that existed and changed.")
     rows_unchanged = _count("Customers that existed with the same values.")
     rows_invalid = _count("Rows skipped as invalid (exact, even when not all errors are stored).")
+    rows_deleted = _count("A revert: customers it deleted (the import had inserted them); a bulk delete: deleted.")
+    rows_restored = _count("A revert: customers given back the values they had before the job it undoes.")
     progress = fields.Nested(ProgressSchema, required=True)
     checkpoint_row = _count("Last row committed; an import resumed by another worker goes on from here.")
     warnings = fields.List(fields.String(), required=True)
@@ -345,15 +362,6 @@ class StartOptionsSchema(Schema):
     callback_url = _callback_url()
 
 
-# POST /jobs/{id}/preview: how to read the stored file again, the reading options of a start (each
-# optional). The header row and the mapping are found anew unless given; the sheet and encoding stay
-# those of the last preview.
-PreviewOptionsSchema = Schema.from_dict(
-    {name: StartOptionsSchema._declared_fields[name] for name in ("mapping", "header_row", "sheet", "encoding")},
-    name="PreviewOptionsSchema",
-)
-
-
 # -- operations --------------------------------------------------------------------------------
 
 
@@ -432,20 +440,73 @@ ERRORS_FORMAT = fields.String(
 )
 
 
-_ONE_STATUS = "|".join(JOB_STATUSES)
-JOB_STATUS_FILTER = fields.String(
-    validate=validate.Regexp(f"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"),
-    metadata=_described(
-        "Only jobs in these statuses, comma-separated (`queued,running`). Without it, every job but previews "
-        "(`uploaded`: uploaded for a preview, never started) is listed."
-    ),
-)
-INCLUDE_PREVIEWS = fields.Boolean(
-    metadata={"default": False, "description": "true: previews (status `uploaded`) are listed too."}
-)
-
-
 def file_format(choices: tuple[str, ...], default: str, description: str) -> fields.String:
     return fields.String(
         validate=validate.OneOf(choices), metadata={"default": default, "description": f"{description}."}
+    )
+
+
+# -- history and undo --------------------------------------------------------------------------
+
+CHANGES = fields.Dict(
+    keys=fields.String(),
+    values=fields.List(fields.Raw(allow_none=True), validate=validate.Length(equal=2)),
+    required=True,
+    metadata=_described("field -> [old, new] of each field that changed (null: none; `attributes` as an object)."),
+)
+
+
+class HistorySourceSchema(Schema):
+    kind = fields.String(required=True, validate=validate.OneOf(("import", "api", "revert", "delete")))
+    job_id = fields.UUID(required=True, allow_none=True, metadata=_described("The job that made the change."))
+    request_id = fields.String(
+        required=True, allow_none=True, metadata=_described("X-Request-ID of the request (or the job's upload).")
+    )
+
+
+class HistoryEntrySchema(Schema):
+    at = _timestamp("When the change was committed (UTC).")
+    action = fields.String(required=True, validate=validate.OneOf(("created", "updated", "deleted", "restored")))
+    by = fields.String(
+        required=True, allow_none=True, metadata=_described("The name of the API key; null: keys are off.")
+    )
+    source = fields.Nested(HistorySourceSchema, required=True)
+    version = fields.Integer(
+        required=True, allow_none=True, metadata=_described("The customer's version after the change.")
+    )
+    changes = CHANGES
+
+
+class HistoryPageSchema(Schema):
+    items = fields.List(fields.Nested(HistoryEntrySchema), required=True)
+    next_cursor = _next_cursor()
+
+
+class JobChangeSchema(Schema):
+    customer_id = fields.Integer(required=True, validate=validate.Range(min=1))
+    email = fields.String(required=True, allow_none=True)
+    action = fields.String(required=True, validate=validate.OneOf(("inserted", "updated", "deleted", "restored")))
+    changes = CHANGES
+
+
+class JobChangesPageSchema(Schema):
+    items = fields.List(fields.Nested(JobChangeSchema), required=True)
+    next_cursor = _next_cursor()
+
+
+class RevertOptionsSchema(Schema):
+    force = fields.Boolean(
+        load_default=False,
+        metadata=_described("true: revert customers changed since the job as well (else they are left and listed)."),
+    )
+
+
+class BulkDeleteSchema(Schema):
+    q = fields.String(
+        load_default="", validate=validate.Length(max=100), metadata=_described("The search, as GET /customers?q=.")
+    )
+    expected_count = fields.Integer(
+        required=True,
+        validate=validate.Range(min=0),
+        metadata=_described("How many customers q matches now (GET /customers?q=&count=true): else a 409."),
     )

@@ -6,12 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.http import params
-from gateway.http.keys import CUSTOMERS, METRICS
+from gateway.http import auth, params
+from gateway.http.keys import CUSTOMERS, JOBS, METRICS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import JSON, dumps, json_response
 from shared.customers.cache import CacheUnavailable
 from shared.customers.service import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
+from shared.infra.logs import request_id_var
 
 routes = web.RouteTableDef()
 
@@ -83,11 +84,25 @@ async def get_customer(request: web.Request) -> web.Response:
     return web.Response(body=found.body, content_type=JSON, headers=headers)
 
 
+@routes.get("/customers/{id}/history")
+@params.accepts("limit", "cursor")
+async def customer_history(request: web.Request) -> web.Response:
+    customer_id = params.customer_id(request)
+    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    try:
+        page = await request.app[CUSTOMERS].history(customer_id, limit=limit, cursor=params.cursor_param(request))
+    except InvalidInput as exc:
+        raise _invalid(exc) from None
+    except NotFound:
+        raise _not_found(customer_id) from None
+    return json_response(page)
+
+
 @routes.post("/customers")
 async def create_customer(request: web.Request) -> web.Response:
     data = await params.json_body(request)
     try:
-        doc, cache = await request.app[CUSTOMERS].create(data)
+        doc, cache = await request.app[CUSTOMERS].create(data, actor=auth.current_key.get())
     except InvalidInput as exc:
         raise _invalid(exc) from None
     except EmailTaken as exc:
@@ -102,7 +117,9 @@ async def _replace(request: web.Request, *, partial: bool) -> web.Response:
     expected = params.if_match_version(request)
     data = await params.json_body(request)
     try:
-        doc, cache = await request.app[CUSTOMERS].replace(customer_id, data, if_match=expected, partial=partial)
+        doc, cache = await request.app[CUSTOMERS].replace(
+            customer_id, data, if_match=expected, partial=partial, actor=auth.current_key.get()
+        )
     except InvalidInput as exc:
         raise _invalid(exc) from None
     except NotFound:
@@ -129,9 +146,38 @@ async def delete_customer(request: web.Request) -> web.Response:
     customer_id = params.customer_id(request)
     expected = params.if_match_version(request)
     try:
-        cache = await request.app[CUSTOMERS].delete(customer_id, if_match=expected)
+        cache = await request.app[CUSTOMERS].delete(customer_id, if_match=expected, actor=auth.current_key.get())
     except NotFound:
         raise _not_found(customer_id) from None
     except PreconditionFailed as exc:
         raise _stale(exc) from None
     return web.Response(status=204, headers={"X-Cache": cache})
+
+
+@routes.post("/customers/bulk-delete")
+async def bulk_delete(request: web.Request) -> web.Response:
+    """`{"q": "...", "expected_count": N}`: a `delete` job deleting every customer `q` matches (as GET
+    /customers?q=; empty: every customer), once N is the number that match now (else 409)."""
+    body = await params.json_body(request)
+    if not isinstance(body, dict):
+        raise Problem(422, "Invalid body", 'The body must be a JSON object: {"q": "...", "expected_count": N}.')
+    unknown = sorted(set(body) - {"q", "expected_count"})
+    if unknown:
+        raise field_problem(
+            422, "Unknown field", f"{unknown[0]!r} is not a field of a bulk delete", unknown[0], "Unknown field."
+        )
+    search = body.get("q", "")
+    if not isinstance(search, str) or len(search) > 100:
+        raise field_problem(
+            422, "Invalid field", "q must be text of at most 100 characters", "q", "Text, at most 100 characters."
+        )
+    expected = body.get("expected_count")
+    if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
+        raise field_problem(
+            422, "Invalid field", "expected_count must be the number of customers q matches now", "expected_count",
+            "A whole number, 0 or more.",
+        )  # fmt: skip
+    job = await request.app[JOBS].bulk_delete(
+        search.strip() or None, expected, requested_by=auth.current_key.get(), request_id=request_id_var.get()
+    )
+    return json_response(job, status=202, headers={"Location": f"/jobs/{job['job_id']}"})

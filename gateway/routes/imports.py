@@ -19,13 +19,13 @@ from gateway.http.keys import JOBS, METRICS, SETTINGS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import dumps, json_response
 from shared.customers.exports import encode_file
-from shared.imports.job_repo import UPLOADED
-from shared.imports.service import LISTED_STATUSES, STATUSES, UploadRequest
+from shared.imports.service import UploadRequest
 from shared.imports.webhooks import check_callback_url
 from shared.infra.logs import request_id_var
 from shared.infra.storage import UploadTooLarge
 from shared.spreadsheet.mapping import ImportOptions, OptionError, parse_options
 from shared.spreadsheet.readers import UploadRejected
+from shared.spreadsheet.rules import excel_safe
 
 routes = web.RouteTableDef()
 CHUNK = 256 * 1024
@@ -314,36 +314,6 @@ async def start(request: web.Request) -> web.Response:
     return _accepted(job)
 
 
-# What POST /jobs/{id}/preview reads the stored file again with.
-PREVIEW_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
-
-
-@routes.post("/jobs/{id}/preview")
-async def preview_again(request: web.Request) -> web.Response:
-    """An uploaded preview read again from its stored file with other header_row, sheet or encoding:
-    200 with the same job and its new preview (nothing uploaded again); 409 once it is no preview."""
-    job_id = params.job_id(request)
-    body = await params.json_body(request) if request.can_read_body else {}
-    if not isinstance(body, dict):
-        raise Problem(400, "Bad request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - set(PREVIEW_OPTIONS))
-    if unknown:
-        raise field_problem(
-            422, "Unknown field", f"{unknown[0]!r} is not an option of a preview", unknown[0], "Unknown field."
-        )
-    job = await request.app[JOBS].preview_again(job_id, _options(body))
-    job["status_url"] = f"/jobs/{job_id}"
-    job["start_url"] = f"/jobs/{job_id}/start"
-    return json_response(job)
-
-
-@routes.delete("/jobs/{id}")
-async def discard_preview(request: web.Request) -> web.Response:
-    """A preview that will not be started: 204, the job and its stored file gone; 409 for any other job."""
-    await request.app[JOBS].discard_preview(params.job_id(request))
-    return web.Response(status=204)
-
-
 @routes.get("/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
@@ -359,35 +329,10 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/jobs")
-@params.accepts("limit", "cursor", "status", "include_previews")
+@params.accepts("limit", "cursor")
 async def jobs_index(request: web.Request) -> web.Response:
-    """Recent jobs; previews (status `uploaded`) only when asked: ?status=uploaded or ?include_previews=true."""
     limit = params.limit_param(request, default=20, maximum=200)
-    page = await request.app[JOBS].list_page(
-        limit=limit, cursor=params.cursor_param(request), statuses=_listed_statuses(request)
-    )
-    return json_response(page)
-
-
-def _listed_statuses(request: web.Request) -> tuple[str, ...] | None:
-    """`status` (one or several, comma-separated) lists those; else every status but `uploaded`, unless
-    `include_previews`; None: every job."""
-    previews = params.bool_param(request, "include_previews")
-    raw = request.query.get("status")
-    if raw is None:
-        return None if previews else LISTED_STATUSES
-    wanted = tuple(dict.fromkeys(raw.split(",")))
-    wrong = [status for status in wanted if status not in STATUSES]
-    if wrong:
-        allowed = ", ".join(STATUSES)
-        raise field_problem(
-            422,
-            "Invalid query parameter",
-            f"status must be one or more of {allowed} (comma-separated), got {wrong[0]!r}",
-            "status",
-            f"One or more of {allowed}.",
-        )
-    return (*wanted, UPLOADED) if previews and UPLOADED not in wanted else wanted
+    return json_response(await request.app[JOBS].list_page(limit=limit, cursor=params.cursor_param(request)))
 
 
 @routes.get("/jobs/{id}")
@@ -439,3 +384,66 @@ async def job_rejected(request: web.Request) -> web.Response:
             "Content-Disposition": f'attachment; filename="job-{job_id}-rejected.{kind}"',
         },
     )
+
+
+# -- undo: what a job changed, revert, cancel ----------------------------------------------------------
+def _job_accepted(job: dict[str, Any]) -> web.Response:
+    """202 with the queued job's document; follow it at Location."""
+    return json_response(job, status=202, headers={"Location": f"/jobs/{job['job_id']}"})
+
+
+@routes.get("/jobs/{id}/changes")
+@params.accepts("limit", "cursor", "format")
+async def job_changes(request: web.Request) -> web.Response:
+    """Each customer the job inserted, updated, deleted or restored, and what changed (JSON pages, or
+    every one as CSV: a line per changed field)."""
+    job_id = params.job_id(request)
+    kind = params.choice_param(request, "format", ("json", "csv"), default="json")
+    limit = None if kind == "csv" else params.limit_param(request, default=100, maximum=1000)
+    page = await request.app[JOBS].changes(job_id, limit=limit, cursor=params.cursor_param(request))
+    if kind == "json":
+        return json_response(page)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["customer_id", "email", "action", "field", "old", "new"])
+    for item in page["items"]:
+        for name, (old, new) in item["changes"].items() or [(None, (None, None))]:
+            cells = [old, new] if name != "attributes" else [dumps(old).decode(), dumps(new).decode()]
+            # Values customers and files gave: never a formula in a spreadsheet.
+            writer.writerow(
+                [item["customer_id"], excel_safe(item["email"] or ""), item["action"], name or "",
+                 *(excel_safe(cell) if cell is not None else "" for cell in cells)]
+            )  # fmt: skip
+    return web.Response(
+        text=out.getvalue(),
+        content_type="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-changes.csv"'},
+    )
+
+
+@routes.post("/jobs/{id}/revert")
+async def revert_job(request: web.Request) -> web.Response:
+    """Queue a revert of a completed or cancelled import (or bulk delete): body optional, `{"force": true}`
+    reverts customers changed since as well."""
+    job_id = params.job_id(request)
+    body = await params.json_body(request) if await request.read() else {}
+    if not isinstance(body, dict):
+        raise Problem(422, "Invalid body", 'The body must be a JSON object, like {"force": true}.')
+    unknown = sorted(set(body) - {"force"})
+    if unknown:
+        raise field_problem(
+            422, "Unknown field", f"{unknown[0]!r} is not an option of a revert", unknown[0], "Unknown field."
+        )
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise field_problem(422, "Invalid field", "force must be true or false", "force", "Not a boolean.")
+    job = await request.app[JOBS].revert(
+        job_id, force=force, requested_by=auth.current_key.get(), request_id=request_id_var.get()
+    )
+    return _job_accepted(job)
+
+
+@routes.post("/jobs/{id}/cancel")
+async def cancel_job(request: web.Request) -> web.Response:
+    """A queued job ends `cancelled` at once; a running one stops at its next batch."""
+    return json_response(await request.app[JOBS].cancel(params.job_id(request)))

@@ -339,6 +339,37 @@ class CustomerCache:
 
         await self._or_remember(write, deleted=customer_id)
 
+    async def deleted_many(self, ids: Sequence[int], chunk: int = 1000) -> None:
+        """After a committed delete of many customers (a revert, a bulk delete): deleted() for each,
+        a pipeline a chunk, then one generation bump."""
+
+        async def write() -> None:
+            for start in range(0, len(ids), chunk):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for customer_id in ids[start : start + chunk]:
+                        pipe.set(self.tombstone_key(customer_id), b"1", ex=self.tombstone_s)
+                        pipe.delete(self.key(customer_id))
+                    await pipe.execute()
+            await self.redis.incr(self.generation_key)
+
+        if ids:
+            await self._or_remember(write)
+
+    async def restored_many(self, docs: Sequence[dict[str, Any]]) -> None:
+        """After customers were given back earlier values (a revert): their new versions written
+        through (keep-newer), a tombstone left by their deletion removed first, pages retired."""
+
+        async def write() -> None:
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for doc in docs:
+                    pipe.delete(self.tombstone_key(int(doc["id"])))
+                await pipe.execute()
+            await self.put_encoded([encode_document(doc) for doc in docs])
+            await self.redis.incr(self.generation_key)
+
+        if docs:
+            await self._or_remember(write)
+
     async def forget(self, customer_id: int) -> None:
         """Drop the cached copy (no tombstone): after a write whose outcome is unknown, the next
         read must come from MySQL."""

@@ -36,21 +36,13 @@ _UNCHANGED = " AND ".join(
 )
 
 
-# The upsert counts the rows that met an existing email in this session variable (reset before each
-# upsert, read after it): rows - duplicates is then exactly how many it inserted, whatever another
-# import committed since this transaction last read the table (a count taken before the upsert is
-# not: two imports of one new email at once both counted it as new). `LEAST(..., 0)` adds 0.
-_DUPLICATES = "@customer_upsert_duplicates"
-
-
 def _on_duplicate(new_hash: str) -> str:
     """The upsert's update clause. Qualified names: in INSERT ... SELECT the staging table has the
     same columns. `row_hash` is assigned before the values are overwritten (the comparison needs the
     old ones): kept when nothing changes (so an unchanged row stays at 0 affected rows), else
     `new_hash` (the new digest, or NULL: "not known", never a stale one)."""
     return (
-        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1)"
-        f" + LEAST({_DUPLICATES} := COALESCE({_DUPLICATES}, 0) + 1, 0), "
+        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
         f"customers.row_hash = IF({_UNCHANGED}, customers.row_hash, {new_hash}), "
         + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
     )
@@ -152,17 +144,6 @@ async def delete(cur: aiomysql.Cursor, customer_id: int) -> bool:
     return bool(cur.rowcount)
 
 
-async def _reset_duplicates(cur: aiomysql.Cursor) -> None:
-    await cur.execute(f"SET {_DUPLICATES} = 0")
-
-
-async def _new_rows(cur: aiomysql.Cursor, rows: int) -> int:
-    """How many of the `rows` just upserted were inserted: those that met no existing email."""
-    await cur.execute(f"SELECT {_DUPLICATES}")
-    (duplicates,) = await cur.fetchone()
-    return rows - int(duplicates or 0)
-
-
 def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int, int]:
     """(inserted, updated, unchanged) of an upsert of `rows` rows, `new_emails` of whose distinct
     emails were not in the table before it, from its affected-rows count (1 a new row, 2 a changed
@@ -176,14 +157,15 @@ async def upsert_many(
     cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]], *, new_emails: int | None = None
 ) -> tuple[int, int, int]:
     """Upsert on email (rows in CUSTOMER_FIELDS order), storing each row's hash. Returns (inserted,
-    updated, unchanged), counted by the upsert itself. `new_emails` is not used: a count the caller
-    took before the upsert may be stale by then (see _DUPLICATES)."""
+    updated, unchanged). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows."""
     if not rows:
         return 0, 0, 0
-    await _reset_duplicates(cur)
+    if new_emails is None:
+        emails = {row[EMAIL_AT] for row in rows}
+        new_emails = len(emails - await existing_emails(cur, list(emails)))
     await cur.executemany(UPSERT_HASHED_SQL, [(*row, row_hash_hex(row)) for row in rows])
-    affected = cur.rowcount
-    return split_outcomes(len(rows), await _new_rows(cur, len(rows)), affected)
+    return split_outcomes(len(rows), new_emails, cur.rowcount)
 
 
 async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[str, Any]]:
@@ -202,8 +184,7 @@ async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[t
     marks = ", ".join(["%s"] * len(emails))
     await cur.execute(
         "SELECT email, id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
-        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})"
-        + _LOCKING_READ,
+        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})",
         list(emails),
     )
     return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
@@ -236,11 +217,12 @@ _STAGE_UPSERT = (
     f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) SELECT {_STAGE_COLUMNS}, row_hash"
     " FROM customer_stage ORDER BY seq" + _on_duplicate("VALUES(row_hash)")
 )
-# Reading back what an upsert wrote: a locking read, which sees the rows as they are now. A plain read
-# sees the transaction's snapshot, taken at its first read: a row another import committed after it,
-# which the upsert then met and left unchanged, is not in it ("read back 0 of 1 staged rows"), and a
-# row it left alone may show an older version. The upsert holds these rows' locks already.
-_LOCKING_READ = " LOCK IN SHARE MODE"
+# Distinct staged emails the table does not hold yet: with the upsert's affected rows, this tells
+# inserted, updated and unchanged rows apart.
+_STAGE_NEW_EMAILS = (
+    "SELECT COUNT(DISTINCT s.email) FROM customer_stage s"
+    " LEFT JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email WHERE c.id IS NULL"
+)
 _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 # One row holding every stamp: parsing 2,000 result rows in pure Python costs more than the query.
 # The join order and index are forced: with stale statistics (say, right after the table was emptied)
@@ -249,8 +231,7 @@ _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 _STAGE_STAMPS = (
     "SELECT GROUP_CONCAT(CONCAT_WS(',', s.seq, c.id, c.version,"
     f" DATE_FORMAT(c.created_at, {_TIMESTAMP}), DATE_FORMAT(c.updated_at, {_TIMESTAMP})) SEPARATOR ';')"
-    f", {_DUPLICATES} FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email)"
-    " ON c.email = s.email" + _LOCKING_READ
+    " FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email"
 )
 _LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950, 4166}
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
@@ -374,9 +355,8 @@ async def upsert_staged(
     cur: aiomysql.Cursor, data: bytes, count: int, *, new_emails: int | None = None
 ) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
     """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
-    sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
-    count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
-    lines' numbers."""
+    sequence numbers). `new_emails`: how many distinct emails of the rows the table does not hold,
+    when the caller knows (else a query counts them). Stamps are keyed by the lines' numbers."""
     if not count:
         return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
@@ -395,12 +375,13 @@ async def upsert_staged(
             raise
         if cur.rowcount != count:
             raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
-        await _reset_duplicates(cur)
+        if new_emails is None:
+            await cur.execute(_STAGE_NEW_EMAILS)
+            (new_emails,) = await cur.fetchone()
         await cur.execute(_STAGE_UPSERT)
-        affected = cur.rowcount
+        outcomes = split_outcomes(count, int(new_emails), cur.rowcount)
         await cur.execute(_STAGE_STAMPS)
-        (packed, duplicates) = await cur.fetchone()
-        outcomes = split_outcomes(count, count - int(duplicates or 0), affected)
+        (packed,) = await cur.fetchone()
         stamps = {}
         for record in packed.split(";") if packed else ():
             seq, customer_id, version, created_at, updated_at = record.split(",")
@@ -435,3 +416,68 @@ async def export_page(
     await _page_after(cur, _EXPORT_SELECT, after_id=after_id, limit=limit, search=search)
     rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
     return rows
+
+
+# -- a revert's and a bulk delete's batches ---------------------------------------------------------
+async def get_many(cur: aiomysql.Cursor, ids: Sequence[int], *, for_update: bool = False) -> dict[int, dict[str, Any]]:
+    """The stored customers of these ids (those that exist), by id; locked for the transaction."""
+    if not ids:
+        return {}
+    marks = ", ".join(["%s"] * len(ids))
+    await cur.execute(
+        _SELECT + f" WHERE id IN ({marks}) ORDER BY id" + (" FOR UPDATE" if for_update else ""), list(ids)
+    )
+    return {int(row[0]): to_document(row) for row in await cur.fetchall()}
+
+
+async def delete_many(cur: aiomysql.Cursor, ids: Sequence[int]) -> int:
+    if not ids:
+        return 0
+    marks = ", ".join(["%s"] * len(ids))
+    await cur.execute(f"DELETE FROM customers WHERE id IN ({marks})", list(ids))
+    return int(cur.rowcount)
+
+
+async def insert_with_id(cur: aiomysql.Cursor, customer_id: int, version: int, data: Mapping[str, Any]) -> None:
+    """Put a deleted customer back under its own id, at `version` (a revert of a bulk delete). Raises
+    EmailTaken when another customer holds its email now."""
+    new_id = await insert(cur, data)
+    await cur.execute("UPDATE customers SET id = %s, version = %s WHERE id = %s", (customer_id, version, new_id))
+
+
+def _matching(search: str | None) -> tuple[str, list[Any]]:
+    """The WHERE condition of a search (as GET /customers?q= matches), and its parameters."""
+    if not search:
+        return "TRUE", []
+    pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return (
+        "(first_name LIKE %s OR last_name LIKE %s OR email LIKE %s OR company_name LIKE %s)",
+        [pattern, pattern, pattern, pattern],
+    )
+
+
+async def count_matching(cur: aiomysql.Cursor, search: str | None) -> int:
+    condition, args = _matching(search)
+    await cur.execute(f"SELECT COUNT(*) FROM customers WHERE {condition}", args)
+    (count,) = await cur.fetchone()
+    return int(count)
+
+
+async def matching_for_update(
+    cur: aiomysql.Cursor, search: str | None, *, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """The next `limit` customers matching `search` with id > after_id, by id, locked."""
+    condition, args = _matching(search)
+    await cur.execute(
+        _SELECT + f" WHERE id > %s AND {condition} ORDER BY id LIMIT %s FOR UPDATE", [after_id, *args, limit]
+    )
+    return [to_document(row) for row in await cur.fetchall()]
+
+
+async def emails_of(cur: aiomysql.Cursor, ids: Sequence[int]) -> dict[int, str]:
+    """The stored email of each of these ids that exists."""
+    if not ids:
+        return {}
+    marks = ", ".join(["%s"] * len(ids))
+    await cur.execute(f"SELECT id, email FROM customers WHERE id IN ({marks})", list(ids))
+    return {int(row[0]): row[1] for row in await cur.fetchall()}

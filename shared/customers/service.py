@@ -7,6 +7,7 @@ write through to Redis, so a read right after the response sees the change.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import json
 import logging
@@ -20,13 +21,14 @@ import aiomysql
 import orjson
 from marshmallow import ValidationError
 
-from shared.customers import customer_repo
+from shared.customers import customer_repo, history_repo
 from shared.customers.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.customers.customer_repo import EmailTaken
 from shared.customers.schemas import READ_ONLY_FIELDS, CustomerInSchema, flatten_errors
 from shared.infra import cursors
 from shared.infra.cursors import decode_cursor, encode_cursor
 from shared.infra.db import OutcomeUnknown, connection, mysql_deadline, transaction
+from shared.infra.logs import request_id_var
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,17 @@ class CustomerService:
                 state = BYPASS
         return body, state
 
+    async def history(self, customer_id: int, *, limit: int, cursor: str | None) -> dict[str, Any]:
+        """The customer's changes, newest first: `{items, next_cursor}`; NotFound only for an id that
+        never named a customer (a deleted one's history stays readable)."""
+        before = None if cursor is None else cursors.whole_number(decode_cursor(cursor), "before")
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            entries = await history_repo.page(cur, customer_id, before_id=before, limit=limit + 1)
+            if not entries and before is None and not await history_repo.known_customer(cur, customer_id):
+                raise NotFound(customer_id)
+        next_cursor = encode_cursor({"before": entries[limit - 1].id}) if len(entries) > limit else None
+        return {"items": [history_item(entry) for entry in entries[:limit]], "next_cursor": next_cursor}
+
     # -- writes --------------------------------------------------------------------------------
     def _validate(self, data: Any, *, partial: bool = False) -> dict[str, Any]:
         """The customer's fields as loaded, plus the read-only fields a client sent back (`id`,
@@ -175,16 +188,18 @@ class CustomerService:
             return BYPASS
         return MISS
 
-    async def create(self, data: Any) -> tuple[dict[str, Any], str]:
+    async def create(self, data: Any, *, actor: str | None = None) -> tuple[dict[str, Any], str]:
+        """`actor`: the API key's name, for the customer's history (so are the other writes')."""
         fields = _without_read_only(self._validate(data))
         async with self._mysql(), transaction(self.pool) as cur:
             customer_id = await customer_repo.insert(cur, fields)
             doc = await customer_repo.get(cur, customer_id)
-        assert doc is not None
+            assert doc is not None
+            await _history(cur, actor, customer_id, history_repo.CREATED, None, doc)
         return doc, await self._write_through(doc, created=True)
 
     async def replace(
-        self, customer_id: int, data: Any, *, if_match: int | None, partial: bool
+        self, customer_id: int, data: Any, *, if_match: int | None, partial: bool, actor: str | None = None
     ) -> tuple[dict[str, Any], str]:
         """PUT (all fields) or PATCH (the fields sent). Nothing is written, and the version stays,
         when no value changes. A body that carries `version` (sent back as GET gave it) is checked
@@ -210,13 +225,15 @@ class CustomerService:
             if not await customer_repo.update(cur, customer_id, merged, current["version"]):
                 raise PreconditionFailed(current["version"])
             doc = await customer_repo.get(cur, customer_id)
-        assert doc is not None
+            assert doc is not None
+            await _history(cur, actor, customer_id, history_repo.UPDATED, current, doc)
         return doc, await self._write_through(doc)
 
-    async def delete(self, customer_id: int, *, if_match: int | None) -> str:
+    async def delete(self, customer_id: int, *, if_match: int | None, actor: str | None = None) -> str:
         async with self._writing(customer_id), transaction(self.pool) as cur:
-            await _locked(cur, customer_id, if_match)
+            current = await _locked(cur, customer_id, if_match)
             await customer_repo.delete(cur, customer_id)
+            await _history(cur, actor, customer_id, history_repo.DELETED, current, None)
         try:
             await self.cache.deleted(customer_id)
         except CacheUnavailable:
@@ -260,6 +277,32 @@ class CustomerService:
 
 # SCAN steps one page of GET /customers/cache may take (each looks at about max(limit, 100) keys).
 CACHE_SCAN_STEPS = 20
+
+
+def history_item(entry: history_repo.Entry) -> dict[str, Any]:
+    """A history row as the API shows it."""
+    return {
+        "at": entry.at.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z"),
+        "action": entry.action,
+        "by": entry.actor,
+        "source": {"kind": entry.source_kind, "job_id": entry.job_id, "request_id": entry.request_id},
+        "version": entry.version,
+        "changes": history_repo.readable_changes(entry.changes),
+    }
+
+
+async def _history(
+    cur: aiomysql.Cursor,
+    actor: str | None,
+    customer_id: int,
+    action: str,
+    before: dict[str, Any] | None,
+    after: dict[str, Any] | None,
+) -> None:
+    """An API write's history row, in the write's transaction."""
+    source = history_repo.Source(history_repo.API, actor=actor, request_id=request_id_var.get())
+    version = int((after or before or {}).get("version") or 0) or None
+    await history_repo.record(cur, source, [(customer_id, action, version, history_repo.diff(before, after))])
 
 
 def _without_read_only(loaded: dict[str, Any]) -> dict[str, Any]:

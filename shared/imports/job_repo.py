@@ -21,6 +21,10 @@ from shared.spreadsheet.mapping import ImportOptions
 
 JOB_COLUMNS = (
     "id",
+    "kind",
+    "reverts",
+    "reverted_by",
+    "params",
     "filename",
     "file_kind",
     "size_bytes",
@@ -35,6 +39,8 @@ JOB_COLUMNS = (
     "rows_updated",
     "rows_unchanged",
     "rows_invalid",
+    "rows_deleted",
+    "rows_restored",
     "rows_total_estimate",
     "checkpoint_row",
     "errors_stored",
@@ -58,12 +64,19 @@ _SELECT = "SELECT " + ", ".join(JOB_COLUMNS) + " FROM import_jobs"
 
 UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", "completed", "failed"
 UNFINISHED = (UPLOADED, QUEUED, RUNNING)
-FINAL_STATUSES = (COMPLETED, FAILED)  # a job in one of these never changes again
+CANCELLED = "cancelled"
+FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)  # a job in one of these never changes again
+# What a job does: imports a file, undoes an import (or a bulk delete), deletes customers by search.
+IMPORT, REVERT, DELETE = "import", "revert", "delete"
 
 
 @dataclass
 class Job:
     id: str
+    kind: str  # IMPORT, REVERT (undoes the job `reverts` names) or DELETE (a bulk delete by search)
+    reverts: str | None
+    reverted_by: str | None  # the revert job queued for this one
+    params: dict[str, Any]  # a revert's `force`, a delete's `q`
     filename: str
     file_kind: str
     size_bytes: int
@@ -78,6 +91,8 @@ class Job:
     rows_updated: int
     rows_unchanged: int
     rows_invalid: int
+    rows_deleted: int
+    rows_restored: int
     rows_total_estimate: int | None
     checkpoint_row: int
     errors_stored: int
@@ -101,6 +116,7 @@ class Job:
     def from_row(cls, row: Sequence[Any]) -> Job:
         values = dict(zip(JOB_COLUMNS, row, strict=True))
         values["dry_run"] = bool(values["dry_run"])
+        values["params"] = json.loads(values["params"]) if values["params"] else {}
         values["warnings"] = json.loads(values["warnings"]) if values["warnings"] else []
         values["options"] = ImportOptions.from_json(values["options"])
         values["webhook"] = json.loads(values["webhook"]) if values["webhook"] else None
@@ -121,6 +137,9 @@ class BatchResult:
     errors: list[tuple[int, str | None, str]]
     # The cells of the invalid rows, as read, for the rejected-rows download.
     rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
+    # A revert's and a bulk delete's: customers deleted, customers given back their earlier values.
+    deleted: int = 0
+    restored: int = 0
 
 
 class LeaseLost(Exception):
@@ -173,23 +192,6 @@ async def start(
     return bool(cur.rowcount)
 
 
-async def set_preview_options(cur: aiomysql.Cursor, job_id: str, options: ImportOptions) -> bool:
-    """A preview read again (other header row, sheet, encoding): the options its start builds on now.
-    False when the job is no longer a preview (updated_at moves, so a matched row always counts as changed)."""
-    await cur.execute(
-        "UPDATE import_jobs SET options = %s, updated_at = CURRENT_TIMESTAMP(6) WHERE id = %s AND status = %s",
-        (options.to_json(), job_id, UPLOADED),
-    )
-    return bool(cur.rowcount)
-
-
-async def delete_preview(cur: aiomysql.Cursor, job_id: str) -> bool:
-    """Forget a preview nobody will start (a preview has no errors, parts or history to keep). False
-    when the job is not (or no longer) a preview."""
-    await cur.execute("DELETE FROM import_jobs WHERE id = %s AND status = %s", (job_id, UPLOADED))
-    return bool(cur.rowcount)
-
-
 async def expire_uploaded(cur: aiomysql.Cursor, older_than_s: int) -> list[str]:
     """Fail previews nobody started within `older_than_s`; returns their ids (their files go)."""
     await cur.execute(
@@ -219,25 +221,16 @@ async def get(cur: aiomysql.Cursor, job_id: str) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-async def list_recent(
-    cur: aiomysql.Cursor,
-    *,
-    before: tuple[dt.datetime, str] | None,
-    limit: int,
-    statuses: Sequence[str] | None = None,
-) -> list[Job]:
-    """Newest first, after the keyset `before`; only jobs in `statuses` when given."""
-    where: list[str] = []
-    args: list[Any] = []
-    if statuses is not None:
-        where.append(f"status IN ({', '.join(['%s'] * len(statuses))})")
-        args += statuses
-    if before is not None:
+async def list_recent(cur: aiomysql.Cursor, *, before: tuple[dt.datetime, str] | None, limit: int) -> list[Job]:
+    if before is None:
+        await cur.execute(_SELECT + " ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
+    else:
         created, job_id = before
-        where.append("(created_at < %s OR (created_at = %s AND id < %s))")
-        args += [created, created, job_id]
-    condition = f" WHERE {' AND '.join(where)}" if where else ""
-    await cur.execute(_SELECT + condition + " ORDER BY created_at DESC, id DESC LIMIT %s", (*args, limit))
+        await cur.execute(
+            _SELECT + " WHERE created_at < %s OR (created_at = %s AND id < %s)"
+            " ORDER BY created_at DESC, id DESC LIMIT %s",
+            (created, created, job_id, limit),
+        )
     return [Job.from_row(row) for row in await cur.fetchall()]
 
 
@@ -328,7 +321,8 @@ async def commit_batch(
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
-        " rows_invalid = rows_invalid + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " rows_invalid = rows_invalid + %s, rows_deleted = rows_deleted + %s, rows_restored = rows_restored + %s,"
+        " checkpoint_row = %s, errors_stored = errors_stored + %s,"
         " error_rows_stored = error_rows_stored + %s,"
         " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
         (
@@ -337,6 +331,8 @@ async def commit_batch(
             batch.updated,
             batch.unchanged,
             batch.invalid,
+            batch.deleted,
+            batch.restored,
             batch.last_row,
             len(errors),
             error_rows,
@@ -428,6 +424,15 @@ async def release(cur: aiomysql.Cursor, job_id: str, owner: str) -> None:
     )
 
 
+async def kinds(cur: aiomysql.Cursor, ids: Sequence[str]) -> dict[str, str]:
+    """The kind of each of these jobs (the sweep queues each with its own function)."""
+    if not ids:
+        return {}
+    marks = ", ".join(["%s"] * len(ids))
+    await cur.execute(f"SELECT id, kind FROM import_jobs WHERE id IN ({marks})", list(ids))
+    return {row[0]: row[1] for row in await cur.fetchall()}
+
+
 async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tuple[str, int]]:
     """Jobs nobody is working on: running with a lapsed or released lease, or queued for longer
     than the grace period (their enqueue may have been lost)."""
@@ -494,3 +499,63 @@ async def webhooks_overdue(cur: aiomysql.Cursor, grace_s: int) -> list[tuple[str
         (grace_s,),
     )
     return [(row[0], len(json.loads(row[1] or "{}").get("attempts", []))) for row in await cur.fetchall()]
+
+
+# -- revert, bulk delete, cancel ---------------------------------------------------------------------
+async def create_task(
+    cur: aiomysql.Cursor,
+    *,
+    job_id: str,
+    kind: str,
+    label: str,
+    params: dict[str, Any],
+    reverts: str | None = None,
+    total: int | None = None,
+    request_id: str | None = None,
+    uploaded_by: str | None = None,
+) -> None:
+    """Record a queued job that reads no file (a revert, a bulk delete): `label` stands for the
+    filename, `total` is its progress's total."""
+    await cur.execute(
+        "INSERT INTO import_jobs (id, kind, reverts, params, filename, file_kind, size_bytes, sha256, dry_run,"
+        " status, rows_total_estimate, request_id, uploaded_by)"
+        " VALUES (%s, %s, %s, %s, %s, '', 0, '', 0, %s, %s, %s, %s)",
+        (job_id, kind, reverts, json.dumps(params), label[:255], QUEUED, total, request_id, uploaded_by),
+    )
+
+
+async def get_for_update(cur: aiomysql.Cursor, job_id: str) -> Job | None:
+    await cur.execute(_SELECT + " WHERE id = %s FOR UPDATE", (job_id,))
+    row = await cur.fetchone()
+    return Job.from_row(row) if row else None
+
+
+async def set_reverted_by(cur: aiomysql.Cursor, job_id: str, revert_id: str) -> None:
+    await cur.execute("UPDATE import_jobs SET reverted_by = %s WHERE id = %s", (revert_id, job_id))
+
+
+async def reverts_of(cur: aiomysql.Cursor, job_id: str) -> list[str]:
+    """The ids of every revert job queued for `job_id` (a failed or cancelled one may be followed by another)."""
+    await cur.execute("SELECT id FROM import_jobs WHERE reverts = %s", (job_id,))
+    return [row[0] for row in await cur.fetchall()]
+
+
+async def set_total(cur: aiomysql.Cursor, job_id: str, owner: str, total: int) -> None:
+    await cur.execute(
+        "UPDATE import_jobs SET rows_total_estimate = %s WHERE id = %s AND lease_owner = %s", (total, job_id, owner)
+    )
+
+
+async def cancel(cur: aiomysql.Cursor, job_id: str) -> bool:
+    """End a queued or running job as cancelled, now: a worker running it finds its lease gone at its
+    next batch (commit_batch raises LeaseLost, rolling that batch back) and stops; what it committed
+    stays. False when the job had already ended (or is a preview)."""
+    await cur.execute(
+        "UPDATE import_jobs SET status = %s, finished_at = CURRENT_TIMESTAMP(6),"
+        " lease_owner = NULL, lease_expires_at = NULL,"
+        " webhook = IF(callback_url IS NULL, NULL, %s),"
+        " webhook_due_at = IF(callback_url IS NULL, NULL, CURRENT_TIMESTAMP(6))"
+        " WHERE id = %s AND status IN (%s, %s)",
+        (CANCELLED, json.dumps(new_webhook_state()), job_id, QUEUED, RUNNING),
+    )
+    return bool(cur.rowcount)

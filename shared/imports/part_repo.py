@@ -185,3 +185,14 @@ async def needing_a_worker(cur: aiomysql.Cursor, queued_grace_s: int) -> list[tu
         (RUNNING, RUNNING, QUEUED, queued_grace_s),
     )
     return [(row[0], int(row[1]), int(row[2])) for row in await cur.fetchall()]
+
+
+async def cancel(cur: aiomysql.Cursor, job_id: str) -> int:
+    """With the job's cancel (same transaction): its unfinished parts end cancelled; a worker running
+    one finds the job no longer running at its next batch (_lock raises LeaseLost) and stops."""
+    await cur.execute(
+        "UPDATE import_job_parts SET status = 'cancelled', finished_at = CURRENT_TIMESTAMP(6), lease_owner = NULL,"
+        " lease_expires_at = NULL WHERE job_id = %s AND status IN (%s, %s)",
+        (job_id, QUEUED, RUNNING),
+    )
+    return int(cur.rowcount)

@@ -17,6 +17,10 @@ from shared.config import Settings
 IMPORT_FUNCTION = "import_workbook"
 PART_FUNCTION = "import_part"
 WEBHOOK_FUNCTION = "deliver_webhook"
+REVERT_FUNCTION = "revert_job"
+DELETE_FUNCTION = "delete_customers"
+# The arq function that runs a job of each kind (shared.imports.job_repo: import, revert, delete).
+FUNCTION_OF_KIND = {"import": IMPORT_FUNCTION, "revert": REVERT_FUNCTION, "delete": DELETE_FUNCTION}
 
 
 class Outcome(StrEnum):
@@ -68,6 +72,14 @@ async def enqueue_import(arq: ArqRedis, settings: Settings, job_id: str, arq_id:
 async def enqueue_part(arq: ArqRedis, settings: Settings, job_id: str, part: int, arq_id: str) -> bool:
     """One part of a job split over several workers (shared.imports.part_repo)."""
     job = await arq.enqueue_job(PART_FUNCTION, job_id, part, _job_id=arq_id, _queue_name=settings.queue_name)
+    return job is not None
+
+
+async def enqueue_job(arq: ArqRedis, settings: Settings, job_id: str, kind: str, arq_id: str | None = None) -> bool:
+    """Queue a job of any kind (its function by FUNCTION_OF_KIND); False when arq already holds it."""
+    job = await arq.enqueue_job(
+        FUNCTION_OF_KIND[kind], job_id, _job_id=arq_id or first_arq_id(job_id), _queue_name=settings.queue_name
+    )
     return job is not None
 
 

@@ -8,11 +8,11 @@ JobNotFound (404), JobConflict and its NotWaiting (409), UploadRejected (400/413
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
+import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,13 +23,14 @@ from arq.connections import ArqRedis
 
 from shared.config import Settings
 from shared.customers.cache import REDIS_ERRORS
+from shared.customers import customer_repo, history_repo
 from shared.imports import job_repo, part_repo
 from shared.imports.events import JobEvents, follow_job
 from shared.imports.job_repo import Job
-from shared.imports.queue import enqueue_import
+from shared.imports.queue import enqueue_job
 from shared.infra import cursors
 from shared.infra.cursors import BadCursor, decode_cursor, encode_cursor
-from shared.infra.db import OutcomeUnknown, connection, mysql_deadline
+from shared.infra.db import OutcomeUnknown, connection, mysql_deadline, transaction
 from shared.infra.storage import StoredUpload, UploadStore
 from shared.spreadsheet.mapping import ImportOptions
 from shared.spreadsheet.preview import Preview, build_preview, problem_extra
@@ -50,10 +51,6 @@ __all__ = [
 ]
 
 FIRST_ERRORS = 10
-# Every status a job can have, and those GET /jobs lists unless asked: previews (`uploaded`, nothing
-# imported yet, deleted or expiring by themselves) only with ?status=uploaded or ?include_previews=true.
-STATUSES = (*job_repo.UNFINISHED, job_repo.COMPLETED, job_repo.FAILED)
-LISTED_STATUSES = tuple(status for status in STATUSES if status != job_repo.UPLOADED)
 Event = tuple[str, str, dict[str, Any]]
 
 
@@ -71,6 +68,16 @@ class JobConflict(Exception):
     def __init__(self, job_id: str, detail: str) -> None:
         super().__init__(detail)
         self.job_id = job_id
+
+
+class CountMismatch(JobConflict):
+    """A bulk delete's expected_count is not the number of customers its search matches now."""
+
+    def __init__(self, count: int, expected: int) -> None:
+        super().__init__(
+            "", f"{count} customers match now, not {expected} (expected_count): nothing was deleted; check the search."
+        )
+        self.count = count
 
 
 class NotWaiting(JobConflict):
@@ -199,48 +206,9 @@ class JobService:
         await self._enqueue_or_leave_to_sweep(job_id)
         return await self.get(job_id)
 
-    async def preview_again(self, job_id: str, options: ImportOptions) -> dict[str, Any]:
-        """An uploaded preview's stored file read again with other options (header_row, sheet, encoding,
-        mapping): the same job with its new preview; nothing is uploaded again. The header row and mapping
-        the previous preview settled on are not carried over (they belong to that reading); the sheet,
-        encoding and import modes are, unless given. NotWaiting once the job is no longer a preview."""
-        job = await self._job(job_id)
-        if job.status != job_repo.UPLOADED:
-            raise NotWaiting(job_id, job.status)
-        wanted = dataclasses.replace(job.options, mapping=None, header_row=None).merged(options)
-        async with self.store.local_copy(job_id, job.file_kind) as path:
-            if path is None:
-                raise NotWaiting(job_id, "without its uploaded file")
-            found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, wanted)
-        settled = dataclasses.replace(wanted, header_row=found.document["header_row"])
-        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            if not await job_repo.set_preview_options(cur, job_id, settled):
-                raise NotWaiting(job_id, "started")
-            updated = await job_repo.get(cur, job_id)
-        if updated is None:
-            raise JobNotFound(job_id)
-        document = job_document(updated, [])
-        document["preview"] = found.document
-        return document
-
-    async def discard_preview(self, job_id: str) -> None:
-        """DELETE /jobs/{id}: a preview that will not be started is forgotten and its stored file deleted.
-        JobConflict for any other job (an import's record is kept; cancel or revert it instead)."""
-        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            deleted = await job_repo.delete_preview(cur, job_id)
-            job = None if deleted else await job_repo.get(cur, job_id)
-        if not deleted:
-            if job is None:
-                raise JobNotFound(job_id)
-            raise JobConflict(
-                job_id,
-                f"Job {job_id} is {job.status}, not a preview: only a preview that was never started is deleted.",
-            )
-        await self.store.remove_job_files(job_id)
-
-    async def _enqueue_or_leave_to_sweep(self, job_id: str) -> None:
+    async def _enqueue_or_leave_to_sweep(self, job_id: str, kind: str = job_repo.IMPORT) -> None:
         try:
-            await enqueue_import(self.arq, self.settings, job_id)
+            await enqueue_job(self.arq, self.settings, job_id, kind)
         except REDIS_ERRORS:
             # The job row is durable: the workers' sweep queues it once Redis answers again.
             log.warning("could not enqueue import; the sweep will", extra={"job": job_id})
@@ -264,16 +232,13 @@ class JobService:
         current = await self.get(job_id)
         return follow_job(lambda job_id: get_job(self.pool, job_id), self.events, current, last_event_id)
 
-    async def list_page(
-        self, *, limit: int, cursor: str | None, statuses: Sequence[str] | None = LISTED_STATUSES
-    ) -> dict[str, Any]:
-        """Recent jobs, newest first: those in `statuses` (by default every one but previews; None: all)."""
+    async def list_page(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
         before: tuple[dt.datetime, str] | None = None
         if cursor is not None:
             payload = decode_cursor(cursor)
             before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1, statuses=statuses)
+            jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
         next_cursor = None
         if len(jobs) > limit:
             last = jobs[limit - 1]
@@ -316,6 +281,115 @@ class JobService:
         header = [(source[i] if i < len(source) else None) or f"column_{column_letter(i)}" for i in range(width)]
         rows = [[*cells, *([None] * (width - len(cells))), errors] for _, cells, errors in stored]
         return [*header, "errors"], rows
+
+    # -- undo: revert, cancel, bulk delete, what a job changed -------------------------------------
+    async def revert(
+        self, job_id: str, *, force: bool, requested_by: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a `revert` job undoing a finished import (or bulk delete): JobConflict when the job is
+        not one, is still running, was a dry run or was already reverted (a revert that failed or was
+        cancelled may be followed by another)."""
+        revert_id = str(uuid.uuid4())
+        async with self._mysql(), transaction(self.pool) as cur:
+            job = await job_repo.get_for_update(cur, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            await self._check_revertable(cur, job)
+            total = await history_repo.count_job_customers(cur, job_id)
+            await job_repo.create_task(
+                cur,
+                job_id=revert_id,
+                kind=job_repo.REVERT,
+                label=f"revert of {job.filename}",
+                params={"force": force},
+                reverts=job_id,
+                total=total,
+                request_id=request_id,
+                uploaded_by=requested_by,
+            )
+            await job_repo.set_reverted_by(cur, job_id, revert_id)
+        await self._enqueue_or_leave_to_sweep(revert_id, job_repo.REVERT)
+        return await self.get(revert_id)
+
+    async def _check_revertable(self, cur: aiomysql.Cursor, job: Job) -> None:
+        if job.kind == job_repo.REVERT:
+            raise JobConflict(job.id, f"Job {job.id} is a revert: it cannot be reverted (revert what it undid again).")
+        if job.status not in (job_repo.COMPLETED, job_repo.CANCELLED):
+            raise JobConflict(job.id, f"Job {job.id} is {job.status}: only a completed or cancelled job is reverted.")
+        if job.dry_run:
+            raise JobConflict(job.id, f"Job {job.id} was a dry run: it changed nothing to revert.")
+        if job.reverted_by is not None:
+            reverting = await job_repo.get(cur, job.reverted_by)
+            if reverting is not None and reverting.status not in (job_repo.FAILED, job_repo.CANCELLED):
+                raise JobConflict(job.id, f"Job {job.id} was already reverted by job {job.reverted_by}.")
+        days = self.settings.history_retention_days
+        if days and job.finished_at is not None:
+            if job.finished_at < dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(days=days):
+                raise JobConflict(
+                    job.id, f"Job {job.id} ended over {days} days ago: its history is gone (HISTORY_RETENTION_DAYS)."
+                )
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        """A queued job ends `cancelled` now; a running one too, and its worker (its parts' workers)
+        stops at its next batch: what it committed stays (and can be reverted). JobConflict once it
+        has ended (or for a preview, which DELETE /jobs/{id} discards)."""
+        async with self._mysql(), transaction(self.pool) as cur:
+            job = await job_repo.get_for_update(cur, job_id)
+            if job is None:
+                raise JobNotFound(job_id)
+            if not await job_repo.cancel(cur, job_id):
+                raise JobConflict(job_id, f"Job {job_id} is {job.status}: only a queued or running job is cancelled.")
+            await part_repo.cancel(cur, job_id)
+        document = await self.get(job_id)
+        await self.events.publish(job_id, job_repo.CANCELLED, document)
+        await self.store.remove_job_files(job_id)
+        return document
+
+    async def bulk_delete(
+        self, search: str | None, expected_count: int, *, requested_by: str | None = None, request_id: str | None = None
+    ) -> dict[str, Any]:
+        """Queue a `delete` job deleting every customer `search` matches (as GET /customers?q=),
+        once `expected_count` is what matches now (else CountMismatch: nothing is queued)."""
+        job_id = str(uuid.uuid4())
+        async with self._mysql(), transaction(self.pool) as cur:
+            count = await customer_repo.count_matching(cur, search)
+            if count != expected_count:
+                raise CountMismatch(count, expected_count)
+            await job_repo.create_task(
+                cur,
+                job_id=job_id,
+                kind=job_repo.DELETE,
+                label=f"delete customers matching {search!r}" if search else "delete every customer",
+                params={"q": search or ""},
+                total=count,
+                request_id=request_id,
+                uploaded_by=requested_by,
+            )
+        await self._enqueue_or_leave_to_sweep(job_id, job_repo.DELETE)
+        return await self.get(job_id)
+
+    async def changes(self, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
+        """What the job did to each customer, by customer id: `{customer_id, email, action, changes}`
+        (changes merged over the job's batches: each field's value before the job and after it).
+        `limit` None: all of them (the CSV download)."""
+        after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
+        items: list[dict[str, Any]] = []
+        page = CHANGES_CHUNK if limit is None else limit + 1
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            if await job_repo.get(cur, job_id) is None:
+                raise JobNotFound(job_id)
+            while True:
+                ids = await history_repo.job_customers(cur, job_id, after_id=after_id, limit=page)
+                entries = await history_repo.job_entries(cur, job_id, ids[:limit] if limit else ids)
+                emails = await customer_repo.emails_of(cur, ids)
+                items += job_changes(entries, emails)
+                if limit is not None or len(ids) < page:
+                    break
+                after_id = ids[-1]
+        next_cursor = None
+        if limit is not None and len(ids) > limit:
+            next_cursor = encode_cursor({"after": ids[limit - 1]})
+        return {"items": items, "next_cursor": next_cursor}
 
 
 def _check_rows(found: Preview, filename: str, limit: int) -> None:
@@ -360,11 +434,14 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
     else:
         percent = 0.0 if job.status == job_repo.QUEUED else None
     duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-    doc = {
+    doc: dict[str, Any] = {
         "job_id": job.id,
+        "kind": job.kind,
+        "reverts": job.reverts,
+        "reverted_by": job.reverted_by,
         "status": job.status,
         "filename": job.filename,
-        "file_kind": job.file_kind,
+        "file_kind": job.file_kind or None,
         "size_bytes": job.size_bytes,
         "sha256": job.sha256,
         "dry_run": job.dry_run,
@@ -380,6 +457,8 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "rows_updated": job.rows_updated,
         "rows_unchanged": job.rows_unchanged,
         "rows_invalid": job.rows_invalid,
+        "rows_deleted": job.rows_deleted,
+        "rows_restored": job.rows_restored,
         "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
         "checkpoint_row": job.checkpoint_row,
         "warnings": job.warnings,
@@ -424,3 +503,37 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
         for p in parts
     ]
     return doc
+
+
+CHANGES_CHUNK = 1000
+# A history row's action as GET /jobs/{id}/changes names what the job did.
+CHANGE_ACTIONS = {
+    history_repo.CREATED: "inserted",
+    history_repo.UPDATED: "updated",
+    history_repo.DELETED: "deleted",
+    history_repo.RESTORED: "restored",
+}
+
+
+def job_changes(entries: list[history_repo.Entry], emails: dict[int, str]) -> list[dict[str, Any]]:
+    """Per customer (entries by customer, oldest first): what the job did first, and each field's
+    value before the job and after it. The email: the one the job left, else the stored one."""
+    items: list[dict[str, Any]] = []
+    for customer_id, group in itertools.groupby(entries, key=lambda entry: entry.customer_id):
+        rows = list(group)
+        merged: dict[str, list[Any]] = {}
+        for entry in rows:
+            for name, (old, new) in history_repo.readable_changes(entry.changes).items():
+                merged[name] = [merged[name][0] if name in merged else old, new]
+        email = (merged.get("email") or [None, None])[1] or emails.get(customer_id)
+        if email is None and "email" in merged:
+            email = merged["email"][0]  # deleted: the email it had
+        items.append(
+            {
+                "customer_id": customer_id,
+                "email": email,
+                "action": CHANGE_ACTIONS[rows[0].action],
+                "changes": {name: pair for name, pair in merged.items() if pair[0] != pair[1]},
+            }
+        )
+    return items

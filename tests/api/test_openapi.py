@@ -240,7 +240,8 @@ async def test_limits_are_the_ones_the_handlers_apply(client: TestClient, docume
         if limit is None:
             continue
         assert method == "GET"
-        url = path.replace("{id}", str(uuid.uuid4()))
+        # A customer id is a whole number, a job id a UUID.
+        url = path.replace("{id}", "1" if path.startswith("/customers/") else str(uuid.uuid4()))
         maximum = limit["schema"]["maximum"]
         assert limit["schema"]["minimum"] == 1
         for value, refused in ((maximum, False), (maximum + 1, True), (0, True)):

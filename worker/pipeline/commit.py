@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from dataclasses import dataclass, field
 
@@ -22,7 +21,7 @@ import aiomysql
 import orjson
 import pymysql
 
-from shared.customers import customer_repo
+from shared.customers import customer_repo, history_repo
 from shared.imports.job_repo import BatchResult
 from shared.infra.db import DatabaseUnavailable, savepoint, transaction
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
@@ -58,8 +57,12 @@ class Written:
         return documents
 
 
-async def write_rows(deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows) -> Written:
-    """Inside the caller's transaction: skip the unchanged rows, upsert the others."""
+async def write_rows(
+    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, history: history_repo.Source | None = None
+) -> Written:
+    """Inside the caller's transaction: skip the unchanged rows, upsert the others, and (given the
+    `history` source) record what the upsert changed in the customers' history, in bulk: a copy of the
+    stored rows it may change first, then one INSERT ... SELECT comparing them with what it wrote."""
     if not len(staged):
         return Written()
     found = await customer_repo.known(cur, staged.known_query)
@@ -92,8 +95,12 @@ async def write_rows(deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows)
             unhashed.pop(email, None)
     if hashes_found:
         await customer_repo.store_hashes(cur, hashes_found)
+    if history is not None and chosen:
+        await history_repo.snapshot(cur, [customer_id for _email, customer_id, *_ in found])
     written = await _upsert(deps, cur, staged, chosen, stored if exact else None)
     written.unchanged += unchanged
+    if history is not None and written.stamps:
+        await history_repo.record_written(cur, history, [stamp[1] for stamp in written.stamps])
     return written
 
 
@@ -158,15 +165,8 @@ class DryRunCounter:
         return written
 
 
-# Imports of files sharing emails deadlock now and then however their rows are ordered (the bulk
-# upsert holds the table's AUTO-INC lock while it meets rows another batch has locked): InnoDB rolls
-# the victim back and it is run again, after a random pause that grows, so that batches which
-# collided do not collide again in step.
-DEADLOCK_RETRIES = 10
-# ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK, and ER_AUTOINC_READ_FAILED: what MariaDB answers the victim of
-# a deadlock on the table's AUTO-INC lock (two batches upserting the same emails at once, one holding
-# the lock while it waits for a row the other has locked): rolled back like any deadlock's victim.
-_LOCK_CONFLICTS = (1205, 1213, 1467)
+DEADLOCK_RETRIES = 5
+_LOCK_CONFLICTS = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
@@ -182,6 +182,10 @@ class BatchCommitter:
         self.deps = deps
         self.lease = lease
         self.dry_run = DryRunCounter() if lease.job.dry_run else None
+        job = lease.job
+        self.history = history_repo.Source(
+            history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id
+        )
 
     async def commit(self, batch: ParsedBatch) -> list[bytes]:
         for attempt in range(1, DEADLOCK_RETRIES + 1):
@@ -194,7 +198,7 @@ class BatchCommitter:
                 if not is_lock_conflict(exc) or attempt == DEADLOCK_RETRIES:
                     raise
                 log.info("batch rolled back by a lock conflict; retrying", extra={"attempt": attempt})
-                await asyncio.sleep(random.uniform(0.01, 0.02 * 2 ** min(attempt, 6)))
+                await asyncio.sleep(0.05 * attempt)
         raise AssertionError("unreachable")
 
     async def _commit(self, batch: ParsedBatch) -> list[bytes]:
@@ -206,7 +210,7 @@ class BatchCommitter:
             elif self.dry_run is not None:
                 written = await self.dry_run.count(cur, staged)
             else:
-                written = await write_rows(self.deps, cur, staged)
+                written = await write_rows(self.deps, cur, staged, self.history)
             await self.lease.checkpoint(
                 cur,
                 BatchResult(
