@@ -515,8 +515,12 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                     422: _problem("limit out of range."),
                     503: unavailable,
                 },
-                parameters=[_query(s.page_query(*JOBS_LIMIT))],
+                parameters=[
+                    _query(s.page_query(*JOBS_LIMIT, status=s.JOB_STATUS_FILTER, include_previews=s.INCLUDE_PREVIEWS))
+                ],
                 bad_request=BAD_CURSOR,
+                description="Previews (status `uploaded`) are left out unless `status` names them or "
+                "`include_previews=true`: a page that previews files and abandons them does not fill the list.",
             ),
         },
         "/jobs/{id}": {
@@ -527,6 +531,50 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                 {200: _ok("The job.", "Job"), 404: no_job, 503: unavailable},
                 parameters=[JOB_ID],
                 bad_request=bad_id,
+            ),
+            "delete": _operation(
+                "deletePreview",
+                "Discard a preview that will not be started: the job and its stored file are deleted",
+                "imports",
+                {
+                    204: _empty("Deleted: the job is gone (404 from now on) and so is its file."),
+                    404: no_job,
+                    409: _problem("The job is not a preview (it was started): cancel or revert it instead."),
+                    503: unavailable,
+                },
+                parameters=[JOB_ID],
+                bad_request=bad_id,
+            ),
+        },
+        "/jobs/{id}/preview": {
+            "post": _operation(
+                "previewAgain",
+                "Read a preview's stored file again with another header row, sheet or encoding",
+                "imports",
+                {
+                    200: _ok(
+                        "The same job (still `uploaded`) with its new preview; nothing was uploaded again. "
+                        "A start without options now uses this reading.",
+                        "UploadedPreview",
+                    ),
+                    404: no_job,
+                    409: _problem("The job is not an uploaded preview (it was started, or has expired)."),
+                    413: _problem("The body is over the server's limit (1 MB)."),
+                    422: _problem(
+                        "An unknown or invalid option, a sheet the workbook does not have, an encoding that does "
+                        "not fit the file.",
+                        schema="ColumnsProblem",
+                    ),
+                    503: unavailable,
+                },
+                parameters=[JOB_ID],
+                body={
+                    "required": False,
+                    "description": "Each option is optional; the header row and the mapping are found anew "
+                    "unless given.",
+                    "content": {JSON: {"schema": "PreviewOptions"}},
+                },
+                bad_request=f"{bad_id}; malformed JSON, or a body that is not an object",
             ),
         },
         "/jobs/{id}/events": {
@@ -948,6 +996,7 @@ def build_spec() -> dict[str, Any]:
         "UploadAccepted": s.UploadAcceptedSchema,
         "UploadedPreview": s.UploadedPreviewSchema,
         "StartOptions": s.StartOptionsSchema,
+        "PreviewOptions": s.PreviewOptionsSchema,
         "UploadForm": s.UploadFormSchema,
         "Health": s.HealthSchema,
         "Readiness": s.ReadinessSchema,
@@ -956,6 +1005,8 @@ def build_spec() -> dict[str, Any]:
         "CustomerIn": "A whole customer (POST, PUT).",
         "CustomerPatch": "Some fields of a customer (PATCH).",
         "CachedCustomer": "A customer as Redis holds it, with its remaining TTL.",
+        "PreviewOptions": "How to read a preview's stored file again (POST /jobs/{id}/preview), each optional: "
+        "the header row and the mapping are found anew unless given; the sheet and encoding stay the last ones.",
     }
     for name, schema in schemas.items():
         component = {"description": descriptions[name]} if name in descriptions else None

@@ -362,6 +362,15 @@ class StartOptionsSchema(Schema):
     callback_url = _callback_url()
 
 
+# POST /jobs/{id}/preview: how to read the stored file again, the reading options of a start (each
+# optional). The header row and the mapping are found anew unless given; the sheet and encoding stay
+# those of the last preview.
+PreviewOptionsSchema = Schema.from_dict(
+    {name: StartOptionsSchema._declared_fields[name] for name in ("mapping", "header_row", "sheet", "encoding")},
+    name="PreviewOptionsSchema",
+)
+
+
 # -- operations --------------------------------------------------------------------------------
 
 
@@ -437,6 +446,19 @@ SEARCH = fields.String(
 ERRORS_FORMAT = fields.String(
     validate=validate.OneOf(["json", "csv"]),
     metadata={"default": "json", "description": "csv: every stored error as a download (no paging)."},
+)
+
+
+_ONE_STATUS = "|".join(JOB_STATUSES)
+JOB_STATUS_FILTER = fields.String(
+    validate=validate.Regexp(f"^({_ONE_STATUS})(,({_ONE_STATUS}))*$"),
+    metadata=_described(
+        "Only jobs in these statuses, comma-separated (`queued,running`). Without it, every job but previews "
+        "(`uploaded`: uploaded for a preview, never started) is listed."
+    ),
+)
+INCLUDE_PREVIEWS = fields.Boolean(
+    metadata={"default": False, "description": "true: previews (status `uploaded`) are listed too."}
 )
 
 

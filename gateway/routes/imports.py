@@ -19,7 +19,8 @@ from gateway.http.keys import JOBS, METRICS, SETTINGS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import dumps, json_response
 from shared.customers.exports import encode_file
-from shared.imports.service import UploadRequest
+from shared.imports.job_repo import UPLOADED
+from shared.imports.service import LISTED_STATUSES, STATUSES, UploadRequest
 from shared.imports.webhooks import check_callback_url
 from shared.infra.logs import request_id_var
 from shared.infra.storage import UploadTooLarge
@@ -314,6 +315,36 @@ async def start(request: web.Request) -> web.Response:
     return _accepted(job)
 
 
+# What POST /jobs/{id}/preview reads the stored file again with.
+PREVIEW_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
+
+
+@routes.post("/jobs/{id}/preview")
+async def preview_again(request: web.Request) -> web.Response:
+    """An uploaded preview read again from its stored file with other header_row, sheet or encoding:
+    200 with the same job and its new preview (nothing uploaded again); 409 once it is no preview."""
+    job_id = params.job_id(request)
+    body = await params.json_body(request) if request.can_read_body else {}
+    if not isinstance(body, dict):
+        raise Problem(400, "Bad request", "The body must be a JSON object.")
+    unknown = sorted(set(body) - set(PREVIEW_OPTIONS))
+    if unknown:
+        raise field_problem(
+            422, "Unknown field", f"{unknown[0]!r} is not an option of a preview", unknown[0], "Unknown field."
+        )
+    job = await request.app[JOBS].preview_again(job_id, _options(body))
+    job["status_url"] = f"/jobs/{job_id}"
+    job["start_url"] = f"/jobs/{job_id}/start"
+    return json_response(job)
+
+
+@routes.delete("/jobs/{id}")
+async def discard_preview(request: web.Request) -> web.Response:
+    """A preview that will not be started: 204, the job and its stored file gone; 409 for any other job."""
+    await request.app[JOBS].discard_preview(params.job_id(request))
+    return web.Response(status=204)
+
+
 @routes.get("/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
@@ -329,10 +360,35 @@ async def job_events(request: web.Request) -> web.StreamResponse:
 
 
 @routes.get("/jobs")
-@params.accepts("limit", "cursor")
+@params.accepts("limit", "cursor", "status", "include_previews")
 async def jobs_index(request: web.Request) -> web.Response:
+    """Recent jobs; previews (status `uploaded`) only when asked: ?status=uploaded or ?include_previews=true."""
     limit = params.limit_param(request, default=20, maximum=200)
-    return json_response(await request.app[JOBS].list_page(limit=limit, cursor=params.cursor_param(request)))
+    page = await request.app[JOBS].list_page(
+        limit=limit, cursor=params.cursor_param(request), statuses=_listed_statuses(request)
+    )
+    return json_response(page)
+
+
+def _listed_statuses(request: web.Request) -> tuple[str, ...] | None:
+    """`status` (one or several, comma-separated) lists those; else every status but `uploaded`, unless
+    `include_previews`; None: every job."""
+    previews = params.bool_param(request, "include_previews")
+    raw = request.query.get("status")
+    if raw is None:
+        return None if previews else LISTED_STATUSES
+    wanted = tuple(dict.fromkeys(raw.split(",")))
+    wrong = [status for status in wanted if status not in STATUSES]
+    if wrong:
+        allowed = ", ".join(STATUSES)
+        raise field_problem(
+            422,
+            "Invalid query parameter",
+            f"status must be one or more of {allowed} (comma-separated), got {wrong[0]!r}",
+            "status",
+            f"One or more of {allowed}.",
+        )
+    return (*wanted, UPLOADED) if previews and UPLOADED not in wanted else wanted
 
 
 @routes.get("/jobs/{id}")

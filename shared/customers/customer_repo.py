@@ -36,13 +36,21 @@ _UNCHANGED = " AND ".join(
 )
 
 
+# The upsert counts the rows that met an existing email in this session variable (reset before each
+# upsert, read after it): rows - duplicates is then exactly how many it inserted, whatever another
+# import committed since this transaction last read the table (a count taken before the upsert is
+# not: two imports of one new email at once both counted it as new). `LEAST(..., 0)` adds 0.
+_DUPLICATES = "@customer_upsert_duplicates"
+
+
 def _on_duplicate(new_hash: str) -> str:
     """The upsert's update clause. Qualified names: in INSERT ... SELECT the staging table has the
     same columns. `row_hash` is assigned before the values are overwritten (the comparison needs the
     old ones): kept when nothing changes (so an unchanged row stays at 0 affected rows), else
     `new_hash` (the new digest, or NULL: "not known", never a stale one)."""
     return (
-        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1), "
+        f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1)"
+        f" + LEAST({_DUPLICATES} := COALESCE({_DUPLICATES}, 0) + 1, 0), "
         f"customers.row_hash = IF({_UNCHANGED}, customers.row_hash, {new_hash}), "
         + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
     )
@@ -144,6 +152,17 @@ async def delete(cur: aiomysql.Cursor, customer_id: int) -> bool:
     return bool(cur.rowcount)
 
 
+async def _reset_duplicates(cur: aiomysql.Cursor) -> None:
+    await cur.execute(f"SET {_DUPLICATES} = 0")
+
+
+async def _new_rows(cur: aiomysql.Cursor, rows: int) -> int:
+    """How many of the `rows` just upserted were inserted: those that met no existing email."""
+    await cur.execute(f"SELECT {_DUPLICATES}")
+    (duplicates,) = await cur.fetchone()
+    return rows - int(duplicates or 0)
+
+
 def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int, int]:
     """(inserted, updated, unchanged) of an upsert of `rows` rows, `new_emails` of whose distinct
     emails were not in the table before it, from its affected-rows count (1 a new row, 2 a changed
@@ -157,15 +176,14 @@ async def upsert_many(
     cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]], *, new_emails: int | None = None
 ) -> tuple[int, int, int]:
     """Upsert on email (rows in CUSTOMER_FIELDS order), storing each row's hash. Returns (inserted,
-    updated, unchanged). `new_emails`: how many distinct emails of the rows the table does not hold,
-    when the caller knows."""
+    updated, unchanged), counted by the upsert itself. `new_emails` is not used: a count the caller
+    took before the upsert may be stale by then (see _DUPLICATES)."""
     if not rows:
         return 0, 0, 0
-    if new_emails is None:
-        emails = {row[EMAIL_AT] for row in rows}
-        new_emails = len(emails - await existing_emails(cur, list(emails)))
+    await _reset_duplicates(cur)
     await cur.executemany(UPSERT_HASHED_SQL, [(*row, row_hash_hex(row)) for row in rows])
-    return split_outcomes(len(rows), new_emails, cur.rowcount)
+    affected = cur.rowcount
+    return split_outcomes(len(rows), await _new_rows(cur, len(rows)), affected)
 
 
 async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[str, Any]]:
@@ -184,7 +202,8 @@ async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[t
     marks = ", ".join(["%s"] * len(emails))
     await cur.execute(
         "SELECT email, id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
-        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})",
+        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})"
+        + _LOCKING_READ,
         list(emails),
     )
     return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
@@ -217,12 +236,11 @@ _STAGE_UPSERT = (
     f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) SELECT {_STAGE_COLUMNS}, row_hash"
     " FROM customer_stage ORDER BY seq" + _on_duplicate("VALUES(row_hash)")
 )
-# Distinct staged emails the table does not hold yet: with the upsert's affected rows, this tells
-# inserted, updated and unchanged rows apart.
-_STAGE_NEW_EMAILS = (
-    "SELECT COUNT(DISTINCT s.email) FROM customer_stage s"
-    " LEFT JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email WHERE c.id IS NULL"
-)
+# Reading back what an upsert wrote: a locking read, which sees the rows as they are now. A plain read
+# sees the transaction's snapshot, taken at its first read: a row another import committed after it,
+# which the upsert then met and left unchanged, is not in it ("read back 0 of 1 staged rows"), and a
+# row it left alone may show an older version. The upsert holds these rows' locks already.
+_LOCKING_READ = " LOCK IN SHARE MODE"
 _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 # One row holding every stamp: parsing 2,000 result rows in pure Python costs more than the query.
 # The join order and index are forced: with stale statistics (say, right after the table was emptied)
@@ -231,7 +249,8 @@ _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
 _STAGE_STAMPS = (
     "SELECT GROUP_CONCAT(CONCAT_WS(',', s.seq, c.id, c.version,"
     f" DATE_FORMAT(c.created_at, {_TIMESTAMP}), DATE_FORMAT(c.updated_at, {_TIMESTAMP})) SEPARATOR ';')"
-    " FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email"
+    f", {_DUPLICATES} FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email)"
+    " ON c.email = s.email" + _LOCKING_READ
 )
 _LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950, 4166}
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
@@ -355,8 +374,9 @@ async def upsert_staged(
     cur: aiomysql.Cursor, data: bytes, count: int, *, new_emails: int | None = None
 ) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
     """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
-    sequence numbers). `new_emails`: how many distinct emails of the rows the table does not hold,
-    when the caller knows (else a query counts them). Stamps are keyed by the lines' numbers."""
+    sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
+    count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
+    lines' numbers."""
     if not count:
         return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
@@ -375,13 +395,12 @@ async def upsert_staged(
             raise
         if cur.rowcount != count:
             raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
-        if new_emails is None:
-            await cur.execute(_STAGE_NEW_EMAILS)
-            (new_emails,) = await cur.fetchone()
+        await _reset_duplicates(cur)
         await cur.execute(_STAGE_UPSERT)
-        outcomes = split_outcomes(count, int(new_emails), cur.rowcount)
+        affected = cur.rowcount
         await cur.execute(_STAGE_STAMPS)
-        (packed,) = await cur.fetchone()
+        (packed, duplicates) = await cur.fetchone()
+        outcomes = split_outcomes(count, count - int(duplicates or 0), affected)
         stamps = {}
         for record in packed.split(";") if packed else ():
             seq, customer_id, version, created_at, updated_at = record.split(",")

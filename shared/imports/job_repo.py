@@ -192,6 +192,23 @@ async def start(
     return bool(cur.rowcount)
 
 
+async def set_preview_options(cur: aiomysql.Cursor, job_id: str, options: ImportOptions) -> bool:
+    """A preview read again (other header row, sheet, encoding): the options its start builds on now.
+    False when the job is no longer a preview (updated_at moves, so a matched row always counts as changed)."""
+    await cur.execute(
+        "UPDATE import_jobs SET options = %s, updated_at = CURRENT_TIMESTAMP(6) WHERE id = %s AND status = %s",
+        (options.to_json(), job_id, UPLOADED),
+    )
+    return bool(cur.rowcount)
+
+
+async def delete_preview(cur: aiomysql.Cursor, job_id: str) -> bool:
+    """Forget a preview nobody will start (a preview has no errors, parts or history to keep). False
+    when the job is not (or no longer) a preview."""
+    await cur.execute("DELETE FROM import_jobs WHERE id = %s AND status = %s", (job_id, UPLOADED))
+    return bool(cur.rowcount)
+
+
 async def expire_uploaded(cur: aiomysql.Cursor, older_than_s: int) -> list[str]:
     """Fail previews nobody started within `older_than_s`; returns their ids (their files go)."""
     await cur.execute(
@@ -221,16 +238,25 @@ async def get(cur: aiomysql.Cursor, job_id: str) -> Job | None:
     return Job.from_row(row) if row else None
 
 
-async def list_recent(cur: aiomysql.Cursor, *, before: tuple[dt.datetime, str] | None, limit: int) -> list[Job]:
-    if before is None:
-        await cur.execute(_SELECT + " ORDER BY created_at DESC, id DESC LIMIT %s", (limit,))
-    else:
+async def list_recent(
+    cur: aiomysql.Cursor,
+    *,
+    before: tuple[dt.datetime, str] | None,
+    limit: int,
+    statuses: Sequence[str] | None = None,
+) -> list[Job]:
+    """Newest first, after the keyset `before`; only jobs in `statuses` when given."""
+    where: list[str] = []
+    args: list[Any] = []
+    if statuses is not None:
+        where.append(f"status IN ({', '.join(['%s'] * len(statuses))})")
+        args += statuses
+    if before is not None:
         created, job_id = before
-        await cur.execute(
-            _SELECT + " WHERE created_at < %s OR (created_at = %s AND id < %s)"
-            " ORDER BY created_at DESC, id DESC LIMIT %s",
-            (created, created, job_id, limit),
-        )
+        where.append("(created_at < %s OR (created_at = %s AND id < %s))")
+        args += [created, created, job_id]
+    condition = f" WHERE {' AND '.join(where)}" if where else ""
+    await cur.execute(_SELECT + condition + " ORDER BY created_at DESC, id DESC LIMIT %s", (*args, limit))
     return [Job.from_row(row) for row in await cur.fetchall()]
 
 

@@ -8,11 +8,12 @@ JobNotFound (404), JobConflict and its NotWaiting (409), UploadRejected (400/413
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import itertools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,10 @@ __all__ = [
 ]
 
 FIRST_ERRORS = 10
+# Every status a job can have, and those GET /jobs lists unless asked: previews (`uploaded`, nothing
+# imported yet, deleted or expiring by themselves) only with ?status=uploaded or ?include_previews=true.
+STATUSES = (*job_repo.UNFINISHED, job_repo.COMPLETED, job_repo.FAILED)
+LISTED_STATUSES = tuple(status for status in STATUSES if status != job_repo.UPLOADED)
 Event = tuple[str, str, dict[str, Any]]
 
 
@@ -206,6 +211,45 @@ class JobService:
         await self._enqueue_or_leave_to_sweep(job_id)
         return await self.get(job_id)
 
+    async def preview_again(self, job_id: str, options: ImportOptions) -> dict[str, Any]:
+        """An uploaded preview's stored file read again with other options (header_row, sheet, encoding,
+        mapping): the same job with its new preview; nothing is uploaded again. The header row and mapping
+        the previous preview settled on are not carried over (they belong to that reading); the sheet,
+        encoding and import modes are, unless given. NotWaiting once the job is no longer a preview."""
+        job = await self._job(job_id)
+        if job.status != job_repo.UPLOADED:
+            raise NotWaiting(job_id, job.status)
+        wanted = dataclasses.replace(job.options, mapping=None, header_row=None).merged(options)
+        async with self.store.local_copy(job_id, job.file_kind) as path:
+            if path is None:
+                raise NotWaiting(job_id, "without its uploaded file")
+            found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, wanted)
+        settled = dataclasses.replace(wanted, header_row=found.document["header_row"])
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            if not await job_repo.set_preview_options(cur, job_id, settled):
+                raise NotWaiting(job_id, "started")
+            updated = await job_repo.get(cur, job_id)
+        if updated is None:
+            raise JobNotFound(job_id)
+        document = job_document(updated, [])
+        document["preview"] = found.document
+        return document
+
+    async def discard_preview(self, job_id: str) -> None:
+        """DELETE /jobs/{id}: a preview that will not be started is forgotten and its stored file deleted.
+        JobConflict for any other job (an import's record is kept; cancel or revert it instead)."""
+        async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
+            deleted = await job_repo.delete_preview(cur, job_id)
+            job = None if deleted else await job_repo.get(cur, job_id)
+        if not deleted:
+            if job is None:
+                raise JobNotFound(job_id)
+            raise JobConflict(
+                job_id,
+                f"Job {job_id} is {job.status}, not a preview: only a preview that was never started is deleted.",
+            )
+        await self.store.remove_job_files(job_id)
+
     async def _enqueue_or_leave_to_sweep(self, job_id: str, kind: str = job_repo.IMPORT) -> None:
         try:
             await enqueue_job(self.arq, self.settings, job_id, kind)
@@ -232,13 +276,16 @@ class JobService:
         current = await self.get(job_id)
         return follow_job(lambda job_id: get_job(self.pool, job_id), self.events, current, last_event_id)
 
-    async def list_page(self, *, limit: int, cursor: str | None) -> dict[str, Any]:
+    async def list_page(
+        self, *, limit: int, cursor: str | None, statuses: Sequence[str] | None = LISTED_STATUSES
+    ) -> dict[str, Any]:
+        """Recent jobs, newest first: those in `statuses` (by default every one but previews; None: all)."""
         before: tuple[dt.datetime, str] | None = None
         if cursor is not None:
             payload = decode_cursor(cursor)
             before = (cursors.timestamp(payload, "created_at"), cursors.text(payload, "id"))
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1)
+            jobs = await job_repo.list_recent(cur, before=before, limit=limit + 1, statuses=statuses)
         next_cursor = None
         if len(jobs) > limit:
             last = jobs[limit - 1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from dataclasses import dataclass, field
 
@@ -165,8 +166,15 @@ class DryRunCounter:
         return written
 
 
-DEADLOCK_RETRIES = 5
-_LOCK_CONFLICTS = (1205, 1213)  # ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK
+# Imports of files sharing emails deadlock now and then however their rows are ordered (the bulk
+# upsert holds the table's AUTO-INC lock while it meets rows another batch has locked): InnoDB rolls
+# the victim back and it is run again, after a random pause that grows, so that batches which
+# collided do not collide again in step.
+DEADLOCK_RETRIES = 10
+# ER_LOCK_WAIT_TIMEOUT, ER_LOCK_DEADLOCK, and ER_AUTOINC_READ_FAILED: what MariaDB answers the victim of
+# a deadlock on the table's AUTO-INC lock (two batches upserting the same emails at once, one holding
+# the lock while it waits for a row the other has locked): rolled back like any deadlock's victim.
+_LOCK_CONFLICTS = (1205, 1213, 1467)
 
 
 def is_lock_conflict(exc: BaseException) -> bool:
@@ -198,7 +206,7 @@ class BatchCommitter:
                 if not is_lock_conflict(exc) or attempt == DEADLOCK_RETRIES:
                     raise
                 log.info("batch rolled back by a lock conflict; retrying", extra={"attempt": attempt})
-                await asyncio.sleep(0.05 * attempt)
+                await asyncio.sleep(random.uniform(0.01, 0.02 * 2 ** min(attempt, 6)))
         raise AssertionError("unreachable")
 
     async def _commit(self, batch: ParsedBatch) -> list[bytes]:
