@@ -115,9 +115,8 @@ print(s.port, s.workers, s.gateway_processes, "yes" if s.api_keys else "no", hos
 # The "Try:" line must work when pasted: with keys, it carries the first plain one (a hashed key cannot
 # be shown, so then a placeholder). Quoted for the shell here, where the key is parsed.
 import shlex
-from shared.config import HASHED_KEY_PREFIX, split_api_key
-plain = [k for k in (split_api_key(e, n)[1] for n, e in enumerate(s.api_keys, 1)) if not k.lower().startswith(HASHED_KEY_PREFIX)]
-if s.api_keys:
+plain = [k.plain for k in s.keys if k.plain is not None]
+if s.keys:
     print("-H " + shlex.quote("Authorization: Bearer " + (plain[0] if plain else "<your key>")) + " ")
 else:
     print("")

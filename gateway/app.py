@@ -108,6 +108,6 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)
     app.add_routes(web_routes)
-    if not settings.api_keys:
+    if not settings.keys:
         log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")
     return app

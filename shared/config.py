@@ -2,14 +2,21 @@
 
 Sources, weakest first: built-in defaults, `config.yaml` (or the file named by CONFIG_FILE),
 `.env`, then the process environment. A bad value stops start-up with a message naming the variable.
+
+Each variable is declared once, as a field of `Settings` (its name upper-cased is the variable) with
+its parser and its doc (`setting(...)`); VARIABLES is derived from the fields. Values that have a
+structure are parsed once, when the settings are made, into typed values the rest of the code takes:
+`mysql` (MYSQL_DSN), `keys` (API_KEYS), `queue_target` (QUEUE_REDIS_URL or REDIS_URL) and `s3`
+(UPLOAD_STORE); the text fields keep the values as written.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -19,126 +26,18 @@ class SettingsError(ValueError):
     """A configuration value is missing or malformed; the message names the variable."""
 
 
-@dataclass(frozen=True)
-class MySQLConfig:
-    host: str
-    port: int
-    user: str
-    password: str
-    database: str
+# -- parsers: (variable name, raw text) -> value; errors name the variable ---------------------------
+Parser = Callable[[str, str], Any]
 
 
-@dataclass(frozen=True)
-class Settings:
-    mysql_dsn: str = "mysql://root:@127.0.0.1:3306/customers"
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    redis_prefix: str = ""
-    # Scaling out (docs/scaling.md): empty means REDIS_URL; see cache_url / queue_url.
-    cache_redis_url: str = ""
-    cache_redis_cluster: bool = False
-    queue_redis_url: str = ""
-    port: int = 8080
-    host: str = "0.0.0.0"
-    api_keys: tuple[str, ...] = ()
-    upload_dir: str = "uploads"
-    max_upload_mb: int = 200
-    max_inflated_mb: int = 4096
-    max_zip_ratio: int = 200
-    import_batch_size: int = 2000
-    cache_ttl_s: int = 300
-    workers: int = 2
-    gateway_processes: int = 1
-    worker_concurrency: int = 2
-    reader_memory_budget_mb: int = 768
-    max_errors_per_job: int = 1000
-    job_lease_s: int = 30
-    sweep_interval_s: int = 10
-    # A job whose sheet holds at least this many data rows (the reader's estimate) is split into
-    # FANOUT_PARTS parts that several workers import at once (docs/scaling.md).
-    fanout_min_rows: int = 500_000
-    fanout_parts: int = 2
-    # Customer history older than this many days is deleted by the workers' sweep; 0 keeps it all.
-    history_retention_days: int = 0
-    log_level: str = "INFO"
-    mysql_pool_size: int = 10
-    import_bulk_load: bool = True
-    db_timeout_s: int = 5
-    access_log_reads: bool = False
-    preview_ttl_s: int = 3600
-    sse_keepalive_s: int = 15
-    webhook_secret: str = ""
-    webhook_max_attempts: int = 5
-    webhook_backoff_s: float = 2.0
-    webhook_timeout_s: float = 10.0
-    webhook_allow_private: bool = False
-    rate_limit_per_min: int = 600
-    upload_rate_limit_per_min: int = 30
-    max_concurrent_uploads: int = 8
-    max_rows_per_job: int = 2_000_000
-    prometheus_multiproc_dir: str = ""
-    worker_metrics_port: int = 9101
-    # Uploads on S3-compatible object storage (shared/infra/storage.py): empty keeps them in UPLOAD_DIR.
-    upload_store: str = ""
-    s3_endpoint_url: str = ""
-    s3_region: str = ""
-    s3_access_key_id: str = field(default="", repr=False)
-    s3_secret_access_key: str = field(default="", repr=False)
-    mysql: MySQLConfig = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "mysql", parse_mysql_dsn(self.mysql_dsn))
-        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
-            raise SettingsError(
-                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both, or neither (then the standard "
-                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile or instance role are used)"
-            )
-        if self.cache_redis_cluster and urlsplit(self.cache_url).scheme not in ("redis", "rediss"):
-            source = "CACHE_REDIS_URL" if self.cache_redis_url else "REDIS_URL (CACHE_REDIS_URL is not set)"
-            raise SettingsError(
-                f"CACHE_REDIS_CLUSTER=true needs {source} to name a cluster node as redis://host:port, "
-                f"got {self.cache_url!r}"
-            )
-
-    @property
-    def cache_url(self) -> str:
-        """The Redis (or, with cache_redis_cluster, any node of the Redis Cluster) of the cache."""
-        return self.cache_redis_url or self.redis_url
-
-    @property
-    def queue_url(self) -> str:
-        """The Redis of the arq queue, job events and rate limits: redis:// or redis+sentinel://."""
-        return self.queue_redis_url or self.redis_url
-
-    @property
-    def max_upload_bytes(self) -> int:
-        return self.max_upload_mb * 1024 * 1024
-
-    @property
-    def queue_name(self) -> str:
-        return f"{self.redis_prefix}arq:queue"
+def _text(name: str, raw: str) -> str:
+    return raw
 
 
-def parse_mysql_dsn(dsn: str) -> MySQLConfig:
-    parts = urlsplit(dsn)
-    if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
-        raise SettingsError(f"MYSQL_DSN must look like mysql://user:password@host:port/database, got {dsn!r}")
-    database = parts.path.lstrip("/")
-    if not database or not database.replace("_", "").replace("-", "").isalnum():
-        raise SettingsError(f"MYSQL_DSN must name a database (letters, digits, _ or -), got {dsn!r}")
-    try:
-        port = parts.port or 3306
-    except ValueError as exc:
-        raise SettingsError(f"MYSQL_DSN has a bad port: {exc}") from None
-    return MySQLConfig(
-        host=parts.hostname or "127.0.0.1",
-        port=port,
-        user=unquote(parts.username or "root"),
-        password=unquote(parts.password or ""),
-        database=database,
-    )
+def _stripped(name: str, raw: str) -> str:
+    return raw.strip()
 
 
-# variable name -> (field name, parser)
 def _whole_number(name: str, raw: str) -> int:
     try:
         return int(raw)
@@ -174,15 +73,131 @@ def _port_or_off(name: str, raw: str) -> int:
     return value
 
 
+def _positive_float(name: str, raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if not value > 0:
+        raise SettingsError(f"{name} must be greater than 0, got {raw}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _log_level(name: str, raw: str) -> str:
+    level = raw.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
+    return level
+
+
+def _redis_url(name: str, raw: str) -> str:
+    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
+        raise SettingsError(f"{name} must look like redis://host:port/db, got {raw!r}")
+    return raw
+
+
+def _redis_url_or_empty(name: str, raw: str) -> str:
+    """An optional Redis: empty means REDIS_URL's."""
+    return _redis_url(name, raw) if raw.strip() else ""
+
+
+def _entries(name: str, raw: str) -> tuple[str, ...]:
+    """A comma-separated list, each entry stripped, empty ones dropped (parsed in Settings)."""
+    return tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+
+
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+
+
+def _http_url(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if not raw:
+        return ""
+    parts = urlsplit(raw)
+    try:
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+    except ValueError:
+        raise SettingsError(f"{name} has a bad port, got {raw!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{name} must look like https://host[:port], got {raw!r}")
+    return raw
+
+
+def _region(name: str, raw: str) -> str:
+    raw = raw.strip()
+    if raw and not _REGION.fullmatch(raw):
+        raise SettingsError(f"{name} must be a region name such as us-east-1, got {raw!r}")
+    return raw
+
+
+# -- typed values ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MySQLConfig:
+    host: str
+    port: int
+    user: str
+    password: str
+    database: str
+
+
+def parse_mysql_dsn(dsn: str) -> MySQLConfig:
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("mysql", "mariadb", "mysql+aiomysql"):
+        raise SettingsError(f"MYSQL_DSN must look like mysql://user:password@host:port/database, got {dsn!r}")
+    database = parts.path.lstrip("/")
+    if not database or not database.replace("_", "").replace("-", "").isalnum():
+        raise SettingsError(f"MYSQL_DSN must name a database (letters, digits, _ or -), got {dsn!r}")
+    try:
+        port = parts.port or 3306
+    except ValueError as exc:
+        raise SettingsError(f"MYSQL_DSN has a bad port: {exc}") from None
+    return MySQLConfig(
+        host=parts.hostname or "127.0.0.1",
+        port=port,
+        user=unquote(parts.username or "root"),
+        password=unquote(parts.password or ""),
+        database=database,
+    )
+
+
 HASHED_KEY_PREFIX = "sha256:"
 _KEY_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 _SHA256_HEX = re.compile(r"[0-9A-Fa-f]{64}")
 
 
-def split_api_key(entry: str, position: int) -> tuple[str, str]:
-    """(name, key) of one API_KEYS entry: `name=key`, or a bare key named `key<position>`. The key is
-    plain or `sha256:<64 hex digits>`. A bare key may end in `=` (base64 padding); any other `=`
-    must follow a name. Errors name the entry by position, never quoting a key."""
+def digest_of(key: str) -> bytes:
+    """The SHA-256 of a key as the gateway compares it. surrogateescape: aiohttp decodes header bytes
+    that are not UTF-8 that way; any bytes hash."""
+    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One API_KEYS entry: its name and the SHA-256 of the key; `plain` is the key itself when it was
+    configured in clear (None for a `sha256:` entry, whose key this process never knows)."""
+
+    name: str
+    digest: bytes = field(repr=False)
+    plain: str | None = field(default=None, repr=False)
+
+    @property
+    def hashed(self) -> bool:
+        return self.plain is None
+
+
+def parse_api_key(entry: str, position: int) -> ApiKey:
+    """One API_KEYS entry: `name=key`, or a bare key named `key<position>`. The key is plain or
+    `sha256:<64 hex digits>`. A bare key may end in `=` (base64 padding); any other `=` must follow a
+    name. Errors name the entry by position, never quoting a key."""
     where = f"API_KEYS entry {position}"
     name, key = f"key{position}", entry
     if "=" in entry.rstrip("="):
@@ -196,28 +211,23 @@ def split_api_key(entry: str, position: int) -> tuple[str, str]:
         key = key.strip()
     if not key:
         raise SettingsError(f"{where} ({name}) has no key after the name")
-    if key[: len(HASHED_KEY_PREFIX)].lower() == HASHED_KEY_PREFIX and not _SHA256_HEX.fullmatch(
-        key[len(HASHED_KEY_PREFIX) :]
-    ):
-        raise SettingsError(f"{where} ({name}): a hashed key is 'sha256:' and 64 hex digits")
-    return name, key
+    if key[: len(HASHED_KEY_PREFIX)].lower() == HASHED_KEY_PREFIX:
+        hexdigits = key[len(HASHED_KEY_PREFIX) :]
+        if not _SHA256_HEX.fullmatch(hexdigits):
+            raise SettingsError(f"{where} ({name}): a hashed key is 'sha256:' and 64 hex digits")
+        return ApiKey(name, bytes.fromhex(hexdigits))
+    return ApiKey(name, digest_of(key), key)
 
 
-def _keys(name: str, raw: str) -> tuple[str, ...]:
-    entries = tuple(k.strip() for k in raw.split(",") if k.strip())
+def parse_api_keys(entries: tuple[str, ...]) -> tuple[ApiKey, ...]:
+    """The keys of API_KEYS's entries; names must be unique."""
+    keys = tuple(parse_api_key(entry, position) for position, entry in enumerate(entries, 1))
     seen: set[str] = set()
-    for position, entry in enumerate(entries, 1):
-        key_name, _ = split_api_key(entry, position)
-        if key_name in seen:
-            raise SettingsError(f"{name}: two keys are named {key_name!r}; names must be unique")
-        seen.add(key_name)
-    return entries
-
-
-def _redis_url(name: str, raw: str) -> str:
-    if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
-        raise SettingsError(f"{name} must look like redis://host:port/db, got {raw!r}")
-    return raw
+    for key in keys:
+        if key.name in seen:
+            raise SettingsError(f"API_KEYS: two keys are named {key.name!r}; names must be unique")
+        seen.add(key.name)
+    return keys
 
 
 @dataclass(frozen=True)
@@ -228,7 +238,7 @@ class SentinelAddress:
     master: str
     db: int
     username: str | None
-    password: str | None
+    password: str | None = field(repr=False)
 
 
 SENTINEL_SCHEME = "redis+sentinel"
@@ -268,45 +278,43 @@ def parse_sentinel_url(name: str, raw: str) -> SentinelAddress:
     )
 
 
-def _queue_url(name: str, raw: str) -> str:
+@dataclass(frozen=True)
+class RedisTarget:
+    """The queue's Redis: a plain one (`url`, redis:// rediss:// or unix://), or a Sentinel-managed
+    primary (`sentinel`; `url` is then the redis+sentinel:// URL as written)."""
+
+    url: str
+    sentinel: SentinelAddress | None = None
+
+
+def parse_queue_target(name: str, raw: str) -> RedisTarget:
     if raw.startswith(f"{SENTINEL_SCHEME}:"):
-        parse_sentinel_url(name, raw)
-        return raw
+        return RedisTarget(raw, parse_sentinel_url(name, raw))
     if urlsplit(raw).scheme not in ("redis", "rediss", "unix"):
         raise SettingsError(f"{name} must look like redis://host:port/db or {_SENTINEL_FORM}, got {raw!r}")
-    return raw
-
-
-def _log_level(name: str, raw: str) -> str:
-    level = raw.strip().upper()
-    if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-        raise SettingsError(f"{name} must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL, got {raw!r}")
-    return level
-
-
-def _bool(name: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise SettingsError(f"{name} must be true or false, got {raw!r}")
-
-
-def _text(name: str, raw: str) -> str:
-    return raw
+    return RedisTarget(raw)
 
 
 _BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 
 
-def _upload_store(name: str, raw: str) -> str:
-    """Empty (uploads in UPLOAD_DIR) or s3://bucket[/prefix]."""
-    raw = raw.strip()
-    if not raw:
-        return ""
-    parts = urlsplit(raw)
+@dataclass(frozen=True)
+class S3Location:
+    """UPLOAD_STORE=s3://bucket[/prefix]: uploads are objects `<prefix>/<job>.<kind>` in the bucket."""
+
+    bucket: str
+    prefix: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def __str__(self) -> str:
+        return self.url
+
+
+def parse_s3_location(name: str, raw: str) -> S3Location:
+    parts = urlsplit(raw.strip())
     if parts.scheme != "s3":
         raise SettingsError(f"{name} must be empty (uploads in UPLOAD_DIR) or s3://bucket/prefix, got {raw!r}")
     if not _BUCKET.fullmatch(parts.netloc) or ".." in parts.netloc:
@@ -315,89 +323,160 @@ def _upload_store(name: str, raw: str) -> str:
         )
     if parts.query or parts.fragment:
         raise SettingsError(f"{name} takes no query or fragment, got {raw!r}")
-    return raw
+    return S3Location(parts.netloc, parts.path.strip("/"))
 
 
-def _http_url(name: str, raw: str) -> str:
-    raw = raw.strip()
-    if not raw:
-        return ""
-    parts = urlsplit(raw)
-    try:
-        parts.port  # noqa: B018 (raises ValueError on a bad port)
-    except ValueError:
-        raise SettingsError(f"{name} has a bad port, got {raw!r}") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"{name} must look like https://host[:port], got {raw!r}")
-    return raw
+# -- the settings ------------------------------------------------------------------------------------
+def setting(default: Any, parse: Parser, doc: str, *, secret: bool = False) -> Any:
+    """A field of Settings that is an environment variable (its name upper-cased): its default, the
+    parser of its text, and what it means. A secret one is left out of the settings' repr."""
+    return field(default=default, repr=not secret, metadata={"parse": parse, "doc": doc})
 
 
-def _region(name: str, raw: str) -> str:
-    raw = raw.strip()
-    if raw and not _REGION.fullmatch(raw):
-        raise SettingsError(f"{name} must be a region name such as us-east-1, got {raw!r}")
-    return raw
+@dataclass(frozen=True)
+class Settings:
+    mysql_dsn: str = setting(
+        "mysql://root:@127.0.0.1:3306/customers", _text, "the database; created if missing, migrated at start-up"
+    )
+    redis_url: str = setting("redis://127.0.0.1:6379/0", _redis_url, "the Redis of the cache and the job queue")
+    redis_prefix: str = setting("", _text, "prefix of every key (and of the arq queue name), to share a Redis")
+    # Scaling out (docs/scaling.md): empty means REDIS_URL; see cache_url / queue_url.
+    cache_redis_url: str = setting(
+        "",
+        _redis_url_or_empty,
+        "the cache's Redis (empty: REDIS_URL); with CACHE_REDIS_CLUSTER, any node of a Redis Cluster",
+    )
+    cache_redis_cluster: bool = setting(False, _bool, "true: CACHE_REDIS_URL names a Redis Cluster")
+    queue_redis_url: str = setting(
+        "",
+        _stripped,
+        "the queue's Redis (arq jobs, job events, rate limits; empty: REDIS_URL): redis://..., or a "
+        f"Sentinel-managed primary {_SENTINEL_FORM}",
+    )
+    port: int = setting(8080, _port, "where the gateway listens")
+    host: str = setting("0.0.0.0", _text, "the address the gateway listens on")
+    api_keys: tuple[str, ...] = setting(
+        (),
+        _entries,
+        "comma-separated keys, each name=key or bare, plain or sha256:<hex>; empty: the API is open",
+        secret=True,
+    )
+    upload_dir: str = setting(
+        "uploads",
+        _text,
+        "where uploads are stored (shared by the gateway and every worker); with UPLOAD_STORE, each "
+        "process's own scratch directory",
+    )
+    max_upload_mb: int = setting(200, _positive_int, "larger uploads are refused with 413")
+    max_inflated_mb: int = setting(4096, _positive_int, "zip-bomb guard: a workbook's inflated size")
+    max_zip_ratio: int = setting(200, _positive_int, "zip-bomb guard: a workbook part's compression ratio")
+    import_batch_size: int = setting(2000, _positive_int, "rows per committed batch (and per checkpoint)")
+    cache_ttl_s: int = setting(300, _positive_int, "TTL of cached customers and list pages")
+    workers: int = setting(2, _positive_int, "worker processes deploy/run.sh starts")
+    gateway_processes: int = setting(1, _positive_int, "gateway processes deploy/run.sh starts on one port")
+    worker_concurrency: int = setting(2, _positive_int, "imports one worker process runs at once")
+    reader_memory_budget_mb: int = setting(768, _positive_int, "memory a workbook's reader may hold")
+    max_errors_per_job: int = setting(
+        1000, _positive_int, "rows per job whose errors (and cells, for the rejected rows) are stored"
+    )
+    job_lease_s: int = setting(30, _positive_int, "how long a silent worker keeps a job before another takes it")
+    sweep_interval_s: int = setting(10, _positive_int, "how often workers look for jobs nobody is working on")
+    fanout_min_rows: int = setting(
+        500_000,
+        _positive_int,
+        "a job whose sheet holds at least this many data rows (the reader's estimate) is split into "
+        "FANOUT_PARTS parts that several workers import at once",
+    )
+    fanout_parts: int = setting(2, _positive_int, "how many parts such a job is split into; 1 never splits")
+    history_retention_days: int = setting(
+        0, _non_negative_int, "customer history older than this is deleted by the workers' sweep; 0 keeps it all"
+    )
+    log_level: str = setting("INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL (logs are JSON)")
+    mysql_pool_size: int = setting(10, _positive_int, "MySQL connections per process")
+    import_bulk_load: bool = setting(True, _bool, "load batches with LOAD DATA LOCAL INFILE (falls back by itself)")
+    db_timeout_s: int = setting(5, _positive_int, "how long a request waits for MySQL before answering 503")
+    access_log_reads: bool = setting(False, _bool, "log every successful read too (writes and errors always are)")
+    preview_ttl_s: int = setting(3600, _positive_int, "a preview not started within this expires")
+    sse_keepalive_s: int = setting(15, _positive_int, "seconds between keep-alive comments on /jobs/{id}/events")
+    webhook_secret: str = setting("", _text, "the HMAC-SHA256 key of X-Signature-256 (none: unsigned)", secret=True)
+    webhook_max_attempts: int = setting(5, _positive_int, "delivery attempts before a webhook is given up")
+    webhook_backoff_s: float = setting(2.0, _positive_float, "the first retry's delay, doubling each time")
+    webhook_timeout_s: float = setting(10.0, _positive_float, "how long one attempt waits for the receiver")
+    webhook_allow_private: bool = setting(
+        False, _bool, "accept callback URLs on loopback or private addresses (metadata ones stay refused)"
+    )
+    rate_limit_per_min: int = setting(600, _non_negative_int, "requests a minute per API key or address; 0: none")
+    upload_rate_limit_per_min: int = setting(30, _non_negative_int, "uploads a minute per API key or address; 0: none")
+    max_concurrent_uploads: int = setting(8, _positive_int, "uploads one gateway process receives at once")
+    max_rows_per_job: int = setting(2_000_000, _positive_int, "data rows one file may hold")
+    prometheus_multiproc_dir: str = setting("", _text, "prometheus_client's multiprocess folder (several processes)")
+    worker_metrics_port: int = setting(9101, _port_or_off, "where each worker serves /metrics; 0: off")
+    # Uploads on S3-compatible object storage (shared/infra/storage.py): empty keeps them in UPLOAD_DIR.
+    upload_store: str = setting("", _stripped, "empty: uploads in UPLOAD_DIR; s3://bucket/prefix: in that bucket")
+    s3_endpoint_url: str = setting("", _http_url, "the S3-compatible server (empty: AWS S3)")
+    s3_region: str = setting("", _region, "the bucket's region (empty: the SDK's default)")
+    s3_access_key_id: str = setting("", _text, "S3 credentials, with S3_SECRET_ACCESS_KEY, or neither", secret=True)
+    s3_secret_access_key: str = setting("", _text, "S3 credentials, with S3_ACCESS_KEY_ID, or neither", secret=True)
+    # Typed values, parsed once from the text fields above (dataclasses.replace parses them again).
+    mysql: MySQLConfig = field(init=False, repr=False)
+    keys: tuple[ApiKey, ...] = field(init=False, repr=False)
+    queue_target: RedisTarget = field(init=False, repr=False)
+    s3: S3Location | None = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mysql", parse_mysql_dsn(self.mysql_dsn))
+        object.__setattr__(self, "keys", parse_api_keys(self.api_keys))
+        queue_variable = "QUEUE_REDIS_URL" if self.queue_redis_url else "REDIS_URL"
+        object.__setattr__(self, "queue_target", parse_queue_target(queue_variable, self.queue_url))
+        s3 = parse_s3_location("UPLOAD_STORE", self.upload_store) if self.upload_store.strip() else None
+        object.__setattr__(self, "s3", s3)
+        if bool(self.s3_access_key_id) != bool(self.s3_secret_access_key):
+            raise SettingsError(
+                "S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY go together: set both, or neither (then the standard "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, profile or instance role are used)"
+            )
+        if self.cache_redis_cluster and urlsplit(self.cache_url).scheme not in ("redis", "rediss"):
+            source = "CACHE_REDIS_URL" if self.cache_redis_url else "REDIS_URL (CACHE_REDIS_URL is not set)"
+            raise SettingsError(
+                f"CACHE_REDIS_CLUSTER=true needs {source} to name a cluster node as redis://host:port, "
+                f"got {self.cache_url!r}"
+            )
+
+    @property
+    def cache_url(self) -> str:
+        """The Redis (or, with cache_redis_cluster, any node of the Redis Cluster) of the cache."""
+        return self.cache_redis_url or self.redis_url
+
+    @property
+    def queue_url(self) -> str:
+        """The Redis of the arq queue, job events and rate limits: redis:// or redis+sentinel://."""
+        return self.queue_redis_url or self.redis_url
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def queue_name(self) -> str:
+        return f"{self.redis_prefix}arq:queue"
 
 
-def _positive_float(name: str, raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
-    if not value > 0:
-        raise SettingsError(f"{name} must be greater than 0, got {raw}")
-    return value
+@dataclass(frozen=True)
+class Variable:
+    """An environment variable: the Settings field it sets, its parser and what it means."""
+
+    name: str
+    attr: str
+    parse: Parser
+    doc: str
+    default: Any
 
 
-_VARIABLES: dict[str, tuple[str, Any]] = {
-    "MYSQL_DSN": ("mysql_dsn", _text),
-    "REDIS_URL": ("redis_url", _redis_url),
-    "REDIS_PREFIX": ("redis_prefix", _text),
-    "CACHE_REDIS_URL": ("cache_redis_url", _redis_url),
-    "CACHE_REDIS_CLUSTER": ("cache_redis_cluster", _bool),
-    "QUEUE_REDIS_URL": ("queue_redis_url", _queue_url),
-    "PORT": ("port", _port),
-    "HOST": ("host", _text),
-    "API_KEYS": ("api_keys", _keys),
-    "UPLOAD_DIR": ("upload_dir", _text),
-    "MAX_UPLOAD_MB": ("max_upload_mb", _positive_int),
-    "MAX_INFLATED_MB": ("max_inflated_mb", _positive_int),
-    "MAX_ZIP_RATIO": ("max_zip_ratio", _positive_int),
-    "IMPORT_BATCH_SIZE": ("import_batch_size", _positive_int),
-    "CACHE_TTL_S": ("cache_ttl_s", _positive_int),
-    "WORKERS": ("workers", _positive_int),
-    "GATEWAY_PROCESSES": ("gateway_processes", _positive_int),
-    "WORKER_CONCURRENCY": ("worker_concurrency", _positive_int),
-    "READER_MEMORY_BUDGET_MB": ("reader_memory_budget_mb", _positive_int),
-    "MAX_ERRORS_PER_JOB": ("max_errors_per_job", _positive_int),
-    "JOB_LEASE_S": ("job_lease_s", _positive_int),
-    "SWEEP_INTERVAL_S": ("sweep_interval_s", _positive_int),
-    "FANOUT_MIN_ROWS": ("fanout_min_rows", _positive_int),
-    "FANOUT_PARTS": ("fanout_parts", _positive_int),
-    "HISTORY_RETENTION_DAYS": ("history_retention_days", _non_negative_int),
-    "LOG_LEVEL": ("log_level", _log_level),
-    "MYSQL_POOL_SIZE": ("mysql_pool_size", _positive_int),
-    "IMPORT_BULK_LOAD": ("import_bulk_load", _bool),
-    "DB_TIMEOUT_S": ("db_timeout_s", _positive_int),
-    "ACCESS_LOG_READS": ("access_log_reads", _bool),
-    "PREVIEW_TTL_S": ("preview_ttl_s", _positive_int),
-    "SSE_KEEPALIVE_S": ("sse_keepalive_s", _positive_int),
-    "WEBHOOK_SECRET": ("webhook_secret", _text),
-    "WEBHOOK_MAX_ATTEMPTS": ("webhook_max_attempts", _positive_int),
-    "WEBHOOK_BACKOFF_S": ("webhook_backoff_s", _positive_float),
-    "WEBHOOK_TIMEOUT_S": ("webhook_timeout_s", _positive_float),
-    "WEBHOOK_ALLOW_PRIVATE": ("webhook_allow_private", _bool),
-    "RATE_LIMIT_PER_MIN": ("rate_limit_per_min", _non_negative_int),
-    "UPLOAD_RATE_LIMIT_PER_MIN": ("upload_rate_limit_per_min", _non_negative_int),
-    "MAX_CONCURRENT_UPLOADS": ("max_concurrent_uploads", _positive_int),
-    "MAX_ROWS_PER_JOB": ("max_rows_per_job", _positive_int),
-    "PROMETHEUS_MULTIPROC_DIR": ("prometheus_multiproc_dir", _text),
-    "WORKER_METRICS_PORT": ("worker_metrics_port", _port_or_off),
-    "UPLOAD_STORE": ("upload_store", _upload_store),
-    "S3_ENDPOINT_URL": ("s3_endpoint_url", _http_url),
-    "S3_REGION": ("s3_region", _region),
-    "S3_ACCESS_KEY_ID": ("s3_access_key_id", _text),
-    "S3_SECRET_ACCESS_KEY": ("s3_secret_access_key", _text),
+# Every variable, in the order Settings declares them (derived: nothing to keep in step by hand).
+VARIABLES: dict[str, Variable] = {
+    f.name.upper(): Variable(f.name.upper(), f.name, f.metadata["parse"], f.metadata["doc"], f.default)
+    for f in fields(Settings)
+    if "parse" in f.metadata
 }
 
 
@@ -441,10 +520,5 @@ def load_settings(environ: Mapping[str, str] | None = None, cwd: Path | None = N
     dotenv = base / ".env"
     if dotenv.is_file():
         merged.update(_read_dotenv(dotenv))
-    merged.update({k: v for k, v in env.items() if k in _VARIABLES})
-
-    kwargs: dict[str, Any] = {}
-    for name, (attr, parse) in _VARIABLES.items():
-        if name in merged:
-            kwargs[attr] = parse(name, merged[name])
-    return Settings(**kwargs)
+    merged.update({k: v for k, v in env.items() if k in VARIABLES})
+    return Settings(**{v.attr: v.parse(name, merged[name]) for name, v in VARIABLES.items() if name in merged})

@@ -1,6 +1,6 @@
 """API keys: which configured key a request carries, compared in constant time.
 
-Keys come from API_KEYS (shared.config checks the syntax at start-up): `name=key` or a bare key
+Keys come from API_KEYS (parsed once by shared.config into `Settings.keys`): `name=key` or a bare key
 (named `key1`, `key2`, ... by its position), each plain or `sha256:<hex>` (the SHA-256 of the key,
 so a config file need not hold it in clear). A request sends its key as `Authorization: Bearer <key>`
 or `X-API-Key: <key>`. The supplied key is hashed once and its digest compared with every configured
@@ -12,14 +12,11 @@ limiter's bucket; the key itself is never stored or logged.
 from __future__ import annotations
 
 import contextvars
-import functools
-import hashlib
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
 
 from gateway.http.problems import Problem
-from shared.config import HASHED_KEY_PREFIX, split_api_key
+from shared.config import ApiKey, digest_of
 
 HOW = "Send a valid API key as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'."
 CHALLENGE = {"WWW-Authenticate": 'Bearer realm="customer-import"'}
@@ -27,17 +24,6 @@ CHALLENGE = {"WWW-Authenticate": 'Bearer realm="customer-import"'}
 # The name of the API key the request in hand was authenticated with (None: keys are off). Set by
 # the middleware; read by handlers that record who did something (the uploader of a job).
 current_key: contextvars.ContextVar[str | None] = contextvars.ContextVar("api_key_name", default=None)
-
-
-@dataclass(frozen=True)
-class ApiKey:
-    name: str
-    digest: bytes  # SHA-256 of the key
-
-
-def digest_of(key: str) -> bytes:
-    # surrogateescape: aiohttp decodes header bytes that are not UTF-8 that way; any bytes hash.
-    return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
 class KeyRing:
@@ -60,20 +46,6 @@ class KeyRing:
         return found
 
 
-@functools.lru_cache(maxsize=16)
-def keyring(entries: tuple[str, ...]) -> KeyRing:
-    """The key ring of the API_KEYS entries (built once per configuration, then cached)."""
-    keys = []
-    for position, entry in enumerate(entries, 1):
-        name, key = split_api_key(entry, position)
-        if key[: len(HASHED_KEY_PREFIX)].lower() == HASHED_KEY_PREFIX:
-            digest = bytes.fromhex(key[len(HASHED_KEY_PREFIX) :])
-        else:
-            digest = digest_of(key)
-        keys.append(ApiKey(name, digest))
-    return KeyRing(tuple(keys))
-
-
 def supplied_key(headers: Mapping[str, str]) -> str | None:
     """The key a request sends: `Authorization: Bearer <key>`, else `X-API-Key: <key>`."""
     scheme, _, token = headers.get("Authorization", "").strip().partition(" ")
@@ -88,12 +60,12 @@ def unauthorized(sent: bool) -> Problem:
     return Problem(401, "Unauthorized", detail, headers=dict(CHALLENGE))
 
 
-def authenticate(headers: Mapping[str, str], entries: tuple[str, ...]) -> str | None:
+def authenticate(headers: Mapping[str, str], keys: tuple[ApiKey, ...]) -> str | None:
     """The name of the key the request carries; None when no keys are configured (the API is open).
     Raises the 401 Problem when keys are configured and the request carries none of them."""
-    ring = keyring(entries)
-    if not ring.enabled:
+    if not keys:
         return None
+    ring = KeyRing(keys)
     supplied = supplied_key(headers)
     name = ring.identify(supplied) if supplied is not None else None
     if name is None:

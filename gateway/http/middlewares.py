@@ -20,6 +20,7 @@ from gateway.http.keys import METRICS, REDIS, SETTINGS
 from gateway.http.params import check_query
 from gateway.http.problems import Problem, field_problem, problem_response
 from gateway.http.ratelimit import Decision, RateLimiter
+from gateway.web import PUBLIC_PATHS as PAGE_PATHS
 from shared.config import Settings
 from shared.imports.service import JobConflict, JobNotFound
 from shared.infra.cursors import BadCursor
@@ -42,8 +43,7 @@ PUBLIC_PATHS = frozenset(
         "/docs/swagger-ui-bundle.js",
         "/docs/favicon-32x32.png",
         "/docs/init.js",
-        "/",
-        *(f"/static/{name}" for name in ("app.js", "api.js", "dom.js", "imports.js", "customers.js", "style.css")),
+        *PAGE_PATHS,  # the web page and its files, declared with them (gateway/web.py)
     }
 )
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
@@ -152,7 +152,7 @@ async def serve(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             # Before any routing decision: an unknown path is a 401 too (only public paths are open).
             if request.path not in PUBLIC_PATHS:
-                key_name = auth.authenticate(request.headers, settings.api_keys)
+                key_name = auth.authenticate(request.headers, settings.keys)
                 key_token = auth.current_key.set(key_name)
                 limits = await _rate_limit(request, settings, key_name)
             # A path or method that does not exist is a 404/405 whatever the query says.

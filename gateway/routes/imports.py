@@ -210,7 +210,7 @@ async def _expect_upload(request: web.Request) -> None:
         raise web.HTTPExpectationFailed(text=f"Unknown Expect: {expect}")
     settings = request.app[SETTINGS]
     try:
-        auth.authenticate(request.headers, settings.api_keys)
+        auth.authenticate(request.headers, settings.keys)
     except Problem:
         return
     too_large = request.content_length is not None and request.content_length > settings.max_upload_bytes + 64 * 1024

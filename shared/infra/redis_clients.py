@@ -3,7 +3,8 @@
 - The cache (customers, tombstones, list pages, their generation) lives on `Settings.cache_url`:
   one Redis, or with CACHE_REDIS_CLUSTER=true a Redis Cluster (any node's address).
 - The queue (arq jobs, the sweep's checks, job event streams, rate limits) lives on
-  `Settings.queue_url`: one Redis, or a Sentinel-managed primary (redis+sentinel://).
+  `Settings.queue_target` (QUEUE_REDIS_URL, else REDIS_URL, parsed once): one Redis, or a
+  Sentinel-managed primary (redis+sentinel://).
 
 When both name the same single Redis, one client (and one connection pool) serves both, as before.
 """
@@ -23,7 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ExponentialBackoff
 
-from shared.config import SENTINEL_SCHEME, SentinelAddress, Settings, parse_sentinel_url
+from shared.config import SentinelAddress, Settings
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,7 @@ def _connection_class(url: str) -> type[AbstractConnection]:
 
 def sentinel_address(settings: Settings) -> SentinelAddress | None:
     """The sentinels of QUEUE_REDIS_URL, or None when the queue is a plain Redis."""
-    if settings.queue_url.startswith(f"{SENTINEL_SCHEME}:"):
-        return parse_sentinel_url("QUEUE_REDIS_URL", settings.queue_url)
-    return None
+    return settings.queue_target.sentinel
 
 
 def shares_one_redis(settings: Settings) -> bool:

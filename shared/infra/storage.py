@@ -26,10 +26,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
-    from shared.config import Settings
+    from shared.config import S3Location, Settings
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +122,7 @@ class S3UploadStore(UploadStore):
     def __init__(
         self,
         root: str | Path,
-        url: str,
+        location: S3Location,
         *,
         endpoint_url: str | None = None,
         region: str | None = None,
@@ -132,10 +131,9 @@ class S3UploadStore(UploadStore):
         part_bytes: int = S3_PART_BYTES,
     ) -> None:
         super().__init__(root)
-        parts = urlsplit(url)
-        self.url = url
-        self.bucket = parts.netloc
-        self.prefix = parts.path.strip("/")
+        self.url = location.url
+        self.bucket = location.bucket
+        self.prefix = location.prefix
         self.part_bytes = part_bytes
         self._client_args: dict[str, Any] = {
             "endpoint_url": endpoint_url or None,
@@ -256,10 +254,10 @@ class S3UploadStore(UploadStore):
 
 def open_store(settings: Settings) -> UploadStore:
     """The store the settings name (call `open()` before use, `close()` at the end)."""
-    if settings.upload_store.startswith("s3://"):
+    if settings.s3 is not None:
         return S3UploadStore(
             settings.upload_dir,
-            settings.upload_store,
+            settings.s3,
             endpoint_url=settings.s3_endpoint_url,
             region=settings.s3_region,
             access_key_id=settings.s3_access_key_id,

@@ -23,7 +23,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from shared.config import SettingsError, load_settings
+from shared.config import S3Location, SettingsError, load_settings
 from shared.infra.storage import S3_PART_BYTES, S3UploadStore
 from tests.conftest import DATA, truncate_all
 from tests.support.procs import (
@@ -98,7 +98,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
 def _store(s3: MotoServer, root: Path, prefix: str) -> S3UploadStore:
     return S3UploadStore(
         root,
-        f"s3://{BUCKET}/{prefix}",
+        S3Location(BUCKET, prefix),
         endpoint_url=s3.endpoint,
         region="us-east-1",
         access_key_id=KEY_ID,
@@ -273,7 +273,8 @@ def test_s3_settings_are_read(tmp_path: Path) -> None:
         "eu-west-3",
     )
     assert "s3cr3t-value" not in repr(s)
-    store = S3UploadStore(s.upload_dir, s.upload_store)
+    assert s.s3 is not None and s.s3 == S3Location("my-bucket", "imports")  # parsed once, at start
+    store = S3UploadStore(s.upload_dir, s.s3)
     assert (store.bucket, store.key_for("j", "csv")) == ("my-bucket", "imports/j.csv")
     assert load_settings({}, cwd=tmp_path).upload_store == ""
 
@@ -323,7 +324,9 @@ async def test_without_s3_keys_the_standard_aws_variables_are_used(
     data = b"email\r\nb@example.com\r\n"
 
     async def store_one() -> None:
-        store = S3UploadStore(tmp_path / "spool", f"s3://{BUCKET}/env", endpoint_url=s3.endpoint, region="us-east-1")
+        store = S3UploadStore(
+            tmp_path / "spool", S3Location(BUCKET, "env"), endpoint_url=s3.endpoint, region="us-east-1"
+        )
         await store.open()
         try:
             await store.commit(await store.receive("env-job", _chunks(data), 1000), "env-job", "csv")

@@ -1,8 +1,21 @@
+import dataclasses
+import hashlib
 from pathlib import Path
 
 import pytest
 
-from shared.config import SettingsError, load_settings
+from shared.config import (
+    VARIABLES,
+    ApiKey,
+    RedisTarget,
+    S3Location,
+    SentinelAddress,
+    Settings,
+    SettingsError,
+    load_settings,
+)
+from shared.infra.redis_clients import sentinel_address
+from shared.infra.storage import S3UploadStore, UploadStore, open_store
 
 
 def test_defaults(tmp_path: Path) -> None:
@@ -92,3 +105,70 @@ def test_limit_settings(tmp_path: Path) -> None:
     ]:
         with pytest.raises(SettingsError, match=name):
             load_settings({name: value}, cwd=tmp_path)
+
+
+# -- each variable declared once; structured values parsed once into typed values ---------------------
+def test_the_variables_are_the_settings_fields_each_with_its_parser_and_doc() -> None:
+    settable = [f.name for f in dataclasses.fields(Settings) if f.init]
+    assert list(VARIABLES) == [name.upper() for name in settable]
+    for name, variable in VARIABLES.items():
+        assert variable.attr == name.lower() and callable(variable.parse), name
+        assert len(variable.doc) > 10, f"{name} has no doc"
+
+
+def test_every_default_reads_back_from_its_own_text(tmp_path: Path) -> None:
+    """A default written out as text parses to itself: each variable's parser is its field's."""
+    as_text = {
+        name: ",".join(v.default) if isinstance(v.default, tuple) else str(v.default) for name, v in VARIABLES.items()
+    }
+    assert load_settings(as_text, cwd=tmp_path) == Settings()
+
+
+def test_api_keys_are_parsed_once_into_named_keys_hashed_or_plain(tmp_path: Path) -> None:
+    hashed = hashlib.sha256(b"ops-secret").hexdigest()
+    s = load_settings({"API_KEYS": f"ci=k1, ops=sha256:{hashed.upper()} ,bare-key"}, cwd=tmp_path)
+    assert s.api_keys == ("ci=k1", f"ops=sha256:{hashed.upper()}", "bare-key")  # as written
+    assert s.keys == (
+        ApiKey("ci", hashlib.sha256(b"k1").digest(), "k1"),
+        ApiKey("ops", bytes.fromhex(hashed)),
+        ApiKey("key3", hashlib.sha256(b"bare-key").digest(), "bare-key"),
+    )
+    assert [k.hashed for k in s.keys] == [False, True, False]
+    assert "k1" not in repr(s) and "bare-key" not in repr(s.keys)
+    assert load_settings({}, cwd=tmp_path).keys == ()
+    # Settings made in code (tests, dataclasses.replace) are parsed the same way.
+    assert [k.name for k in dataclasses.replace(s, api_keys=("x=1", "2")).keys] == ["x", "key2"]
+    with pytest.raises(SettingsError, match="two keys are named 'x'"):
+        dataclasses.replace(s, api_keys=("x=1", "x=2"))
+
+
+def test_the_queue_redis_is_parsed_once_into_a_target(tmp_path: Path) -> None:
+    plain = load_settings({"REDIS_URL": "redis://10.0.0.3:6379/1"}, cwd=tmp_path)
+    assert plain.queue_target == RedisTarget("redis://10.0.0.3:6379/1")
+    assert sentinel_address(plain) is None
+    s = load_settings({"QUEUE_REDIS_URL": "redis+sentinel://:pw%40x@s1:26379,[::1]:26380/mymaster/2"}, cwd=tmp_path)
+    address = SentinelAddress((("s1", 26379), ("::1", 26380)), "mymaster", 2, None, "pw@x")
+    assert s.queue_target.sentinel == address
+    assert sentinel_address(s) is s.queue_target.sentinel  # the users take the parsed value
+    assert "pw@x" not in repr(s.queue_target)
+    for raw, fragment in [
+        ("redis+sentinel://s1/mymaster", "each sentinel must be host:port"),
+        ("redis+sentinel://s1:26379", "must name the master"),
+        ("http://queue:6379", "must look like redis://"),
+    ]:
+        with pytest.raises(SettingsError, match="QUEUE_REDIS_URL") as caught:
+            load_settings({"QUEUE_REDIS_URL": raw}, cwd=tmp_path)
+        assert fragment in str(caught.value)
+
+
+def test_the_upload_store_is_parsed_once_into_a_bucket_and_prefix(tmp_path: Path) -> None:
+    local = load_settings({"UPLOAD_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert local.s3 is None and type(open_store(local)) is UploadStore
+    s = load_settings({"UPLOAD_STORE": " s3://my-bucket/a/b/ ", "UPLOAD_DIR": str(tmp_path)}, cwd=tmp_path)
+    assert s.s3 == S3Location("my-bucket", "a/b") and s.s3.url == "s3://my-bucket/a/b"
+    store = open_store(s)
+    assert isinstance(store, S3UploadStore) and store.key_for("j", "csv") == "a/b/j.csv"
+    assert load_settings({"UPLOAD_STORE": "s3://top"}, cwd=tmp_path).s3 == S3Location("top")
+    for raw in ("file:///tmp/x", "s3://Bad_Bucket/x", "s3://bucket/x?y=1"):
+        with pytest.raises(SettingsError, match="UPLOAD_STORE"):
+            load_settings({"UPLOAD_STORE": raw}, cwd=tmp_path)

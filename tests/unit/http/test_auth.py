@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from gateway.http import auth
-from shared.config import SettingsError, load_settings
+from shared.config import SettingsError, load_settings, parse_api_keys
 from tests.support.api import CI_KEY, KEYS, OPS_KEY
 
 
@@ -16,7 +16,7 @@ def test_api_keys_are_named_hashed_or_numbered(tmp_path: Path) -> None:
     hashed = hashlib.sha256(b"ops-secret").hexdigest()
     s = load_settings({"API_KEYS": f" ci=k1 , ops=sha256:{hashed.upper()}, plain-key,YWJjZA== "}, cwd=tmp_path)
     assert s.api_keys == ("ci=k1", f"ops=sha256:{hashed.upper()}", "plain-key", "YWJjZA==")
-    ring = auth.keyring(s.api_keys)
+    ring = auth.KeyRing(s.keys)
     assert [key.name for key in ring.keys] == ["ci", "ops", "key3", "key4"]
     assert ring.identify("k1") == "ci"
     assert ring.identify("ops-secret") == "ops"
@@ -53,7 +53,7 @@ def test_a_key_is_compared_with_every_configured_digest(monkeypatch: pytest.Monk
         return real(a, b)
 
     monkeypatch.setattr(auth.hmac, "compare_digest", counting)
-    ring = auth.keyring(KEYS)
+    ring = auth.KeyRing(parse_api_keys(KEYS))
     for supplied in (CI_KEY, OPS_KEY, "wrong"):
         calls.clear()
         ring.identify(supplied)
