@@ -45,6 +45,9 @@ ORDER: list[tuple[str, str, str]] = [
     ("get", "/jobs", ""),
     ("post", "/upload", "preview"),
     ("post", "/jobs/{id}/start", ""),
+    # Right after its start the previewed job is queued or running: cancelled (200), unless a fast
+    # worker has finished it already (409).
+    ("post", "/jobs/{id}/cancel", ""),
 ]
 LAST = [("delete", "/customers/{id}", "")]
 CUSTOMER_BODY = (
@@ -92,7 +95,7 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
     if variant == "preview":
         status = 201
     variable = "customerId" if path.startswith("/customers/") else "jobId"
-    if path == "/jobs/{id}/start":
+    if path in ("/jobs/{id}/start", "/jobs/{id}/cancel"):
         variable = "previewJobId"
     query: list[dict[str, Any]] = []
     for parameter in operation.get("parameters", []):
@@ -102,6 +105,11 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
         query = [{"key": "preview", "value": "true"}]
     request: dict[str, Any] = {"method": method.upper(), "header": [], "url": _url(path, variable, query, operation)}
     tests = [f'pm.test("answers {status}", function () {{ pm.response.to.have.status({status}); }});']
+    if path == "/jobs/{id}/cancel":
+        tests = [
+            'pm.test("answers 200, or 409 when the job ended first", function () {'
+            " pm.expect(pm.response.code).to.be.oneOf([200, 409]); });"
+        ]
     if path == "/customers" and method == "post":
         request["body"] = {"mode": "raw", "raw": CUSTOMER_BODY.replace("EMAIL", "postman-{{$randomUUID}}@example.com")}
         tests.append('pm.collectionVariables.set("customerId", pm.response.json().id);')
@@ -111,6 +119,9 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
         request["body"] = {"mode": "raw", "raw": body if method == "put" else '{"city": "Leeds"}'}
     elif path == "/jobs/{id}/start":
         request["body"] = {"mode": "raw", "raw": "{}"}
+    elif path == "/customers/bulk-delete":
+        # A search nothing matches: the delete job runs and deletes nothing.
+        request["body"] = {"mode": "raw", "raw": '{"q": "postman-none-{{$randomUUID}}", "expected_count": 0}'}
     elif path == "/upload":
         request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file", "src": SAMPLE_FILE}]}
         name = "previewJobId" if variant == "preview" else "jobId"
