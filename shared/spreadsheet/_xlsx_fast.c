@@ -651,7 +651,13 @@ typedef struct {
     Buf pending;
     Buf scratch;
     long long number; /* the last row's number */
+    /* Formula cells with no cached value (a file written by a program that does not calculate): read as
+       empty; (row, 0-based column) of the first MAX_UNCACHED kept for the import's warning, all counted. */
+    PyObject *uncached;
+    long long uncached_count;
 } SheetParser;
+
+#define MAX_UNCACHED 100
 
 static int sp_init(SheetParser *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"strings", "load_more", "date_styles", "to_date", "text", "iso", NULL};
@@ -670,7 +676,9 @@ static int sp_init(SheetParser *self, PyObject *args, PyObject *kwds) {
     Py_XSETREF(self->text, Py_NewRef(text));
     Py_XSETREF(self->iso, Py_NewRef(iso));
     self->number = 0;
-    return 0;
+    Py_XSETREF(self->uncached, PyList_New(0));
+    self->uncached_count = 0;
+    return self->uncached ? 0 : -1;
 }
 
 static void sp_dealloc(SheetParser *self) {
@@ -680,6 +688,7 @@ static void sp_dealloc(SheetParser *self) {
     Py_XDECREF(self->to_date);
     Py_XDECREF(self->text);
     Py_XDECREF(self->iso);
+    Py_XDECREF(self->uncached);
     buf_free(&self->pending);
     buf_free(&self->scratch);
     Py_TYPE(self)->tp_free((PyObject *)self);
@@ -804,6 +813,25 @@ static PyObject *sp_shared(SheetParser *self, const char *p, const char *end) {
         }
     }
     return ss_get(strings, index);
+}
+
+/* Whether a cell's content [p, end) holds an <f> (a formula). */
+static int has_formula(const char *p, const char *end) {
+    for (const char *lt = p; (lt = memchr(lt, '<', (size_t)(end - lt))) != NULL; lt++) {
+        const char *name_end = match_tag(lt + 1, end, "f", 1);
+        if (name_end != NULL && name_end != end) return 1;
+    }
+    return 0;
+}
+
+static int note_uncached(SheetParser *self, long long row, Py_ssize_t column) {
+    self->uncached_count++;
+    if (PyList_GET_SIZE(self->uncached) >= MAX_UNCACHED) return 0;
+    PyObject *cell = Py_BuildValue("(Ln)", row, column);
+    if (!cell) return -1;
+    int r = PyList_Append(self->uncached, cell);
+    Py_DECREF(cell);
+    return r;
 }
 
 /* Find the first <v> in [p, end): sets *v0, *v1 to its text. Returns 1 found, 0 none. */
@@ -1038,6 +1066,11 @@ static const char *sp_row(SheetParser *self, const char *name_end, const char *e
                 }
                 v = sp_value(self, kind, style, body, close, inline_buf);
                 if (!v) goto error;
+                if (v == Py_None && has_formula(body, close) &&
+                    note_uncached(self, number >= 0 ? number : self->number + 1, column) < 0) {
+                    Py_DECREF(v);
+                    goto error;
+                }
                 p = after;
             }
             int r = place(cells, column, v);
@@ -1139,6 +1172,20 @@ static PyMethodDef sp_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static PyObject *sp_uncached(SheetParser *self, void *Py_UNUSED(closure)) {
+    return PyList_GetSlice(self->uncached, 0, PyList_GET_SIZE(self->uncached));
+}
+
+static PyObject *sp_uncached_count(SheetParser *self, void *Py_UNUSED(closure)) {
+    return PyLong_FromLongLong(self->uncached_count);
+}
+
+static PyGetSetDef sp_getset[] = {
+    {"uncached", (getter)sp_uncached, NULL, "(row, 0-based column) of the first formula cells with no value.", NULL},
+    {"uncached_count", (getter)sp_uncached_count, NULL, "How many formula cells had no value.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
 static PyTypeObject SheetParserType = {
     PyVarObject_HEAD_INIT(NULL, 0).tp_name = "shared.spreadsheet._xlsx_fast.SheetParser",
     .tp_basicsize = sizeof(SheetParser),
@@ -1148,6 +1195,7 @@ static PyTypeObject SheetParserType = {
     .tp_init = (initproc)sp_init,
     .tp_dealloc = (destructor)sp_dealloc,
     .tp_methods = sp_methods,
+    .tp_getset = sp_getset,
 };
 
 /* ---- module ------------------------------------------------------------------------------------ */

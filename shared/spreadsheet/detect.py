@@ -21,7 +21,7 @@ from typing import Any
 
 from shared.spreadsheet.evidence import EMAIL
 from shared.spreadsheet.headers import match_header
-from shared.spreadsheet.rules import normalize_cell, row_is_empty
+from shared.spreadsheet.rules import column_letter, normalize_cell, row_is_empty
 
 # How many of the first non-empty rows may be a title block above the header.
 SCAN_ROWS = 30
@@ -95,3 +95,27 @@ def is_footer(cells: Sequence[Any], email_index: int | None = None) -> bool:
     if any(EMAIL.match(text) for text in texts):
         return False
     return any(_FOOTER.match(text) for text in texts)
+
+
+FOOTERS_LISTED = 5
+
+
+def footer_warning(footers: Sequence[tuple[int, Sequence[Any]]]) -> str:
+    """The warning for the footer lines skipped: how many, and the first few with their text."""
+    listed = "; ".join(f"row {number}: {' '.join(_texts(cells))[:60]!r}" for number, cells in footers[:FOOTERS_LISTED])
+    more = f" and {len(footers) - FOOTERS_LISTED} more" if len(footers) > FOOTERS_LISTED else ""
+    return f"skipped {len(footers)} line(s) after the table that are not customers ({listed}{more})"
+
+
+FORMULAS_LISTED = 10
+
+
+def formula_warning(cells: Sequence[tuple[int, int]], count: int) -> str:
+    """The warning for formula cells that held no saved value (read as empty), naming the first ones."""
+    listed = ", ".join(f"{column_letter(column)}{row}" for row, column in cells[:FORMULAS_LISTED])
+    more = f" and {count - min(len(cells), FORMULAS_LISTED)} more" if count > FORMULAS_LISTED else ""
+    return (
+        f"{count} formula cell(s) hold no saved value and were read as empty ({listed}{more}): the file was "
+        "written by a program that does not calculate formulas; open it in Excel or LibreOffice, save it "
+        "and import it again"
+    )

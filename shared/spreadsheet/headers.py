@@ -476,3 +476,13 @@ def _guess_unnamed(named: str, shape: Profile) -> tuple[str, float] | None:
     if any(word in _META for word in named.split()):
         return None
     return guess(shape)
+
+
+def header_positions(cells: Sequence[object]) -> dict[str, list[int]]:
+    """Target → its columns in order (several for the address and its second lines), by the header alone:
+    the automatic columns of an import given no mapping for them (shared.spreadsheet.mapping)."""
+    positions: dict[str, list[int]] = {}
+    for index, suggestion in enumerate(suggest_from_header(cells)):
+        if suggestion.target is not None:
+            positions.setdefault(suggestion.target, []).append(index)
+    return positions

@@ -114,19 +114,36 @@ def excel_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_TRIGGERS) else text
 
 
+# Excel's text prefix: a CSV cell written `'02108` or `'+44 20 7946 0018` (Shopify's postcodes and phones, a
+# number kept as text) holds the text after the apostrophe; so does an Excel-safe value (see excel_safe).
+TEXT_PREFIXED = (*FORMULA_TRIGGERS, "(", *"0123456789")
+# Several values in one cell, as Google Contacts writes them (`+44 20 7946 0018 ::: +44 7700 900123`): the
+# first is kept (and the import names the cells: worker.pipeline.source.several_values).
+MULTI_VALUE = " ::: "
+
+
 def from_excel_safe(text: str) -> str:
-    return text[1:] if text.startswith("'") and text[1:2] and text[1:].startswith(FORMULA_TRIGGERS) else text
+    """The text after Excel's text prefix: before a number, a sign or a formula trigger, or a code with no
+    lower-case letter (Shopify's `'M5C 1N7`); a name like `'s-Hertogenbosch` keeps its apostrophe."""
+    if not text.startswith("'") or not text[1:2]:
+        return text
+    rest = text[1:]
+    if rest.startswith(TEXT_PREFIXED) or (rest[0].isalnum() and not any(c.islower() for c in rest)):
+        return rest
+    return text
 
 
 def normalize_cell(value: Any) -> str | None:
     """A cell as text: whole numbers without `.0`, dates as ISO, white space trimmed, blank as None,
-    the apostrophe of an Excel-safe value (see excel_safe) dropped."""
+    Excel's text prefix dropped (`'05401` → `05401`), of several values (` ::: `) the first."""
     if value is None:
         return None
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("'"):
             text = from_excel_safe(text).strip()
+        if MULTI_VALUE in text:
+            text = text.split(MULTI_VALUE, 1)[0].strip()
         return text or None
     if isinstance(value, bool):
         return "TRUE" if value else "FALSE"

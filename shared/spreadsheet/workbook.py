@@ -143,5 +143,10 @@ class SheetReader:
     def rows(self) -> Iterator[tuple[int, list[Any]]]:  # pragma: no cover - interface
         raise NotImplementedError
 
+    def uncached_formulas(self) -> tuple[list[tuple[int, int]], int]:
+        """Formula cells read so far that hold no saved value (a file written by a program that does not
+        calculate: they read as empty): (row, 0-based column) of the first ones, and how many there were."""
+        return [], 0
+
     def close(self) -> None:
         pass

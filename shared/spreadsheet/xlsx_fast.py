@@ -83,6 +83,7 @@ class XlsxFastReader(XlsxStreamReader):
         for style in self._dates:
             dates[style] = 1
         parser = _xlsx_fast.SheetParser(self._table, self._load_more, bytes(dates), self._to_date, _text, _iso)
+        self._parser = parser
         try:
             with self._zf.open(self._sheet_part) as fh:
                 while chunk := fh.read(SHEET_CHUNK):
@@ -90,6 +91,10 @@ class XlsxFastReader(XlsxStreamReader):
                 yield from parser.finish()
         except READ_ERRORS as exc:
             raise read_error(exc) from exc
+
+    def uncached_formulas(self) -> tuple[list[tuple[int, int]], int]:
+        parser = getattr(self, "_parser", None)
+        return ([], 0) if parser is None else (parser.uncached, parser.uncached_count)
 
     def close(self) -> None:
         if self._strings_fh is not None:

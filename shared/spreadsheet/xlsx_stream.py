@@ -37,6 +37,10 @@ _FAST_CELL = re.compile(
     r'<c r="([A-Z]{1,3})\d+"(?: s="(\d+)")?(?: t="(\w+)")?'
     r'(?:/>|>(?:<f>[^<]*</f>|<f/>)?(?:<v>([^<]*)</v>|<is><t(?: xml:space="preserve")?>([^<]*)</t></is>)?</c>)'
 )
+# Formula cells without a saved value: the first this many are named in the import's warning.
+MAX_UNCACHED = 100
+_SAVED_VALUE = re.compile(r"<(?:\w+:)?v>[^<]")
+_ATTR_R = re.compile(r"""\br=["']([A-Z]+)\d*["']""")
 _ROW_NUMBER = re.compile(r"""\br=["'](\d+)["']""")
 _DIMENSION = re.compile(r'<(?:\w+:)?dimension\s+ref="[A-Z]+\d+:?[A-Z]*(\d*)"')
 _OOXML_ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
@@ -347,7 +351,23 @@ class XlsxStreamReader(SheetReader):
         except READ_ERRORS as exc:
             raise read_error(exc) from exc
 
+    def uncached_formulas(self) -> tuple[list[tuple[int, int]], int]:
+        return list(getattr(self, "_uncached", ())), getattr(self, "_uncached_count", 0)
+
+    def _note_uncached(self, number: int, inner: str) -> None:
+        """The formula cells of a row (its XML holds `<f`) that have no `<v>`."""
+        for match in _CELL.finditer(inner):
+            body = match.group(2) or ""
+            if "<f" in body and "<is>" not in body and not _SAVED_VALUE.search(body):
+                self._uncached_count += 1
+                if len(self._uncached) < MAX_UNCACHED:
+                    ref = _ATTR_R.search(match.group(1))
+                    column = _column_index(ref.group(1)) if ref else 0
+                    self._uncached.append((number, column))
+
     def _rows(self) -> Iterator[tuple[int, list[Any]]]:
+        self._uncached: list[tuple[int, int]] = []
+        self._uncached_count = 0
         decoder = codecs.getincrementaldecoder("utf-8")()
         buffer = ""
         number = 0
@@ -360,7 +380,10 @@ class XlsxStreamReader(SheetReader):
                     found = _ROW_NUMBER.search(match.group(1))
                     number = int(found.group(1)) if found else number + 1
                     end = match.end()
-                    yield number, self._row(match.group(2))
+                    inner = match.group(2)
+                    if inner and "<f" in inner:
+                        self._note_uncached(number, inner)
+                    yield number, self._row(inner)
                 buffer = buffer[end:]
                 if not chunk:
                     break
