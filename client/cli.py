@@ -429,7 +429,7 @@ def _follow_and_report(ctx: click.Context, api: Api, job_id: str) -> NoReturn:
               help='Columns for fields: {"field": "header text, letter or 1-based number"}.')  # fmt: skip
 @click.option("--header-row", type=click.IntRange(min=0), metavar="N",
               help="1-based row of the header; 0: the file has none (map columns by letter).")  # fmt: skip
-@click.option("--sheet", metavar="S", help="Worksheet name or 1-based number (default: the first).")
+@click.option("--sheet", metavar="S", help="Worksheet name or 1-based number (default: the sheet that fits best).")
 @click.option("--encoding", metavar="E", help="CSV text encoding, e.g. cp1252 (default: detected).")
 # The modes' choices are the gateway's (GET /openapi.json); it answers an unknown one with a 422 naming them.
 @click.option(
