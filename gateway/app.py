@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.http import early_errors, keys
+from gateway.http import early_errors, keys, routing
 from gateway.http.middlewares import serve
 from gateway.http.request_metrics import Metrics
 from gateway.openapi.document import routes as openapi_routes
@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)
     app.add_routes(web_routes)
+    routing.claim_literal_paths(app.router)  # last: a literal path's wrong method is its own 405
     if not settings.keys:
         log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")
     return app
