@@ -44,12 +44,18 @@ ORDER: list[tuple[str, str, str]] = [
     ("get", "/jobs/{id}/rejected", ""),
     ("get", "/jobs", ""),
     ("post", "/upload", "preview"),
+    ("post", "/jobs/{id}/preview", ""),  # the stored file read again, with another header row
     ("post", "/jobs/{id}/start", ""),
     # Right after its start the previewed job is queued or running: cancelled (200), unless a fast
     # worker has finished it already (409).
     ("post", "/jobs/{id}/cancel", ""),
 ]
-LAST = [("delete", "/customers/{id}", "")]
+LAST = [
+    # A second preview, discarded (DELETE /jobs/{id} takes only a preview that was never started).
+    ("post", "/upload", "discard"),
+    ("delete", "/jobs/{id}", ""),
+    ("delete", "/customers/{id}", ""),
+]
 CUSTOMER_BODY = (
     '{\n  "first_name": "Ada",\n  "last_name": "Lovelace",\n  "company_name": "Analytical Engines",\n'
     '  "address": "12 St James\'s Square",\n  "city": "London",\n  "county": "Greater London",\n'
@@ -92,16 +98,18 @@ def _url(path: str, variable: str, query: list[dict[str, Any]], operation: dict[
 
 def _request(method: str, path: str, variant: str, operation: dict[str, Any]) -> dict[str, Any]:
     status = _success(operation)
-    if variant == "preview":
+    if variant in ("preview", "discard"):
         status = 201
     variable = "customerId" if path.startswith("/customers/") else "jobId"
-    if path in ("/jobs/{id}/start", "/jobs/{id}/cancel"):
+    if path in ("/jobs/{id}/preview", "/jobs/{id}/start", "/jobs/{id}/cancel"):
         variable = "previewJobId"
+    elif path == "/jobs/{id}" and method == "delete":
+        variable = "discardJobId"
     query: list[dict[str, Any]] = []
     for parameter in operation.get("parameters", []):
         if parameter.get("in") == "query" and "$ref" not in parameter:
             query.append({"key": parameter["name"], "value": "", "disabled": True})
-    if variant == "preview":
+    if variant in ("preview", "discard"):
         query = [{"key": "preview", "value": "true"}]
     request: dict[str, Any] = {"method": method.upper(), "header": [], "url": _url(path, variable, query, operation)}
     tests = [f'pm.test("answers {status}", function () {{ pm.response.to.have.status({status}); }});']
@@ -119,12 +127,14 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
         request["body"] = {"mode": "raw", "raw": body if method == "put" else '{"city": "Leeds"}'}
     elif path == "/jobs/{id}/start":
         request["body"] = {"mode": "raw", "raw": "{}"}
+    elif path == "/jobs/{id}/preview":
+        request["body"] = {"mode": "raw", "raw": '{"header_row": 1}'}
     elif path == "/customers/bulk-delete":
         # A search nothing matches: the delete job runs and deletes nothing.
         request["body"] = {"mode": "raw", "raw": '{"q": "postman-none-{{$randomUUID}}", "expected_count": 0}'}
     elif path == "/upload":
         request["body"] = {"mode": "formdata", "formdata": [{"key": "file", "type": "file", "src": SAMPLE_FILE}]}
-        name = "previewJobId" if variant == "preview" else "jobId"
+        name = {"preview": "previewJobId", "discard": "discardJobId"}.get(variant, "jobId")
         tests.append(f'pm.collectionVariables.set("{name}", pm.response.json().job_id);')
     if "body" in request and request["body"]["mode"] == "raw":
         request["body"]["options"] = {"raw": {"language": "json"}}
@@ -133,7 +143,7 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
         request["auth"] = {"type": "noauth"}
     summary = operation.get("summary") or f"{method.upper()} {path}"
     return {
-        "name": summary + (" (preview)" if variant == "preview" else ""),
+        "name": summary + {"preview": " (preview)", "discard": " (a preview to discard)"}.get(variant, ""),
         "request": request,
         "event": [{"listen": "test", "script": {"type": "text/javascript", "exec": tests}}],
     }
@@ -168,6 +178,7 @@ def build_collection(spec: dict[str, Any], base_url: str) -> dict[str, Any]:
             {"key": "customerEmail", "value": ""},
             {"key": "jobId", "value": ""},
             {"key": "previewJobId", "value": ""},
+            {"key": "discardJobId", "value": ""},
         ],
         "item": items,
     }

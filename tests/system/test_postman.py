@@ -28,8 +28,9 @@ def test_every_operation_is_a_request_with_its_status_tested() -> None:
         1 for item in spec["paths"].values() for method in item if method in ("get", "post", "put", "patch", "delete")
     )
     names = [item["request"]["method"] + " " + item["request"]["url"]["raw"] for item in collection["item"]]
-    assert len(names) == operations + 1  # and the upload once more, as a preview
+    assert len(names) == operations + 2  # and the upload twice more: a preview started, one discarded
     assert names[-1].startswith("DELETE {{baseUrl}}/customers/{{customerId}}")
+    assert names[-2] == "DELETE {{baseUrl}}/jobs/{{discardJobId}}"
     upload = next(item for item in collection["item"] if item["request"]["url"]["raw"] == "{{baseUrl}}/upload")
     assert upload["request"]["body"]["formdata"][0] == {"key": "file", "type": "file", "src": "customers.xlsx"}
     assert {"key": "apiKey", "value": ""} in collection["variable"]
