@@ -139,6 +139,15 @@ def _region(name: str, raw: str) -> str:
     return raw
 
 
+def _phone_region(name: str, raw: str) -> str:
+    import phonenumbers
+
+    region = raw.strip().upper()
+    if region and region not in phonenumbers.SUPPORTED_REGIONS:
+        raise SettingsError(f"{name} must be a country's two-letter code (ISO 3166) such as GB or DE, got {raw!r}")
+    return region
+
+
 # -- typed values ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MySQLConfig:
@@ -409,6 +418,12 @@ class Settings:
     upload_rate_limit_per_min: int = setting(30, _non_negative_int, "uploads a minute per API key or address; 0: none")
     max_concurrent_uploads: int = setting(8, _positive_int, "uploads one gateway process receives at once")
     max_rows_per_job: int = setting(2_000_000, _positive_int, "data rows one file may hold")
+    phone_default_region: str = setting(
+        "",
+        _phone_region,
+        "imports write phones in international format (libphonenumber), reading a number without a country "
+        "code as this country's (GB, DE, US, ...); empty: phones are stored as written",
+    )
     prometheus_multiproc_dir: str = setting("", _text, "prometheus_client's multiprocess folder (several processes)")
     worker_metrics_port: int = setting(9101, _port_or_off, "where each worker serves /metrics; 0: off")
     # Uploads on S3-compatible object storage (shared/infra/storage.py): empty keeps them in UPLOAD_DIR.

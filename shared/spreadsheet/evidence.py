@@ -52,6 +52,20 @@ def is_phone(value: str, region: str | None = None) -> bool:
     return phonenumbers.is_possible_number(number) or not text.startswith("+")
 
 
+def normalize_phone(value: str, region: str, max_length: int) -> str:
+    """A phone in international format (`020 7946 0018` in GB → `+44 20 7946 0018`, an extension kept),
+    a number without a country code read as `region`'s; as written when it does not parse as a possible
+    number, or would not fit `max_length`."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return value
+    if not phonenumbers.is_possible_number(number):
+        return value
+    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
+    return formatted if len(formatted) <= max_length else value
+
+
 @dataclass(frozen=True)
 class Profile:
     """The shares of a column's sample values with each shape (0..1), and how many there were."""

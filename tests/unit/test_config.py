@@ -172,3 +172,10 @@ def test_the_upload_store_is_parsed_once_into_a_bucket_and_prefix(tmp_path: Path
     for raw in ("file:///tmp/x", "s3://Bad_Bucket/x", "s3://bucket/x?y=1"):
         with pytest.raises(SettingsError, match="UPLOAD_STORE"):
             load_settings({"UPLOAD_STORE": raw}, cwd=tmp_path)
+
+
+def test_phone_default_region(tmp_path: Path) -> None:
+    assert load_settings({}, cwd=tmp_path).phone_default_region == ""
+    assert load_settings({"PHONE_DEFAULT_REGION": " gb "}, cwd=tmp_path).phone_default_region == "GB"
+    with pytest.raises(SettingsError, match="PHONE_DEFAULT_REGION"):
+        load_settings({"PHONE_DEFAULT_REGION": "England"}, cwd=tmp_path)
