@@ -138,3 +138,27 @@ def test_cancel_a_running_import_stops_at_its_next_batch(stack: Stack, settings:
     assert status == 202
     assert wait_job(stack.base, revert["job_id"], timeout=120)["rows_deleted"] == stored
     assert mysql_scalar(settings, "SELECT COUNT(*) FROM customers") == 0
+
+
+def test_cancel_a_split_import_stops_every_part(stack: Stack, settings: Settings) -> None:
+    stack.start_gateway()
+    for _ in range(2):
+        stack.start_worker(IMPORT_BATCH_SIZE=100, FANOUT_MIN_ROWS=3000, FANOUT_PARTS=2)
+    rows = 30000
+    status, body = upload(stack.base, "big.csv", csv_bytes(customers(rows)))
+    assert status == 202
+    job_id = body["job_id"]
+    running = _wait_until(stack, job_id, 2000)
+    assert len(running["parts"]) == 2, running
+    status, cancelled = _post(f"{stack.base}/jobs/{job_id}/cancel")
+    assert status == 200 and cancelled["status"] == "cancelled", cancelled
+    assert {part["status"] for part in cancelled["parts"]} <= {"cancelled", "completed"}
+    time.sleep(3)  # each part's worker finds it cancelled at its next batch (or heartbeat) and stops
+    final = get_json(f"{stack.base}/jobs/{job_id}")[1]
+    assert final["status"] == "cancelled"
+    assert final["rows_read"] < rows
+    stored = mysql_scalar(settings, "SELECT COUNT(*) FROM customers")
+    assert stored == final["rows_inserted"] == sum(part["rows_inserted"] for part in final["parts"])
+    time.sleep(2)
+    assert mysql_scalar(settings, "SELECT COUNT(*) FROM customers") == stored
+    assert get_json(f"{stack.base}/jobs/{job_id}")[1]["rows_read"] == final["rows_read"]
