@@ -289,14 +289,16 @@ def _customer_paths() -> dict[str, dict[str, Any]]:
         "/customers": {
             "get": _operation(
                 "listCustomers",
-                "A page of customers, by id",
+                "A page of customers, by id or by the field `sort` names",
                 "customers",
                 {
                     200: _ok("A page of customers.", "CustomerPage", "XCache"),
-                    422: _problem("limit out of range, or q too long."),
+                    422: _problem("limit out of range, q too long, sort not a field, or count not a boolean."),
                     503: unavailable,
                 },
-                parameters=[_query(s.page_query(*CUSTOMERS_LIMIT, q=s.SEARCH))],
+                parameters=[
+                    _query(s.page_query(*CUSTOMERS_LIMIT, q=s.SEARCH, sort=s.CUSTOMER_SORT, count=s.CUSTOMER_COUNT))
+                ],
                 bad_request=BAD_CURSOR,
                 description="Cached in Redis per page until the next write.",
             ),

@@ -16,6 +16,7 @@ from typing import Any
 
 from marshmallow import INCLUDE, Schema, fields, validate
 
+from shared.customers.customer_repo import SORT_KEYS
 from shared.customers.fields import BY_NAME
 from shared.customers.schemas import FIELD_LENGTHS, CustomerSchema
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
@@ -87,6 +88,10 @@ CachedCustomerSchema = Schema.from_dict(
 class CustomerPageSchema(Schema):
     items = fields.List(fields.Nested(CustomerOutSchema), required=True)
     next_cursor = _next_cursor()
+    total = fields.Integer(
+        validate=validate.Range(min=0),
+        metadata=_described("With count=true: how many customers match q (all of them without it)."),
+    )
 
 
 class CachedCustomerPageSchema(Schema):
@@ -127,9 +132,7 @@ class JobPartSchema(Schema):
     """One part of a job split over several workers (FANOUT_MIN_ROWS; docs/scaling.md)."""
 
     part = fields.Integer(required=True, metadata=_described("0-based."))
-    status = fields.String(
-        required=True, validate=validate.OneOf(["queued", "running", "completed", "failed", "cancelled"])
-    )
+    status = fields.String(required=True, validate=validate.OneOf(["queued", "running", "completed", "failed"]))
     rows = _count("Rows this part read so far (its share of rows_read).")
     rows_inserted = _count("New customers.")
     rows_updated = _count("Customers that existed and changed.")
@@ -444,6 +447,18 @@ def page_query(default: int, maximum: int, **more: fields.Field) -> type[Schema]
 
 SEARCH = fields.String(
     validate=validate.Length(max=100), metadata=_described("Searches first and last name, email and company.")
+)
+CUSTOMER_SORT = fields.String(
+    validate=validate.OneOf([*SORT_KEYS, *(f"-{key}" for key in SORT_KEYS)]),
+    metadata={
+        "default": "id",
+        "description": "The order: a field, `id`, `created_at` or `updated_at`; a leading `-` sorts descending. "
+        "Keyset-paginated on (the field, id): rows inserted or deleted between pages never make a row that stayed "
+        "repeat or go missing. An empty value sorts first ascending, last descending. A cursor belongs to its sort.",
+    },
+)
+CUSTOMER_COUNT = fields.Boolean(
+    metadata={"default": False, "description": "true: the page carries `total`, how many customers match q."}
 )
 ERRORS_FORMAT = fields.String(
     validate=validate.OneOf(["json", "csv"]),

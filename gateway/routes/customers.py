@@ -43,13 +43,15 @@ def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> we
 
 
 @routes.get("/customers")
-@params.accepts("limit", "cursor", "q")
+@params.accepts("limit", "cursor", "q", "sort", "count")
 async def list_customers(request: web.Request) -> web.Response:
     limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
     search = params.text_param(request, "q", max_length=100)
+    sort = params.text_param(request, "sort", max_length=40)
+    count = params.parse_bool("count", request.query.get("count"))
     try:
         body, cache = await request.app[CUSTOMERS].list_page(
-            limit=limit, cursor=params.cursor_param(request), search=search
+            limit=limit, cursor=params.cursor_param(request), search=search, sort=sort, count=count
         )
     except InvalidInput as exc:
         raise _invalid(exc) from None

@@ -94,11 +94,16 @@ async def get(cur: aiomysql.Cursor, customer_id: int, *, for_update: bool = Fals
     return to_document(row) if row else None
 
 
+def _like_pattern(search: str) -> str:
+    """`search` as a LIKE pattern matching it anywhere, its wildcards taken literally."""
+    return "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 async def _page_after(cur: aiomysql.Cursor, select: str, *, after_id: int, limit: int, search: str | None) -> None:
     """Run `select` for the keyset page after `after_id`: names, email and company matching `search`
     (LIKE wildcards in it taken literally), by id. The caller fetches the rows."""
     if search:
-        pattern = "%" + search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = _like_pattern(search)
         await cur.execute(
             select + " WHERE id > %s AND (first_name LIKE %s OR last_name LIKE %s OR email LIKE %s"
             " OR company_name LIKE %s) ORDER BY id LIMIT %s",
@@ -111,6 +116,74 @@ async def _page_after(cur: aiomysql.Cursor, select: str, *, after_id: int, limit
 async def list_page(cur: aiomysql.Cursor, *, after_id: int, limit: int, search: str | None) -> list[dict[str, Any]]:
     await _page_after(cur, _SELECT, after_id=after_id, limit=limit, search=search)
     return [to_document(row) for row in await cur.fetchall()]
+
+
+# What GET /customers sorts by (`sort`, `-` for descending): a fixed list, so a client's name never
+# reaches the SQL. The attributes (a JSON text) are not sortable.
+SORT_KEYS: tuple[str, ...] = ("id", *CUSTOMER_FIELDS, "created_at", "updated_at")
+_SEARCH = "(first_name LIKE %s OR last_name LIKE %s OR email LIKE %s OR company_name LIKE %s)"
+
+
+def _keyset(key: str, descending: bool, after: tuple[Any, int] | None) -> tuple[str, list[Any]]:
+    """The WHERE condition of the page after `after` (the last row's (value, id)) in the order
+    (key, id), both ascending or both descending. NULL sorts as the smallest value: first when
+    ascending, last when descending (as MySQL and MariaDB order them)."""
+    if after is None:
+        return "", []
+    value, last_id = after
+    if key == "id":
+        return ("id < %s" if descending else "id > %s"), [last_id]
+    if value is None:
+        if descending:
+            return f"({key} IS NULL AND id < %s)", [last_id]
+        return f"(({key} IS NULL AND id > %s) OR {key} IS NOT NULL)", [last_id]
+    if descending:
+        return f"({key} < %s OR ({key} = %s AND id < %s) OR {key} IS NULL)", [value, value, last_id]
+    return f"({key} > %s OR ({key} = %s AND id > %s))", [value, value, last_id]
+
+
+async def sorted_page(
+    cur: aiomysql.Cursor,
+    *,
+    key: str,
+    descending: bool,
+    after: tuple[Any, int] | None,
+    limit: int,
+    search: str | None,
+) -> list[tuple[dict[str, Any], Any]]:
+    """A keyset page of customers ordered by (key, id) (SORT_KEYS; both descending when asked) after
+    the row `after` = (its key value, its id), matching `search` as list_page does: (document, the
+    row's key value as the next cursor carries it) each. Rows inserted or deleted between pages never
+    make a page repeat or skip a row that stayed."""
+    if key not in SORT_KEYS:
+        raise ValueError(f"not a sort key: {key!r}")
+    conditions: list[str] = []
+    args: list[Any] = []
+    keyset, keyset_args = _keyset(key, descending, after)
+    if keyset:
+        conditions.append(keyset)
+        args.extend(keyset_args)
+    if search:
+        conditions.append(_SEARCH)
+        args.extend([_like_pattern(search)] * 4)
+    direction = " DESC" if descending else ""
+    order = f" ORDER BY id{direction}" if key == "id" else f" ORDER BY {key}{direction}, id{direction}"
+    where = " WHERE " + " AND ".join(conditions) if conditions else ""
+    # The key's raw value rides along (a timestamp as stored, not as the document writes it).
+    await cur.execute(
+        f"{_SELECT.replace(' FROM customers', '')}, {key} FROM customers{where}{order} LIMIT %s", [*args, limit]
+    )
+    return [(to_document(row[:-1]), row[-1]) for row in await cur.fetchall()]
+
+
+async def count(cur: aiomysql.Cursor, *, search: str | None) -> int:
+    """How many customers match `search` (all of them without one)."""
+    if search:
+        await cur.execute(f"SELECT COUNT(*) FROM customers WHERE {_SEARCH}", [_like_pattern(search)] * 4)
+    else:
+        await cur.execute("SELECT COUNT(*) FROM customers")
+    (total,) = await cur.fetchone()
+    return int(total)
 
 
 async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:

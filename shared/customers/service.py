@@ -50,6 +50,50 @@ class PreconditionFailed(Exception):
         self.current_version = current_version
 
 
+def parse_sort(sort: str | None) -> tuple[str, bool]:
+    """`sort` as (key, descending); InvalidInput naming `sort` when it is not one of SORT_KEYS."""
+    if not sort:
+        return "id", False
+    descending = sort.startswith("-")
+    key = sort[1:] if descending else sort
+    if key not in customer_repo.SORT_KEYS:
+        raise InvalidInput([("sort", f"One of: {', '.join(customer_repo.SORT_KEYS)}; a leading '-' sorts descending.")])
+    return key, descending
+
+
+def _next_cursor(sort: str | None, value: Any, last_id: int) -> str:
+    if not sort or sort == "id":
+        return encode_cursor({"after": last_id})  # the cursor GET /customers has always given
+    if isinstance(value, dt.datetime):
+        value = value.strftime("%Y-%m-%d %H:%M:%S.%f")  # as MySQL compares it with the column
+    return encode_cursor({"sort": sort, "value": value, "id": last_id})
+
+
+def _after(cursor: str | None, sort: str | None) -> tuple[Any, int] | None:
+    """The (key value, id) a cursor continues after; BadCursor for one another sort gave."""
+    if cursor is None:
+        return None
+    payload = decode_cursor(cursor)
+    if not sort or sort == "id":
+        if "sort" in payload:
+            raise cursors.BadCursor("sort")
+        last_id = cursors.whole_number(payload, "after")
+        return last_id, last_id
+    if payload.get("sort") != sort:
+        raise cursors.BadCursor("sort")
+    value = payload.get("value")
+    if value is not None and (not isinstance(value, str | int) or isinstance(value, bool) or len(str(value)) > 1000):
+        raise cursors.BadCursor("value")
+    return value, cursors.whole_number(payload, "id")
+
+
+def after_id_or_key(after: tuple[Any, int] | None) -> Any:
+    """What a cached page's id holds of its position."""
+    if after is None:
+        return 0
+    return [after[0], after[1]]
+
+
 class InvalidInput(Exception):
     """Field errors: [(field or None, message)]. (The gateway answers it with 422.)"""
 
@@ -133,9 +177,16 @@ class CustomerService:
             raise NotFound(customer_id)
         return doc
 
-    async def list_page(self, *, limit: int, cursor: str | None, search: str | None) -> tuple[bytes, str]:
-        after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
-        page_id = CustomerCache.page_id(limit=limit, after=after_id, q=search or "")
+    async def list_page(
+        self, *, limit: int, cursor: str | None, search: str | None, sort: str | None = None, count: bool = False
+    ) -> tuple[bytes, str]:
+        """A page of `{items, next_cursor}` (and `total` with `count`), ordered by `sort` (a SORT_KEYS
+        name, `-` first for descending; by id without one): Redis first, MySQL on a miss."""
+        key, descending = parse_sort(sort)
+        after = _after(cursor, sort)
+        page_id = CustomerCache.page_id(
+            limit=limit, after=after_id_or_key(after), q=search or "", sort=sort or "id", count=count
+        )
         generation: int | None = None
         state = MISS
         try:
@@ -145,9 +196,18 @@ class CustomerService:
         except CacheUnavailable:
             state = BYPASS
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            rows = await customer_repo.list_page(cur, after_id=after_id, limit=limit + 1, search=search)
-        next_cursor = encode_cursor({"after": rows[limit - 1]["id"]}) if len(rows) > limit else None
-        body = orjson.dumps({"items": rows[:limit], "next_cursor": next_cursor})
+            rows = await customer_repo.sorted_page(
+                cur, key=key, descending=descending, after=after, limit=limit + 1, search=search
+            )
+            total = await customer_repo.count(cur, search=search) if count else None
+        next_cursor = None
+        if len(rows) > limit:
+            doc, value = rows[limit - 1]
+            next_cursor = _next_cursor(sort, value, int(doc["id"]))
+        document: dict[str, Any] = {"items": [doc for doc, _ in rows[:limit]], "next_cursor": next_cursor}
+        if total is not None:
+            document["total"] = total
+        body = orjson.dumps(document)
         if generation is not None:
             try:
                 await self.cache.put_page(generation, page_id, body)

@@ -13,7 +13,8 @@ import datetime as dt
 import json
 from typing import Any
 
-MAX_CURSOR_LENGTH = 512
+# Room for a sorted page's cursor: the last row's value (a text field of up to 255 characters, JSON-escaped).
+MAX_CURSOR_LENGTH = 4096
 # Whole numbers a cursor may carry: row ids (BIGINT), SCAN cursors (unsigned 64-bit).
 MAX_ID = 2**63 - 1
 MAX_SCAN = 2**64 - 1
