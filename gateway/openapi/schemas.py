@@ -132,7 +132,9 @@ class JobPartSchema(Schema):
     """One part of a job split over several workers (FANOUT_MIN_ROWS; docs/scaling.md)."""
 
     part = fields.Integer(required=True, metadata=_described("0-based."))
-    status = fields.String(required=True, validate=validate.OneOf(["queued", "running", "completed", "failed"]))
+    status = fields.String(
+        required=True, validate=validate.OneOf(["queued", "running", "completed", "failed", "cancelled"])
+    )
     rows = _count("Rows this part read so far (its share of rows_read).")
     rows_inserted = _count("New customers.")
     rows_updated = _count("Customers that existed and changed.")
