@@ -231,6 +231,10 @@ for _target, _terms in _TERMS.items():
         _TERM_INDEX.setdefault(_term, (_target, _weight))
         _JOINED_INDEX.setdefault(_term.replace(" ", ""), (_target, _weight))
 _QUALIFIER_LIST = sorted(_QUALIFIERS, key=lambda q: -len(q.split()))
+_QUALIFIER_ORDER = {qualifier: rank for rank, qualifier in enumerate(_QUALIFIER_LIST)}
+_QUALIFIERS_BY_WORD: dict[str, list[str]] = {}
+for _qualifier in _QUALIFIER_LIST:
+    _QUALIFIERS_BY_WORD.setdefault(_qualifier.split()[0], []).append(_qualifier)
 _JOINED_QUALIFIERS = sorted({q.replace(" ", "") for q in _QUALIFIERS if not q.isdigit()}, key=len, reverse=True)
 _FUZZY_KEYS = [term for term in _TERM_INDEX if len(term) >= 5]
 
@@ -272,7 +276,9 @@ def match_header(
     changed = True
     while changed and len(words) > 1 and not _lookup(" ".join(words)) and not _CONTINUATION.match(" ".join(words)):
         changed = False
-        for qualifier in _QUALIFIER_LIST:
+        # Only the qualifiers whose first word the header has, longest first (as _QUALIFIER_LIST).
+        present = {q for word in set(words) for q in _QUALIFIERS_BY_WORD.get(word, ())}
+        for qualifier in sorted(present, key=_QUALIFIER_ORDER.__getitem__):
             parts = qualifier.split()
             n = len(parts)
             starts = range(len(words) - n + 1) if n == 1 and not qualifier.isdigit() else (0, len(words) - n)
@@ -313,7 +319,8 @@ def match_header(
             found = _split_joined(words[0])
             if found is not None:
                 weight *= 0.92
-        if found is None and fuzzy and plain and not plain.endswith("id"):
+        # Fuzzy only for a header of a few words (a typo in a name), never an id.
+        if found is None and fuzzy and plain and len(plain) <= 40 and not plain.endswith("id"):
             best = process.extractOne(plain, _FUZZY_KEYS, scorer=fuzz.ratio, score_cutoff=80)
             if best is not None:
                 target, term_weight = _TERM_INDEX[best[0]]
