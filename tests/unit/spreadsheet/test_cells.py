@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from shared.spreadsheet.evidence import normalize_phone
 from shared.spreadsheet.rules import excel_safe, from_excel_safe, normalize_cell
 
 
@@ -38,3 +39,22 @@ def test_cells_are_cleaned(raw: str, clean: str) -> None:
 @pytest.mark.parametrize("value", ["=1+1", "+44 20", "-5", "@home", "05401", "plain"])
 def test_excel_safe_values_round_trip(value: str) -> None:
     assert from_excel_safe(excel_safe(value)) == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "region", "written"),
+    [
+        ("020 7946 0018", "GB", "+44 20 7946 0018"),
+        ("0711 5550123", "DE", "+49 711 5550123"),
+        ("+1 (425) 555-0100", "GB", "+1 425-555-0100"),  # a country code wins over the region
+        ("(202) 555-0111 ext. 42", "US", "+1 202-555-0111 ext. 42"),
+        ("not a phone", "GB", "not a phone"),
+        ("12", "GB", "12"),  # not a possible number: as written
+    ],
+)
+def test_phones_in_international_format(raw: str, region: str, written: str) -> None:
+    assert normalize_phone(raw, region, 50) == written
+
+
+def test_a_normalised_phone_that_would_not_fit_stays_as_written() -> None:
+    assert normalize_phone("020 7946 0018", "GB", 12) == "020 7946 0018"
