@@ -54,7 +54,7 @@ __all__ = [
 FIRST_ERRORS = 10
 # Every status a job can have, and those GET /jobs lists unless asked: previews (`uploaded`, nothing
 # imported yet, deleted or expiring by themselves) only with ?status=uploaded or ?include_previews=true.
-STATUSES = (*job_repo.UNFINISHED, job_repo.COMPLETED, job_repo.FAILED)
+STATUSES = (*job_repo.UNFINISHED, job_repo.COMPLETED, job_repo.FAILED, job_repo.CANCELLED)
 LISTED_STATUSES = tuple(status for status in STATUSES if status != job_repo.UPLOADED)
 Event = tuple[str, str, dict[str, Any]]
 
