@@ -19,9 +19,10 @@ from marshmallow import INCLUDE, Schema, fields, validate
 from shared.customers.customer_repo import SORT_KEYS
 from shared.customers.fields import BY_NAME
 from shared.customers.schemas import FIELD_LENGTHS, CustomerSchema
+from shared.imports.service import STATUSES
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
-JOB_STATUSES = ("uploaded", "queued", "running", "completed", "failed", "cancelled")
+JOB_STATUSES = STATUSES  # every status a job can have, from its one home
 JOB_KINDS = ("import", "revert", "delete")
 FILE_KINDS = ("xlsx", "csv")
 CACHE_STATES = ("hit", "miss", "bypass")
