@@ -3,7 +3,7 @@
 
 import { ApiError, forgetKey, hasKey, onUnauthorized, request, setKey } from "./api.js";
 import { initCustomers, showCustomers } from "./customers.js";
-import { $, busy, fieldError } from "./dom.js";
+import { $, busy, fieldError, keepTableSemantics } from "./dom.js";
 import { initImports, loadJobs, resetImport } from "./imports.js";
 
 const VIEWS = ["import", "jobs", "customers"];
@@ -101,6 +101,7 @@ async function signIn(event) {
 }
 
 async function start() {
+  keepTableSemantics();
   initImports({ showView });
   initCustomers();
   for (const tab of document.querySelectorAll("#tabs .tab")) {

@@ -101,3 +101,31 @@ const pluralRules = new Intl.PluralRules("en");
 export function count(n, singular, plural = `${singular}s`) {
   return `${fmt(n)} ${pluralRules.select(n) === "one" ? singular : plural}`;
 }
+
+/**
+ * Tables laid out as cards on a phone (class "cards": their rows become grids) lose their table
+ * semantics in some browsers once their display changes; explicit ARIA roles keep a screen reader
+ * reading them as tables. Rows rendered later get theirs as they are added.
+ */
+export function keepTableSemantics(root = document) {
+  const mark = (table) => {
+    table.setAttribute("role", "table");
+    for (const group of table.querySelectorAll(":scope > thead, :scope > tbody")) group.setAttribute("role", "rowgroup");
+    for (const row of table.querySelectorAll(":scope > * > tr")) {
+      row.setAttribute("role", "row");
+      for (const cell of row.children) {
+        if (cell.getAttribute("role")) continue;
+        cell.setAttribute("role", cell.tagName === "TH" ? (cell.scope === "row" ? "rowheader" : "columnheader") : "cell");
+      }
+    }
+  };
+  const tables = [...root.querySelectorAll("table.cards")];
+  tables.forEach(mark);
+  const observer = new MutationObserver((changes) => {
+    for (const change of changes) {
+      const table = change.target.closest?.("table.cards");
+      if (table) mark(table);
+    }
+  });
+  for (const table of tables) observer.observe(table, { childList: true, subtree: true });
+}

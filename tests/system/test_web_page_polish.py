@@ -176,6 +176,24 @@ def narrower_than_a_sibling(driver: webdriver.Chrome, selector: str) -> list[str
     return found
 
 
+def without_table_roles(driver: webdriver.Chrome) -> list[str]:
+    """Rows and cells of a card table without the ARIA role that keeps it a table for a screen reader."""
+    found: list[str] = driver.execute_script(
+        """
+        const missing = [];
+        for (const table of document.querySelectorAll("table.cards")) {
+          if (table.getAttribute("role") !== "table") missing.push(table.className);
+          for (const row of table.querySelectorAll("tr")) {
+            if (row.getAttribute("role") !== "row") missing.push(row.outerHTML.slice(0, 80));
+            for (const cell of row.children) if (!cell.getAttribute("role")) missing.push(cell.outerHTML.slice(0, 80));
+          }
+        }
+        return missing;
+        """
+    )
+    return found
+
+
 def at_both_widths(driver: webdriver.Chrome, check: Any, shots: Path, name: str) -> None:
     """Run `check` at 1280 px and at 390 px, with a screenshot of each."""
     for label, size in (("wide", WIDE), ("phone", PHONE)):
@@ -261,6 +279,7 @@ def test_every_table_fits_a_phone_without_sideways_scrolling_or_broken_words(
         assert outside_the_screen(page, "#customers-body td") == [], width
 
     at_both_widths(page, customers_fit, tmp_path, "customers")
+    assert without_table_roles(page) == []  # each table, its rows and cells keep their roles as cards
 
 
 # -- 3. a summary with rejected rows is a warning ------------------------------------------------
