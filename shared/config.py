@@ -403,6 +403,9 @@ class Settings:
     log_level: str = setting("INFO", _log_level, "DEBUG, INFO, WARNING, ERROR or CRITICAL (logs are JSON)")
     mysql_pool_size: int = setting(10, _positive_int, "MySQL connections per process")
     import_bulk_load: bool = setting(True, _bool, "load batches with LOAD DATA LOCAL INFILE (falls back by itself)")
+    import_history: bool = setting(
+        True, _bool, "imports record each change in the customers' history (false: none, and no revert)"
+    )
     db_timeout_s: int = setting(5, _positive_int, "how long a request waits for MySQL before answering 503")
     access_log_reads: bool = setting(False, _bool, "log every successful read too (writes and errors always are)")
     preview_ttl_s: int = setting(3600, _positive_int, "a preview not started within this expires")

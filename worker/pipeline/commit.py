@@ -191,8 +191,10 @@ class BatchCommitter:
         self.lease = lease
         self.dry_run = DryRunCounter() if lease.job.dry_run else None
         job = lease.job
-        self.history = history_repo.Source(
-            history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id
+        self.history = (
+            history_repo.Source(history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id)
+            if deps.settings.import_history
+            else None
         )
 
     async def commit(self, batch: ParsedBatch) -> list[bytes]:

@@ -172,3 +172,18 @@ async def test_retention_deletes_only_history_older_than_the_setting(
 def test_history_tracks_every_stored_value() -> None:
     assert "email" in history_repo.TRACKED and "id" not in history_repo.TRACKED
     assert "version" not in history_repo.TRACKED
+
+
+async def test_import_history_false_writes_none(client: TestClient, settings: Settings, pool: aiomysql.Pool) -> None:
+    response = await client.post("/upload", data=form("c.csv", csv_bytes(customers(5))))
+    job_id = (await response.json())["job_id"]
+    await run_burst_worker(replace(settings, import_history=False))
+    job = await (await client.get(f"/jobs/{job_id}")).json()
+    assert (job["status"], job["rows_inserted"]) == ("completed", 5)
+    assert await history_rows(pool) == 0
+    # The same through the fallback path (no LOAD DATA LOCAL INFILE), with history on: one row each.
+    again = await client.post("/upload", data=form("d.csv", csv_bytes(customers(5, start=100))))
+    await run_burst_worker(replace(settings, import_bulk_load=False))
+    done = await (await client.get(f"/jobs/{(await again.json())['job_id']}")).json()
+    assert (done["status"], done["rows_inserted"]) == ("completed", 5)
+    assert await history_rows(pool) == 5
