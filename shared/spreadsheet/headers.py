@@ -303,9 +303,8 @@ def match_header(
         return None
     continuation = _CONTINUATION.match(remainder)
     if continuation:
-        line = int(continuation.group("n") or 2) if continuation.group("n") else 2
-        if continuation.group("ext") in ("address3",):
-            line = 3
+        number = continuation.group("n")
+        line = int(number) if number else 3 if continuation.group("ext") == "address3" else 2
         return HeaderMatch("address", round(0.9 * weight, 3), qualified, line)
     found = _lookup(remainder)
     if found is None:
