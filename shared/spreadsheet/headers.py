@@ -62,7 +62,8 @@ _TERMS: dict[str, dict[str, float]] = {
         **dict.fromkeys(
             "full name|fullname|contact name|customer name|contact|customer|person|client name|"
             "name vorname|vollstandiger name|nom complet|nombre completo|volledige naam|nome completo|"
-            "display name|member name|billing name".split("|"),
+            "display name|member name|billing name|last name first name|first name last name|nachname vorname|"
+            "vorname nachname|nom prenom|prenom nom|nombre y apellidos|nombre completo|naam|nome e cognome".split("|"),
             0.9,
         ),
         "card name": 0.8,
@@ -101,7 +102,8 @@ _TERMS: dict[str, dict[str, float]] = {
     "county": {
         **dict.fromkeys(
             "county|state|region|province|state province|state region|province state|state or province|"
-            "stateprovince|bundesland|kanton|bundesland kanton|departement|canton|provincia|estado|comunidad|"
+            "stateprovince|bundesland|kanton|bundesland kanton|bundesland provinz|departement|canton|provincia|"
+            "estado|comunidad|"
             "provincie|regio|gewest|regione|distrito|county state|state county|prefecture".split("|"),
             1.0,
         ),
@@ -154,6 +156,9 @@ _QUALIFIERS: dict[str, float] = {
             "default address",
             "mailing",
             "mailing address",
+            "postanschrift",
+            "postadres",
+            "adresse postale",
             "business",
             "business address",
             "work",
@@ -179,10 +184,49 @@ _QUALIFIERS: dict[str, float] = {
         ],
         0.92,
     ),
-    **dict.fromkeys(["billing", "bill", "bill to", "facturation", "rechnung", "invoice"], 0.9),
+    **dict.fromkeys(
+        [
+            "billing",
+            "bill",
+            "bill to",
+            "invoice",
+            "rechnung",
+            "rechnungsanschrift",
+            "facturation",
+            "de facturation",
+            "facturacion",
+            "de facturacion",
+            "fatturazione",
+            "di fatturazione",
+            "faturamento",
+            "de faturamento",
+            "factuur",
+            "factuuradres",
+        ],
+        0.9,
+    ),
     **dict.fromkeys(["card", "card address"], 0.88),
     **dict.fromkeys(["home", "privat", "private", "personal", "prive", "casa", "domicile", "thuis"], 0.85),
-    **dict.fromkeys(["shipping", "ship to", "delivery", "lieferung", "livraison", "envio"], 0.84),
+    **dict.fromkeys(
+        [
+            "shipping",
+            "ship to",
+            "delivery",
+            "lieferung",
+            "lieferanschrift",
+            "livraison",
+            "de livraison",
+            "envio",
+            "de envio",
+            "spedizione",
+            "di spedizione",
+            "entrega",
+            "de entrega",
+            "bezorgadres",
+            "aflevering",
+        ],
+        0.84,
+    ),
     **dict.fromkeys(["other", "weitere", "weiterer", "weiteres", "weiteres r", "weiteres e", "autre", "otro"], 0.8),
 }
 

@@ -77,6 +77,16 @@ def test_fold(text: str, folded: str) -> None:
         ("Sobrenome", "last_name"),
         ("Telemóvel", "phone"),
         ("Endereço", "address"),
+        # address groups in other languages
+        ("Ort (Postanschrift)", "city"),
+        ("Bundesland/Provinz (Postanschrift)", "county"),
+        ("Rechnungsanschrift Ort", "city"),
+        ("Ville de facturation", "city"),
+        ("Code postal de facturation", "postal"),
+        ("Ciudad de envío", "city"),
+        ("Città di fatturazione", "city"),
+        ("Last Name, First Name", "full_name"),
+        ("Nome e cognome", "full_name"),
         # fuzzy: what no rule names, close to a term
         ("Frist Name", "first_name"),
         ("Postocde", "postal"),
