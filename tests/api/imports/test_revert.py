@@ -108,6 +108,9 @@ async def test_revert_deletes_inserted_restores_updated_and_lists_conflicts(
     # What the revert changed, per customer.
     changes = (await (await client.get(f"/jobs/{revert['job_id']}/changes?limit=100")).json())["items"]
     assert sorted(item["action"] for item in changes) == ["deleted"] * 4 + ["restored"] * 4
+    # Its events end with `completed`, after a `progress` event per batch.
+    events = await (await client.get(f"/jobs/{revert['job_id']}/events")).text()
+    assert "event: completed" in events
     # The import shows its revert; a second revert is a 409, and so is a revert of the revert.
     assert (await (await client.get(f"/jobs/{job['job_id']}")).json())["reverted_by"] == revert["job_id"]
     assert (await client.post(f"/jobs/{job['job_id']}/revert")).status == 409
@@ -195,3 +198,18 @@ async def test_bulk_delete_checks_the_count_keeps_history_and_reverts(
         assert after[email]["version"] == (row["version"] + 1 if "example.com" in email else row["version"])
     answer = await client.get(f"/customers/{one}")
     assert answer.status == 200 and (await answer.json())["email"] == "person1@example.com"
+
+
+async def test_a_cancelled_revert_may_be_followed_by_another(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    job = await import_rows(client, settings, customers(4))
+    first = await client.post(f"/jobs/{job['job_id']}/revert")
+    assert first.status == 202
+    queued = await first.json()
+    assert (await client.post(f"/jobs/{queued['job_id']}/cancel")).status == 200
+    assert (await (await client.get(f"/jobs/{job['job_id']}")).json())["reverted_by"] == queued["job_id"]
+    second = await run(client, settings, await client.post(f"/jobs/{job['job_id']}/revert"))
+    assert (second["status"], second["rows_deleted"]) == ("completed", 4)
+    assert await stored(pool) == {}
+    assert (await (await client.get(f"/jobs/{job['job_id']}")).json())["reverted_by"] == second["job_id"]
