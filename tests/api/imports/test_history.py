@@ -74,7 +74,9 @@ async def test_api_writes_are_in_the_history_newest_first_and_readable_after_del
     keyed = replace(settings, api_keys=("ops=secret-key-1",))
     client = await aiohttp_client(create_app(keyed))
     auth = {"X-API-Key": "secret-key-1", "X-Request-ID": "req-create"}
-    created = await client.post("/customers", json={"email": "ada@example.com", "first_name": "Ada", "city": "London"}, headers=auth)
+    created = await client.post(
+        "/customers", json={"email": "ada@example.com", "first_name": "Ada", "city": "London"}, headers=auth
+    )
     assert created.status == 201
     cid = (await created.json())["id"]
     patched = await client.patch(
