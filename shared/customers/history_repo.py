@@ -216,14 +216,16 @@ async def later_entries(
     cur: aiomysql.Cursor, customer_ids: Sequence[int], after_id: int, exclude_jobs: Sequence[str]
 ) -> list[Entry]:
     """Changes of these customers recorded after the history row `after_id`, but those of the jobs
-    in `exclude_jobs`, oldest first (a revert's caller filters them per customer)."""
+    in `exclude_jobs`, oldest first (a revert's caller filters them per customer). A locking read:
+    it sees what committed after the caller's transaction took its snapshot (a change the API made
+    just before the caller locked the customers is a conflict, not missed)."""
     if not customer_ids:
         return []
     marks = ", ".join(["%s"] * len(customer_ids))
     jobs = ", ".join(["%s"] * len(exclude_jobs)) or "NULL"
     await cur.execute(
         f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE customer_id IN ({marks}) AND id > %s"
-        f" AND (job_id IS NULL OR job_id NOT IN ({jobs})) ORDER BY id",
+        f" AND (job_id IS NULL OR job_id NOT IN ({jobs})) ORDER BY id LOCK IN SHARE MODE",
         (*customer_ids, after_id, *exclude_jobs),
     )
     return [Entry.from_row(row) for row in await cur.fetchall()]

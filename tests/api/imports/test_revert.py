@@ -213,3 +213,21 @@ async def test_a_cancelled_revert_may_be_followed_by_another(
     assert (second["status"], second["rows_deleted"]) == ("completed", 4)
     assert await stored(pool) == {}
     assert (await (await client.get(f"/jobs/{job['job_id']}")).json())["reverted_by"] == second["job_id"]
+
+
+async def test_a_change_committed_after_the_reverts_snapshot_is_still_a_conflict(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """The revert's batch reads the import's customers first (its snapshot), then locks them: a change
+    the API commits in between must show among the later changes (a locking read), else it is undone."""
+    from shared.customers import history_repo
+    from shared.infra.db import transaction
+
+    job = await import_rows(client, settings, customers(2))
+    target = (await stored(pool))["person0@example.com"]["id"]
+    async with transaction(pool) as cur:
+        ids = await history_repo.job_customers(cur, job["job_id"], after_id=0, limit=10)  # the snapshot
+        first = min(e.id for e in await history_repo.job_entries(cur, job["job_id"], ids))
+        assert (await client.patch(f"/customers/{target}", json={"city": "Hull"})).status == 200
+        later = await history_repo.later_entries(cur, ids, first, [job["job_id"]])
+    assert [(e.customer_id, e.changes) for e in later] == [(target, {"city": ["Leeds", "Hull"]})]
