@@ -131,17 +131,27 @@ _RECORD_WRITTEN = (
 )
 
 
-async def snapshot(cur: aiomysql.Cursor, ids: Sequence[int]) -> None:
-    """Before a batch's upsert (same transaction): copy the stored rows it may change, by id."""
+async def snapshot(cur: aiomysql.Cursor, ids: Sequence[int], emails: Sequence[str] = ()) -> None:
+    """Before a batch's upsert (same transaction): copy the stored rows it may change, by id and by
+    the emails it upserts. By email too: another import may have inserted one of them since the batch
+    looked (its upsert then updates that row, which is no creation of this job's). INSERT ... SELECT
+    reads the latest rows and locks them (and, for an email not there, the gap) until the commit."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
         await cur.execute(_BEFORE_DDL)
     await cur.execute("DELETE FROM customer_before")
+    if not ids and not emails:
+        return
+    conditions, args = [], list(emails)
     if ids:
-        await cur.execute(
-            f"INSERT INTO customer_before (id, {', '.join(TRACKED)}) SELECT id, {', '.join(TRACKED)}"
-            f" FROM customers WHERE id IN ({', '.join(str(int(i)) for i in ids)})"
-        )
+        conditions.append(f"id IN ({', '.join(str(int(i)) for i in ids)})")
+    if emails:
+        conditions.append(f"email IN ({', '.join(['%s'] * len(emails))})")
+    await cur.execute(
+        f"INSERT INTO customer_before (id, {', '.join(TRACKED)}) SELECT id, {', '.join(TRACKED)}"
+        f" FROM customers WHERE {' OR '.join(conditions)}",
+        args,
+    )
 
 
 async def record_written(cur: aiomysql.Cursor, source: Source, ids: Sequence[int]) -> int:

@@ -97,7 +97,10 @@ async def write_rows(
     if hashes_found:
         await customer_repo.store_hashes(cur, hashes_found)
     if history is not None and chosen:
-        await history_repo.snapshot(cur, [customer_id for _email, customer_id, *_ in found])
+        # And by the emails it upserts: one another import inserted since `known` read is no creation.
+        await history_repo.snapshot(
+            cur, [customer_id for _email, customer_id, *_ in found], [emails[index] for index in chosen]
+        )
     written = await _upsert(deps, cur, staged, chosen, stored if exact else None)
     written.unchanged += unchanged
     if history is not None and written.stamps:

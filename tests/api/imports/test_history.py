@@ -189,3 +189,27 @@ async def test_import_history_false_writes_none(client: TestClient, settings: Se
     done = await (await client.get(f"/jobs/{(await again.json())['job_id']}")).json()
     assert (done["status"], done["rows_inserted"]) == ("completed", 5)
     assert await history_rows(pool) == 5
+
+
+async def test_a_row_another_import_inserted_since_the_batch_looked_is_updated_not_created(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """The batch read the table (no such email), another writer inserts the email and commits, then the
+    batch snapshots and upserts: its history row is an update of that customer, not a creation."""
+    from shared.infra.db import transaction
+
+    source = history_repo.Source(history_repo.IMPORT, job_id="00000000-0000-4000-8000-000000000001")
+    async with transaction(pool) as cur:
+        await cur.execute("SELECT COUNT(*) FROM customers WHERE email = 'late@example.com'")  # the batch's look
+        assert (await cur.fetchone())[0] == 0
+        created = await client.post(
+            "/customers", json={"email": "late@example.com", "first_name": "Late", "city": "Leeds"}
+        )
+        assert created.status == 201
+        await history_repo.snapshot(cur, [], ["late@example.com"])
+        await cur.execute("UPDATE customers SET city = 'York', version = version + 1 WHERE email = 'late@example.com'")
+        cid = (await created.json())["id"]
+        assert await history_repo.record_written(cur, source, [cid]) == 1
+    items = await all_history(client, cid, limit=10)
+    assert [item["action"] for item in items] == ["updated", "created"]
+    assert items[0]["changes"] == {"city": ["Leeds", "York"]}
