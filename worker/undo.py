@@ -48,7 +48,7 @@ class Done:
     last_id: int = 0
     seen: int = 0
     unchanged: int = 0
-    conflicts: list[tuple[int, str | None, str]] = field(default_factory=list)
+    conflicts: list[Any] = field(default_factory=list)  # made by job_repo.row_error
     deleted: list[int] = field(default_factory=list)
     restored: list[dict[str, Any]] = field(default_factory=list)
 
@@ -128,7 +128,7 @@ class _Revert(_Task):
             rows = entries[customer_id]
             now = current.get(customer_id)
             if later.get(customer_id) and not self.force:
-                done.conflicts.append((customer_id, None, _conflict(customer_id, later[customer_id])))
+                done.conflicts.append(job_repo.row_error(customer_id, _conflict(customer_id, later[customer_id])))
                 continue
             action = rows[0].action
             if action == history_repo.CREATED:
@@ -148,7 +148,9 @@ class _Revert(_Task):
                     async with savepoint(cur):
                         await customer_repo.insert_with_id(cur, customer_id, version, before)
                 except EmailTaken as exc:
-                    done.conflicts.append((customer_id, "email", _taken(customer_id, exc)))
+                    done.conflicts.append(
+                        job_repo.row_error(customer_id, _taken(customer_id, exc), field="email", value=exc.email)
+                    )
                     continue
                 restored = await customer_repo.get(cur, customer_id)
                 assert restored is not None
@@ -166,7 +168,9 @@ class _Revert(_Task):
                 async with savepoint(cur):
                     await customer_repo.update(cur, customer_id, wanted, None)
             except EmailTaken as exc:
-                done.conflicts.append((customer_id, "email", _taken(customer_id, exc)))
+                done.conflicts.append(
+                    job_repo.row_error(customer_id, _taken(customer_id, exc), field="email", value=exc.email)
+                )
                 continue
             restored = await customer_repo.get(cur, customer_id)
             assert restored is not None

@@ -124,6 +124,14 @@ class Job:
         return cls(**values)
 
 
+
+def row_error(
+    row: int, message: str, *, column: str | None = None, field: str | None = None, value: str | None = None
+) -> tuple[int, str | None, str]:
+    """A row error as BatchResult.errors holds it (a revert's conflicts use the customer id as `row`)."""
+    return (row, column or field, message)
+
+
 @dataclass
 class BatchResult:
     """What one committed batch adds to the job."""
