@@ -658,10 +658,18 @@ export async function loadJobs() {
   showError("jobs-error", "");
   const body = $("jobs-body");
   try {
-    const page = await busy($("jobs-refresh"), () => getJSON("jobs", { query: { limit: 20 } }), $("view-jobs"));
+    // The 20 newest, and every import still under way even when older than those (a long one).
+    const [page, underWay] = await busy(
+      $("jobs-refresh"),
+      () => Promise.all([getJSON("jobs", { query: { limit: 20 } }), getJSON("jobs", { query: { status: "queued,running", limit: 200 } })]),
+      $("view-jobs"),
+    );
     if (ticket !== listRequest) return;
-    body.replaceChildren(...page.items.map(jobRow));
-    $("jobs-empty").hidden = page.items.length > 0;
+    const listed = new Set(page.items.map((job) => job.job_id));
+    const items = [...page.items, ...underWay.items.filter((job) => !listed.has(job.job_id))];
+    items.sort((a, b) => (a.created_at < b.created_at ? 1 : a.created_at > b.created_at ? -1 : 0));
+    body.replaceChildren(...items.map(jobRow));
+    $("jobs-empty").hidden = items.length > 0;
   } catch (error) {
     showError("jobs-error", error.message);
   }
