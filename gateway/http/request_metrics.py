@@ -55,6 +55,13 @@ class Metrics:
         self.uploads_in_progress = Gauge(
             "uploads_in_progress", "Uploads being received now.", registry=r, multiprocess_mode="livesum"
         )
+        self.gc_frozen = Gauge(
+            "gc_frozen_objects",
+            "Objects the gateway moved to the collector's permanent generation once started (gc.freeze): "
+            "full collections skip them.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         for result in CACHE_RESULTS:
             self.cache.labels(result)
         for outcome in UPLOAD_OUTCOMES:

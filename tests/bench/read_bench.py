@@ -1,7 +1,7 @@
 """Read benchmark: a load generator in a second process against a real gateway, beside baselines.
 
     .venv/bin/python -m tests.bench.read_bench [--customers 60000] [--hot 10000] [--duration 10]
-        [--connections 64] [--threads 2] [--repeat 3]
+        [--connections 64] [--threads 2] [--repeat 3] [--rate-limit N]
 
 Needs `wrk` (Debian: `apt-get install -y wrk`). Creates the customers in its own database
 (bench_read) and Redis prefix (bench:read:), warms the first --hot of them into Redis with the
@@ -196,14 +196,16 @@ def bad_statuses(delta: dict[str, float]) -> dict[str, float]:
 
 def create_customers(settings: Any, count: int) -> tuple[int, int]:
     """Insert `count` customers with the service's upsert statement; returns (min id, max id)."""
-    from shared.customers.customer_repo import UPSERT_SQL
+    from shared.customers.customer_repo import UPSERT_SQL, stored_values
 
+    # datagen's rows hold the ten columns of the sample files; the table's fields may be more.
+    names = ("first_name", "last_name", "company_name", "address", "city", "county", "postal", "phone", "email", "web")
     conn = mysql_conn(settings)
     with conn.cursor() as cur:
         cur.execute("TRUNCATE TABLE customers")
-        batch: list[tuple[str, ...]] = []
+        batch: list[list[str | None]] = []
         for values in datagen.customer_rows(count):
-            batch.append(values)
+            batch.append(stored_values(dict(zip(names, values, strict=True))))
             if len(batch) == 2000:
                 cur.executemany(UPSERT_SQL, batch)
                 batch.clear()
@@ -269,6 +271,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default="bench_read")
     parser.add_argument("--prefix", default="bench:read:")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=10**9,
+        help="the gateways' RATE_LIMIT_PER_MIN: by default on but never reached (each request pays for the"
+        " check, none is refused); 0 turns the limits off",
+    )
     parser.add_argument("--py-spy", help="path to py-spy: profile the servers in an extra uncounted round")
     parser.add_argument("--from-json", type=Path, help="only print the report of a saved results file")
     args = parser.parse_args(argv)
@@ -288,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     clear_redis(settings)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-read-logs-"))
     port, quiet_port, base_port, multiproc_port = free_port(), free_port(), free_port(), free_port()
-    env = service_env(settings, PORT=port, API_KEYS=API_KEY)
+    limits = {"RATE_LIMIT_PER_MIN": args.rate_limit}
+    env = service_env(settings, PORT=port, API_KEYS=API_KEY, **limits)
     services: list[Service] = []
     results: dict[str, list[dict[str, Any]]] = {}
     failures: list[str] = []
@@ -308,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         quiet = None
         if "cached-quiet" in scenarios:
-            quiet_env = service_env(settings, PORT=quiet_port, API_KEYS=API_KEY, LOG_LEVEL="WARNING")
+            quiet_env = service_env(settings, PORT=quiet_port, API_KEYS=API_KEY, LOG_LEVEL="WARNING", **limits)
             quiet = Service("gateway", quiet_env, log_dir, "gateway-quiet")
             services.append(quiet)
             wait_http_ready(f"http://127.0.0.1:{quiet_port}", quiet)
@@ -316,7 +326,9 @@ def main(argv: list[str] | None = None) -> int:
         if "cached-multiproc" in scenarios:
             # The metrics in prometheus-client's multiprocess mode (as deploy/run.sh runs gateways).
             prom_dir = tempfile.mkdtemp(prefix="bench-read-prom-")
-            mp_env = service_env(settings, PORT=multiproc_port, API_KEYS=API_KEY, PROMETHEUS_MULTIPROC_DIR=prom_dir)
+            mp_env = service_env(
+                settings, PORT=multiproc_port, API_KEYS=API_KEY, PROMETHEUS_MULTIPROC_DIR=prom_dir, **limits
+            )
             multiproc = Service("gateway", mp_env, log_dir, "gateway-multiproc")
             services.append(multiproc)
             wait_http_ready(f"http://127.0.0.1:{multiproc_port}", multiproc)
