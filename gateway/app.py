@@ -18,11 +18,13 @@ from gateway.routes.customers import routes as customer_routes
 from gateway.routes.exports import routes as export_routes
 from gateway.routes.health import routes as health_routes
 from gateway.routes.imports import routes as import_routes
+from gateway.routes.mappings import routes as mapping_routes
 from gateway.web import routes as web_routes
 from shared.config import Settings
 from shared.customers.cache import CacheUnavailable, CustomerCache
 from shared.customers.service import CustomerService
 from shared.imports.events import JobEvents
+from shared.imports.mappings import MappingService
 from shared.imports.service import JobService
 from shared.infra.db import close_pool, open_database
 from shared.infra.prometheus import mark_dead
@@ -64,6 +66,7 @@ async def _redis(app: web.Application) -> AsyncIterator[None]:
     app[keys.CUSTOMERS] = CustomerService(app[keys.DB_POOL], cache, db_timeout_s=settings.db_timeout_s)
     app[keys.EVENTS] = JobEvents(redis, settings.redis_prefix)
     app[keys.JOBS] = JobService(settings, app[keys.DB_POOL], redis, app[keys.STORE], app[keys.EVENTS])
+    app[keys.MAPPINGS] = MappingService(app[keys.DB_POOL], db_timeout_s=settings.db_timeout_s)
     tasks = [asyncio.create_task(_replay_invalidations(cache)), asyncio.create_task(follow_primary(redis))]
     yield
     for task in tasks:
@@ -105,6 +108,7 @@ def create_app(settings: Settings) -> web.Application:
     app.add_routes(openapi_routes)
     app.add_routes(postman_routes)
     app.add_routes(import_routes)
+    app.add_routes(mapping_routes)
     app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
     app.add_routes(customer_routes)
     app.add_routes(web_routes)

@@ -11,6 +11,7 @@ from shared.config import Settings
 from shared.customers.cache import CustomerCache
 from shared.customers.service import CustomerService
 from shared.imports.events import JobEvents
+from shared.imports.mappings import MappingService
 from shared.imports.service import JobService
 from shared.infra.storage import UploadStore
 
@@ -23,3 +24,4 @@ STORE = web.AppKey("store", UploadStore)
 METRICS = web.AppKey("metrics", Metrics)
 EVENTS = web.AppKey("events", JobEvents)
 JOBS = web.AppKey("jobs", JobService)
+MAPPINGS = web.AppKey("mappings", MappingService)

@@ -22,6 +22,7 @@ from marshmallow import Schema, fields, validate
 from gateway import web as web_page
 from gateway.openapi import docs_page as docs
 from gateway.openapi import schemas as s
+from gateway.routes.mappings import LIMIT as MAPPINGS_LIMIT
 from shared.customers.schemas import CustomerInSchema, Text
 from shared.customers.service import MAX_LIMIT
 
@@ -639,7 +640,7 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                         "headers": _headers("ContentDisposition"),
                         "content": {
                             JSON: {"schema": "JobErrorsPage"},
-                            CSV: {"schema": {"type": "string"}, "example": "row,column,message\r\n"},
+                            CSV: {"schema": {"type": "string"}, "example": "row,column,field,value,message\r\n"},
                         },
                     },
                     404: no_job,
@@ -677,6 +678,43 @@ def _import_paths() -> dict[str, dict[str, Any]]:
                 parameters=[
                     _query(Schema.from_dict({"format": s.file_format(("xlsx", "csv"), "xlsx", "The file's format")}))
                 ],
+            ),
+        },
+    }
+
+
+def _mapping_paths() -> dict[str, dict[str, Any]]:
+    """Remembered mappings (issue 18): what an import was started with, under its file's header."""
+    unavailable = _problem(NO_DATABASE, "RetryAfter")
+    mapping_id = _path_id("The mapping's id (from GET /mappings).", {"type": "integer", "minimum": 1})
+    return {
+        "/mappings": {
+            "get": _operation(
+                "listMappings",
+                "The remembered mappings, most recently used first",
+                "imports",
+                {
+                    200: _ok(
+                        "A page of mappings: the file header each is remembered under (its cells normalised, in "
+                        "order), the mapping, the file it came from and when an import last started with it. A "
+                        "preview of a file with that header suggests the mapping (`reason: remembered`).",
+                        "RememberedMappingPage",
+                    ),
+                    422: _problem("limit out of range."),
+                    503: unavailable,
+                },
+                parameters=[_query(s.page_query(*MAPPINGS_LIMIT))],
+                bad_request=BAD_CURSOR,
+            ),
+        },
+        "/mappings/{id}": {
+            "delete": _operation(
+                "forgetMapping",
+                "Forget a remembered mapping: files with its header are no longer suggested it",
+                "imports",
+                {204: _empty("Forgotten."), 404: _problem("No remembered mapping of that id."), 503: unavailable},
+                parameters=[mapping_id],
+                bad_request="an id that is not a positive whole number",
             ),
         },
     }
@@ -930,6 +968,8 @@ def _dict_keys(converter: Any, field: Any, **kwargs: Any) -> dict[str, Any]:
         for validator in field.key_field.validators:
             if isinstance(validator, validate.OneOf):
                 return {"propertyNames": {"enum": list(validator.choices)}}
+            if isinstance(validator, validate.Regexp):
+                return {"propertyNames": {"pattern": validator.regex.pattern}}
     return {}
 
 
@@ -991,6 +1031,7 @@ def build_spec() -> dict[str, Any]:
         "Job": s.JobSchema,
         "JobPage": s.JobPageSchema,
         "JobErrorsPage": s.JobErrorsPageSchema,
+        "RememberedMappingPage": s.RememberedMappingPageSchema,
         "HistoryPage": s.HistoryPageSchema,
         "JobChangesPage": s.JobChangesPageSchema,
         "RevertOptions": s.RevertOptionsSchema,
@@ -1013,7 +1054,7 @@ def build_spec() -> dict[str, Any]:
     for name, schema in schemas.items():
         component = {"description": descriptions[name]} if name in descriptions else None
         spec.components.schema(name, component, schema=schema)
-    for paths in (_customer_paths(), _import_paths(), _undo_paths(), _public_paths()):
+    for paths in (_customer_paths(), _import_paths(), _mapping_paths(), _undo_paths(), _public_paths()):
         for path, operations in paths.items():
             spec.path(path=path, operations=operations)
     return spec.to_dict()

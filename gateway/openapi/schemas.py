@@ -17,9 +17,18 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, fields, validate
 
 from shared.customers.customer_repo import SORT_KEYS
-from shared.customers.fields import BY_NAME
+from shared.customers.fields import (
+    ATTRIBUTE_PREFIX,
+    ATTRIBUTES,
+    ATTRIBUTES_DESCRIPTION,
+    BY_NAME,
+    FULL_NAME,
+    MAX_ATTRIBUTE_NAME,
+)
 from shared.customers.schemas import FIELD_LENGTHS, CustomerSchema
 from shared.imports.service import STATUSES
+from shared.spreadsheet.mapping import MAX_JOINED
+from shared.spreadsheet.preview import REASONS
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
 JOB_STATUSES = STATUSES  # every status a job can have, from its one home
@@ -69,6 +78,12 @@ def customer_fields() -> dict[str, fields.Field]:
             out[name] = fields.Email(required=True, validate=length, metadata=described)
         else:
             out[name] = fields.String(required=True, allow_none=True, validate=length, metadata=described)
+    out[ATTRIBUTES] = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        required=True,
+        metadata=_described(ATTRIBUTES_DESCRIPTION),
+    )
     out["created_at"] = _timestamp("When the customer was created (UTC).")
     out["updated_at"] = _timestamp("When the customer last changed (UTC).")
     return out
@@ -103,11 +118,34 @@ class CachedCustomerPageSchema(Schema):
 # -- imports -----------------------------------------------------------------------------------
 
 
+# A mapping's keys: a field, `full_name`, or `attributes.<name>` (shared.spreadsheet.mapping).
+MAPPING_TARGET = (
+    "^(" + "|".join([*CUSTOMER_FIELDS, FULL_NAME]) + ")$|^" + ATTRIBUTE_PREFIX.replace(".", "\\.")
+    + f"\\S(.{{0,{MAX_ATTRIBUTE_NAME - 2}}}\\S)?$"
+)
+
+
+def _mapping_value(*, integers: bool = False) -> fields.Raw:
+    kinds = ["string", "integer"] if integers else ["string"]
+    return fields.Raw(
+        allow_none=True,
+        metadata={
+            "oneOf": [
+                {"type": kinds},
+                {"type": "array", "items": {"type": kinds}, "minItems": 1, "maxItems": MAX_JOINED},
+                {"type": "null"},
+            ],
+            "description": "A column, a list of columns joined in order (`, ` for address, a space otherwise), "
+            "or null (the field is left out).",
+        },
+    )
+
+
 def _mapping(*, description: str, values: fields.Field | None = None, **kwargs: Any) -> fields.Dict:
-    """customer field -> column. (The keys' choices become `propertyNames`: see gateway.openapi.document.)"""
+    """target -> column(s). (The keys' pattern becomes `propertyNames`: see gateway.openapi.document.)"""
     return fields.Dict(
-        keys=fields.String(validate=validate.OneOf(CUSTOMER_FIELDS)),
-        values=values or fields.String(),
+        keys=fields.String(validate=validate.Regexp(MAPPING_TARGET)),
+        values=values or _mapping_value(),
         metadata=_described(description),
         **kwargs,
     )
@@ -115,8 +153,23 @@ def _mapping(*, description: str, values: fields.Field | None = None, **kwargs: 
 
 class RowErrorSchema(Schema):
     row = fields.Integer(required=True, metadata=_described("Row number as the spreadsheet shows it."))
-    column = fields.String(required=True, allow_none=True, metadata=_described("null: the row as a whole."))
-    message = fields.String(required=True)
+    column = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=_described(
+            "The column as the file shows it: its header text (`Firma`), or its letter in a file without a "
+            "header; columns joined into one field as `Address1 + Address2`. null: the row as a whole."
+        ),
+    )
+    field = fields.String(
+        required=True,
+        allow_none=True,
+        metadata=_described("The customer field (or `attributes.<name>`) the value was for; null: none."),
+    )
+    value = fields.String(
+        required=True, allow_none=True, metadata=_described("The offending value (at most 100 characters).")
+    )
+    message = fields.String(required=True, metadata=_described("What is wrong, in plain words."))
 
 
 class ProgressSchema(Schema):
@@ -197,7 +250,9 @@ class JobSchema(Schema):
         metadata=_described("The header's row number (0: the file has none); null until known."),
     )
     mapping = _mapping(
-        required=True, allow_none=True, description="The mapping the client gave (field -> column); null: none."
+        required=True,
+        allow_none=True,
+        description="The mapping the import uses (the one given merged with the preview's suggestions); null: none.",
     )
     rows_read = _count("rows_inserted + rows_updated + rows_unchanged + rows_invalid.")
     rows_inserted = _count("New customers.")
@@ -261,15 +316,55 @@ class SheetSchema(Schema):
     selected = fields.Boolean(required=True, metadata=_described("The sheet read."))
 
 
+class RememberedFromSchema(Schema):
+    id = fields.Integer(required=True, validate=validate.Range(min=1))
+    filename = fields.String(required=True, metadata=_described("The file whose import it was remembered from."))
+    last_used = fields.DateTime(required=True, metadata=_described("When an import last started with it (UTC)."))
+
+
+class RememberedMappingSchema(Schema):
+    """GET /mappings: a mapping remembered under a file's header."""
+
+    id = fields.Integer(required=True, validate=validate.Range(min=1))
+    header = fields.List(
+        fields.String(),
+        required=True,
+        metadata=_described("The header's cells, normalised (case, spaces and dashes folded), in order."),
+    )
+    mapping = _mapping(required=True, description="The mapping the import was started with.")
+    filename = fields.String(required=True, metadata=_described("The file it was remembered from."))
+    last_used = fields.DateTime(required=True, metadata=_described("When an import last started with it (UTC)."))
+
+
+class RememberedMappingPageSchema(Schema):
+    items = fields.List(fields.Nested(RememberedMappingSchema), required=True)
+    next_cursor = _next_cursor()
+
+
 class PreviewColumnSchema(Schema):
     index = fields.Integer(required=True, validate=validate.Range(min=1), metadata=_described("1-based."))
     letter = fields.String(required=True, metadata=_described("As Excel names the column: A, B, ..."))
     header = fields.String(required=True, allow_none=True)
     samples = fields.List(fields.String(), required=True, metadata=_described("The first values (as text)."))
     suggested_field = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(CUSTOMER_FIELDS), metadata=_described("null: none.")
+        required=True,
+        allow_none=True,
+        validate=validate.Regexp(MAPPING_TARGET),
+        metadata=_described(
+            "What the preview's mapping takes this column for: a field, `full_name` or `attributes.<name>`; "
+            "null: nothing (the column is ignored unless a mapping names it)."
+        ),
     )
     confidence = fields.Float(required=True, validate=validate.Range(min=0, max=1))
+    reason = fields.String(
+        required=True,
+        allow_none=True,
+        validate=validate.OneOf(REASONS),
+        metadata=_described(
+            "Why: its `header` text, its `values`, a mapping `remembered` from an earlier file with the same "
+            "header (see `remembered`), or the `mapping` given. null: no suggestion."
+        ),
+    )
 
 
 class PreviewRowSchema(Schema):
@@ -286,9 +381,24 @@ class PreviewSchema(Schema):
     encoding = fields.String(required=True, allow_none=True)
     header_row = fields.Integer(required=True, validate=validate.Range(min=0), metadata=_described("0: none."))
     columns = fields.List(fields.Nested(PreviewColumnSchema), required=True)
-    mapping = _mapping(required=True, description="The suggested mapping, with the one given applied.")
+    mapping = _mapping(
+        required=True,
+        description="The mapping an import started now uses: the confident suggestions, over them a remembered "
+        "mapping, over both the mapping given (its fields win; null: left out).",
+    )
     unmapped_required = fields.List(
-        fields.String(validate=validate.OneOf(CUSTOMER_FIELDS)), required=True, metadata=_described("Still unmapped.")
+        fields.String(validate=validate.OneOf(CUSTOMER_FIELDS)),
+        required=True,
+        metadata=_described("Required fields still unmapped (only `email` is required)."),
+    )
+    remembered = fields.Nested(
+        RememberedFromSchema,
+        required=True,
+        allow_none=True,
+        metadata=_described("The remembered mapping applied (GET /mappings); null: none."),
+    )
+    warnings = fields.List(
+        fields.String(), required=True, metadata=_described("What the import will warn about (ignored columns).")
     )
     rows = fields.List(fields.Nested(PreviewRowSchema), required=True, metadata=_described("The first data rows."))
     rows_total_estimate = fields.Integer(required=True, allow_none=True)
@@ -361,7 +471,7 @@ class StartOptionsSchema(Schema):
 
     mapping = _mapping(
         description="Customer field -> header text, column letter or 1-based column number.",
-        values=fields.Raw(metadata={"type": ["string", "integer"]}),
+        values=_mapping_value(integers=True),
     )
     header_row = fields.Integer(validate=validate.Range(min=0), metadata=_described("0: the file has no header row."))
     sheet = fields.Raw(metadata={"type": ["string", "integer"], "description": "A worksheet's name or number."})

@@ -411,9 +411,10 @@ async def job_errors(request: web.Request) -> web.Response:
         return json_response(page)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["row", "column", "message"])
+    writer.writerow(["row", "column", "field", "value", "message"])
     for item in page["items"]:
-        writer.writerow([item["row"], item["column"] or "", item["message"]])
+        value = excel_safe(item["value"]) if item["value"] else ""  # a cell from the file: never a formula
+        writer.writerow([item["row"], item["column"] or "", item["field"] or "", value, item["message"]])
     return web.Response(
         text=out.getvalue(),
         content_type="text/csv",

@@ -16,23 +16,27 @@ import orjson
 import pymysql
 from pymysql.converters import escape_string
 
-from shared.customers.fields import FIELDS, column_definition
-from shared.spreadsheet.rules import CUSTOMER_FIELDS
+from shared.customers.fields import (
+    ATTRIBUTES,
+    ATTRIBUTES_COLUMN,
+    CUSTOMER_FIELDS,
+    FIELDS,
+    STORED_FIELDS,
+    column_definition,
+)
 
 # id and version first: the order cache documents need (shared.customers.cache.encode_document), so no copy.
-COLUMNS = ("id", "version", *CUSTOMER_FIELDS, "created_at", "updated_at")
+COLUMNS = ("id", "version", *STORED_FIELDS, "created_at", "updated_at")
 _SELECT = "SELECT " + ", ".join(COLUMNS) + " FROM customers"
-_INSERT_COLUMNS = ", ".join(CUSTOMER_FIELDS)
-_PLACEHOLDERS = ", ".join(["%s"] * len(CUSTOMER_FIELDS))
+_INSERT_COLUMNS = ", ".join(STORED_FIELDS)
+_PLACEHOLDERS = ", ".join(["%s"] * len(STORED_FIELDS))
 # VALUES(col) rather than the MySQL-only row alias, so the statement runs on MariaDB too. The version
 # goes first: assignments run left to right, so it compares the stored values with the new ones
 # before they are overwritten (byte for byte: the collation would call 'smith' equal to 'Smith').
 # A row whose values are all the same is left as it is: no version bump, no updated_at change, and
 # it counts 0 in the affected rows (new rows count 1, changed rows 2).
 _UNCHANGED = " AND ".join(
-    f"CAST(customers.{name} AS BINARY) <=> CAST(VALUES({name}) AS BINARY)"
-    for name in CUSTOMER_FIELDS
-    if name != "email"
+    f"CAST(customers.{name} AS BINARY) <=> CAST(VALUES({name}) AS BINARY)" for name in STORED_FIELDS if name != "email"
 )
 
 
@@ -52,13 +56,13 @@ def _on_duplicate(new_hash: str) -> str:
         f" ON DUPLICATE KEY UPDATE customers.version = customers.version + IF({_UNCHANGED}, 0, 1)"
         f" + LEAST({_DUPLICATES} := COALESCE({_DUPLICATES}, 0) + 1, 0), "
         f"customers.row_hash = IF({_UNCHANGED}, customers.row_hash, {new_hash}), "
-        + ", ".join(f"customers.{name} = VALUES({name})" for name in CUSTOMER_FIELDS if name != "email")
+        + ", ".join(f"customers.{name} = VALUES({name})" for name in STORED_FIELDS if name != "email")
     )
 
 
-# Rows of CUSTOMER_FIELDS values; a changed row's row_hash becomes NULL (compared by value next time).
+# Rows of STORED_FIELDS values; a changed row's row_hash becomes NULL (compared by value next time).
 UPSERT_SQL = f"INSERT INTO customers ({_INSERT_COLUMNS}) VALUES ({_PLACEHOLDERS})" + _on_duplicate("NULL")
-# The same with the row's hash (row_hash_hex(row)) as an 11th value: what the import's fallback path
+# The same with the row's hash (row_hash_hex(row)) as one more value: what the import's fallback path
 # sends. (Hashes travel as hex: aiomysql cannot escape bytes with the PyMySQL this project pins.)
 UPSERT_HASHED_SQL = (
     f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))"
@@ -80,9 +84,29 @@ def _iso(value: Any) -> Any:
     return value
 
 
+def encode_attributes(attributes: Mapping[str, Any] | None) -> str | None:
+    """The attributes as the row stores them: canonical JSON text (keys sorted, no spaces), so equal
+    attributes are equal bytes (the row hash, the upsert's comparison); names without a value are left
+    out, and no attributes at all is NULL."""
+    if not attributes:
+        return None
+    kept = {name: value for name, value in attributes.items() if value is not None and value != ""}
+    return orjson.dumps(kept, option=orjson.OPT_SORT_KEYS).decode() if kept else None
+
+
+def decode_attributes(text: str | bytes | None) -> dict[str, str]:
+    return orjson.loads(text) if text else {}
+
+
+def stored_values(data: Mapping[str, Any]) -> list[str | None]:
+    """A customer's values in STORED_FIELDS order: the fields, then its attributes' JSON text."""
+    return [*(data.get(name) for name in CUSTOMER_FIELDS), encode_attributes(data.get(ATTRIBUTES))]
+
+
 def to_document(row: Sequence[Any]) -> dict[str, Any]:
     """The customer as the API returns it and as the cache holds it."""
     doc = dict(zip(COLUMNS, row, strict=True))
+    doc[ATTRIBUTES] = decode_attributes(doc[ATTRIBUTES])
     doc["created_at"] = _iso(doc["created_at"])
     doc["updated_at"] = _iso(doc["updated_at"])
     return doc
@@ -187,7 +211,7 @@ async def count(cur: aiomysql.Cursor, *, search: str | None) -> int:
 
 
 async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:
-    values = [data.get(name) for name in CUSTOMER_FIELDS]
+    values = stored_values(data)
     try:
         await cur.execute(
             f"INSERT INTO customers ({_INSERT_COLUMNS}, row_hash) VALUES ({_PLACEHOLDERS}, UNHEX(%s))",
@@ -203,8 +227,8 @@ async def insert(cur: aiomysql.Cursor, data: Mapping[str, Any]) -> int:
 async def update(cur: aiomysql.Cursor, customer_id: int, data: Mapping[str, Any], expected_version: int | None) -> bool:
     """Write every customer field and bump the version; False when the id (or version) did not match.
     The caller skips this when no value changes (the version bumps only on a change)."""
-    assignments = ", ".join(f"{name} = %s" for name in CUSTOMER_FIELDS)
-    params: list[Any] = [data.get(name) for name in CUSTOMER_FIELDS]
+    assignments = ", ".join(f"{name} = %s" for name in STORED_FIELDS)
+    params: list[Any] = stored_values(data)
     sql = f"UPDATE customers SET {assignments}, row_hash = UNHEX(%s), version = version + 1 WHERE id = %s"
     params.append(row_hash_hex(params))
     params.append(customer_id)
@@ -248,7 +272,7 @@ def split_outcomes(rows: int, new_emails: int, affected: int) -> tuple[int, int,
 async def upsert_many(
     cur: aiomysql.Cursor, rows: Sequence[Sequence[Any]], *, new_emails: int | None = None
 ) -> tuple[int, int, int]:
-    """Upsert on email (rows in CUSTOMER_FIELDS order), storing each row's hash. Returns (inserted,
+    """Upsert on email (rows in STORED_FIELDS order), storing each row's hash. Returns (inserted,
     updated, unchanged), counted by the upsert itself. `new_emails` is not used: a count the caller
     took before the upsert may be stale by then (see _DUPLICATES)."""
     if not rows:
@@ -294,10 +318,10 @@ async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[st
 # LOAD DATA LOCAL INFILE into a per-connection temporary table, then one INSERT ... SELECT upsert:
 # about twice the rows/s of a multi-row INSERT, and no per-value escaping in Python. Servers that
 # refuse LOCAL INFILE (MySQL 8 ships with local_infile=OFF) get the executemany path instead.
-_STAGE_COLUMNS = ", ".join(CUSTOMER_FIELDS)
+_STAGE_COLUMNS = ", ".join(STORED_FIELDS)
 _STAGE_DDL = (
     "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
-    + ", ".join(column_definition(field) for field in FIELDS)
+    + ", ".join([*(column_definition(field) for field in FIELDS), ATTRIBUTES_COLUMN])
     + ", row_hash BINARY(16) NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
 )
 _STAGE_LOAD = (
@@ -334,7 +358,7 @@ class LocalInfileRefused(Exception):
 
 
 _TSV_SPECIAL = re.compile(r"[\\\t\n\r\0]")
-EMAIL_AT = CUSTOMER_FIELDS.index("email")
+EMAIL_AT = STORED_FIELDS.index("email")
 
 
 def needs_tsv_escape(text: str) -> bool:
@@ -433,7 +457,7 @@ async def store_hashes(cur: aiomysql.Cursor, hashes: Sequence[tuple[int, str]]) 
 async def bulk_upsert(
     cur: aiomysql.Cursor, rows: Sequence[Sequence[str | None]], staged: str | None = None
 ) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
-    """Upsert rows (CUSTOMER_FIELDS order) inside the caller's transaction. Returns ((inserted,
+    """Upsert rows (STORED_FIELDS order) inside the caller's transaction. Returns ((inserted,
     updated, unchanged), {row index: (id, version, created_at, updated_at)}) for building cache documents: read
     in the same transaction, while the upsert holds the rows' locks. `staged` is stage_text(rows)
     when the caller already built it."""
@@ -487,15 +511,16 @@ async def upsert_staged(
 
 # -- export ---------------------------------------------------------------------------------------
 # The columns of an export file: the customer's fields as an import reads them, then the read-only
-# ones. Rows come back as tuples in this order, the timestamps already as the API writes them.
+# ones. Rows come back as tuples in this order, the timestamps already as the API writes them, and
+# one more value: the attributes' JSON text (shared.customers.exports spreads it into a column a name).
 EXPORT_COLUMNS = (*CUSTOMER_FIELDS, "id", "version", "created_at", "updated_at")
 EXPORT_ID_INDEX = EXPORT_COLUMNS.index("id")
 _EXPORT_TIMESTAMP = _TIMESTAMP.replace("%", "%%")  # the statement has parameters: % is doubled
 _EXPORT_SELECT = (
     "SELECT "
     + ", ".join(CUSTOMER_FIELDS)
-    + f", id, version, DATE_FORMAT(created_at, {_EXPORT_TIMESTAMP}), DATE_FORMAT(updated_at, {_EXPORT_TIMESTAMP})"
-    " FROM customers"
+    + f", id, version, DATE_FORMAT(created_at, {_EXPORT_TIMESTAMP}), DATE_FORMAT(updated_at, {_EXPORT_TIMESTAMP}),"
+    f" {ATTRIBUTES} FROM customers"
 )
 
 
@@ -508,6 +533,26 @@ async def export_page(
     await _page_after(cur, _EXPORT_SELECT, after_id=after_id, limit=limit, search=search)
     rows: Sequence[tuple[Any, ...]] = await cur.fetchall()
     return rows
+
+
+async def attribute_names(cur: aiomysql.Cursor, *, search: str | None) -> list[str]:
+    """Every attribute name the customers matching `search` hold, sorted: an export's columns. One
+    row per distinct set of names (few), not one per customer."""
+    select = f"SELECT DISTINCT JSON_KEYS({ATTRIBUTES}) AS names FROM customers"
+    if search:
+        pattern = _like_pattern(search)
+        await cur.execute(
+            select + f" WHERE {ATTRIBUTES} IS NOT NULL AND (first_name LIKE %s OR last_name LIKE %s"
+            " OR email LIKE %s OR company_name LIKE %s)",
+            (pattern, pattern, pattern, pattern),
+        )
+    else:
+        await cur.execute(select + f" WHERE {ATTRIBUTES} IS NOT NULL")
+    names: set[str] = set()
+    for (packed,) in await cur.fetchall():
+        if packed:
+            names.update(orjson.loads(packed))
+    return sorted(names)
 
 
 # -- a revert's and a bulk delete's batches ---------------------------------------------------------

@@ -25,6 +25,7 @@ import aiomysql
 
 from shared.customers import customer_repo
 from shared.customers.customer_repo import EXPORT_COLUMNS, EXPORT_ID_INDEX
+from shared.customers.fields import ATTRIBUTE_PREFIX
 from shared.customers.schemas import FIELD_LENGTHS
 from shared.infra.db import DatabaseUnavailable, connection, mysql_deadline
 from shared.spreadsheet.rules import CUSTOMER_FIELDS, excel_safe
@@ -61,6 +62,7 @@ WIDTHS: dict[str, float] = {
     "city": 18,
     "county": 20,
     "postal": 12,
+    "country": 16,
     "phone": 18,
     "email": 32,
     "web": 30,
@@ -83,10 +85,8 @@ def export_filename(fmt: str, now: dt.datetime | None = None) -> str:
 # -- the template ------------------------------------------------------------------------------
 
 RULES: dict[str, str] = {
-    "first_name": "Required unless last_name is given: every row needs a first or a last name (or both).",
-    "last_name": "Required unless first_name is given: every row needs a first or a last name (or both).",
-    "email": "Required: a valid email address. Stored lower-case; a row whose email already exists "
-    "updates that customer.",
+    "email": "Required: a valid email address, the only column a file must have. Stored lower-case; a row "
+    "whose email already exists updates that customer.",
 }
 FORMATS_NOTE: dict[str, str] = {
     "postal": "Text; numbers are accepted (a whole number loses any .0). Keep the cells formatted as "
@@ -96,7 +96,12 @@ FORMATS_NOTE: dict[str, str] = {
     "email": "Text, like name@example.com.",
     "web": "Text, e.g. https://example.com (not checked).",
 }
-_OPTIONAL = "Optional: cells may be empty, but the column must be in the header."
+_OPTIONAL = "Optional: the column may be left out, and its cells may be empty; checked when given."
+# What the template says of columns that are no field (shown on the sheet's notes row in the xlsx).
+ATTRIBUTES_NOTE = (
+    "Any other column can be kept on the customer as an attribute: name its header attributes.<name> "
+    "(e.g. attributes.tier), or map it to attributes.<name> when importing."
+)
 
 
 def column_note(name: str) -> str:
@@ -107,6 +112,7 @@ def column_note(name: str) -> str:
             RULES.get(name, _OPTIONAL),
             f"At most {FIELD_LENGTHS[name]} characters.",
             FORMATS_NOTE.get(name, "Text."),
+            *((ATTRIBUTES_NOTE,) if name in RULES else ()),
         )
     )
 
@@ -216,15 +222,43 @@ def encode_file(fmt: str, header: Sequence[str], rows: Sequence[Sequence[Any]], 
     return enc.start() + enc.write(rows) + enc.finish()
 
 
-def encoder_for(fmt: str) -> Encoder:
+def encoder_for(fmt: str, header: Sequence[str] = EXPORT_COLUMNS) -> Encoder:
     if fmt == "csv":
-        return CsvEncoder()
+        return CsvEncoder(header)
     if fmt == "xlsx":
-        return XlsxEncoder()
+        return XlsxEncoder(header)
     raise ValueError(f"no export format {fmt!r}")
 
 
+def export_header(attribute_names: Sequence[str]) -> tuple[str, ...]:
+    """The export's columns: the fields, one `attributes.<name>` column a name (what an import reads
+    back as that attribute), then the read-only columns."""
+    fields = len(CUSTOMER_FIELDS)
+    named = tuple(ATTRIBUTE_PREFIX + name for name in attribute_names)
+    return (*EXPORT_COLUMNS[:fields], *named, *EXPORT_COLUMNS[fields:])
+
+
+def spread_attributes(rows: Sequence[Sequence[Any]], names: Sequence[str]) -> list[Sequence[Any]]:
+    """customer_repo.export_page's rows (the attributes' JSON text last) as export_header(names) lays them out."""
+    if not names:
+        return [row[:-1] for row in rows]
+    fields = len(CUSTOMER_FIELDS)
+    spread: list[Sequence[Any]] = []
+    for row in rows:
+        attributes = customer_repo.decode_attributes(row[-1])
+        spread.append((*row[:fields], *(attributes.get(name) for name in names), *row[fields:-1]))
+    return spread
+
+
 # -- the export --------------------------------------------------------------------------------
+
+
+async def _attribute_names(pool: aiomysql.Pool, *, search: str | None, timeout_s: float) -> list[str]:
+    try:
+        async with mysql_deadline(timeout_s), connection(pool) as conn, conn.cursor() as cur:
+            return await customer_repo.attribute_names(cur, search=search)
+    except TimeoutError:
+        raise DatabaseUnavailable(f"MySQL did not answer within {timeout_s:g} s") from None
 
 
 async def _page(
@@ -254,15 +288,17 @@ async def export_chunks(
 
     Each page is read when the previous one has been handed on: a customer changed during a long
     export appears as its page found it; none is left out or repeated (the pages go by id)."""
-    enc = encoder or encoder_for(fmt)
+    # Attribute names first: each is a column of the header, written before any row.
+    names = await _attribute_names(pool, search=search, timeout_s=timeout_s)
+    enc = encoder or encoder_for(fmt, export_header(names))
     page_rows = page_rows or PAGE_ROWS
     rows = await _page(pool, after_id=0, limit=page_rows, search=search, timeout_s=timeout_s)
-    yield enc.start() + enc.write(rows)
+    yield enc.start() + enc.write(spread_attributes(rows, names))
     while len(rows) == page_rows:
         after_id = int(rows[-1][EXPORT_ID_INDEX])
         del rows  # never two pages at once
         rows = await _page(pool, after_id=after_id, limit=page_rows, search=search, timeout_s=timeout_s)
-        chunk = enc.write(rows)
+        chunk = enc.write(spread_attributes(rows, names))
         if chunk:
             yield chunk
     del rows

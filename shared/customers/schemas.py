@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
 
-from shared.customers.fields import FIELD_LENGTHS, FIELDS
+from shared.customers.fields import (
+    ATTRIBUTES_DESCRIPTION,
+    FIELD_LENGTHS,
+    FIELDS,
+    MAX_ATTRIBUTE_NAME,
+    MAX_ATTRIBUTE_VALUE,
+    MAX_ATTRIBUTES,
+)
 from shared.spreadsheet.rules import normalize_cell
 
 __all__ = ["FIELD_LENGTHS", "CustomerSchema", "RowSchema", "RowValidator"]
@@ -63,33 +70,47 @@ class CustomerSchema(_CustomerFields):  # type: ignore[valid-type,misc]
             cleaned[key] = value
         return cleaned
 
-    # Runs even when a field failed, so a row hears of every problem it has at once.
-    @validates_schema(skip_on_field_errors=False, pass_original=True)
-    def _needs_a_name(self, data: dict[str, Any], original: Any = None, partial: Any = None, **_: Any) -> None:
-        if partial:
-            return
-        source = original if isinstance(original, dict) else data
-        if not any(_given(source.get(name)) for name in ("first_name", "last_name")):
-            raise ValidationError("first_name or last_name is required.", "first_name")
-
-
-def _given(value: Any) -> bool:
-    return value is not None and not (isinstance(value, str) and not value.strip())
-
 
 # Fields the API returns that a client may send back unchanged (GET, edit, PUT).
 READ_ONLY_FIELDS = ("id", "version", "created_at", "updated_at")
 
 
-class CustomerInSchema(CustomerSchema):
-    """A customer as a client sends it over HTTP: the fields, plus the read-only ones it may send
-    back as GET returned them (`id` and `version` are checked against the resource, the
-    timestamps ignored)."""
+def attributes_field() -> fields.Dict:
+    """`attributes` as a client sends it: an object of name -> text (null removes a name in a PATCH)."""
+    return fields.Dict(
+        keys=fields.String(
+            validate=validate.Length(min=1, max=MAX_ATTRIBUTE_NAME, error="A name of 1 to {max} characters.")
+        ),
+        values=Text(
+            allow_none=True,
+            validate=validate.Length(max=MAX_ATTRIBUTE_VALUE, error="Longer than {max} characters."),
+        ),
+        allow_none=True,
+        load_default=None,
+        validate=validate.Length(max=MAX_ATTRIBUTES, error="At most {max} attributes."),
+        metadata={"description": ATTRIBUTES_DESCRIPTION},
+    )
 
-    id = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1))
-    version = fields.Integer(strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1))
-    created_at = fields.String(allow_none=True, load_default=None)
-    updated_at = fields.String(allow_none=True, load_default=None)
+
+_SENT_BACK = {"readOnly": True}
+
+
+class CustomerInSchema(CustomerSchema):
+    """A customer as a client sends it over HTTP: the fields and its attributes, plus the read-only
+    ones it may send back as GET returned them (`id` and `version` are checked against the resource,
+    the timestamps ignored)."""
+
+    attributes = attributes_field()
+
+    # readOnly in the OpenAPI document: what GET returned, which a client may send back but never sets.
+    id = fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1), metadata=_SENT_BACK
+    )
+    version = fields.Integer(
+        strict=True, allow_none=True, load_default=None, validate=validate.Range(min=1), metadata=_SENT_BACK
+    )
+    created_at = fields.String(allow_none=True, load_default=None, metadata=_SENT_BACK)
+    updated_at = fields.String(allow_none=True, load_default=None, metadata=_SENT_BACK)
 
 
 class RowSchema(CustomerSchema):
@@ -127,7 +148,7 @@ class RowValidator:
     """Validates spreadsheet rows by RowSchema's own rules at a fraction of `Schema.load`'s cost.
 
     `Schema.load` costs ~25 µs a row, more than parsing the row. This runs the same pre-load cleaning,
-    the fields' own validators and the schema-level check directly; any row that one of them rejects
+    the fields' own validators directly; any row that one of them rejects
     goes through `RowSchema.load`, so accepted data and error messages are always the schema's.
     """
 
@@ -162,10 +183,6 @@ class RowValidator:
                     validator(value)
             except ValidationError:
                 return self._load(data)
-        try:
-            self.schema._needs_a_name(cleaned, cleaned)
-        except ValidationError:
-            return self._load(data)
         return {name: cleaned.get(name) for name in self.names}
 
     def _load(self, data: dict[str, Any]) -> dict[str, Any]:

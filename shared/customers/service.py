@@ -24,12 +24,12 @@ from marshmallow import ValidationError
 from shared.customers import customer_repo, history_repo
 from shared.customers.cache import CacheUnavailable, CustomerCache, encode_document
 from shared.customers.customer_repo import EmailTaken
+from shared.customers.fields import ATTRIBUTES, STORED_FIELDS
 from shared.customers.schemas import READ_ONLY_FIELDS, CustomerInSchema, flatten_errors
 from shared.infra import cursors
 from shared.infra.cursors import decode_cursor, encode_cursor
 from shared.infra.db import OutcomeUnknown, connection, mysql_deadline, transaction
 from shared.infra.logs import request_id_var
-from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -276,9 +276,13 @@ class CustomerService:
             current = await _locked(cur, customer_id, if_match)
             if sent_version is not None and sent_version != current["version"]:
                 raise PreconditionFailed(current["version"])
-            merged = {name: current[name] for name in CUSTOMER_FIELDS} if partial else {}
+            merged = {name: current[name] for name in STORED_FIELDS} if partial else {}
+            if partial and changes.get(ATTRIBUTES) is not None:
+                # A PATCH's attributes merge into the stored ones (RFC 7396): null removes a name.
+                changes[ATTRIBUTES] = {**current[ATTRIBUTES], **changes[ATTRIBUTES]}
             merged.update(changes)
-            if all(merged.get(name) == current[name] for name in CUSTOMER_FIELDS):
+            merged[ATTRIBUTES] = {k: v for k, v in (merged.get(ATTRIBUTES) or {}).items() if v not in (None, "")}
+            if all(merged.get(name) == current[name] for name in STORED_FIELDS):
                 return current, MISS
             if partial:
                 self._validate({k: v for k, v in merged.items() if v is not None})

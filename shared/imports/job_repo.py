@@ -66,6 +66,7 @@ UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", 
 UNFINISHED = (UPLOADED, QUEUED, RUNNING)
 CANCELLED = "cancelled"
 FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)  # a job in one of these never changes again
+STATUSES = (*UNFINISHED, *FINAL_STATUSES)  # every status a job can have
 # What a job does: imports a file, undoes an import (or a bulk delete), deletes customers by search.
 IMPORT, REVERT, DELETE = "import", "revert", "delete"
 
@@ -124,12 +125,15 @@ class Job:
         return cls(**values)
 
 
+RowError = tuple[int, str | None, str | None, str | None, str]
+StoredError = tuple[int, int, str | None, str | None, str | None, str]
+
 
 def row_error(
     row: int, message: str, *, column: str | None = None, field: str | None = None, value: str | None = None
-) -> tuple[int, str | None, str]:
+) -> RowError:
     """A row error as BatchResult.errors holds it (a revert's conflicts use the customer id as `row`)."""
-    return (row, column or field, message)
+    return (row, column, field, value, message)
 
 
 @dataclass
@@ -142,7 +146,9 @@ class BatchResult:
     updated: int
     unchanged: int
     invalid: int
-    errors: list[tuple[int, str | None, str]]
+    # RowError: (row, the column as the file shows it (header text or letter), the field, the offending
+    # value (at most 100 characters), a plain message); any of the middle three None when not known.
+    errors: list[RowError]
     # The cells of the invalid rows, as read, for the rejected-rows download.
     rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
     # A revert's and a bulk delete's: customers deleted, customers given back their earlier values.
@@ -376,20 +382,22 @@ async def commit_batch(
     )
 
 
-async def store_errors(
-    cur: aiomysql.Cursor, job_id: str, batch: BatchResult, room: int
-) -> tuple[list[tuple[int, str | None, str]], int]:
+async def store_errors(cur: aiomysql.Cursor, job_id: str, batch: BatchResult, room: int) -> tuple[list[RowError], int]:
     """Store the errors (and rejected cells) of the batch's first `room` invalid rows; returns the
     errors stored and how many rows they belong to."""
     errors, error_rows = cap_error_rows(batch.errors, room)
     if errors:
         await cur.executemany(
-            "INSERT INTO import_errors (job_id, excel_row, column_name, message) VALUES (%s, %s, %s, %s)",
-            [(job_id, number, column, message[:512]) for number, column, message in errors],
+            "INSERT INTO import_errors (job_id, excel_row, column_name, field_name, cell_value, message)"
+            " VALUES (%s, %s, %s, %s, %s, %s)",
+            [
+                (job_id, number, _cut(column, 255), _cut(name, 80), _cut(value, 100), message[:512])
+                for number, column, name, value, message in errors
+            ],
         )
-        kept = {number for number, _, _ in errors}
+        kept = {error[0] for error in errors}
         messages: dict[int, list[str]] = {}
-        for number, column, message in errors:
+        for number, column, _name, _value, message in errors:
             messages.setdefault(number, []).append(f"{column}: {message}" if column else message)
         rejected = [
             (job_id, number, json.dumps(cells), "; ".join(messages[number]))
@@ -404,11 +412,13 @@ async def store_errors(
     return errors, error_rows
 
 
-def cap_error_rows(
-    errors: Sequence[tuple[int, str | None, str]], room: int
-) -> tuple[list[tuple[int, str | None, str]], int]:
+def _cut(text: str | None, size: int) -> str | None:
+    return None if text is None else text[:size]
+
+
+def cap_error_rows(errors: Sequence[RowError], room: int) -> tuple[list[RowError], int]:
     """The errors of the first `room` rows (every message of a kept row), and how many rows that is."""
-    kept: list[tuple[int, str | None, str]] = []
+    kept: list[RowError] = []
     rows: set[int] = set()
     for error in errors:
         if error[0] not in rows:
@@ -491,16 +501,18 @@ async def count_unfinished(cur: aiomysql.Cursor) -> dict[str, int]:
     return {str(row[0]): int(row[1]) for row in await cur.fetchall()}
 
 
-async def list_errors(
-    cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None
-) -> list[tuple[int, int, str | None, str]]:
-    sql = "SELECT id, excel_row, column_name, message FROM import_errors WHERE job_id = %s AND id > %s ORDER BY id"
+async def list_errors(cur: aiomysql.Cursor, job_id: str, *, after_id: int, limit: int | None) -> list[StoredError]:
+    """(id, row, column, field, value, message) of the job's stored row errors after `after_id`."""
+    sql = (
+        "SELECT id, excel_row, column_name, field_name, cell_value, message FROM import_errors"
+        " WHERE job_id = %s AND id > %s ORDER BY id"
+    )
     params: list[Any] = [job_id, after_id]
     if limit is not None:
         sql += " LIMIT %s"
         params.append(limit)
     await cur.execute(sql, params)
-    return [(int(r[0]), int(r[1]), r[2], r[3]) for r in await cur.fetchall()]
+    return [(int(r[0]), int(r[1]), r[2], r[3], r[4], r[5]) for r in await cur.fetchall()]
 
 
 async def list_rejected(cur: aiomysql.Cursor, job_id: str) -> list[tuple[int, list[str | None], str]]:

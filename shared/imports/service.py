@@ -23,9 +23,9 @@ import aiomysql
 from arq.connections import ArqRedis
 
 from shared.config import Settings
-from shared.customers.cache import REDIS_ERRORS
 from shared.customers import customer_repo, history_repo
-from shared.imports import job_repo, part_repo
+from shared.customers.cache import REDIS_ERRORS
+from shared.imports import job_repo, mappings, part_repo
 from shared.imports.events import JobEvents, follow_job
 from shared.imports.job_repo import Job
 from shared.imports.queue import enqueue_job
@@ -144,6 +144,8 @@ class JobService:
         job_id = upload.job_id
         try:
             kind, found = await asyncio.to_thread(_check_upload, upload.path, filename, settings, options)
+            async with self._mysql():
+                found = await mappings.recall(self.pool, found, upload.path, filename, kind, options)
             _check_rows(found, filename, settings.max_rows_per_job)
             if found.problem is not None and not request.preview:
                 raise UploadRejected(
@@ -167,11 +169,13 @@ class JobService:
                     sha256=upload.sha256,
                     dry_run=request.dry_run,
                     request_id=request.request_id,
-                    options=options,
+                    options=mappings.effective_options(options, found),
                     status=job_repo.UPLOADED if request.preview else job_repo.QUEUED,
                     callback_url=request.callback_url,
                     uploaded_by=request.uploaded_by,
                 )
+                if not request.preview:
+                    await mappings.remember(cur, found, filename, job_id)
         except BaseException:
             await self.store.remove_job_files(job_id)
             raise
@@ -198,6 +202,8 @@ class JobService:
             if path is None:
                 raise NotWaiting(job_id, "without its uploaded file")
             found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, merged)
+            async with self._mysql():
+                found = await mappings.recall(self.pool, found, path, job.filename, job.file_kind, merged)
         if found.problem is not None:
             raise UploadRejected(
                 Rejection.UNPROCESSABLE,
@@ -206,8 +212,9 @@ class JobService:
                 **problem_extra(found),
             )
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            if not await job_repo.start(cur, job_id, merged, dry_run, callback_url):
+            if not await job_repo.start(cur, job_id, mappings.effective_options(merged, found), dry_run, callback_url):
                 raise NotWaiting(job_id, "started")
+            await mappings.remember(cur, found, job.filename, job_id)
         await self._enqueue_or_leave_to_sweep(job_id)
         return await self.get(job_id)
 
@@ -224,9 +231,10 @@ class JobService:
             if path is None:
                 raise NotWaiting(job_id, "without its uploaded file")
             found = await asyncio.to_thread(build_preview, path, job.filename, job.file_kind, wanted)
-        settled = dataclasses.replace(wanted, header_row=found.document["header_row"])
+            async with self._mysql():
+                found = await mappings.recall(self.pool, found, path, job.filename, job.file_kind, wanted)
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
-            if not await job_repo.set_preview_options(cur, job_id, settled):
+            if not await job_repo.set_preview_options(cur, job_id, mappings.effective_options(wanted, found)):
                 raise NotWaiting(job_id, "started")
             updated = await job_repo.get(cur, job_id)
         if updated is None:
@@ -307,7 +315,7 @@ class JobService:
             next_cursor = encode_cursor({"after": rows[limit - 1][0]})
             rows = rows[:limit]
         return {
-            "items": [{"row": row, "column": column, "message": message} for _, row, column, message in rows],
+            "items": [error_document(error) for error in rows],
             "next_cursor": next_cursor,
             "rows_invalid": job.rows_invalid,
             "errors_stored": job.errors_stored,
@@ -469,7 +477,15 @@ def _iso(value: dt.datetime | None) -> str | None:
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] | None) -> dict[str, Any]:
+def error_document(error: job_repo.StoredError) -> dict[str, Any]:
+    """A row error in the user's words: the row, the column as the file shows it (header text, or its
+    letter in a file without a header), the field, the offending value (at most 100 characters) and
+    the message."""
+    _, row, column, field, value, message = error
+    return {"row": row, "column": column, "field": field, "value": value, "message": message}
+
+
+def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> dict[str, Any]:
     """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
     carry them: an empty list there would claim the job had none)."""
     processed = job.rows_read
@@ -521,7 +537,7 @@ def job_document(job: Job, first_errors: list[tuple[int, int, str | None, str]] 
         "updated_at": _iso(job.updated_at),
     }
     if first_errors is not None:
-        doc["errors"] = [{"row": row, "column": column, "message": message} for _, row, column, message in first_errors]
+        doc["errors"] = [error_document(error) for error in first_errors]
     return doc
 
 

@@ -215,6 +215,52 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
         ],
     ),
     (
+        9,
+        "customers: only email required, room for real data (phone 50, email 254, web 255), country, attributes;"
+        " import_errors: the field and the value",
+        [
+            # attributes: canonical JSON text (shared.customers.fields.ATTRIBUTES), not MariaDB's JSON alias.
+            """
+            ALTER TABLE customers
+                MODIFY COLUMN phone VARCHAR(50) NULL,
+                MODIFY COLUMN email VARCHAR(254) NOT NULL,
+                MODIFY COLUMN web VARCHAR(255) NULL,
+                ADD COLUMN country VARCHAR(100) NULL AFTER postal,
+                ADD COLUMN attributes MEDIUMTEXT NULL AFTER web
+            """,
+            # The row hash digests every stored value; a new column changes what it covers, so every
+            # stored hash is "not known" (compared by value, then stored again) from here on.
+            "UPDATE customers SET row_hash = NULL, updated_at = updated_at",
+            # column_name: the column as the file shows it (header text, up to 255; a letter without one).
+            """
+            ALTER TABLE import_errors
+                MODIFY COLUMN column_name VARCHAR(255) NULL,
+                ADD COLUMN field_name VARCHAR(80) NULL AFTER column_name,
+                ADD COLUMN cell_value VARCHAR(100) NULL AFTER field_name
+            """,
+        ],
+    ),
+    (
+        10,
+        "import_mappings: the mapping an import started with, remembered under the file's header",
+        [
+            """
+            CREATE TABLE IF NOT EXISTS import_mappings (
+                id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+                header_sha256 CHAR(64) NOT NULL,
+                header MEDIUMTEXT NOT NULL,
+                mapping MEDIUMTEXT NOT NULL,
+                filename VARCHAR(255) NOT NULL,
+                job_id CHAR(36) NULL,
+                created_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                last_used TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6),
+                UNIQUE KEY uq_import_mappings_header (header_sha256),
+                KEY ix_import_mappings_used (last_used, id)
+            ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci
+            """,
+        ],
+    ),
+    (
         11,
         "customer_history: every change of a customer (who, when, the source, the fields old and new)",
         [

@@ -2,10 +2,14 @@
 
 `mapping` maps a customer field to a source column: the header text when the file has a header row,
 a column letter (`A`, `B`, ...) or 1-based number when `header_row` is 0 (no header row; letters and
-numbers are accepted with a header too, when no header cell has that text). Fields left out fall back
-to the automatic header rules (names and aliases, any order). Without `header_row` the header is the
-first row, among the first ones, from which every customer field can be mapped; failing that, the
-first non-empty row.
+numbers are accepted with a header too, when no header cell has that text), or a list of columns
+joined in order (", " for the address, a space otherwise). Two more targets: `full_name` (one column
+split into first_name and last_name where those are not mapped) and `attributes.<name>` (a column
+kept on the customer under that name). A field mapped to null is left out. Fields the mapping does not
+name fall back to the automatic header rules (names and aliases, any order); a header cell written
+`attributes.<name>` (as an export writes it) is that attribute. Only the email needs a column.
+Without `header_row` the header is the first row, among the first ones, from which the email can be
+mapped; failing that, the first non-empty row.
 """
 
 from __future__ import annotations
@@ -17,12 +21,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from shared.customers.fields import ATTRIBUTE_PREFIX, FULL_NAME, MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, REQUIRED_FIELDS
+from shared.spreadsheet import detect
+from shared.spreadsheet.headers import CONFIDENT, SAMPLE_ROWS, header_positions, suggest_columns
 from shared.spreadsheet.rules import (
     CUSTOMER_FIELDS,
     SILENTLY_IGNORED,
     HeaderError,
     HeaderMap,
-    auto_positions,
+    column_letter,
     fold_header,
     header_texts,
     ignored_columns_warning,
@@ -43,9 +50,20 @@ class OptionError(ValueError):
         self.errors = errors
 
 
+# A mapping's value: a column (header text, letter or 1-based number, as text), several joined, or None
+# (the field is left out).
+ColumnRef = str | list[str] | None
+Mapping_ = dict[str, ColumnRef]
+MAX_JOINED = 10
+
+
+def mapping_targets() -> str:
+    return ", ".join([*CUSTOMER_FIELDS, FULL_NAME, ATTRIBUTE_PREFIX + "<name>"])
+
+
 @dataclass(frozen=True)
 class ImportOptions:
-    mapping: dict[str, str] | None = None
+    mapping: Mapping_ | None = None
     header_row: int | None = None  # None: found automatically; 0: the file has no header row
     sheet: str | None = None  # a name or a 1-based index
     encoding: str | None = None  # CSV only; None: detected
@@ -84,7 +102,7 @@ def parse_options(raw: Mapping[str, Any]) -> ImportOptions:
     return ImportOptions(mapping=mapping, header_row=header_row, sheet=sheet, encoding=encoding)
 
 
-def _parse_mapping(value: Any, errors: list[tuple[str, str]]) -> dict[str, str] | None:
+def _parse_mapping(value: Any, errors: list[tuple[str, str]]) -> Mapping_ | None:
     if value is None or value == "":
         return None
     if isinstance(value, str):
@@ -96,17 +114,46 @@ def _parse_mapping(value: Any, errors: list[tuple[str, str]]) -> dict[str, str] 
     if not isinstance(value, dict):
         errors.append(("mapping", 'A JSON object of customer field to column, like {"phone": "Phone 1"}.'))
         return None
-    mapping: dict[str, str] = {}
+    mapping: Mapping_ = {}
+    attributes = 0
     for field, column in value.items():
-        if field not in CUSTOMER_FIELDS:
-            errors.append((f"mapping.{field}", f"Not a customer field (one of: {', '.join(CUSTOMER_FIELDS)})."))
-        elif isinstance(column, int) and not isinstance(column, bool) and 1 <= column <= 16384:
-            mapping[field] = str(column)
-        elif isinstance(column, str) and column.strip() and len(column) <= 255:
-            mapping[field] = column.strip()
+        where = f"mapping.{field}"
+        if field.startswith(ATTRIBUTE_PREFIX):
+            name = field[len(ATTRIBUTE_PREFIX) :]
+            attributes += 1
+            if not name.strip() or len(name) > MAX_ATTRIBUTE_NAME or name != name.strip():
+                errors.append((where, f"An attribute's name: 1 to {MAX_ATTRIBUTE_NAME} characters, no outer spaces."))
+                continue
+            if attributes > MAX_ATTRIBUTES:
+                errors.append((where, f"At most {MAX_ATTRIBUTES} attributes."))
+                continue
+        elif field not in CUSTOMER_FIELDS and field != FULL_NAME:
+            errors.append((where, f"Not a customer field (one of: {mapping_targets()})."))
+            continue
+        if column is None:
+            mapping[field] = None
+        elif isinstance(column, list):
+            if field in REQUIRED_FIELDS or field == FULL_NAME or field.startswith(ATTRIBUTE_PREFIX):
+                errors.append((where, "One column, not a list."))
+                continue
+            refs = [_column_value(item) for item in column]
+            if not 1 <= len(refs) <= MAX_JOINED or any(ref is None for ref in refs):
+                errors.append((where, f"A list of 1 to {MAX_JOINED} columns (header texts, letters or numbers)."))
+                continue
+            mapping[field] = [ref for ref in refs if ref is not None]
+        elif (ref := _column_value(column)) is not None:
+            mapping[field] = ref
         else:
-            errors.append((f"mapping.{field}", "A header text, a column letter or a 1-based column number."))
+            errors.append((where, "A header text, a column letter, a 1-based column number, a list of them, or null."))
     return mapping
+
+
+def _column_value(column: Any) -> str | None:
+    if isinstance(column, int) and not isinstance(column, bool) and 1 <= column <= 16384:
+        return str(column)
+    if isinstance(column, str) and column.strip() and len(column) <= 255:
+        return column.strip()
+    return None
 
 
 def _parse_header_row(value: Any, errors: list[tuple[str, str]]) -> int | None:
@@ -166,44 +213,139 @@ def row_width(rows: Iterable[Sequence[Any]]) -> int:
     return width
 
 
-def resolve_columns(header: Sequence[Any] | None, width: int, mapping: Mapping[str, str] | None) -> HeaderMap:
-    """Where each field sits: the mapping first, the automatic header rules for the rest. Raises
-    OptionError naming the mapping's field for a column that does not exist, a column mapped twice
-    or a field left unmapped; HeaderError (missing columns) when no mapping was given."""
+def resolve_columns(header: Sequence[Any] | None, width: int, mapping: Mapping[str, ColumnRef] | None) -> HeaderMap:
+    """Where each field sits: the mapping first, the automatic header rules for the fields it does not
+    name (null: left out). Raises OptionError naming the mapping's field for a column that does not
+    exist, a column mapped twice or the email left unmapped; HeaderError (missing columns) when no
+    mapping was given."""
     positions: dict[str, int] = {}
+    joined: dict[str, tuple[int, ...]] = {}
+    attributes: dict[str, int] = {}
+    full_name: int | None = None
+    used: dict[int, str] = {}
     errors: list[tuple[str, str]] = []
-    for field, ref in (mapping or {}).items():
+
+    def take(field: str, ref: str) -> int | None:
         index = column_ref(ref, header, width)
         if index is None:
             where = "no header cell has that text and it is no column" if header is not None else "no such column"
             errors.append((f"mapping.{field}", f"Column {ref!r} does not exist ({where}; the sheet has {width})."))
+            return None
+        if index in used and used[index] != field:
+            errors.append((f"mapping.{field}", f"Column {ref!r} is already mapped to {used[index]}."))
+            return None
+        used[index] = field
+        return index
+
+    for field, ref in (mapping or {}).items():
+        if ref is None:
             continue
-        taken = next((other for other, at in positions.items() if at == index), None)
-        if taken is not None:
-            errors.append((f"mapping.{field}", f"Column {ref!r} is already mapped to {taken}."))
+        if isinstance(ref, list):
+            indexes = [take(field, item) for item in ref]
+            if all(index is not None for index in indexes):
+                joined[field] = tuple(index for index in indexes if index is not None)
             continue
-        positions[field] = index
-    ignored: list[str] = []
+        index = take(field, ref)
+        if index is None:
+            continue
+        if field == FULL_NAME:
+            full_name = index
+        elif field.startswith(ATTRIBUTE_PREFIX):
+            attributes[field[len(ATTRIBUTE_PREFIX) :]] = index
+        else:
+            positions[field] = index
+    named = set(mapping or {})
     if header is not None:
-        automatic, ignored = auto_positions(header)
-        used = set(positions.values())
-        for field, index in automatic.items():
-            if field not in positions and index not in used:
-                positions[field] = index
-                used.add(index)
-        ignored = [
-            str(cell).strip()
-            for index, cell in enumerate(header)
-            if fold_header(cell) and index not in used and fold_header(cell) not in SILENTLY_IGNORED
-        ]
-    named = {error[0] for error in errors}
-    missing = [field for field in CUSTOMER_FIELDS if field not in positions and f"mapping.{field}" not in named]
-    if mapping is None and not errors and missing:
+        # Headers as tools write them (shared.spreadsheet.headers), by the header alone.
+        for field, columns in header_positions(header).items():
+            if field in named or any(index in used for index in columns):
+                continue
+            if field == FULL_NAME:
+                if full_name is None:
+                    full_name = columns[0]
+            elif len(columns) > 1:
+                joined[field] = tuple(columns)
+            else:
+                positions[field] = columns[0]
+            used.update(dict.fromkeys(columns, field))
+        for index, cell in enumerate(header):
+            # An export's `attributes.<name>` columns import back as those attributes.
+            text = normalize_cell(cell)
+            if text and text.startswith(ATTRIBUTE_PREFIX) and index not in used and text not in named:
+                name = text[len(ATTRIBUTE_PREFIX) :].strip()
+                if name and len(name) <= MAX_ATTRIBUTE_NAME and name not in attributes:
+                    attributes[name] = index
+                    used[index] = text
+    labels = {index: _label(header, index) for index in used}
+    ignored = [
+        _label(header, index)
+        for index in range(width if header is None else len(header))
+        if index not in used
+        and (header is None or (fold_header(header[index]) and fold_header(header[index]) not in SILENTLY_IGNORED))
+    ]
+    if full_name is not None and "first_name" in positions and "last_name" in positions:
+        full_name = None  # both parts have columns of their own: nothing left to split
+    have = set(positions) | set(joined)
+    missing = [field for field in REQUIRED_FIELDS if field not in have and f"mapping.{field}" not in dict(errors)]
+    if missing and not errors and not named.intersection(missing):
+        # The file has no column for it and nobody said which: the header is the problem.
         raise HeaderError(missing, header_texts(header or []))
     errors += [(f"mapping.{field}", "Required: map it to a column.") for field in missing]
     if errors:
         raise OptionError(errors)
-    return HeaderMap(positions, ignored_columns_warning(ignored))
+    return HeaderMap(
+        positions,
+        ignored_columns_warning(ignored),
+        joined=joined,
+        full_name=full_name,
+        attributes=attributes,
+        labels=labels,
+    )
+
+
+def merge_mapping(header: Sequence[Any] | None, width: int, *layers: Mapping[str, ColumnRef] | None) -> Mapping_:
+    """Mappings merged, each layer over the ones before it (the suggestions, a remembered mapping, the
+    one given): a field a later layer names is taken from it (null: left out, and kept as null so the
+    header rules do not map it again); an earlier layer's field whose column a later layer uses for
+    another target is dropped."""
+    merged: Mapping_ = {}
+    for layer in layers:
+        if not layer:
+            continue
+        taken = {index for ref in layer.values() for index in _indexes(ref, header, width)}
+        merged = {
+            field: ref
+            for field, ref in merged.items()
+            if field not in layer and not taken.intersection(_indexes(ref, header, width))
+        }
+        merged.update(layer)
+    return merged
+
+
+def _indexes(ref: ColumnRef, header: Sequence[Any] | None, width: int) -> list[int]:
+    refs = [] if ref is None else ref if isinstance(ref, list) else [ref]
+    return [index for item in refs if (index := column_ref(item, header, width)) is not None]
+
+
+def _label(header: Sequence[Any] | None, index: int) -> str:
+    """A column as the file shows it: its header text, else its letter."""
+    text = normalize_cell(header[index]) if header is not None and index < len(header) else None
+    return text[:100] if text else column_letter(index)
+
+
+def headerless_mapping(rows: Sequence[tuple[int, list[Any]]], width: int) -> Mapping_:
+    """The columns of a file without a header row, as their values suggest them (by letter): the same
+    suggestions the preview shows (shared.spreadsheet.headers), the confident ones."""
+    data = [cells for _, cells in rows[:SAMPLE_ROWS]]
+    values = [
+        [v for cells in data if index < len(cells) and (v := normalize_cell(cells[index])) is not None]
+        for index in range(width)
+    ]
+    return {
+        s.target: column_letter(index)
+        for index, s in enumerate(suggest_columns(None, values))
+        if s.target is not None and s.confidence >= CONFIDENT
+    }
 
 
 @dataclass(frozen=True)
@@ -230,7 +372,23 @@ def choose_header(head: Sequence[tuple[int, list[Any]]], options: ImportOptions)
         width = row_width([cells])
         return HeaderChoice(number, cells, width, resolve_columns(cells, width, options.mapping))
     if not rows:
-        raise HeaderError(list(CUSTOMER_FIELDS), [])
+        raise HeaderError(list(REQUIRED_FIELDS), [])
+    # shared.spreadsheet.detect: the header below a title block, or none when the first row is data.
+    found_row = detect.header_row(head)
+    if found_row == 0:
+        width = row_width(cells for _, cells in rows)
+        guessed = headerless_mapping(rows, width)
+        return HeaderChoice(
+            0, None, width, resolve_columns(None, width, merge_mapping(None, width, guessed, options.mapping))
+        )
+    if found_row is not None:
+        cells = next(cells for number, cells in rows if number == found_row)
+        try:
+            return HeaderChoice(
+                found_row, cells, row_width([cells]), resolve_columns(cells, row_width([cells]), options.mapping)
+            )
+        except (HeaderError, OptionError):
+            pass  # the rows in order, as below: the first from which the mapping's columns can be taken
     first_error: Exception | None = None
     for number, cells in rows:
         try:

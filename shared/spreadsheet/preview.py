@@ -4,39 +4,47 @@ sheet), to check an upload before anything is queued and to let a client build a
 
 from __future__ import annotations
 
-import difflib
-import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shared.customers.fields import ATTRIBUTE_PREFIX, REQUIRED_FIELDS
+from shared.spreadsheet.detect import formula_warning, is_footer
+from shared.spreadsheet.headers import CONFIDENT, SAMPLE_ROWS, suggest_columns
 from shared.spreadsheet.mapping import (
     HeaderChoice,
     ImportOptions,
+    Mapping_,
     OptionError,
     choose_header,
+    column_ref,
+    merge_mapping,
+    resolve_columns,
     row_width,
 )
 from shared.spreadsheet.readers import HEAD_ROWS, Rejection, SheetNotFound, UploadRejected, WorkbookError, read_head
 from shared.spreadsheet.rules import (
-    ALIASES,
-    CUSTOMER_FIELDS,
     HeaderError,
     column_letter,
-    fold_header,
     normalize_cell,
     row_is_empty,
 )
 
-PREVIEW_ROWS = 20
+PREVIEW_ROWS = SAMPLE_ROWS
 SAMPLES = 5
+# Why a column got its suggestion (each preview column's `reason`): its header text, its values, a
+# mapping remembered from an earlier file with the same header, or the mapping the client gave.
+REASONS = ("header", "values", "remembered", "mapping")
 
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-_WEB = re.compile(r"^(https?://|www\.)\S+$|^[\w-]+(\.[\w-]+)+/?\S*$", re.I)
-_PHONE = re.compile(r"^\+?[\d\s\-().]{7,20}$")
-_POSTAL = re.compile(r"^([A-Z]{1,2}\d[A-Z\d]? ?\d[A-Z]{2}|\d{5}(-\d{4})?|[A-Z]\d[A-Z] ?\d[A-Z]\d|\d{4})$", re.I)
-_NAMES = {**{name: name for name in CUSTOMER_FIELDS}, **ALIASES}
+
+@dataclass(frozen=True)
+class Remembered:
+    """A mapping remembered for this file's header (shared.imports.mapping_repo)."""
+
+    id: int
+    mapping: Mapping_
+    filename: str
+    last_used: str  # ISO 8601, UTC
 
 
 @dataclass
@@ -48,70 +56,75 @@ class Preview:
     problem: HeaderError | OptionError | None
 
 
-def suggest_by_header(text: str | None) -> tuple[str | None, float]:
-    folded = fold_header(text)
-    if not folded:
-        return None, 0.0
-    if folded in CUSTOMER_FIELDS:
-        return folded, 1.0
-    if folded in ALIASES:
-        return ALIASES[folded], 0.95
-    close = difflib.get_close_matches(folded, list(_NAMES), n=1, cutoff=0.75)
-    if close:
-        ratio = difflib.SequenceMatcher(None, folded, close[0]).ratio()
-        return _NAMES[close[0]], round(0.9 * ratio, 2)
-    return None, 0.0
-
-
-def suggest_by_values(values: Sequence[str]) -> tuple[str | None, float]:
-    """What a column's values look like: an email-looking column is `email`, and so on."""
-    if not values:
-        return None, 0.0
-    for field, pattern in (("email", _EMAIL), ("web", _WEB), ("postal", _POSTAL), ("phone", _PHONE)):
-        share = sum(1 for v in values if pattern.match(v)) / len(values)
-        if share >= 0.8 and (field != "phone" or all(sum(c.isdigit() for c in v) >= 7 for v in values)):
-            return field, round(0.8 * share, 2)
-    return None, 0.0
-
-
-def _columns(choice: HeaderChoice | None, header: list[Any] | None, data: list[list[Any]]) -> list[dict[str, Any]]:
+def _columns(header: list[Any] | None, data: list[list[Any]]) -> list[dict[str, Any]]:
+    """Each column with its samples and the field it most likely holds (by its header, else its values):
+    one column a field, the most confident keeps the suggestion."""
     width = max(row_width([header]) if header else 0, row_width(data))
-    picked = {index: field for field, index in choice.columns.positions.items()} if choice else {}
-    columns: list[dict[str, Any]] = []
-    claimed: dict[str, tuple[float, int]] = {}
-    for index in range(width):
-        text = normalize_cell(header[index]) if header and index < len(header) else None
-        values = [v for row in data if index < len(row) and (v := normalize_cell(row[index])) is not None]
-        field, confidence = suggest_by_header(text)
-        if field is None:
-            field, confidence = suggest_by_values(values[:PREVIEW_ROWS])
-        if index in picked:
-            field, confidence = picked[index], max(confidence, 0.95)
-        columns.append(
-            {
-                "index": index + 1,
-                "letter": column_letter(index),
-                "header": text,
-                "samples": values[:SAMPLES],
-                "suggested_field": field,
-                "confidence": confidence if field else 0.0,
-            }
-        )
-        # One column a field: the most confident keeps the suggestion.
-        if field is not None:
-            best = claimed.get(field)
-            if best is None or confidence > best[0]:
-                if best is not None:
-                    columns[best[1]]["suggested_field"], columns[best[1]]["confidence"] = None, 0.0
-                claimed[field] = (confidence, index)
-            else:
-                columns[-1]["suggested_field"], columns[-1]["confidence"] = None, 0.0
-    return columns
+    texts = [normalize_cell(header[index]) if header and index < len(header) else None for index in range(width)]
+    values = [
+        [v for row in data[:PREVIEW_ROWS] if index < len(row) and (v := normalize_cell(row[index])) is not None]
+        for index in range(width)
+    ]
+    # shared.spreadsheet.headers: headers as tools write them, weighed by the values (evidence.py).
+    suggestions = suggest_columns(texts if header else None, values)
+    return [
+        {
+            "index": index + 1,
+            "letter": column_letter(index),
+            "header": texts[index],
+            "samples": values[index][:SAMPLES],
+            "suggested_field": suggestion.target,
+            "confidence": suggestion.confidence if suggestion.target else 0.0,
+            "reason": suggestion.reason if suggestion.target else None,
+        }
+        for index, suggestion in enumerate(suggestions)
+    ]
 
 
-def build_preview(path: Path, filename: str, kind: str, options: ImportOptions) -> Preview:
+def _clear(column: dict[str, Any]) -> None:
+    column["suggested_field"], column["confidence"], column["reason"] = None, 0.0, None
+
+
+def _ref(column: dict[str, Any], has_header: bool) -> str:
+    """How a mapping names the column: its header text when the file has a header row, else its letter."""
+    return column["header"] if has_header and column["header"] else column["letter"]
+
+
+def _mark(
+    columns: list[dict[str, Any]],
+    header: list[Any] | None,
+    layers: list[tuple[str, Mapping_]],
+    mapping: Mapping_,
+) -> None:
+    """Each column as the merged mapping uses it: its target, and why (the layer it came from)."""
+    width = len(columns)
+    used: dict[int, tuple[str, str]] = {}
+    for target, ref in mapping.items():
+        refs = [] if ref is None else ref if isinstance(ref, list) else [ref]
+        origin = next((reason for reason, layer in reversed(layers) if target in layer), "header")
+        for item in refs:
+            index = column_ref(item, header, width)
+            if index is not None:
+                used[index] = (target, origin)
+    for index, column in enumerate(columns):
+        if index in used:
+            target, origin = used[index]
+            if column["suggested_field"] != target or origin in ("remembered", "mapping"):
+                column["suggested_field"], column["reason"] = target, origin
+                column["confidence"] = 1.0
+        elif column["suggested_field"] is not None and column["confidence"] >= CONFIDENT:
+            _clear(column)  # its field comes from another column now
+
+
+def build_preview(
+    path: Path, filename: str, kind: str, options: ImportOptions, remembered: Remembered | None = None
+) -> Preview:
     """Read the first rows as the options say and describe the file. Raises UploadRejected for a
-    file that cannot be read at all (an encoding that does not fit, say) or an unknown sheet."""
+    file that cannot be read at all (an encoding that does not fit, say) or an unknown sheet.
+
+    The preview's `mapping` is what an import started now uses: the confident suggestions, over them
+    a mapping remembered for this header, over both the mapping given (shared.spreadsheet.mapping's
+    merge_mapping)."""
     try:
         reader, head = read_head(path, kind, HEAD_ROWS, sheet=options.sheet, encoding=options.encoding)
     except SheetNotFound as exc:
@@ -142,16 +155,41 @@ def build_preview(path: Path, filename: str, kind: str, options: ImportOptions) 
         header = next((cells for n, cells in head if n == header_row), None) if header_row else None
     else:
         header_row, header = next((n, cells) for n, cells in head if not row_is_empty(cells))
-    data = [(n, cells) for n, cells in head if n > header_row and not row_is_empty(cells)]
-    columns = _columns(choice, header, [cells for _, cells in data])
-    mapping: dict[str, str] = {}
-    for column in columns:
-        field = column["suggested_field"]
-        if field is not None:
-            mapping[field] = column["header"] if header is not None and column["header"] else column["letter"]
-    if options.mapping:
-        mapping.update(options.mapping)
+    # A report's footer lines ("Total (32)", "Confidential") are no rows (the import skips them too).
+    data = [(n, cells) for n, cells in head if n > header_row and not row_is_empty(cells) and not is_footer(cells)]
+    columns = _columns(header, [cells for _, cells in data])
     width = len(columns)
+    has_header = header is not None and header_row > 0
+    for column in columns:
+        if has_header and column["suggested_field"] is None and (column["header"] or "").startswith(ATTRIBUTE_PREFIX):
+            # An export's attribute column: imported back as that attribute.
+            column["suggested_field"], column["confidence"], column["reason"] = column["header"], 1.0, "header"
+    suggested: Mapping_ = {}
+    for column in columns:
+        if column["suggested_field"] is not None and column["confidence"] >= CONFIDENT:
+            # Several columns of one field (the address and its second line) are joined in order.
+            field, ref = column["suggested_field"], _ref(column, has_header)
+            before = suggested.get(field)
+            suggested[field] = ref if before is None else [*(before if isinstance(before, list) else [before]), ref]
+    layers: list[tuple[str, Mapping_]] = [("header", suggested)]
+    if remembered is not None:
+        layers.append(("remembered", remembered.mapping))
+    if options.mapping:
+        layers.append(("mapping", options.mapping))
+    mapping = merge_mapping(header if has_header else None, width, *(layer for _, layer in layers))
+    _mark(columns, header if has_header else None, layers, mapping)
+    row_problem = isinstance(problem, OptionError) and any(field == "header_row" for field, _ in problem.errors)
+    # No row the header rules take for a header, and no mapping to say otherwise: the values' guesses
+    # alone do not make the first row a header (a headerless file's first customer would be lost).
+    unfound = isinstance(problem, HeaderError) and not options.mapping and remembered is None
+    if not row_problem and not unfound:
+        # The merged mapping is what the import will use: check it fits the file.
+        try:
+            resolved = resolve_columns(header if has_header else None, width, mapping)
+        except (HeaderError, OptionError) as exc:
+            choice, problem = None, exc
+        else:
+            choice, problem = HeaderChoice(header_row, header if has_header else None, width, resolved), None
     document = {
         "kind": kind,
         "sheets": [
@@ -165,7 +203,11 @@ def build_preview(path: Path, filename: str, kind: str, options: ImportOptions) 
         "header_row": header_row,
         "columns": columns,
         "mapping": mapping,
-        "unmapped_required": [f for f in CUSTOMER_FIELDS if f not in mapping],
+        "unmapped_required": [f for f in REQUIRED_FIELDS if mapping.get(f) is None],
+        "remembered": None
+        if remembered is None
+        else {"id": remembered.id, "filename": remembered.filename, "last_used": remembered.last_used},
+        "warnings": [*(choice.columns.warnings if choice is not None else []), *_formula_warnings(reader)],
         "rows": [
             {"row": n, "values": [normalize_cell(c) for c in (list(cells) + [None] * width)[:width]]}
             for n, cells in data[:PREVIEW_ROWS]
@@ -173,6 +215,12 @@ def build_preview(path: Path, filename: str, kind: str, options: ImportOptions) 
         "rows_total_estimate": reader.total_estimate,
     }
     return Preview(document, choice, problem)
+
+
+def _formula_warnings(reader: Any) -> list[str]:
+    """Formula cells of the first rows with no saved value (read as empty), named before the import starts."""
+    cells, count = reader.uncached_formulas()
+    return [formula_warning(cells, count)] if count else []
 
 
 def problem_extra(preview: Preview) -> dict[str, Any]:

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.customers.fields import ALIASES, CUSTOMER_FIELDS
+from shared.customers.fields import ALIASES, CUSTOMER_FIELDS, REQUIRED_FIELDS
+from shared.spreadsheet.names import split_full_name
 
 # The fields and their header aliases are declared in shared.customers.fields; re-exported here for the readers.
 __all__ = ["ALIASES", "CUSTOMER_FIELDS"]
@@ -37,10 +38,37 @@ def fold_header(name: Any) -> str:
 
 @dataclass
 class HeaderMap:
-    """Where each customer field sits in a row, and what was ignored."""
+    """Where each customer field sits in a row, and what was ignored. A field is in at most one of
+    `positions` (one column) and `joined` (several, joined in order); first_name and last_name may
+    come from the `full_name` column instead (split, shared.spreadsheet.names); `attributes` keeps
+    other columns under a name. `labels`: each used column as the file shows it (its header text, or
+    its letter), for row errors in the user's words."""
 
     positions: dict[str, int]
     warnings: list[str] = field(default_factory=list)
+    joined: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    full_name: int | None = None
+    attributes: dict[str, int] = field(default_factory=dict)
+    labels: dict[int, str] = field(default_factory=dict)
+
+    def sources(self, name: str) -> tuple[int, ...]:
+        """The columns a field's (or `attributes.<name>`'s) value comes from."""
+        if name in self.positions:
+            return (self.positions[name],)
+        if name in self.joined:
+            return self.joined[name]
+        if name.startswith("attributes.") and name[11:] in self.attributes:
+            return (self.attributes[name[11:]],)
+        if name in ("first_name", "last_name") and self.full_name is not None:
+            return (self.full_name,)
+        return ()
+
+    def label(self, name: str | None) -> str | None:
+        """The column(s) a field comes from as the file shows them ("Address1 + Address2"); None for none."""
+        if name is None:
+            return None
+        shown = [self.labels.get(index) or column_letter(index) for index in self.sources(name)]
+        return " + ".join(shown) or None
 
 
 # Columns a file may carry that are not customer fields and need no warning: the `errors` column of a
@@ -97,7 +125,7 @@ def ignored_columns_warning(ignored: Sequence[str]) -> list[str]:
 def map_header(cells: Sequence[Any]) -> HeaderMap:
     """The automatic header rules; HeaderError naming the missing columns."""
     positions, ignored = auto_positions(cells)
-    missing = [name for name in CUSTOMER_FIELDS if name not in positions]
+    missing = [name for name in REQUIRED_FIELDS if name not in positions]
     if missing:
         raise HeaderError(missing, header_texts(cells))
     return HeaderMap(positions, ignored_columns_warning(ignored))
@@ -177,9 +205,32 @@ def row_is_empty(cells: Sequence[Any]) -> bool:
     return True
 
 
-def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, str | None]:
+def extract_row(cells: Sequence[Any], header: HeaderMap) -> dict[str, Any]:
+    """A row's values as the header map says: each field's text (joined, split from full_name), and
+    `attributes` (name -> text) when the map keeps any."""
     width = len(cells)
-    return {name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()}
+    row: dict[str, Any] = {
+        name: normalize_cell(cells[index]) if index < width else None for name, index in header.positions.items()
+    }
+    for name, indexes in header.joined.items():
+        row[name] = join_cells(cells, indexes, name)
+    if header.full_name is not None:
+        first, last = split_full_name(normalize_cell(cells[header.full_name]) if header.full_name < width else None)
+        row.setdefault("first_name", first)
+        row.setdefault("last_name", last)
+    if header.attributes:
+        row["attributes"] = {
+            name: normalize_cell(cells[index]) if index < width else None for name, index in header.attributes.items()
+        }
+    return row
+
+
+def join_cells(cells: Sequence[Any], indexes: Sequence[int], name: str) -> str | None:
+    """Several columns' values as one field's: the non-empty ones in order, joined by ", " for an
+    address and a space otherwise."""
+    width = len(cells)
+    parts = [text for index in indexes if index < width and (text := normalize_cell(cells[index])) is not None]
+    return (", " if name == "address" else " ").join(parts) or None
 
 
 def column_letter(index: int) -> str:

@@ -177,6 +177,7 @@ CUSTOMER = {
     **dict.fromkeys(CUSTOMER_FIELDS),
     "first_name": "Ada",
     "email": "ada@example.com",
+    "attributes": {},
     "created_at": "2024-05-01T10:00:00.000000Z",
     "updated_at": "2024-05-01T10:00:00.000000Z",
 }

@@ -23,9 +23,9 @@ import orjson
 import pymysql
 
 from shared.customers import customer_repo, history_repo
+from shared.customers.fields import ATTRIBUTES, STORED_FIELDS
 from shared.imports.job_repo import BatchResult
 from shared.infra.db import DatabaseUnavailable, savepoint, transaction
-from shared.spreadsheet.rules import CUSTOMER_FIELDS
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
@@ -47,11 +47,13 @@ class Written:
         """The cache documents of the rows written (only these: an unchanged row costs nothing here):
         id and version first, as the cache's guard reads them, then the fields, then the timestamps
         (shared.customers.cache.encode_document's order)."""
-        lines, dumps, values_of_line, names = staged.lines, orjson.dumps, customer_repo.values_of_line, CUSTOMER_FIELDS
+        lines, dumps, values_of_line, names = staged.lines, orjson.dumps, customer_repo.values_of_line, STORED_FIELDS
+        decode = customer_repo.decode_attributes
         documents = []
         for seq, customer_id, version, created, updated in self.stamps:
             doc: dict[str, object] = {"id": customer_id, "version": version}
             doc.update(zip(names, values_of_line(lines[seq]), strict=True))
+            doc[ATTRIBUTES] = decode(doc[ATTRIBUTES])  # type: ignore[arg-type]
             doc["created_at"] = created
             doc["updated_at"] = updated
             documents.append(dumps(doc))

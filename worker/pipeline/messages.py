@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared.spreadsheet.rules import CUSTOMER_FIELDS
+from shared.customers.customer_repo import stored_values
 
 
 @dataclass
@@ -62,7 +62,8 @@ class ParsedBatch:
     # The valid rows as loaded; the pipeline does not fill it (it sends `staged`), a caller building a
     # batch by hand does, then calls prepare().
     valid: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
-    errors: list[tuple[int, str | None, str]] = field(default_factory=list)
+    # (row, the column as the file shows it, the field, the value, the message)
+    errors: list[tuple[int, str | None, str | None, str | None, str]] = field(default_factory=list)
     rejected: list[tuple[int, list[str | None]]] = field(default_factory=list)
     invalid: int = 0
     staged: StagedRows | None = None
@@ -70,7 +71,7 @@ class ParsedBatch:
     def prepare(self) -> ParsedBatch:
         from worker.pipeline.stage import stage_rows
 
-        self.staged = stage_rows([tuple(data[name] for name in CUSTOMER_FIELDS) for _, data in self.valid])
+        self.staged = stage_rows([tuple(stored_values(data)) for _, data in self.valid])
         return self
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from shared.customers.schemas import flatten_errors
+from shared.customers.fields import ATTRIBUTE_PREFIX, FULL_NAME
 from shared.imports.parts import part_of
 from shared.spreadsheet.mapping import ImportOptions, choose_header
 from shared.spreadsheet.readers import HEAD_ROWS, WorkbookError, open_reader
@@ -103,6 +103,9 @@ class RowSource:
             header = choice.columns
             width = choice.width
             by_index = {index: name for name, index in header.positions.items()}
+            by_index.update({index: ATTRIBUTE_PREFIX + name for name, index in header.attributes.items()})
+            if header.full_name is not None:
+                by_index[header.full_name] = FULL_NAME
             header_text = choice.cells or []
             yield SheetInfo(
                 reader.name,
@@ -146,7 +149,7 @@ class RowSource:
                                 pending.append((number, cells))
                             else:
                                 batch.invalid += 1
-                                batch.errors.append((number, None, problem))
+                                batch.errors.append((number, None, None, None, problem))
                                 batch.rejected.append((number, [normalize_cell(c) for c in cells]))
                     else:
                         pending.extend(part)
@@ -172,7 +175,7 @@ def _complete(batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validato
         if isinstance(result, ValidationError):
             failed = True
             batch.invalid += 1
-            batch.errors.extend((number, column, message) for column, message in flatten_errors(result.messages))
+            batch.errors.extend((number, *error) for error in validator.describe(cells, result))
             batch.rejected.append((number, [normalize_cell(c) for c in cells]))
         else:
             values.append(result)

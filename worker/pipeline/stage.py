@@ -12,10 +12,10 @@ import hashlib
 from collections.abc import Sequence
 
 from shared.customers import customer_repo
-from shared.spreadsheet.rules import CUSTOMER_FIELDS
+from shared.customers.fields import STORED_FIELDS
 from worker.pipeline.messages import StagedRows
 
-_EMAIL_AT = CUSTOMER_FIELDS.index("email")
+_EMAIL_AT = STORED_FIELDS.index("email")
 _NULL = "\\N"
 
 
@@ -30,7 +30,8 @@ def _tsv_column(column: Sequence[str | None]) -> list[str]:
 
 
 def stage_rows(rows: Sequence[tuple[str | None, ...]]) -> StagedRows:
-    """Rows in CUSTOMER_FIELDS order → StagedRows (lines numbered by their index in `rows`)."""
+    """Rows in STORED_FIELDS order (the attributes as their JSON text) → StagedRows (lines numbered by
+    their index in `rows`)."""
     if not rows:
         return StagedRows([], [], [], "")
     columns = list(zip(*rows, strict=True))

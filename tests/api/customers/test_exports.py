@@ -56,6 +56,7 @@ def ada(**changes: Any) -> dict[str, Any]:
         "city": "London",
         "county": "Greater London",
         "postal": "SW1Y 4JH",
+        "country": "United Kingdom",
         "phone": "020-7946-0000",
         "email": "ada@example.com",
         "web": "http://example.com",
@@ -153,17 +154,19 @@ async def bulk_insert(pool: aiomysql.Pool, count: int, batch: int = 5000) -> Non
     """Customers through the import's own bulk path, 5,000 a transaction."""
     for start in range(0, count, batch):
         rows = [
-            (
-                f"First{i}",
-                f"Last{i}",
-                f"Company {i % 97}",
-                f"{i} High Street",
-                "London",
-                "Greater London",
-                f"SW{i % 20} {i % 9}AA",
-                f"+44 20 7946 {i % 10000:04d}",  # a formula trigger: every row takes the careful path
-                f"user{i}@example.com",
-                f"https://example.com/{i}",
+            customer_repo.stored_values(
+                {
+                    "first_name": f"First{i}",
+                    "last_name": f"Last{i}",
+                    "company_name": f"Company {i % 97}",
+                    "address": f"{i} High Street",
+                    "city": "London",
+                    "county": "Greater London",
+                    "postal": f"SW{i % 20} {i % 9}AA",
+                    "phone": f"+44 20 7946 {i % 10000:04d}",  # a formula trigger: every row takes the careful path
+                    "email": f"user{i}@example.com",
+                    "web": f"https://example.com/{i}",
+                }
             )
             for i in range(start, min(start + batch, count))
         ]
@@ -194,13 +197,10 @@ async def test_xlsx_template_has_the_header_notes_and_widths(client: TestClient)
         assert cell.comment is not None, f"no note on {name}"
         note = cell.comment.text
         assert f"At most {FIELD_LENGTHS[name]} characters." in note, note
-        if name == "email":
-            assert "Required" in note and "valid email address" in note
-        elif name in ("first_name", "last_name"):
-            other = "last_name" if name == "first_name" else "first_name"
-            assert f"Required unless {other} is given" in note
+        if name == "email":  # the only column a file must have (DESIGN "Spreadsheet rules")
+            assert "Required" in note and "valid email address" in note and "attributes.<name>" in note
         else:
-            assert "Optional" in note and "must be in the header" in note
+            assert "Optional" in note and "may be left out" in note
         if name in ("phone", "postal"):
             assert "Text; numbers are accepted" in note
         else:
@@ -224,7 +224,7 @@ async def test_a_filled_in_template_imports_without_warnings(
     assert counters(job) == {**dict.fromkeys(counters(job), 0), "rows_read": 1, "rows_inserted": 1}
     assert not job["warnings"]
     _, csv_body = await download(client, "/template", format="csv")
-    job = await import_file(settings, pool, "filled.csv", csv_body + b"Bo,,,,,,,,bo@example.com,\r\n")
+    job = await import_file(settings, pool, "filled.csv", csv_body + b"Bo,,,,,,,,,bo@example.com,\r\n")
     assert job["status"] == "completed", job
     assert (job["rows_inserted"], job["warnings"]) == (1, [])
 

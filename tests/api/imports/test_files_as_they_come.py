@@ -83,14 +83,17 @@ async def test_preview_then_start(client: TestClient, settings: Settings) -> Non
     assert preview["kind"] == "csv" and preview["encoding"] == "utf-8"
     columns = preview["columns"]
     assert [c["letter"] for c in columns] == list("ABCDEFGHIJK")
-    # No header_row given: the first row is taken for the header, its cells quoted as such.
-    assert columns[0]["header"] == "Aleshia" and columns[0]["samples"][0] == "Evan" and columns[0]["index"] == 1
-    # Headerless: the file's first row was taken for a header, and the values still say what some
-    # columns hold: an email-looking column is email, and so on.
-    by_field = {c["suggested_field"]: c["letter"] for c in columns if c["suggested_field"]}
-    assert by_field["email"] == "J" and by_field["web"] == "K"
-    assert len(preview["rows"]) == 20
-    assert "first_name" in preview["unmapped_required"]
+    # No header_row given: the first row holds an email, so it is data and the file has no header row
+    # (issue 18 defect 3: it used to be taken for the header, and the first customer was lost).
+    assert preview["header_row"] == 0
+    assert columns[0]["header"] is None and columns[0]["samples"][0] == "Aleshia" and columns[0]["index"] == 1
+    # The values say what some columns hold: an email-looking column is email, and so on.
+    by_field = {c["suggested_field"]: (c["letter"], c["reason"]) for c in columns if c["suggested_field"]}
+    assert by_field["email"] == ("J", "values") and by_field["web"] == ("K", "values")
+    assert by_field["phone"] == ("H", "values") and by_field["postal"] == ("G", "values")
+    assert preview["rows"][0] == {"row": 1, "values": preview["rows"][0]["values"]}
+    assert preview["rows"][0]["values"][0] == "Aleshia" and len(preview["rows"]) == 20
+    assert preview["unmapped_required"] == []
     assert await queued(client, settings) == 0  # nothing imported or queued yet
     # Start it with the mapping: queued, imported.
     started = await client.post(f"/jobs/{job['job_id']}/start", json={"header_row": 0, "mapping": UK_500_BY_LETTER})
@@ -117,7 +120,7 @@ async def test_a_preview_suggests_fields_from_headers_and_aliases(client: TestCl
     [
         ({**UK_500_BY_LETTER, "phone": "Z"}, "mapping.phone", "does not exist"),
         ({**UK_500_BY_LETTER, "phone": "J"}, "mapping.email", "already mapped to phone"),
-        ({k: v for k, v in UK_500_BY_LETTER.items() if k != "web"}, "mapping.web", "Required"),
+        ({**UK_500_BY_LETTER, "email": None}, "mapping.email", "Required"),  # only the email is required
         ({**UK_500_BY_LETTER, "age": "L"}, "mapping.age", "Not a customer field"),
     ],
 )
@@ -138,18 +141,40 @@ async def test_a_mapping_that_does_not_fit_is_422_naming_the_field(
 
 
 async def test_missing_columns_answer_with_the_preview(client: TestClient) -> None:
-    response = await client.post("/upload", data=form("uk-500.csv", (DATA / "uk-500.csv").read_bytes()))
+    response = await client.post("/upload", data=form("people.csv", b"Vorname,Nachname,Notes\nAda,Lovelace,x\n"))
     assert response.status == 422
     body = await response.json()
-    assert "email" in body["missing_columns"] and body["preview"]["columns"][9]["suggested_field"] == "email"
+    assert body["missing_columns"] == ["email"]
+    assert [c["suggested_field"] for c in body["preview"]["columns"]] == ["first_name", "last_name", None]
+
+
+async def test_a_headerless_file_imports_as_suggested_from_its_first_row(client: TestClient, settings: Settings) -> None:
+    """Issue 18 defect 3: uk-500.csv has no header row; uploaded as it is, its first row is data (an email in
+    it) and every row imports, the first customer too."""
+    job = await upload_and_import(client, settings, "uk-500.csv", (DATA / "uk-500.csv").read_bytes())
+    assert job["status"] == "completed", job
+    assert job["header_row"] == 0
+    assert counters(job) == (1500, 500, 0, 1000, 0)
+    found = await (await client.get("/customers", params={"q": "atomkiewicz@hotmail.com"})).json()
+    assert found["items"][0]["phone"] == "01835-703597" and found["items"][0]["postal"] == "CT2 7PP"
+    # Previewed, then started as suggested (no options): the same rows, the first one too.
+    response = await client.post("/upload?preview=true", data=form("uk-500.csv", (DATA / "uk-500.csv").read_bytes()))
+    job = await response.json()
+    assert job["preview"]["header_row"] == 0 and job["preview"]["rows"][0]["row"] == 1
+    started = await client.post(f"/jobs/{job['job_id']}/start", json={})
+    assert started.status == 202, await started.text()
+    job = await finished(client, settings, job["job_id"])
+    assert job["status"] == "completed" and counters(job) == (1500, 0, 0, 1500, 0), job
 
 
 async def test_a_header_mapping_by_text(client: TestClient, settings: Settings) -> None:
-    header = [*HEADER[:7], "Main phone", *HEADER[8:]]
+    header = [*HEADER[:7], "Reach me on", *HEADER[8:]]
     data = csv_bytes(customers(5), header)
-    response = await client.post("/upload", data=form("c.csv", data))
-    assert response.status == 422  # "Main phone" is no known name
-    job = await upload_and_import(client, settings, "c.csv", data, mapping=json.dumps({"phone": "Main phone"}))
+    response = await client.post("/upload?preview=true", data=form("c.csv", data))
+    columns = (await response.json())["preview"]["columns"]
+    # No rule names the header; its values are phone numbers.
+    assert (columns[7]["header"], columns[7]["suggested_field"], columns[7]["reason"]) == ("Reach me on", "phone", "values")
+    job = await upload_and_import(client, settings, "c.csv", data, mapping=json.dumps({"phone": "Reach me on"}))
     assert counters(job) == (5, 5, 0, 0, 0) and job["warnings"] == []
 
 
@@ -248,13 +273,13 @@ def test_formulas_merged_headers_and_1904_dates_read_correctly(tmp_path: Path) -
 async def test_rejected_rows_round_trip(client: TestClient, settings: Settings) -> None:
     rows = customers(8)
     rows[1][8] = "not-an-email"  # row 3
-    rows[4][0] = rows[4][1] = ""  # row 6: no name
+    rows[4][0] = "F" * 101  # row 6: a first name too long
     rows[6][7] = "=HYPERLINK(1)"  # row 8: a formula-looking phone, valid
     rows[6][8] = "still@bad"  # but a bad email
     header = ["First Name", "Surname", *HEADER[2:], "Notes"]
     data = csv_bytes([[*r, "note"] for r in rows], header)
     job = await upload_and_import(client, settings, "people.csv", data)
-    assert counters(job) == (8, 5, 0, 0, 3)
+    assert counters(job) == (8, 5, 0, 0, 3)  # (a row with no name at all would be valid: only the email is required)
     for kind in ("csv", "xlsx"):
         response = await client.get(f"/jobs/{job['job_id']}/rejected", params={"format": kind})
         assert response.status == 200
@@ -269,7 +294,8 @@ async def test_rejected_rows_round_trip(client: TestClient, settings: Settings) 
             assert sheet.cell(4, 8).data_type == "s" and table[3][7] == "=HYPERLINK(1)"
         assert table[0] == [*HEADER, "Notes", "errors"]
         assert [r[8] for r in table[1:]] == ["not-an-email", "person4@example.com", "still@bad"]
-        assert "email" in table[1][-1] and "first_name" in table[2][-1]
+        # The errors name the columns as the uploaded file did.
+        assert "email" in table[1][-1] and table[2][-1] == "First Name: Longer than 100 characters"
     # Fix the cells, upload the file as it is: the fixed rows import, the errors column is ignored.
     response = await client.get(f"/jobs/{job['job_id']}/rejected", params={"format": "csv"})
     table = list(csv.reader(io.StringIO((await response.read()).decode("utf-8-sig"))))

@@ -10,7 +10,7 @@ from marshmallow import validate
 
 from shared.config import Settings
 from shared.customers import customer_repo
-from shared.customers.fields import FIELDS
+from shared.customers.fields import ATTRIBUTES, FIELD_LENGTHS, FIELDS, REQUIRED_FIELDS, STORED_FIELDS
 from shared.customers.schemas import CustomerInSchema, CustomerSchema, RowSchema
 from shared.infra.db import connection
 from shared.spreadsheet.rules import ALIASES, CUSTOMER_FIELDS, fold_header, map_header
@@ -32,9 +32,21 @@ async def test_the_table_holds_the_declared_fields(settings: Settings, pool: aio
             (settings.mysql.database,),
         )
         columns = [row for row in await cur.fetchall() if row[0] not in BOOKKEEPING]
-    assert [c[0] for c in columns] == list(CUSTOMER_FIELDS)
-    for (name, kind, length, nullable), field in zip(columns, FIELDS, strict=True):
+    assert [c[0] for c in columns] == list(STORED_FIELDS)
+    for (name, kind, length, nullable), field in zip(columns, FIELDS, strict=False):
         assert (kind.lower(), int(length), nullable == "NO") == ("varchar", field.max_length, field.required), name
+    # The attributes: JSON text in a text column (portable: MariaDB's JSON is LONGTEXT, MySQL's binary).
+    assert columns[-1][0] == ATTRIBUTES and columns[-1][1].lower() == "mediumtext" and columns[-1][3] == "YES"
+
+
+def test_only_the_email_is_required_and_the_limits_fit_real_data() -> None:
+    assert REQUIRED_FIELDS == ("email",)
+    assert {name: FIELD_LENGTHS[name] for name in ("phone", "email", "web", "country")} == {
+        "phone": 50,
+        "email": 254,
+        "web": 255,
+        "country": 100,
+    }
 
 
 @pytest.mark.parametrize("schema", [CustomerSchema(), CustomerInSchema(), RowSchema()], ids=lambda s: type(s).__name__)
@@ -57,7 +69,8 @@ def test_the_staging_table_and_statements_follow_the_fields() -> None:
     for field in FIELDS:
         assert f"{field.name} VARCHAR({field.max_length})" in customer_repo._STAGE_DDL
         assert field.name in customer_repo.UPSERT_SQL and field.name in customer_repo._STAGE_LOAD
-    assert customer_repo.COLUMNS[2:-2] == CUSTOMER_FIELDS
+    assert ATTRIBUTES in customer_repo.UPSERT_SQL and ATTRIBUTES in customer_repo._STAGE_LOAD
+    assert customer_repo.COLUMNS[2:-2] == STORED_FIELDS
 
 
 async def test_the_api_document_describes_the_fields(client: TestClient) -> None:

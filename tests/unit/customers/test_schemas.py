@@ -55,12 +55,18 @@ def test_row_validator_agrees_with_schema_load() -> None:
 
 def test_messages_name_the_field() -> None:
     with pytest.raises(ValidationError) as info:
-        RowValidator()({"email": "x", "first_name": None, "last_name": None})
-    # Every problem at once: the name rule runs even though the email failed.
-    assert {f for f, _ in flatten_errors(info.value.messages)} == {"email", "first_name"}
+        RowValidator()({"email": "x", "first_name": None, "last_name": None, "web": "w" * 256})
+    # Every problem at once.
+    assert {f for f, _ in flatten_errors(info.value.messages)} == {"email", "web"}
+
+
+def test_only_the_email_is_required() -> None:
+    """DESIGN "Spreadsheet rules": an email-only contact (common in HubSpot) is a customer."""
+    assert RowValidator()({"email": "A@B.co", "first_name": "  ", "last_name": None})["email"] == "a@b.co"
+    assert CustomerSchema().load({"email": "a@b.co"})["email"] == "a@b.co"
     with pytest.raises(ValidationError) as info:
-        RowValidator()({"email": "a@b.co", "first_name": "  ", "last_name": None})
-    assert flatten_errors(info.value.messages) == [("first_name", "first_name or last_name is required.")]
+        RowValidator()({"first_name": "Ada"})
+    assert flatten_errors(info.value.messages) == [("email", "Email is required.")]
 
 
 def test_customer_schema_lowercases_email_and_rejects_unknown_fields() -> None:
