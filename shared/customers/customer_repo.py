@@ -306,6 +306,31 @@ async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[t
     return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
 
 
+async def update_many_by_id(cur: aiomysql.Cursor, rows: Sequence[tuple[int, Sequence[str | None], str]]) -> None:
+    """(id, values in STORED_FIELDS order, their row hash hex) each: the customer's values replaced
+    (its email too) and its version bumped, one statement a row, in the order given (an import
+    matching on id: a later row may take an email an earlier one gave up)."""
+    assignments = ", ".join(f"{name} = %s" for name in STORED_FIELDS)
+    await cur.executemany(
+        f"UPDATE customers SET {assignments}, row_hash = UNHEX(%s), version = version + 1 WHERE id = %s",
+        [(*values, digest, customer_id) for customer_id, values, digest in rows],
+    )
+
+
+async def stamps_by_id(cur: aiomysql.Cursor, ids: Sequence[int]) -> list[tuple[int, int, str, str]]:
+    """(id, version, created_at, updated_at) of the given customers, as stamps_by_email writes them."""
+    if not ids:
+        return []
+    marks = ", ".join(["%s"] * len(ids))
+    await cur.execute(
+        "SELECT id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
+        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE id IN ({marks})"
+        + _LOCKING_READ,
+        list(ids),
+    )
+    return [(int(row[0]), int(row[1]), row[2], row[3]) for row in await cur.fetchall()]
+
+
 async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[str]:
     if not emails:
         return set()
@@ -427,12 +452,23 @@ _KNOWN_SELECT = (
     + _STAGE_COLUMNS
     + "), NULL))) FROM customers WHERE email IN ("
 )
+# The same with every row's values (an import keeping stored values for its empty cells needs them).
+_KNOWN_SELECT_VALUES = (
+    "SELECT JSON_ARRAYAGG(JSON_ARRAY(email, id, version, LOWER(HEX(row_hash)), JSON_ARRAY("
+    + _STAGE_COLUMNS
+    + "))) FROM customers WHERE email IN ("
+)
 
 
-def known_query(emails: Sequence[str]) -> str:
-    """The statement known() runs for these emails, escaped here (pure: an import's parser process
-    builds it, so the event loop does not quote thousands of values)."""
-    return _KNOWN_SELECT + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+def known_query(emails: Sequence[str], *, ids: Sequence[int] = (), with_values: bool = False) -> str:
+    """The statement known() runs for these emails (and customer ids: an import matching on id),
+    escaped here (pure: an import's parser process builds it, so the event loop does not quote
+    thousands of values)."""
+    select = _KNOWN_SELECT_VALUES if with_values else _KNOWN_SELECT
+    query = select + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+    if ids:
+        query += " OR id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
+    return query
 
 
 async def known(cur: aiomysql.Cursor, query: str) -> list[tuple[str, int, int, str | None, list[str | None] | None]]:

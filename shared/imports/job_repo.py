@@ -39,6 +39,7 @@ JOB_COLUMNS = (
     "rows_updated",
     "rows_unchanged",
     "rows_invalid",
+    "rows_skipped",
     "rows_deleted",
     "rows_restored",
     "rows_total_estimate",
@@ -92,6 +93,7 @@ class Job:
     rows_updated: int
     rows_unchanged: int
     rows_invalid: int
+    rows_skipped: int  # left alone by the import's mode (insert: known emails; update: new ones)
     rows_deleted: int
     rows_restored: int
     rows_total_estimate: int | None
@@ -154,6 +156,7 @@ class BatchResult:
     # A revert's and a bulk delete's: customers deleted, customers given back their earlier values.
     deleted: int = 0
     restored: int = 0
+    skipped: int = 0  # rows the import's mode left alone
 
 
 class LeaseLost(Exception):
@@ -344,6 +347,19 @@ async def set_reader(
     )
 
 
+async def append_warnings(cur: aiomysql.Cursor, job_id: str, warnings: Sequence[str]) -> None:
+    """Inside the caller's transaction: add warnings the job does not hold yet (a part of a split job
+    reports its own; a part resumed after a crash reports the same ones again)."""
+    await cur.execute("SELECT warnings FROM import_jobs WHERE id = %s FOR UPDATE", (job_id,))
+    row = await cur.fetchone()
+    if row is None:
+        return
+    held = json.loads(row[0]) if row[0] else []
+    added = [warning for warning in warnings if warning not in held]
+    if added:
+        await cur.execute("UPDATE import_jobs SET warnings = %s WHERE id = %s", (json.dumps(held + added), job_id))
+
+
 async def commit_batch(
     cur: aiomysql.Cursor, job_id: str, owner: str, lease_s: int, batch: BatchResult, max_error_rows: int
 ) -> None:
@@ -362,7 +378,7 @@ async def commit_batch(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
         " rows_invalid = rows_invalid + %s, rows_deleted = rows_deleted + %s, rows_restored = rows_restored + %s,"
-        " checkpoint_row = %s, errors_stored = errors_stored + %s,"
+        " rows_skipped = rows_skipped + %s, checkpoint_row = %s, errors_stored = errors_stored + %s,"
         " error_rows_stored = error_rows_stored + %s,"
         " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE id = %s",
         (
@@ -373,6 +389,7 @@ async def commit_batch(
             batch.invalid,
             batch.deleted,
             batch.restored,
+            batch.skipped,
             batch.last_row,
             len(errors),
             error_rows,

@@ -30,6 +30,7 @@ class Part:
     rows_updated: int
     rows_unchanged: int
     rows_invalid: int
+    rows_skipped: int
     checkpoint_row: int
     attempts: int
     worker: str | None
@@ -39,7 +40,7 @@ class Part:
 
 _COLUMNS = (
     "job_id, part, parts, status, rows_read, rows_inserted, rows_updated, rows_unchanged, rows_invalid,"
-    " checkpoint_row, attempts, worker, started_at, finished_at"
+    " rows_skipped, checkpoint_row, attempts, worker, started_at, finished_at"
 )
 
 
@@ -113,18 +114,18 @@ async def commit_batch(
     same counters added to the job's, and the errors under the job's cap."""
     error_rows_stored = await _lock(cur, job_id, part, owner)
     errors, error_rows = await store_errors(cur, job_id, batch, max(max_error_rows - error_rows_stored, 0))
-    counters = (batch.rows_read, batch.inserted, batch.updated, batch.unchanged, batch.invalid)
+    counters = (batch.rows_read, batch.inserted, batch.updated, batch.unchanged, batch.invalid, batch.skipped)
     await cur.execute(
         "UPDATE import_job_parts SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
-        " rows_invalid = rows_invalid + %s, checkpoint_row = %s,"
+        " rows_invalid = rows_invalid + %s, rows_skipped = rows_skipped + %s, checkpoint_row = %s,"
         " lease_expires_at = CURRENT_TIMESTAMP(6) + INTERVAL %s SECOND WHERE job_id = %s AND part = %s",
         (*counters, batch.last_row, lease_s, job_id, part),
     )
     await cur.execute(
         "UPDATE import_jobs SET rows_read = rows_read + %s, rows_inserted = rows_inserted + %s,"
         " rows_updated = rows_updated + %s, rows_unchanged = rows_unchanged + %s,"
-        " rows_invalid = rows_invalid + %s, errors_stored = errors_stored + %s,"
+        " rows_invalid = rows_invalid + %s, rows_skipped = rows_skipped + %s, errors_stored = errors_stored + %s,"
         " error_rows_stored = error_rows_stored + %s WHERE id = %s",
         (*counters, len(errors), error_rows, job_id),
     )

@@ -303,6 +303,15 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
             """,
         ],
     ),
+    (
+        14,
+        "rows_skipped on import_jobs and import_job_parts: rows an import's mode left alone",
+        [
+            "ALTER TABLE import_jobs ADD COLUMN rows_skipped BIGINT UNSIGNED NOT NULL DEFAULT 0 AFTER rows_unchanged",
+            "ALTER TABLE import_job_parts ADD COLUMN rows_skipped BIGINT UNSIGNED NOT NULL DEFAULT 0"
+            " AFTER rows_unchanged",
+        ],
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomysql
 import orjson
@@ -29,8 +30,10 @@ from shared.infra.db import DatabaseUnavailable, savepoint, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
+from worker.pipeline.modes import Modes, State, plan_batch, state_from
 
 log = logging.getLogger("worker.importer")
+DEFAULT_MODES = Modes()
 
 
 @dataclass
@@ -42,6 +45,9 @@ class Written:
     updated: int = 0
     unchanged: int = 0
     stamps: list[tuple[int, int, int, str, str]] = field(default_factory=list)
+    # Rows the mode left alone, and row errors found against the table (row index, column, message).
+    skipped: int = 0
+    errors: list[tuple[int, str, str]] = field(default_factory=list)
 
     def documents(self, staged: StagedRows) -> list[bytes]:
         """The cache documents of the rows written (only these: an unchanged row costs nothing here):
@@ -61,61 +67,56 @@ class Written:
 
 
 async def write_rows(
-    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, history: history_repo.Source | None = None
+    deps: WorkerDeps,
+    cur: aiomysql.Cursor,
+    staged: StagedRows,
+    history: history_repo.Source | None = None,
+    *,
+    modes: Modes = DEFAULT_MODES,
 ) -> Written:
-    """Inside the caller's transaction: skip the unchanged rows, upsert the others, and (given the
-    `history` source) record what the upsert changed in the customers' history, in bulk: a copy of the
-    stored rows it may change first, then one INSERT ... SELECT comparing them with what it wrote."""
+    """Inside the caller's transaction: decide each row by the import's modes (worker.pipeline.modes),
+    skip the unchanged ones, update by id (match_on=id) and upsert the others; with `history`, the
+    changes written are recorded in the same transaction."""
     if not len(staged):
         return Written()
-    found = await customer_repo.known(cur, staged.known_query)
-    emails = staged.emails
-    batch_emails = set(emails)
-    current: dict[str, str] = {}
-    unhashed: dict[str, int] = {}
-    exact = True
-    for email, customer_id, _version, digest, values in found:
-        if digest is None:
-            digest = customer_repo.row_hash_hex(values or [])
-            unhashed[email] = customer_id
-        current[email] = digest
-        # The unique key's collation matched an email of the batch that differs in its bytes: let the
-        # upsert count this batch's new emails itself.
-        exact = exact and email in batch_emails
-    stored = set(current)
-    chosen: list[int] = []
-    hashes_found: list[tuple[int, str]] = []
-    unchanged = 0
-    for index, digest in enumerate(staged.hashes):
-        email = emails[index]
-        if current.get(email) == digest:
-            unchanged += 1
-            if email in unhashed:
-                hashes_found.append((unhashed.pop(email), digest))
-        else:
-            chosen.append(index)
-            current[email] = digest
-            unhashed.pop(email, None)
-    if hashes_found:
-        await customer_repo.store_hashes(cur, hashes_found)
-    if history is not None and chosen:
+    state, unhashed = state_from(await customer_repo.known(cur, staged.known_query))
+    stored_ids = {email: customer.id for email, customer in state.by_email.items()}
+    plan = plan_batch(staged, state, modes, unhashed)
+    if plan.hashes_found:
+        await customer_repo.store_hashes(cur, plan.hashes_found)
+    if history is not None and (plan.update or plan.upsert):
+        # The stored rows this batch may change, copied before it writes (history_repo.record_written).
+        touched = {cid for _, cid in plan.update}
+        touched.update(i for i in (stored_ids.get(staged.emails[index]) for index in plan.upsert) if i is not None)
         # And by the emails it upserts: one another import inserted since `known` read is no creation.
-        await history_repo.snapshot(
-            cur, [customer_id for _email, customer_id, *_ in found], [emails[index] for index in chosen]
+        await history_repo.snapshot(cur, sorted(touched), [staged.emails[index] for index in plan.upsert])
+    by_id = Written()
+    if plan.update:
+        values_of_line = customer_repo.values_of_line
+        await customer_repo.update_many_by_id(
+            cur, [(cid, values_of_line(staged.lines[i]), staged.hashes[i]) for i, cid in plan.update]
         )
-    written = await _upsert(deps, cur, staged, chosen, stored if exact else None)
-    written.unchanged += unchanged
+        last = {cid: i for i, cid in plan.update}
+        by_id.updated = len(plan.update)
+        by_id.stamps = [(last[cid], cid, v, c, u) for cid, v, c, u in await customer_repo.stamps_by_id(cur, list(last))]
+    written = await _upsert(deps, cur, staged, plan.upsert, plan.inserting if plan.exact else None)
+    written.updated += by_id.updated
+    written.stamps += by_id.stamps
+    written.unchanged += plan.unchanged
+    written.skipped = plan.skipped
+    written.errors = plan.errors
     if history is not None and written.stamps:
-        await history_repo.record_written(cur, history, [stamp[1] for stamp in written.stamps])
+        await history_repo.record_written(cur, history, sorted({stamp[1] for stamp in written.stamps}))
     return written
 
 
 async def _upsert(
-    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, chosen: list[int], stored: set[str] | None
+    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, chosen: list[int], new_emails: int | None
 ) -> Written:
+    """Upsert the chosen rows on email; `new_emails`: how many distinct emails of them the table does
+    not hold (None: counted by a query)."""
     if not chosen:
         return Written()
-    new_emails = None if stored is None else len({staged.emails[i] for i in chosen} - stored)
     if deps.bulk_load:
         data = ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
         try:
@@ -146,29 +147,66 @@ async def _upsert(
 
 
 class DryRunCounter:
-    """What an import would have counted, without writing: `seen` holds the hash of every email met
-    earlier in the file, as the table would hold them by now."""
+    """What an import would have counted, without writing: `state` holds every customer met earlier
+    in the file as the table would hold it by now (the modes decide each row as a real import does)."""
 
-    def __init__(self) -> None:
-        self.seen: dict[str, str] = {}
+    def __init__(self, modes: Modes = DEFAULT_MODES) -> None:
+        self.modes = modes
+        self.state = State()
 
     async def count(self, cur: aiomysql.Cursor, staged: StagedRows) -> Written:
         if not len(staged):
             return Written()
-        for email, _id, _version, digest, values in await customer_repo.known(cur, staged.known_query):
-            self.seen.setdefault(email, digest or customer_repo.row_hash_hex(values or []))
-        written = Written()
-        seen = self.seen
-        for email, digest in zip(staged.emails, staged.hashes, strict=True):
-            before = seen.get(email)
-            if before is None:
-                written.inserted += 1
-            elif before == digest:
-                written.unchanged += 1
-            else:
-                written.updated += 1
-            seen[email] = digest
-        return written
+        found, _ = state_from(await customer_repo.known(cur, staged.known_query))
+        state = self.state
+        for customer in found.by_email.values():
+            if customer.email not in state.by_email and customer.id not in state.by_id:
+                state.add(customer)
+        plan = plan_batch(staged, state, self.modes)
+        keep = self.modes.blank_cells == "keep"
+        for index in (*plan.upsert, *(i for i, _ in plan.update)):
+            customer = state.by_email[staged.emails[index]]
+            if customer.line == index:  # its values are this batch's: keep them only if needed later
+                customer.values = customer_repo.values_of_line(staged.lines[index]) if keep else None
+                customer.line = None
+        inserted = plan.inserting
+        return Written(
+            inserted,
+            len(plan.upsert) - inserted + len(plan.update),
+            plan.unchanged,
+            skipped=plan.skipped,
+            errors=plan.errors,
+        )
+
+
+def row_errors(
+    batch: ParsedBatch, staged: StagedRows, found: list[tuple[int, str, str]]
+) -> tuple[list[Any], list[Any]]:
+    """The batch's errors and rejected rows with those the modes found (row index, field, message)
+    added, in file order: a row error found against the table is reported like one the file shows
+    (its column as the file names it, the field, the value)."""
+    labels = staged.labels or {}
+    cells = staged.cells
+
+    def value(index: int, name: str) -> str | None:
+        held = {"id": staged.ids, "version": staged.versions}.get(name)
+        found_value = staged.emails[index] if name == "email" else held[index] if held is not None else None
+        return None if found_value is None else str(found_value)[:100]
+
+    errors = [
+        *batch.errors,
+        *((staged.rows[i], labels.get(name, name), name, value(i, name), message) for i, name, message in found),
+    ]
+    rejected = [
+        *batch.rejected,
+        *(
+            (staged.rows[i], cells[i] if cells is not None else customer_repo.values_of_line(staged.lines[i]))
+            for i, _, _ in found
+        ),
+    ]
+    errors.sort(key=lambda error: error[0])
+    rejected.sort(key=lambda row: row[0])
+    return errors, rejected
 
 
 # Imports of files sharing emails deadlock now and then however their rows are ordered (the bulk
@@ -194,7 +232,8 @@ class BatchCommitter:
     def __init__(self, deps: WorkerDeps, lease: JobLease) -> None:
         self.deps = deps
         self.lease = lease
-        self.dry_run = DryRunCounter() if lease.job.dry_run else None
+        self.modes = Modes.of(lease.job.options)
+        self.dry_run = DryRunCounter(self.modes) if lease.job.dry_run else None
         job = lease.job
         self.history = (
             history_repo.Source(history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id)
@@ -225,7 +264,10 @@ class BatchCommitter:
             elif self.dry_run is not None:
                 written = await self.dry_run.count(cur, staged)
             else:
-                written = await write_rows(self.deps, cur, staged, self.history)
+                written = await write_rows(self.deps, cur, staged, self.history, modes=self.modes)
+            errors, rejected = batch.errors, batch.rejected
+            if written.errors and staged is not None:
+                errors, rejected = row_errors(batch, staged, written.errors)
             await self.lease.checkpoint(
                 cur,
                 BatchResult(
@@ -234,9 +276,10 @@ class BatchCommitter:
                     written.inserted,
                     written.updated,
                     written.unchanged,
-                    batch.invalid,
-                    batch.errors,
-                    batch.rejected,
+                    batch.invalid + len(written.errors),
+                    errors,
+                    rejected,
+                    skipped=written.skipped,
                 ),
             )
         if self.deps.metrics is not None:

@@ -78,6 +78,9 @@ class JobLease:
                 source_header=info.source_header,
             )
 
+    async def add_warnings(self, warnings: list[str]) -> None:
+        """Warnings found at the end of the file (set_reader recorded them with the others)."""
+
     async def checkpoint(self, cur: aiomysql.Cursor, result: BatchResult) -> None:
         """Inside the batch's transaction: the counters, the checkpoint and the errors, and the lease
         renewed (LeaseLost, rolling the batch back, if it is gone)."""
@@ -130,6 +133,12 @@ class PartLease(JobLease):
 
     async def set_reader(self, info: SheetInfo) -> None:
         return  # recorded once, when the job was split
+
+    async def add_warnings(self, warnings: list[str]) -> None:
+        """A part's own warnings (its repeated emails) join the job's."""
+        if warnings:
+            async with transaction(self.deps.pool) as cur:
+                await job_repo.append_warnings(cur, self.job.id, warnings)
 
     async def checkpoint(self, cur: aiomysql.Cursor, result: BatchResult) -> None:
         settings = self.deps.settings

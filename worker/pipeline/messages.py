@@ -50,6 +50,13 @@ class StagedRows:
     hashes: list[str]
     lines: list[str]
     known_query: str
+    # Import modes (worker.pipeline.modes): each row's number in the file; when the file has them, its
+    # `id` (match_on=id) and `version` cells; and the cells as read, for a row error found at commit.
+    rows: list[int] = field(default_factory=list)
+    ids: list[int | None] | None = None
+    versions: list[int | None] | None = None
+    cells: list[list[str | None]] | None = None
+    labels: dict[str, str] | None = None  # field -> its column as the file shows it (id, version, email)
 
     def __len__(self) -> int:
         return len(self.emails)

@@ -65,6 +65,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
             elif isinstance(message, SheetEnd):
                 info.warnings = [*info.warnings, *message.warnings]
                 await lease.set_reader(info)
+                await lease.add_warnings(message.warnings)
             elif isinstance(message, SourceFailed):
                 if message.detail:
                     log.warning("reader error", extra={"error": message.message, "traceback": message.detail})

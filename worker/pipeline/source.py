@@ -16,6 +16,7 @@ from shared.spreadsheet.mapping import ImportOptions, choose_header
 from shared.spreadsheet.readers import HEAD_ROWS, WorkbookError, open_reader
 from shared.spreadsheet.rules import normalize_cell, row_is_empty
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo
+from worker.pipeline.modes import Modes, RowKeys
 from worker.pipeline.stage import stage_rows
 from worker.pipeline.validate import BatchValidator
 
@@ -121,6 +122,9 @@ class RowSource:
             )
             validator = BatchValidator(header)
             email_index = header.positions["email"]
+            keys = RowKeys(Modes.of(p.options), header_text, choice.row != 0, email_index)
+            if problem := keys.missing_id_column():
+                raise WorkbookError(problem)
             data_rows = 0
             batch = ParsedBatch()
             pending: list[tuple[int, list[Any]]] = []
@@ -136,6 +140,7 @@ class RowSource:
                 if p.parts > 1:
                     kept = [item for item in kept if part_of(item[1], email_index, item[0], p.parts) == p.part]
                 if p.resume_after_row and kept and kept[0][0] <= p.resume_after_row:
+                    keys.skipped_rows([item for item in kept if item[0] <= p.resume_after_row], email_index)
                     kept = [item for item in kept if item[0] > p.resume_after_row]
                 while kept:
                     room = p.batch_size - batch.rows_read
@@ -154,23 +159,30 @@ class RowSource:
                     else:
                         pending.extend(part)
                     if batch.rows_read >= p.batch_size:
-                        yield _complete(batch, pending, validator)
+                        yield _complete(batch, pending, validator, keys)
                         batch, pending = ParsedBatch(), []
                 if over:
                     raise WorkbookError(too_many_rows(p.max_rows))  # type: ignore[arg-type]
             if batch.rows_read:
-                yield _complete(batch, pending, validator)
+                yield _complete(batch, pending, validator, keys)
+            ending = keys.warnings()  # repeated emails
             if not data_rows:
-                yield SheetEnd(["no data rows: the file holds a header row and nothing under it"])
+                ending.insert(0, "no data rows: the file holds a header row and nothing under it")
+            if ending:
+                yield SheetEnd(ending)
         finally:
             reader.close()
 
 
-def _complete(batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validator: BatchValidator) -> ParsedBatch:
-    """Validate the batch's rows (all at once) and stage the valid ones."""
+def _complete(
+    batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validator: BatchValidator, keys: RowKeys | None = None
+) -> ParsedBatch:
+    """Validate the batch's rows (all at once) and stage the valid ones (with what the import's modes
+    need of them, when `keys` is given)."""
     width_problems = bool(batch.errors)
     failed = False
     values = []
+    valid = []
     for (number, cells), result in zip(pending, validator.validate([cells for _, cells in pending]), strict=True):
         if isinstance(result, ValidationError):
             failed = True
@@ -179,9 +191,10 @@ def _complete(batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validato
             batch.rejected.append((number, [normalize_cell(c) for c in cells]))
         else:
             values.append(result)
+            valid.append((number, cells))
     if width_problems and failed:
         # Rows of the wrong width were noted as they came: keep every list in the file's order.
         batch.errors.sort(key=lambda error: error[0])
         batch.rejected.sort(key=lambda row: row[0])
-    batch.staged = stage_rows(values)
+    batch.staged = stage_rows(values) if keys is None else keys.stage(batch, valid, values)
     return batch

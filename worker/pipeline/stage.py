@@ -29,7 +29,9 @@ def _tsv_column(column: Sequence[str | None]) -> list[str]:
     return [_NULL if value is None else value for value in column]
 
 
-def stage_rows(rows: Sequence[tuple[str | None, ...]]) -> StagedRows:
+def stage_rows(
+    rows: Sequence[tuple[str | None, ...]], *, ids: Sequence[int] = (), with_values: bool = False
+) -> StagedRows:
     """Rows in STORED_FIELDS order (the attributes as their JSON text) → StagedRows (lines numbered by
     their index in `rows`)."""
     if not rows:
@@ -40,4 +42,5 @@ def stage_rows(rows: Sequence[tuple[str | None, ...]]) -> StagedRows:
     hashes = [blake2b(body.encode(), digest_size=16).hexdigest() for body in bodies]
     lines = list(map("\t".join, zip(map(str, range(len(bodies))), bodies, hashes, strict=True)))
     emails: list[str] = list(columns[_EMAIL_AT])  # validated: never None
-    return StagedRows(emails, hashes, lines, customer_repo.known_query(emails))
+    # The query for what the table holds: also by id (match_on=id), with every row's values (blank_cells=keep).
+    return StagedRows(emails, hashes, lines, customer_repo.known_query(emails, ids=ids, with_values=with_values))

@@ -1,0 +1,91 @@
+"""The import modes' pure parts (worker/pipeline/modes.py): how a batch's rows are decided against what the
+table holds, the blank-cell merge, and the repeated emails' rows. (Against MariaDB: tests/api/imports/test_modes.py.)"""
+
+from __future__ import annotations
+
+from shared.customers import customer_repo
+from shared.customers.fields import STORED_FIELDS
+from worker.pipeline.modes import Customer, DuplicateFinder, Modes, State, merge_blanks, plan_batch
+from worker.pipeline.stage import stage_rows
+
+EMAIL, CITY, ATTRS = STORED_FIELDS.index("email"), STORED_FIELDS.index("city"), STORED_FIELDS.index("attributes")
+
+
+def row(email: str, city: str | None = "Leeds", attributes: str | None = None) -> tuple[str | None, ...]:
+    values: list[str | None] = [None] * len(STORED_FIELDS)
+    values[STORED_FIELDS.index("first_name")] = "Ada"
+    values[EMAIL], values[CITY], values[ATTRS] = email, city, attributes
+    return tuple(values)
+
+
+def stored(customer_id: int, values: tuple[str | None, ...], version: int = 1) -> Customer:
+    return Customer(customer_id, str(values[EMAIL]), version, customer_repo.row_hash_hex(values), list(values))
+
+
+def state(*customers: Customer) -> State:
+    found = State()
+    for customer in customers:
+        found.add(customer)
+    return found
+
+
+def test_each_mode_decides_known_and_new_emails() -> None:
+    table = state(stored(1, row("a@x.com")))
+    rows = [row("a@x.com", "Paris"), row("b@x.com")]
+    upsert = plan_batch(stage_rows(rows), table, Modes())
+    assert (upsert.upsert, upsert.inserting, upsert.skipped) == ([0, 1], 1, 0)
+    insert = plan_batch(stage_rows(rows), state(stored(1, row("a@x.com"))), Modes(mode="insert"))
+    assert (insert.upsert, insert.skipped) == ([1], 1)
+    update = plan_batch(stage_rows(rows), state(stored(1, row("a@x.com"))), Modes(mode="update"))
+    assert (update.upsert, update.inserting, update.skipped) == ([0], 0, 1)
+
+
+def test_keep_fills_empty_cells_from_the_stored_row_and_rehashes_the_line() -> None:
+    table = state(stored(1, row("a@x.com", "Leeds")))
+    staged = stage_rows([row("a@x.com", None)])
+    plan = plan_batch(staged, table, Modes())
+    assert plan.unchanged == 1 and plan.upsert == []  # the empty city is no change
+    staged = stage_rows([row("a@x.com", None)])
+    plan = plan_batch(staged, state(stored(1, row("a@x.com", "Leeds"))), Modes(blank_cells="clear"))
+    assert plan.upsert == [0]
+    assert customer_repo.values_of_line(staged.lines[0])[CITY] is None
+
+
+def test_keep_merges_attributes_by_name() -> None:
+    merged = merge_blanks(list(row("a@x.com", None, '{"tier":"gold"}')), row("a@x.com", "Leeds", '{"vip":"yes"}'))
+    assert merged[CITY] == "Leeds" and merged[ATTRS] == '{"tier":"gold","vip":"yes"}'
+
+
+def test_a_version_older_than_the_stored_one_is_a_row_error() -> None:
+    staged = stage_rows([row("a@x.com", "Paris"), row("a@x.com", "Rome")])
+    staged.versions = [2, 3]
+    plan = plan_batch(staged, state(stored(1, row("a@x.com"), version=3)), Modes())
+    assert plan.errors == [(0, "version", "changed since this file was exported: stored version 3")]
+    assert plan.upsert == [1]
+
+
+def test_match_on_id_changes_emails_in_file_order() -> None:
+    # Customers 1 (a@) and 2 (b@): row 0 moves 1 to c@, row 1 then moves 2 to a@ (free by then), row 2 names
+    # an id that does not exist, row 3 moves 1 to b@ (free since row 1).
+    table = state(stored(1, row("a@x.com")), stored(2, row("b@x.com")))
+    staged = stage_rows([row("c@x.com"), row("a@x.com"), row("d@x.com"), row("b@x.com")])
+    staged.ids = [1, 2, 9, 1]
+    plan = plan_batch(staged, table, Modes(match_on="id"))
+    assert plan.update == [(0, 1), (1, 2), (3, 1)]
+    assert plan.errors == [(2, "id", "no customer has id 9")]
+    staged = stage_rows([row("b@x.com")])
+    staged.ids = [1]
+    clash = plan_batch(staged, state(stored(1, row("a@x.com")), stored(2, row("b@x.com"))), Modes(match_on="id"))
+    assert clash.errors == [(0, "email", "b@x.com is the email of customer 2")]
+
+
+def test_repeated_emails_are_named_by_their_rows() -> None:
+    finder = DuplicateFinder()
+    finder.add(["a@x.com", "b@x.com", "a@x.com"], [2, 3, 4])
+    finder.add(["c@x.com", "b@x.com", "a@x.com"], [5, 6, 9])
+    assert finder.repeated() == [[2, 4, 9], [3, 6]]
+    assert finder.warning("upsert") == (
+        "the same email is in more than one row (the later row's values are kept): rows 2, 4, 9; rows 3, 6"
+    )
+    assert "first row counts" in str(finder.warning("insert"))
+    assert DuplicateFinder().warning("upsert") is None
