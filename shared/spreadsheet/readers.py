@@ -20,6 +20,7 @@ import codecs
 import csv
 import enum
 import io
+import itertools
 import re
 import zipfile
 from collections.abc import Iterator
@@ -28,7 +29,7 @@ from typing import Any
 
 from defusedxml import ElementTree as SafeET
 
-from shared.spreadsheet import xlsx_fast
+from shared.spreadsheet import detect, xlsx_fast
 from shared.spreadsheet.workbook import SheetEntry as SheetEntry
 from shared.spreadsheet.workbook import SheetNotFound as SheetNotFound
 from shared.spreadsheet.workbook import SheetReader as SheetReader
@@ -225,6 +226,8 @@ def read_head(
     far as those records go, a workbook's sheet streamed, with only the shared strings those rows
     use (never the whole sheet, never the whole strings table, however large the file). Returns the
     (closed) reader too: it knows the sheets, the encoding and the estimate."""
+    if kind == "xlsx" and sheet is None:
+        sheet = best_sheet(path)
     if kind == "csv":
         reader: SheetReader = CsvReader(path, encoding)
     elif xlsx_fast.AVAILABLE:
@@ -240,6 +243,43 @@ def read_head(
     finally:
         reader.close()
     return reader, head
+
+
+# A workbook's sheets looked at when no sheet is given, and the rows of each (a header below a title
+# block and the first rows of data).
+SHEETS_SCANNED = 20
+SHEET_ROWS = 40
+
+
+def best_sheet(path: Path) -> str | None:
+    """The visible sheet whose first rows fit a customer table best (shared.spreadsheet.detect.sheet_fit):
+    a workbook whose first sheet is a "Read me" imports from its "Customers" sheet. None when the workbook
+    has one visible sheet, or none fits (the first visible sheet is read, as pick_sheet says). The preview
+    and the worker both come here, so both read the same sheet."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            visible = [entry for entry in workbook_layout(zf).sheets if not entry.hidden]
+    except (zipfile.BadZipFile, WorkbookError):
+        return None  # the reader says what is wrong with it
+    if len(visible) <= 1:
+        return None
+    best, best_fit = None, 0.0
+    for entry in visible[:SHEETS_SCANNED]:
+        reader: SheetReader
+        if xlsx_fast.AVAILABLE:
+            reader = xlsx_fast.XlsxFastReader(path, sheet=entry.name, lazy_strings=True)
+        else:
+            reader = XlsxStreamReader(path, sheet=entry.name, lazy_strings=True)
+        try:
+            head = list(itertools.islice(reader.rows(), SHEET_ROWS))
+        except WorkbookError:
+            continue
+        finally:
+            reader.close()
+        fit = detect.sheet_fit(head)
+        if fit > best_fit:
+            best, best_fit = entry.name, fit
+    return best
 
 
 # -- reading rows --------------------------------------------------------------------------------
@@ -448,6 +488,8 @@ def open_reader(
     the budget is loaded whole by python-calamine, a larger one streamed by XlsxStreamReader."""
     if kind == "csv":
         return CsvReader(path, encoding)
+    if sheet is None:
+        sheet = best_sheet(path)
     try:
         with zipfile.ZipFile(path) as zf:
             layout = workbook_layout(zf, sheet)

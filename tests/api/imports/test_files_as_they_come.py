@@ -148,7 +148,9 @@ async def test_missing_columns_answer_with_the_preview(client: TestClient) -> No
     assert [c["suggested_field"] for c in body["preview"]["columns"]] == ["first_name", "last_name", None]
 
 
-async def test_a_headerless_file_imports_as_suggested_from_its_first_row(client: TestClient, settings: Settings) -> None:
+async def test_a_headerless_file_imports_as_suggested_from_its_first_row(
+    client: TestClient, settings: Settings
+) -> None:
     """Issue 18 defect 3: uk-500.csv has no header row; uploaded as it is, its first row is data (an email in
     it) and every row imports, the first customer too."""
     job = await upload_and_import(client, settings, "uk-500.csv", (DATA / "uk-500.csv").read_bytes())
@@ -173,7 +175,11 @@ async def test_a_header_mapping_by_text(client: TestClient, settings: Settings) 
     response = await client.post("/upload?preview=true", data=form("c.csv", data))
     columns = (await response.json())["preview"]["columns"]
     # No rule names the header; its values are phone numbers.
-    assert (columns[7]["header"], columns[7]["suggested_field"], columns[7]["reason"]) == ("Reach me on", "phone", "values")
+    assert (columns[7]["header"], columns[7]["suggested_field"], columns[7]["reason"]) == (
+        "Reach me on",
+        "phone",
+        "values",
+    )
     job = await upload_and_import(client, settings, "c.csv", data, mapping=json.dumps({"phone": "Reach me on"}))
     assert counters(job) == (5, 5, 0, 0, 0) and job["warnings"] == []
 
@@ -237,20 +243,26 @@ def two_sheet_workbook(path: Path) -> Path:
 
 
 async def test_data_on_another_sheet_under_a_title_row(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    """Issue 18 defect 4: no `sheet` given, the sheet that fits is read (the first one is notes); the others
+    are listed, the hidden one marked."""
     data = two_sheet_workbook(tmp_path / "book.xlsx").read_bytes()
-    response = await client.post("/upload", data=form("book.xlsx", data))
-    assert response.status == 422  # the first sheet holds no customers
-    sheets = (await response.json())["preview"]["sheets"]
-    assert [(s["name"], s["hidden"], s["selected"]) for s in sheets] == [
-        ("Notes", False, True),
+    response = await client.post("/upload?preview=true", data=form("book.xlsx", data))
+    preview = (await response.json())["preview"]
+    assert [(s["name"], s["hidden"], s["selected"]) for s in preview["sheets"]] == [
+        ("Notes", False, False),
         ("Old", True, False),
-        ("Customers", False, False),
+        ("Customers", False, True),
     ]
-    preview = await (await client.post("/upload?preview=true", data=form("book.xlsx", data, sheet="3"))).json()
-    assert preview["preview"]["sheet"] == "Customers" and preview["preview"]["header_row"] == 3
-    job = await upload_and_import(client, settings, "book.xlsx", data, sheet="Customers")
+    assert preview["sheet"] == "Customers" and preview["header_row"] == 3 and preview["unmapped_required"] == []
+    job = await upload_and_import(client, settings, "book.xlsx", data)
     assert job["status"] == "completed", job
     assert counters(job) == (6, 6, 0, 0, 0) and job["sheet"] == "Customers" and job["header_row"] == 3
+    # Named, a sheet is read even when another fits better.
+    preview = await (await client.post("/upload?preview=true", data=form("book.xlsx", data, sheet="1"))).json()
+    assert preview["preview"]["sheet"] == "Notes"
+    job = await upload_and_import(client, settings, "book.xlsx", data, sheet="Customers")
+    assert job["status"] == "completed", job
+    assert counters(job) == (6, 0, 0, 6, 0) and job["sheet"] == "Customers" and job["header_row"] == 3
     response = await client.post("/upload", data=form("book.xlsx", data, sheet="Missing"))
     assert response.status == 422 and "Customers" in (await response.json())["detail"]
 

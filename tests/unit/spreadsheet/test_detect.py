@@ -89,3 +89,15 @@ def test_not_footer_lines(cells: list[Any]) -> None:
 def test_a_footer_needs_the_email_cell_empty() -> None:
     assert not is_footer(["Total", "total@example.com"], email_index=1)
     assert is_footer(["Total (3)", None], email_index=1)
+
+
+def test_the_preview_and_the_worker_find_the_header_alike() -> None:
+    """Both go through mapping.choose_header, which asks header_row: a title block skipped, a headerless
+    file's columns guessed from its values (by letter)."""
+    from shared.spreadsheet.mapping import ImportOptions, choose_header
+
+    report = numbered([["Contacts report"], ["Filtered By: all"], [], [None, *HEADER], *([None, *r] for r in DATA)])
+    choice = choose_header(report, ImportOptions())
+    assert choice.row == 4 and choice.columns.positions["email"] == 3
+    headerless = choose_header(numbered(DATA), ImportOptions())
+    assert headerless.row == 0 and headerless.cells is None and headerless.columns.positions == {"email": 2}
