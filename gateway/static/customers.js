@@ -108,6 +108,11 @@ function formValues() {
 
 function fillForm(doc) {
   for (const [name] of FIELDS) $(`customer-${name}`).value = doc[name] ?? "";
+  const attributes = Object.entries(doc.attributes ?? {});
+  $("customer-attributes").replaceChildren(
+    ...attributes.map(([name, value]) => el("li", {}, el("span", { className: "attribute-name", text: name }), ` ${value}`)),
+  );
+  $("customer-attributes-box").hidden = attributes.length === 0;
 }
 
 function clearFormErrors() {
@@ -203,8 +208,11 @@ async function save(event) {
       cursors = [null];
     } else {
       const { id, etag } = editing;
+      // PUT replaces the whole customer: its attributes (what an import kept from columns with no field)
+      // go back as they were opened, or they would be erased.
+      const whole = { ...values, attributes: editing.opened?.attributes ?? {} };
       const doc = await busy(dialogButtons(), () =>
-        sendJSON("PUT", `customers/${id}`, values, { headers: { "If-Match": etag } }),
+        sendJSON("PUT", `customers/${id}`, whole, { headers: { "If-Match": etag } }),
       );
       toast(`Saved ${doc.email} (version ${doc.version}).`);
       closeDialog();

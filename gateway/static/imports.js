@@ -12,11 +12,21 @@ export const FIELDS = [
   ["city", "City"],
   ["county", "County"],
   ["postal", "Postcode"],
+  ["country", "Country"],
   ["phone", "Phone"],
   ["email", "Email"],
   ["web", "Website"],
 ];
-const LABEL = Object.fromEntries(FIELDS);
+// Only the email needs a column (shared/customers/fields.py REQUIRED_FIELDS); every other field is optional.
+export const REQUIRED = ["email"];
+// Mapping targets that are no field: one column holding the whole name, split into first and last name;
+// and `attributes.<name>`, any other column kept on the customer under that name.
+const FULL_NAME = "full_name";
+const NAME_PARTS = ["first_name", "last_name"];
+const ATTRIBUTE = "attributes.";
+const KEEP = "(keep)"; // the select's value for "keep as attribute": named after the column when mapped
+const LABEL = { ...Object.fromEntries(FIELDS), [FULL_NAME]: "Full name" };
+const targetLabel = (target) => (target?.startsWith(ATTRIBUTE) ? `attribute “${target.slice(ATTRIBUTE.length)}”` : LABEL[target] ?? target);
 const COUNTERS = [
   ["rows_read", "Rows read"],
   ["rows_inserted", "Inserted"],
@@ -207,11 +217,15 @@ function applySuggestions(keepManual) {
   assignment = new Map();
   const taken = new Set();
   for (const [field, ref] of Object.entries(mapping || {})) {
-    const column = findColumn(ref);
-    if (column && !assignment.has(column.index)) {
-      assignment.set(column.index, field);
-      taken.add(field);
+    // A field may come from several columns (joined in order), or from none (null: left out).
+    for (const one of ref === null ? [] : Array.isArray(ref) ? ref : [ref]) {
+      const column = findColumn(one);
+      if (column && !assignment.has(column.index)) {
+        assignment.set(column.index, field);
+        taken.add(field);
+      }
     }
+    if (ref === null) taken.add(field);
   }
   for (const column of columns) {
     const field = column.suggested_field;
@@ -270,13 +284,21 @@ function columnCard(column) {
     { id, dataset: { column: String(column.index) }, "aria-describedby": `${id}-samples ${id}-hint` },
     el("option", { value: "", text: "Ignore this column" }),
     FIELDS.map(([name, label]) => el("option", { value: name, text: label })),
+    el("option", { value: FULL_NAME, text: "Full name (split into first and last)" }),
+    el("option", { value: KEEP, text: `Keep as attribute “${attributeName(column)}”` }),
   );
-  select.value = assignment.get(column.index) || "";
-  select.addEventListener("change", () => choose(column.index, select.value));
+  const assigned = assignment.get(column.index) || "";
+  select.value = assigned.startsWith(ATTRIBUTE) ? KEEP : assigned;
+  select.addEventListener("change", () =>
+    choose(column.index, select.value === KEEP ? ATTRIBUTE + attributeName(column) : select.value),
+  );
   const title = uploaded.preview.header_row >= 1 ? (column.header ? `“${column.header}”` : "(no title)") : "";
-  const hint = column.suggested_field
-    ? `Suggested: ${LABEL[column.suggested_field]} (${Math.round(column.confidence * 100)}% sure)`
-    : "No suggestion";
+  const remembered = uploaded.preview.remembered;
+  const hint = !column.suggested_field
+    ? "No suggestion"
+    : column.reason === "remembered" && remembered
+      ? `${targetLabel(column.suggested_field)}: remembered from ${remembered.filename}, ${fmtDate(remembered.last_used)}`
+      : `Suggested: ${targetLabel(column.suggested_field)} (${Math.round(column.confidence * 100)}% sure)`;
   return el(
     "div",
     { className: "column-card", dataset: { column: String(column.index) } },
@@ -291,6 +313,12 @@ function columnCard(column) {
   );
 }
 
+/** The name a column is kept under as an attribute: its header text, else its letter. */
+function attributeName(column) {
+  const header = uploaded.preview.header_row >= 1 && column.header ? column.header : column.letter;
+  return header.startsWith(ATTRIBUTE) ? header.slice(ATTRIBUTE.length) : header;
+}
+
 function choose(index, field) {
   const note = [];
   manual.set(index, field);
@@ -302,7 +330,7 @@ function choose(index, field) {
         const previous = uploaded.preview.columns.find((c) => c.index === other);
         const select = document.querySelector(`select[data-column="${other}"]`);
         if (select) select.value = "";
-        note.push(`${LABEL[field]} now comes from column ${letterOf(index)} instead of ${previous ? previous.letter : other}.`);
+        note.push(`${targetLabel(field)} now comes from column ${letterOf(index)} instead of ${previous ? previous.letter : other}.`);
       }
     }
     assignment.set(index, field);
@@ -336,12 +364,21 @@ function renderFieldStatus() {
       const errorId = `field-error-${name}`;
       return el(
         "li",
-        { className: column ? "mapped" : "missing", dataset: { field: name } },
-        el("span", { className: "mark", "aria-hidden": "true", text: column ? "✓" : "!" }),
+        { className: column ? "mapped" : REQUIRED.includes(name) ? "missing" : "optional", dataset: { field: name } },
+        el("span", { className: "mark", "aria-hidden": "true", text: column ? "✓" : REQUIRED.includes(name) ? "!" : "–" }),
         el("span", { className: "field-name", text: label }),
         el(
           "span",
-          { className: "field-source", text: column ? `column ${column.letter}` : "not mapped (required)" },
+          {
+            className: "field-source",
+            text: column
+              ? `column ${column.letter}`
+              : NAME_PARTS.includes(name) && mapped.has(FULL_NAME)
+                ? `from the full name (column ${mapped.get(FULL_NAME).letter})`
+                : REQUIRED.includes(name)
+                  ? "not mapped (required)"
+                  : "not mapped (optional)",
+          },
           column?.header && uploaded.preview.header_row >= 1 ? el("span", { className: "source-header", text: ` “${column.header}”` }) : null,
         ),
         el("span", { className: "field-error", id: errorId, role: "alert", text: errors.get(errorId) || "" }),
@@ -358,15 +395,17 @@ function updateStart() {
     button.disabled = true;
     return;
   }
-  const missing = FIELDS.filter(([name]) => !mappedFields().has(name)).length;
+  const mapped = mappedFields();
+  const missing = REQUIRED.filter((name) => !mapped.has(name));
   // A header row typed but not read yet (or refused): the columns shown are not that row's.
   const stale = $("header-row").value.trim() !== String(uploaded.preview.header_row);
-  button.disabled = missing > 0 || stale || uploadController !== null;
+  button.disabled = missing.length > 0 || stale || uploadController !== null;
+  const fields = FIELDS.filter(([name]) => mapped.has(name)).length;
   $("start-help").textContent = stale
     ? `The columns shown are read with header row ${uploaded.preview.header_row}.`
-    : missing
-      ? `Map ${missing} more ${missing === 1 ? "field" : "fields"} to start.`
-      : "Every field has a column.";
+    : missing.length
+      ? `Map the ${missing.map((name) => LABEL[name]).join(", ")} column to start: every customer needs one.`
+      : `${fields} of ${FIELDS.length} fields have a column; the others stay empty.`;
 }
 
 function renderRows() {
@@ -381,7 +420,9 @@ function renderRows() {
 }
 
 async function start() {
-  const mapping = {};
+  // Every field the person left without a column is sent as null: the service would otherwise fill it
+  // from its own suggestions (a mapping is merged with them).
+  const mapping = Object.fromEntries([...FIELDS.map(([name]) => [name, null]), [FULL_NAME, null]]);
   for (const [field, column] of mappedFields()) mapping[field] = columnRef(column);
   const { preview: p, job_id: jobId, filename } = uploaded;
   const body = { mapping, header_row: p.header_row };
@@ -577,7 +618,9 @@ function renderFinal(doc) {
         "tr",
         {},
         el("td", { className: "num row-col", text: String(e.row) }),
+        // The column as the file shows it (its header text, or its letter), never the field's own name.
         el("td", { className: "column-col" }, breakable(e.column ?? "(the row)")),
+        el("td", { className: "value-col" }, e.value === null || e.value === undefined ? "" : breakable(e.value)),
         el("td", { className: "problem", text: e.message }),
       ),
     ),
