@@ -1,0 +1,479 @@
+"""The write path at the machine's limit (issue 21): each figure beside its baseline from the same run.
+
+    .venv/bin/python -m tests.bench.write_path_bench [--rows 1000000] [--repeat 3] [--no-profile]
+    .venv/bin/python -m tests.bench.write_path_bench --rows 100000 --repeat 1     # a quick check
+
+Through one real gateway and ONE real worker process (history on, FANOUT_PARTS=1), per repeat on an
+emptied database: the datagen xlsx with shared strings (every row a new customer), the same file again
+(every row unchanged), then the datagen csv (new customers). Per import: rows/s upload → completed,
+the worker's peak RSS (with its parser processes), and the CPU µs per row of the worker, mysqld and
+redis-server (procstat). Baselines of the same run, each in a process of its own: python-calamine
+parse-only of the xlsx, the csv module over the csv, and `bare`: LOAD DATA LOCAL INFILE of the csv
+into an unindexed staging table + one INSERT … SELECT … ON DUPLICATE KEY UPDATE into a table made
+LIKE customers (its unique email index), mysqld's CPU per row measured the same way: the machine's
+own limit for these rows. The load average is printed beside the figures (the machine is shared).
+
+`profile` (run after the imports unless --no-profile): the worker's own commit step (worker.pipeline
+.commit.write_rows, history on, over the parser's real batches of the csv, new then unchanged) in this
+process, each statement timed on the client and charged the mysqld CPU it used (/proc before and
+after): statements per batch and where mysqld's µs per row go. No lease checkpoint and no warm-up.
+
+Database bench_write (Redis prefix bench:write:), dropped/cleared at the end. Exit 0 always: the
+targets are reported, not asserted (the machine is shared).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tests.bench import datagen
+from tests.bench.common import (
+    bench_settings,
+    clear_redis,
+    code_version,
+    drop_database,
+    fmt_int,
+    fmt_ratio,
+    median,
+    mysql_conn,
+    results_path,
+    run_json,
+    table,
+)
+from tests.bench.procstat import Window, cpu_seconds, find_pids, listening_pids
+
+# Issue 21's targets.
+TARGET_NEW_VS_CALAMINE = 0.40
+TARGET_UNCHANGED_VS_CALAMINE = 0.70
+TARGET_CSV_ROWS_S = 70_000
+TARGET_MYSQLD_US_PER_NEW_ROW = 15.0
+TARGET_PEAK_RSS_MB = 256.0
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+# -- bare baseline: LOAD DATA + one INSERT … SELECT (run in a process of its own) ----------------------
+
+
+async def bare(dsn: str, csv_path: Path) -> dict[str, Any]:
+    """LOAD DATA LOCAL INFILE of the csv into an unindexed staging table, then one upsert into a table
+    LIKE customers: what the server itself needs for these rows. Reports the two steps apart."""
+    import aiomysql
+
+    from shared.config import parse_mysql_dsn
+    from shared.infra.db import open_database
+
+    cfg = parse_mysql_dsn(dsn)
+    pool = await open_database(cfg, 1)  # the schema (customers) exists in the bench database
+    pool.close()
+    await pool.wait_closed()
+    conn = await aiomysql.connect(
+        host=cfg.host,
+        port=cfg.port,
+        user=cfg.user,
+        password=cfg.password,
+        db=cfg.database,
+        local_infile=True,
+        autocommit=True,
+        charset="utf8mb4",
+    )
+    mysqld = find_pids("mariadbd", "mysqld")
+    columns = ", ".join(datagen.COLUMNS)
+    out: dict[str, Any] = {"local_infile_was": None}
+    try:
+        async with conn.cursor() as cur:
+            await cur.execute("SELECT @@local_infile")
+            (enabled,) = await cur.fetchone()
+            out["local_infile_was"] = int(enabled)
+            if not enabled:
+                # Only for this run, and only if the account may (SUPER); set back in `finally`.
+                await cur.execute("SET GLOBAL local_infile = 1")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "unknown table" on a first run
+                await cur.execute("DROP TABLE IF EXISTS bare_stage, bare_customers")
+            await cur.execute(
+                "CREATE TABLE bare_stage ("
+                + ", ".join(f"{c} VARCHAR(255) NULL" for c in datagen.COLUMNS)
+                + ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
+            )
+            await cur.execute("CREATE TABLE bare_customers LIKE customers")
+            window = Window({"mysqld": mysqld, "self": [os.getpid()]})
+            window.start()
+            started = time.perf_counter()
+            await cur.execute(
+                "LOAD DATA LOCAL INFILE %s INTO TABLE bare_stage CHARACTER SET utf8mb4"
+                " FIELDS TERMINATED BY ',' OPTIONALLY ENCLOSED BY '\"' LINES TERMINATED BY '\\n' IGNORE 1 LINES"
+                f" ({columns})",
+                (str(csv_path),),
+            )
+            rows = cur.rowcount
+            loaded = time.perf_counter()
+            cpu_load = window._read()["mysqld"]
+            await conn.begin()
+            await cur.execute(
+                f"INSERT INTO bare_customers ({columns}) SELECT {columns} FROM bare_stage"
+                " ON DUPLICATE KEY UPDATE " + ", ".join(f"{c} = VALUES({c})" for c in datagen.COLUMNS if c != "email")
+            )
+            await conn.commit()
+            seconds = time.perf_counter() - started
+            window.stop()
+            load_cpu = cpu_load - window._start["mysqld"]
+            out.update(
+                rows=rows,
+                seconds=seconds,
+                rows_per_s=rows / seconds,
+                load_s=loaded - started,
+                mysqld_us_per_row=1e6 * window.cpu["mysqld"] / rows,
+                mysqld_us_per_row_load=1e6 * load_cpu / rows,
+                mysqld_us_per_row_upsert=1e6 * (window.cpu["mysqld"] - load_cpu) / rows,
+            )
+            await cur.execute("DROP TABLE IF EXISTS bare_stage, bare_customers")
+            if not enabled:
+                await cur.execute("SET GLOBAL local_infile = 0")
+    finally:
+        conn.close()
+    return out
+
+
+# -- profile: the worker's commit step in this process, statement by statement ------------------------
+
+_LITERALS = re.compile(r"'(?:[^'\\]|\\.)*'|\b\d+\b|\(%s(?:, ?%s)*\)(?:, ?\(%s(?:, ?%s)*\))*")
+
+
+def statement_label(sql: str) -> str:
+    """A statement's shape: its first words and the tables it names, literals and lists elided."""
+    text = " ".join(_LITERALS.sub("?", sql).split())
+    verb = text.split(" ", 1)[0].upper()
+    tables = sorted(
+        set(re.findall(r"(?:FROM|INTO|UPDATE|JOIN|TABLE)\s+(?:IF NOT EXISTS\s+)?`?(\w+)", text, re.IGNORECASE))
+    )
+    detail = ""
+    if "JSON_ARRAYAGG" in text.upper():
+        detail = " (JSON_ARRAYAGG)"
+    if verb == "INSERT" and " SELECT " in text.upper():
+        detail = " … SELECT"
+    return f"{verb}{detail} {','.join(tables)}".strip()
+
+
+class TimedCursor:
+    """A cursor whose execute()s are timed (wall, client side) and charged mysqld's CPU meanwhile."""
+
+    def __init__(self, cur: Any, mysqld: list[int], stats: dict[str, list[float]]) -> None:
+        self._cur = cur
+        self._mysqld = mysqld
+        self._stats = stats
+
+    def _cpu(self) -> float:
+        return sum(cpu_seconds(p) or 0.0 for p in self._mysqld)
+
+    async def _timed(self, method: str, sql: str, *args: Any) -> Any:
+        cpu0, t0 = self._cpu(), time.perf_counter()
+        result = await getattr(self._cur, method)(sql, *args)
+        entry = self._stats.setdefault(statement_label(sql), [0, 0.0, 0.0])
+        entry[0] += 1
+        entry[1] += time.perf_counter() - t0
+        entry[2] += self._cpu() - cpu0
+        return result
+
+    async def execute(self, sql: str, *args: Any) -> Any:
+        return await self._timed("execute", sql, *args)
+
+    async def executemany(self, sql: str, *args: Any) -> Any:
+        return await self._timed("executemany", sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cur, name)
+
+
+async def profile(dsn: str, redis_url: str, prefix: str, csv_path: Path, batch: int, budget_mb: int) -> dict[str, Any]:
+    from redis.asyncio import Redis
+
+    from shared.config import parse_mysql_dsn
+    from shared.customers import history_repo
+    from shared.customers.cache import CustomerCache
+    from shared.infra.db import close_pool, open_database, transaction
+    from shared.spreadsheet.mapping import ImportOptions
+    from worker.pipeline.commit import write_rows
+    from worker.pipeline.deps import WorkerDeps
+    from worker.pipeline.messages import ParsedBatch
+    from worker.pipeline.source import RowSource, SourceParams
+
+    settings = bench_settings(parse_mysql_dsn(dsn).database, prefix)
+    pool = await open_database(parse_mysql_dsn(dsn), 2)
+    redis = Redis.from_url(redis_url)
+    deps = WorkerDeps(settings, pool, CustomerCache(redis, prefix=prefix), None)  # type: ignore[arg-type]
+    source = history_repo.Source(history_repo.IMPORT, actor="bench", job_id="bench-write-profile")
+    mysqld = find_pids("mariadbd", "mysqld")
+    params = SourceParams(csv_path, "csv", ImportOptions(), budget_mb * 1024 * 1024, batch, 0)
+    batches = [m.staged for m in RowSource(params).messages() if isinstance(m, ParsedBatch) and m.staged]
+    rows = sum(len(s) for s in batches)
+    out: dict[str, Any] = {"rows": rows, "batches": len(batches), "batch": batch}
+    try:
+        async with transaction(pool) as cur:
+            await cur.execute("TRUNCATE TABLE customers")
+            await cur.execute("TRUNCATE TABLE customer_history")
+        for case in ("new", "unchanged"):
+            stats: dict[str, list[float]] = {}
+            cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in mysqld), time.perf_counter()
+            for staged in batches:
+                async with transaction(pool) as cur:
+                    await write_rows(deps, TimedCursor(cur, mysqld, stats), staged, source)
+            seconds = time.perf_counter() - t0
+            total_cpu = sum(cpu_seconds(p) or 0.0 for p in mysqld) - cpu0
+            out[case] = {
+                "seconds": seconds,
+                "rows_per_s": rows / seconds,
+                "mysqld_us_per_row": 1e6 * total_cpu / rows,
+                "statements": {
+                    label: {
+                        "per_batch": n / len(batches),
+                        "wall_us_per_row": 1e6 * wall / rows,
+                        "mysqld_us_per_row": 1e6 * cpu / rows,
+                    }
+                    for label, (n, wall, cpu) in sorted(stats.items(), key=lambda kv: -kv[1][2])
+                },
+            }
+        async with transaction(pool) as cur:
+            await cur.execute("TRUNCATE TABLE customers")
+            await cur.execute("TRUNCATE TABLE customer_history")
+    finally:
+        await close_pool(pool)
+        await redis.aclose()
+    return out
+
+
+# -- the run -------------------------------------------------------------------------------------------
+
+
+def reset(settings: Any) -> None:
+    conn = mysql_conn(settings)
+    with conn.cursor() as cur:
+        for statement in (
+            "TRUNCATE TABLE customers",
+            "TRUNCATE TABLE customer_history",
+            "DELETE FROM import_errors",
+            "DELETE FROM import_jobs",
+        ):
+            cur.execute(statement)
+    conn.close()
+    clear_redis(settings, ("{customer:*", "{customers}*"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd")
+    b = sub.add_parser("bare")
+    b.add_argument("csv", type=Path)
+    b.add_argument("--dsn", required=True)
+    p = sub.add_parser("profile")
+    p.add_argument("csv", type=Path)
+    p.add_argument("--dsn", required=True)
+    p.add_argument("--redis", required=True)
+    p.add_argument("--prefix", required=True)
+    p.add_argument("--batch", type=int, default=2000)
+    p.add_argument("--budget-mb", type=int, default=768)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--database", default="bench_write")
+    parser.add_argument("--prefix", default="bench:write:")
+    args = parser.parse_args(argv)
+    if args.cmd == "bare":
+        print(json.dumps(asyncio.run(bare(args.dsn, args.csv))))
+        return 0
+    if args.cmd == "profile":
+        result = asyncio.run(profile(args.dsn, args.redis, args.prefix, args.csv, args.batch, args.budget_mb))
+        print(json.dumps(result))
+        return 0
+    return run(args)
+
+
+def run(args: Any) -> int:
+    from tests.bench.import_bench import run_import
+    from tests.support.procs import Service, free_port, service_env, wait_http_ready
+
+    n = args.rows
+    files = datagen.ensure([n], ("shared", "csv"))
+    xlsx, csv_path = files[(n, "shared")], files[(n, "csv")]
+    settings = bench_settings(args.database, args.prefix)
+    drop_database(settings)
+    clear_redis(settings)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-write-logs-"))
+    port = free_port()
+    env = service_env(settings, PORT=port, FANOUT_PARTS=1, IMPORT_HISTORY="true")
+    loads = [load_average()]
+    print(f"measuring code at {code_version()}: {n:,} rows, {args.repeat} time(s); load average {loads[0]}", flush=True)
+    runs: dict[str, list[dict[str, Any]]] = {}
+    gateway = Service("gateway", env, log_dir, "gateway")
+    worker: Service | None = None
+    try:
+        wait_http_ready(f"http://127.0.0.1:{port}", gateway)
+        worker = Service("worker", env, log_dir, "worker")
+        time.sleep(2.0)
+        pids = {
+            "gateway": [gateway.proc.pid],
+            "mysqld": find_pids("mariadbd", "mysqld"),
+            "redis": listening_pids(find_pids("redis-server"), urlsplit(settings.redis_url).port or 6379),
+        }
+        for r in range(args.repeat):
+            reset(settings)
+            for case, path, expect in (("xlsx new", xlsx, "new"), ("xlsx unchanged", xlsx, "unchanged")):
+                result = run_import(port, path, n, worker, pids, settings, expect)
+                runs.setdefault(case, []).append(result)
+                print(f"  {case} run {r + 1}: {fmt_int(result['rows_per_s'])} rows/s, {_cpu(result)}", flush=True)
+            reset(settings)
+            result = run_import(port, csv_path, n, worker, pids, settings, "new")
+            runs.setdefault("csv new", []).append(result)
+            print(f"  csv new run {r + 1}: {fmt_int(result['rows_per_s'])} rows/s, {_cpu(result)}", flush=True)
+            reset(settings)
+            for name, cmd in (
+                ("calamine", ["-m", "tests.bench.baselines", "parse", "calamine", str(xlsx)]),
+                ("csv module", ["-m", "tests.bench.baselines", "parse", "csv", str(csv_path)]),
+                ("bare", ["-m", "tests.bench.write_path_bench", "bare", str(csv_path), "--dsn", settings.mysql_dsn]),
+            ):
+                result = run_json(cmd)
+                runs.setdefault(name, []).append(result)
+                print(f"  baseline {name} run {r + 1}: {fmt_int(result['rows_per_s'])} rows/s", flush=True)
+            loads.append(load_average())
+        worker.stop()
+        worker = None
+        if not args.no_profile:
+            cmd = ["-m", "tests.bench.write_path_bench", "profile", str(csv_path), "--dsn", settings.mysql_dsn]
+            cmd += ["--redis", settings.redis_url, "--prefix", settings.redis_prefix + "profile:"]
+            cmd += ["--batch", str(settings.import_batch_size), "--budget-mb", str(settings.reader_memory_budget_mb)]
+            runs["profile"] = [run_json(cmd)]
+            loads.append(load_average())
+    finally:
+        if worker is not None:
+            worker.stop()
+        gateway.stop()
+        drop_database(settings)
+        clear_redis(settings)
+    text = report(runs, n, args.repeat, loads, settings)
+    print("\n" + text)
+    out = results_path("write_path")
+    out.write_text(json.dumps({"code": code_version(), "rows": n, "runs": runs, "report": text}, indent=1, default=str))
+    print(f"\nevery run: {out}; logs: {log_dir}")
+    return 0
+
+
+def _us(result: dict[str, Any], process: str) -> float:
+    return 1e6 * result["cpu_s"].get(process, 0.0) / result["rows"]
+
+
+def _cpu(result: dict[str, Any]) -> str:
+    return "CPU µs/row worker {:.1f} / mysqld {:.1f} / redis {:.1f}; peak RSS {:.0f} MB".format(
+        *(_us(result, p) for p in ("worker", "mysqld", "redis")), result["peak_rss_mb"]
+    )
+
+
+def report(runs: dict[str, list[dict[str, Any]]], n: int, repeat: int, loads: list[str], settings: Any) -> str:
+    def rate(case: str) -> float:
+        return median([r["rows_per_s"] for r in runs.get(case, [])])
+
+    def us(case: str, process: str) -> float:
+        return median([_us(r, process) for r in runs.get(case, [])])
+
+    calamine, bare_rate = rate("calamine"), rate("bare")
+    bare_us = median([r["mysqld_us_per_row"] for r in runs.get("bare", [])])
+    body = []
+    for case, target in (("xlsx new", TARGET_NEW_VS_CALAMINE), ("xlsx unchanged", TARGET_UNCHANGED_VS_CALAMINE)):
+        ratio = rate(case) / calamine
+        body.append(
+            [
+                f"{n:,} xlsx (shared strings), {case.split()[1]}, rows/s",
+                fmt_int(rate(case)),
+                f"calamine parse-only {fmt_int(calamine)}",
+                fmt_ratio(ratio),
+                f"≥ {TARGET_NEW_VS_CALAMINE if case == 'xlsx new' else TARGET_UNCHANGED_VS_CALAMINE}×",
+                "yes" if ratio >= target else "NO",
+            ]
+        )
+    body.append(
+        [
+            f"{n:,} csv, new, rows/s",
+            fmt_int(rate("csv new")),
+            f"bare LOAD DATA + INSERT…SELECT {fmt_int(bare_rate)}; csv module {fmt_int(rate('csv module'))}",
+            fmt_ratio(rate("csv new") / bare_rate),
+            f"≥ {TARGET_CSV_ROWS_S:,}",
+            "yes" if rate("csv new") >= TARGET_CSV_ROWS_S else "NO",
+        ]
+    )
+    for case in ("xlsx new", "csv new"):
+        body.append(
+            [
+                f"mysqld CPU µs per new row ({case.split()[0]})",
+                f"{us(case, 'mysqld'):.1f}",
+                f"bare {bare_us:.1f}",
+                fmt_ratio(us(case, "mysqld") / bare_us),
+                f"≤ {TARGET_MYSQLD_US_PER_NEW_ROW:g}",
+                "yes" if us(case, "mysqld") <= TARGET_MYSQLD_US_PER_NEW_ROW else "NO",
+            ]
+        )
+    peak = max(r["peak_rss_mb"] for case in ("xlsx new", "xlsx unchanged", "csv new") for r in runs.get(case, []))
+    body.append(
+        [
+            "worker peak RSS MB (+ parser processes)",
+            f"{peak:,.0f}",
+            "",
+            "",
+            f"≤ {TARGET_PEAK_RSS_MB:g}",
+            "yes" if peak <= TARGET_PEAK_RSS_MB else "NO",
+        ]
+    )
+    lines = [
+        f"== Write path, {n:,} rows, one worker, history on, batch {settings.import_batch_size}; medians of {repeat};"
+        f" load average {' → '.join(loads)} ==",
+        table(["case", "figure", "baseline, same run", "ratio", "target", "met"], body),
+        "",
+        "CPU µs per row (medians): worker+parsers / mysqld / redis",
+    ]
+    for case in ("xlsx new", "xlsx unchanged", "csv new"):
+        lines.append(f"  {case}: " + " / ".join(f"{us(case, p):.1f}" for p in ("worker", "mysqld", "redis")))
+    bare_runs = runs.get("bare", [])
+    if bare_runs:
+        lines.append(
+            "  bare: mysqld {:.1f} (LOAD DATA {:.1f} + INSERT…SELECT {:.1f}); local_infile was {}".format(
+                bare_us,
+                median([r["mysqld_us_per_row_load"] for r in bare_runs]),
+                median([r["mysqld_us_per_row_upsert"] for r in bare_runs]),
+                bare_runs[0]["local_infile_was"],
+            )
+        )
+    prof = runs.get("profile")
+    if prof:
+        result = prof[0]
+        for case in ("new", "unchanged"):
+            part = result[case]
+            lines.append(
+                f"\n== The commit step in one process (write_rows, history on), {case}: {part['rows_per_s']:,.0f}"
+                f" rows/s, mysqld {part['mysqld_us_per_row']:.1f} µs/row, {result['batches']} batches of"
+                f" {result['batch']} =="
+            )
+            lines.append(
+                table(
+                    ["statement", "per batch", "wall µs/row", "mysqld µs/row"],
+                    [
+                        [label, f"{s['per_batch']:.1f}", f"{s['wall_us_per_row']:.1f}", f"{s['mysqld_us_per_row']:.1f}"]
+                        for label, s in part["statements"].items()
+                    ],
+                )
+            )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
