@@ -45,6 +45,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
         batch_size=settings.import_batch_size,
         resume_after_row=job.checkpoint_row,
         max_rows=settings.max_rows_per_job,
+        phone_region=settings.phone_default_region,
         part=lease.part if isinstance(lease, PartLease) else 0,
         parts=parts,
     )

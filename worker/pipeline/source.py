@@ -10,11 +10,13 @@ from typing import Any
 
 from marshmallow import ValidationError
 
-from shared.customers.fields import ATTRIBUTE_PREFIX, FULL_NAME
+from shared.customers.fields import ATTRIBUTE_PREFIX, FIELD_LENGTHS, FULL_NAME, STORED_FIELDS
 from shared.imports.parts import part_of
+from shared.spreadsheet.detect import footer_warning, formula_warning, is_footer
+from shared.spreadsheet.evidence import normalize_phone
 from shared.spreadsheet.mapping import ImportOptions, choose_header
 from shared.spreadsheet.readers import HEAD_ROWS, WorkbookError, open_reader
-from shared.spreadsheet.rules import normalize_cell, row_is_empty
+from shared.spreadsheet.rules import MULTI_VALUE, HeaderMap, column_letter, normalize_cell, row_is_empty
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo
 from worker.pipeline.modes import Modes, RowKeys
 from worker.pipeline.stage import stage_rows
@@ -37,6 +39,8 @@ class SourceParams:
     # One part of a job split over several workers (shared.imports.parts): only its rows are emitted.
     part: int = 0
     parts: int = 1
+    # PHONE_DEFAULT_REGION: phones written in international format (empty: as written).
+    phone_region: str = ""
 
 
 def width_problem(cells: list[Any], width: int) -> str | None:
@@ -126,6 +130,10 @@ class RowSource:
             if problem := keys.missing_id_column():
                 raise WorkbookError(problem)
             data_rows = 0
+            footers: list[tuple[int, list[Any]]] = []
+            # Cells holding several values (` ::: `): the first is kept (normalize_cell), the rows warned.
+            several: list[tuple[int, int]] = []
+            mapped = mapped_columns(header)
             batch = ParsedBatch()
             pending: list[tuple[int, list[Any]]] = []
             strict = reader.strict_width
@@ -133,6 +141,13 @@ class RowSource:
             # A chunk of rows at a time: the per-row work is a few comprehensions, not a loop body.
             while chunk := list(itertools.islice(source, _CHUNK)):
                 kept = [item for item in chunk if item[0] > choice.row and not row_is_empty(item[1])]
+                # Lines after the table that are no customers ("Total (32)", "Confidential"): skipped,
+                # named in a warning, not counted. Only a row with no email can be one.
+                blank = [item for item in kept if email_index >= len(item[1]) or not item[1][email_index]]
+                if blank and (found := [item for item in blank if is_footer(item[1], email_index)]):
+                    footers.extend((number, cells) for number, cells in found)
+                    skip = {number for number, _ in found}
+                    kept = [item for item in kept if item[0] not in skip]
                 over = p.max_rows is not None and data_rows + len(kept) > p.max_rows
                 if over:
                     kept = kept[: max(p.max_rows - data_rows, 0)]  # type: ignore[operator]
@@ -159,13 +174,22 @@ class RowSource:
                     else:
                         pending.extend(part)
                     if batch.rows_read >= p.batch_size:
-                        yield _complete(batch, pending, validator, keys)
+                        several_values(pending, mapped, several)
+                        yield _complete(batch, pending, validator, keys, p.phone_region)
                         batch, pending = ParsedBatch(), []
                 if over:
                     raise WorkbookError(too_many_rows(p.max_rows))  # type: ignore[arg-type]
             if batch.rows_read:
-                yield _complete(batch, pending, validator, keys)
+                several_values(pending, mapped, several)
+                yield _complete(batch, pending, validator, keys, p.phone_region)
             ending = keys.warnings()  # repeated emails
+            if footers:
+                ending.append(footer_warning(footers))
+            if several:
+                ending.append(several_values_warning(several, header))
+            uncached, count = reader.uncached_formulas()
+            if count:
+                ending.append(formula_warning(uncached, count))
             if not data_rows:
                 ending.insert(0, "no data rows: the file holds a header row and nothing under it")
             if ending:
@@ -174,11 +198,66 @@ class RowSource:
             reader.close()
 
 
+def mapped_columns(header: HeaderMap) -> tuple[int, ...]:
+    """Every column an import takes a value from."""
+    used = set(header.positions.values()) | set(header.attributes.values())
+    used.update(index for indexes in header.joined.values() for index in indexes)
+    if header.full_name is not None:
+        used.add(header.full_name)
+    return tuple(sorted(used))
+
+
+def several_values(pending: list[tuple[int, list[Any]]], mapped: tuple[int, ...], found: list[tuple[int, int]]) -> None:
+    """Note (row, column) of each mapped cell holding several values. One join of the batch's cells (C
+    speed; a workbook's numbers and empty cells through repr) says whether there are any; only then is each
+    cell looked at."""
+    if not pending or not mapped:
+        return
+    try:
+        text = "\x1f".join(itertools.chain.from_iterable(cells for _, cells in pending))
+    except TypeError:  # not text only (a workbook's numbers, dates, empty cells)
+        text = repr([cells for _, cells in pending])
+    if MULTI_VALUE not in text:
+        return
+    for number, cells in pending:
+        for index in mapped:
+            if index < len(cells) and isinstance(cells[index], str) and MULTI_VALUE in cells[index]:
+                found.append((number, index))
+
+
+SEVERAL_LISTED = 5
+
+
+def several_values_warning(found: list[tuple[int, int]], header: HeaderMap) -> str:
+    listed = ", ".join(
+        f"row {row} {header.labels.get(index) or column_letter(index)!r}" for row, index in found[:SEVERAL_LISTED]
+    )
+    more = f" and {len(found) - SEVERAL_LISTED} more" if len(found) > SEVERAL_LISTED else ""
+    return (
+        f"{len(found)} cell(s) held several values (' ::: ' between them, as Google Contacts writes): the first "
+        f"of each was imported ({listed}{more})"
+    )
+
+
+_PHONE = STORED_FIELDS.index("phone")
+
+
+def _international_phone(row: Any, region: str) -> Any:
+    phone = row[_PHONE]
+    if not phone:
+        return row
+    return (*row[:_PHONE], normalize_phone(phone, region, FIELD_LENGTHS["phone"]), *row[_PHONE + 1 :])
+
+
 def _complete(
-    batch: ParsedBatch, pending: list[tuple[int, list[Any]]], validator: BatchValidator, keys: RowKeys | None = None
+    batch: ParsedBatch,
+    pending: list[tuple[int, list[Any]]],
+    validator: BatchValidator,
+    keys: RowKeys | None = None,
+    phone_region: str = "",
 ) -> ParsedBatch:
     """Validate the batch's rows (all at once) and stage the valid ones (with what the import's modes
-    need of them, when `keys` is given)."""
+    need of them, when `keys` is given; their phones in international format with `phone_region`)."""
     width_problems = bool(batch.errors)
     failed = False
     values = []
@@ -196,5 +275,7 @@ def _complete(
         # Rows of the wrong width were noted as they came: keep every list in the file's order.
         batch.errors.sort(key=lambda error: error[0])
         batch.rejected.sort(key=lambda row: row[0])
+    if phone_region:
+        values = [_international_phone(row, phone_region) for row in values]
     batch.staged = stage_rows(values) if keys is None else keys.stage(batch, valid, values)
     return batch
