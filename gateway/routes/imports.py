@@ -451,19 +451,41 @@ def _job_accepted(job: dict[str, Any]) -> web.Response:
 
 @routes.get("/jobs/{id}/changes")
 @params.accepts("limit", "cursor", "format")
-async def job_changes(request: web.Request) -> web.Response:
+async def job_changes(request: web.Request) -> web.StreamResponse:
     """Each customer the job inserted, updated, deleted or restored, and what changed (JSON pages, or
-    every one as CSV: a line per changed field)."""
+    every one as CSV: a line per changed field, streamed a page at a time)."""
     job_id = params.job_id(request)
     kind = params.choice_param(request, "format", ("json", "csv"), default="json")
-    limit = None if kind == "csv" else params.limit_param(request, default=100, maximum=1000)
-    page = await request.app[JOBS].changes(job_id, limit=limit, cursor=params.cursor_param(request))
+    jobs = request.app[JOBS]
     if kind == "json":
-        return json_response(page)
+        limit = params.limit_param(request, default=100, maximum=1000)
+        return json_response(await jobs.changes(job_id, limit=limit, cursor=params.cursor_param(request)))
+    # The first page is read before anything is sent: an unknown job is still a 404, MySQL down a 503.
+    page = await jobs.changes(job_id, limit=CHANGES_CSV_PAGE, cursor=params.cursor_param(request))
+    headers = {
+        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Disposition": f'attachment; filename="job-{job_id}-changes.csv"',
+        "X-Request-ID": request_id_var.get() or "",  # the middleware's copy would come too late
+    }
+    response = web.StreamResponse(headers=headers)
+    await response.prepare(request)
+    await response.write(_changes_csv(page["items"], header=True))
+    while page["next_cursor"] is not None:
+        page = await jobs.changes(job_id, limit=CHANGES_CSV_PAGE, cursor=page["next_cursor"])
+        await response.write(_changes_csv(page["items"]))
+    await response.write_eof()
+    return response
+
+
+CHANGES_CSV_PAGE = 1000
+
+
+def _changes_csv(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["customer_id", "email", "action", "field", "old", "new"])
-    for item in page["items"]:
+    if header:
+        writer.writerow(["customer_id", "email", "action", "field", "old", "new"])
+    for item in items:
         for name, (old, new) in item["changes"].items() or [(None, (None, None))]:
             cells = [old, new] if name != "attributes" else [dumps(old).decode(), dumps(new).decode()]
             # Values customers and files gave: never a formula in a spreadsheet.
@@ -471,11 +493,7 @@ async def job_changes(request: web.Request) -> web.Response:
                 [item["customer_id"], excel_safe(item["email"] or ""), item["action"], name or "",
                  *(excel_safe(cell) if cell is not None else "" for cell in cells)]
             )  # fmt: skip
-    return web.Response(
-        text=out.getvalue(),
-        content_type="text/csv",
-        headers={"Content-Disposition": f'attachment; filename="job-{job_id}-changes.csv"'},
-    )
+    return out.getvalue().encode("utf-8")
 
 
 @routes.post("/jobs/{id}/revert")

@@ -423,28 +423,19 @@ class JobService:
         await self._enqueue_or_leave_to_sweep(job_id, job_repo.DELETE)
         return await self.get(job_id)
 
-    async def changes(self, job_id: str, *, limit: int | None, cursor: str | None) -> dict[str, Any]:
+    async def changes(self, job_id: str, *, limit: int, cursor: str | None) -> dict[str, Any]:
         """What the job did to each customer, by customer id: `{customer_id, email, action, changes}`
-        (changes merged over the job's batches: each field's value before the job and after it).
-        `limit` None: all of them (the CSV download)."""
+        (changes merged over the job's batches: each field's value before the job and after it)."""
         after_id = 0 if cursor is None else cursors.whole_number(decode_cursor(cursor), "after")
-        items: list[dict[str, Any]] = []
-        page = CHANGES_CHUNK if limit is None else limit + 1
         async with self._mysql(), connection(self.pool) as conn, conn.cursor() as cur:
             if await job_repo.get(cur, job_id) is None:
                 raise JobNotFound(job_id)
-            while True:
-                ids = await history_repo.job_customers(cur, job_id, after_id=after_id, limit=page)
-                entries = await history_repo.job_entries(cur, job_id, ids[:limit] if limit else ids)
-                emails = await customer_repo.emails_of(cur, ids)
-                items += job_changes(entries, emails)
-                if limit is not None or len(ids) < page:
-                    break
-                after_id = ids[-1]
-        next_cursor = None
-        if limit is not None and len(ids) > limit:
-            next_cursor = encode_cursor({"after": ids[limit - 1]})
-        return {"items": items, "next_cursor": next_cursor}
+            ids = await history_repo.job_customers(cur, job_id, after_id=after_id, limit=limit + 1)
+            shown = ids[:limit]
+            entries = await history_repo.job_entries(cur, job_id, shown)
+            emails = await customer_repo.emails_of(cur, shown)
+        next_cursor = encode_cursor({"after": shown[-1]}) if len(ids) > limit else None
+        return {"items": job_changes(entries, emails), "next_cursor": next_cursor}
 
 
 def _check_rows(found: Preview, filename: str, limit: int) -> None:
@@ -568,7 +559,6 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
     return doc
 
 
-CHANGES_CHUNK = 1000
 # A history row's action as GET /jobs/{id}/changes names what the job did.
 CHANGE_ACTIONS = {
     history_repo.CREATED: "inserted",

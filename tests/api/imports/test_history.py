@@ -213,3 +213,19 @@ async def test_a_row_another_import_inserted_since_the_batch_looked_is_updated_n
     items = await all_history(client, cid, limit=10)
     assert [item["action"] for item in items] == ["updated", "created"]
     assert items[0]["changes"] == {"city": ["Leeds", "York"]}
+
+
+async def test_the_changes_csv_streams_every_page(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool, monkeypatch: Any
+) -> None:
+    import gateway.routes.imports as routes
+
+    monkeypatch.setattr(routes, "CHANGES_CSV_PAGE", 4)  # 30 customers: eight pages
+    job = await import_rows(client, settings, customers(30))
+    download = await client.get(f"/jobs/{job['job_id']}/changes?format=csv")
+    assert download.status == 200 and download.headers["Content-Type"].startswith("text/csv")
+    lines = list(csv.reader(io.StringIO(await download.text())))
+    assert lines[0] == ["customer_id", "email", "action", "field", "old", "new"]
+    assert sorted({line[1] for line in lines[1:]}) == sorted(row[EMAIL] for row in customers(30))
+    assert {line[2] for line in lines[1:]} == {"inserted"}
+    assert (await client.get("/jobs/00000000-0000-4000-8000-000000000000/changes?format=csv")).status == 404
