@@ -295,7 +295,9 @@ def _job_summary(job: dict[str, Any], *, details: bool = False) -> None:
         more = isinstance(stored, int) and stored > len(errors)
         click.echo(f"row errors (first {len(errors)} of {stored:,}):" if more else f"row errors ({len(errors)}):")
         for item in errors:
-            click.echo(f"  row {item.get('row')}, {item.get('column') or '-'}: {item.get('message')}")
+            # The column as the file shows it, and the value it held (issue 18: errors in the user's words).
+            value = f" ({item['value']!r})" if item.get("value") is not None else ""
+            click.echo(f"  row {item.get('row')}, {item.get('column') or '-'}: {item.get('message')}{value}")
         if more:
             click.echo(f"  all of them: customer-import errors {job_id} -o errors.csv")
     if job.get("error"):

@@ -101,7 +101,7 @@ def invalid_job(gateway: Gateway, tmp_path_factory: pytest.TempPathFactory) -> t
     """A completed job with two invalid rows of its 20 (rows 4 and 7 as Excel numbers them)."""
     rows = customers(20, start=1000, domain="invalid.example")
     rows[2][8] = "not-an-email"
-    rows[5][0] = rows[5][1] = ""
+    rows[5][0] = "F" * 101  # a first name too long (a row without a name is valid: only the email is required)
     path = write(tmp_path_factory.mktemp("cli") / "invalid.csv", csv_bytes(rows))
     done = run("--url", gateway.base, "upload", str(path), "--wait")
     # Completed, but rows were rejected: its own exit status (3), so that a script can tell (0 is for
@@ -141,7 +141,7 @@ def test_invalid_rows_complete_and_the_first_errors_are_printed(invalid_job: tup
     _job_id, out = invalid_job
     assert (counter(out, "rows_read"), counter(out, "rows_inserted"), counter(out, "rows_invalid")) == (20, 18, 2)
     assert "row errors" in out
-    assert re.search(r"row 4, email: .*email", out, re.IGNORECASE), out
+    assert re.search(r"row 4, email: .*email.*\('not-an-email'\)", out, re.IGNORECASE), out  # and the value
     assert re.search(r"row 7, (first_name|last_name): ", out), out
 
 
@@ -175,7 +175,7 @@ def test_missing_columns_exit_1_naming_them(gateway: Gateway, tmp_path: Path) ->
     done = run("--url", gateway.base, "upload", str(path), "--wait")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "422" in done.stderr
-    assert re.search(r"missing columns: postal, phone, email, web", done.stderr), done.stderr
+    assert re.search(r"missing columns: email$", done.stderr, re.M), done.stderr  # the only one a file needs
 
 
 def test_failed_job_exits_1_with_its_error(gateway: Gateway, tmp_path: Path) -> None:
@@ -243,7 +243,7 @@ def test_errors_and_rejected_downloads(gateway: Gateway, invalid_job: tuple[str,
     done = run("--url", gateway.base, "errors", job_id, "-o", "x.csv", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.reader(io.StringIO((tmp_path / "x.csv").read_text())))
-    assert rows[0] == ["row", "column", "message"]
+    assert rows[0] == ["row", "column", "field", "value", "message"]
     assert {r[0] for r in rows[1:]} == {"4", "7"}
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".part")]
 
