@@ -188,7 +188,7 @@ export async function download(path, query, fallbackName) {
   return { name, size: blob.size };
 }
 
-const TERMINAL_EVENTS = new Set(["completed", "failed"]);
+const TERMINAL_EVENTS = new Set(["completed", "failed", "cancelled"]);
 
 /**
  * Follow a job's Server-Sent Events (`progress`, then `completed` or `failed`). EventSource cannot

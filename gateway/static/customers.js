@@ -3,7 +3,8 @@
 
 import { ApiError, download, getJSON, request, sendJSON } from "./api.js";
 import { $, breakable, busy, el, fieldError, fmt, fmtBytes, fmtDate, showError, toast } from "./dom.js";
-import { FIELDS } from "./imports.js";
+import { initHistory, setHistoryCustomer } from "./history.js";
+import { FIELDS, watch } from "./imports.js";
 
 const PAGE_SIZE = 20;
 const FIELD_TYPES = { email: "email", phone: "tel", web: "url" };
@@ -12,6 +13,8 @@ let query = ""; // the search the list shows
 let cursors = [null]; // the cursor of each page seen so far: [null] is the first page
 let nextCursor = null;
 let listRequest = 0;
+let sort = ""; // GET /customers?sort=: "" by id, "city" ascending, "-city" descending
+let total = null; // how many match the search (count=true: each page carries it, cached with the page)
 
 /** The list of customers for the current search and page. */
 async function loadPage() {
@@ -22,15 +25,19 @@ async function loadPage() {
   $("customers-state").textContent = "Loading…";
   try {
     const answer = await busy([$("page-prev"), $("page-next"), $("search-submit")], () =>
-      getJSON("customers", { query: { q: query, limit: PAGE_SIZE, cursor: cursors[cursors.length - 1] } }),
+      getJSON("customers", {
+        query: { q: query, limit: PAGE_SIZE, cursor: cursors[cursors.length - 1], sort, count: "true" },
+      }),
       $("view-customers"),
     );
     if (ticket !== listRequest) return;
     nextCursor = answer.next_cursor;
+    if (answer.total !== undefined) total = answer.total;
     renderList(answer.items);
     const shown = answer.items.length;
+    const of = total !== null ? total : nextCursor ? null : (page - 1) * PAGE_SIZE + shown;
     $("customers-state").textContent = shown
-      ? `${query ? `Matching “${query}”: ` : "Showing "}${fmt((page - 1) * PAGE_SIZE + 1)}–${fmt((page - 1) * PAGE_SIZE + shown)}${nextCursor ? "" : ` of ${fmt((page - 1) * PAGE_SIZE + shown)}`}`
+      ? `${query ? `Matching “${query}”: ` : "Showing "}${fmt((page - 1) * PAGE_SIZE + 1)}–${fmt((page - 1) * PAGE_SIZE + shown)}${of === null ? "" : ` of ${fmt(of)}`}`
       : query
         ? `No customer matches “${query}”.`
         : "No customers yet: import a file or add one.";
@@ -144,6 +151,7 @@ async function openCustomer(id) {
   try {
     const { doc, etag } = await busy(row, () => fetchCustomer(id));
     editing = { id, etag, opened: doc };
+    setHistoryCustomer(id);
     clearFormErrors();
     fillForm(doc);
     showMeta(doc);
@@ -158,6 +166,7 @@ async function openCustomer(id) {
 
 function newCustomer() {
   editing = { id: null };
+  setHistoryCustomer(null);
   clearFormErrors();
   fillForm({});
   showMeta(null);
@@ -329,13 +338,51 @@ async function confirmDelete() {
 
 // -- wiring --------------------------------------------------------------------------------------
 
+/** Each sortable column's title becomes a button: a first click sorts ascending, the next descending. */
+function buildSortButtons() {
+  for (const th of document.querySelectorAll(".customers-table th[data-sort]")) {
+    const key = th.dataset.sort;
+    const label = th.textContent.trim();
+    const button = el("button", { type: "button", className: "sort", dataset: { sort: key } }, el("span", { text: label }), el("span", { className: "sort-mark", "aria-hidden": "true" }));
+    button.addEventListener("click", () => {
+      sort = sort === key ? `-${key}` : key;
+      cursors = [null];
+      total = null;
+      showSort();
+      loadPage();
+    });
+    th.replaceChildren(button);
+  }
+  showSort();
+}
+
+function showSort() {
+  for (const th of document.querySelectorAll(".customers-table th[data-sort]")) {
+    const key = th.dataset.sort;
+    const state = sort === key ? "ascending" : sort === `-${key}` ? "descending" : null;
+    if (state) th.setAttribute("aria-sort", state);
+    else th.removeAttribute("aria-sort");
+    const button = th.querySelector("button");
+    button.querySelector(".sort-mark").textContent = state === "ascending" ? "▲" : state === "descending" ? "▼" : "↕";
+    button.setAttribute("aria-label", `${th.dataset.label || button.firstChild.textContent}: sort ${state === "ascending" ? "descending" : "ascending"}`);
+  }
+}
+
 export function initCustomers() {
   buildForm();
+  buildSortButtons();
+  initHistory({
+    open: (jobId) => {
+      closeDialog();
+      watch(jobId);
+    },
+  });
   $("search-form").addEventListener("submit", (e) => {
     e.preventDefault();
     fieldError($("search-input"), "search-error", "");
     query = $("search-input").value.trim();
     cursors = [null];
+    total = null;
     loadPage();
   });
   $("page-next").addEventListener("click", () => {

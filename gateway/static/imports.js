@@ -2,6 +2,7 @@
 // progress, read the summary. Also the list of recent imports, each of which opens its summary.
 
 import { ApiError, download, followEvents, getJSON, request, sendJSON, upload } from "./api.js";
+import { chosenModes, clearOutcome, initChanges, renderModes, renderOutcome, showCancel } from "./changes.js";
 import { $, breakable, busy, count, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
 
 export const FIELDS = [
@@ -32,6 +33,7 @@ const COUNTERS = [
   ["rows_inserted", "Inserted"],
   ["rows_updated", "Updated"],
   ["rows_unchanged", "Unchanged"],
+  ["rows_skipped", "Skipped"],
   ["rows_invalid", "Invalid"],
 ];
 
@@ -275,6 +277,7 @@ function renderPreview() {
   }
   renderRows();
   renderFieldStatus();
+  renderModes(p);
 }
 
 function columnCard(column) {
@@ -425,7 +428,7 @@ async function start() {
   const mapping = Object.fromEntries([...FIELDS.map(([name]) => [name, null]), [FULL_NAME, null]]);
   for (const [field, column] of mappedFields()) mapping[field] = columnRef(column);
   const { preview: p, job_id: jobId, filename } = uploaded;
-  const body = { mapping, header_row: p.header_row };
+  const body = { mapping, header_row: p.header_row, ...chosenModes() };
   if (p.sheet) body.sheet = p.sheet;
   clearPreviewErrors();
   renderFieldStatus();
@@ -493,6 +496,9 @@ export async function watch(jobId, filename = "") {
   $("job-where").textContent = "";
   $("job-counters").replaceChildren();
   $("job-progress").removeAttribute("value");
+  $("job-cancel").hidden = true;
+  showError("cancel-error", "");
+  clearOutcome();
   $("watch-title").focus?.();
   try {
     let doc = await getJSON(`jobs/${jobId}`, { signal: controller.signal });
@@ -501,7 +507,7 @@ export async function watch(jobId, filename = "") {
       renderFinal(doc);
       return;
     }
-    if (doc.status !== "completed" && doc.status !== "failed") {
+    if (doc.status !== "completed" && doc.status !== "failed" && doc.status !== "cancelled") {
       await followEvents(`jobs/${jobId}/events`, (_type, event) => renderProgress(event), { signal: controller.signal });
       // The final event has the counters; the job's own document also has its first row errors.
       doc = await getJSON(`jobs/${jobId}`, { signal: controller.signal });
@@ -535,6 +541,7 @@ function renderCounters(doc) {
 
 function renderProgress(doc) {
   current = doc;
+  showCancel(doc);
   if (!$("watch-file").textContent) $("watch-file").textContent = doc.filename;
   renderCounters(doc);
   const done = doc.rows_read ?? 0;
@@ -554,7 +561,7 @@ function renderProgress(doc) {
   samples = samples.filter(([t]) => now - t <= 10_000);
   const [t0, rows0] = samples[0];
   const rate = now - t0 >= 500 ? ((done - rows0) / (now - t0)) * 1000 : null;
-  const finished = doc.status === "completed" || doc.status === "failed";
+  const finished = doc.status === "completed" || doc.status === "failed" || doc.status === "cancelled";
   const parts = [
     total && !finished ? `${fmt(done)} of about ${count(total, "row")} (${Math.floor(percent ?? 0)}%)` : count(done, "row"),
   ];
@@ -581,9 +588,12 @@ function renderFinal(doc) {
   const failed = doc.status === "failed";
   // Rows were rejected: the import is done, but not all of the file is in; that is a warning, not a success.
   const toFix = failed ? 0 : doc.rows_invalid || 0;
+  const cancelled = doc.status === "cancelled";
   title.textContent = failed
     ? "Import failed"
-    : doc.dry_run
+    : cancelled
+      ? "Import cancelled"
+      : doc.dry_run
       ? "Checked (dry run): nothing was written"
       : toFix
         ? `Import completed: ${count(toFix, "row needs", "rows need")} fixing`
@@ -599,8 +609,17 @@ function renderFinal(doc) {
     ? `${count(toFix, "row was", "rows were")} not imported and ${toFix === 1 ? "needs" : "need"} fixing: ` +
       `download ${toFix === 1 ? "it" : "them"} below, correct the cells and import the file again. ` +
       `${count(doc.rows_read - toFix, "other row was", "other rows were")} ${doc.dry_run ? "checked" : "done"}${took}.`
-    : `${failed ? "Stopped" : "Done"}${took}.`;
+    : cancelled
+      ? `Cancelled after ${count(doc.rows_read, "row")}: what those rows changed stays (undo it below).`
+      : `${failed ? "Stopped" : "Done"}${took}.`;
   $("job-state").dataset.outcome = failed ? "failed" : toFix ? "rows-to-fix" : "done";
+  if (doc.kind === "revert") {
+    // An undo: what it deleted and restored, and the customers it left (changed since: its "errors").
+    title.textContent = failed ? "Undo failed" : cancelled ? "Undo cancelled" : "Undo completed";
+    $("job-state").textContent =
+      `${count(doc.rows_deleted ?? 0, "customer")} deleted, ${fmt(doc.rows_restored ?? 0)} restored` +
+      (doc.rows_invalid ? `, ${fmt(doc.rows_invalid)} left as they are (changed since the import).` : ".");
+  }
   $("job-where").textContent = where.length ? `${where.join(", ")}.`.replace(/^./, (c) => c.toUpperCase()) : "";
   $("job-state").dataset.status = doc.status;
   if (failed) {
@@ -630,6 +649,7 @@ function renderFinal(doc) {
   const stored = doc.errors_stored ?? errors.length;
   $("job-errors-more").textContent =
     stored > errors.length ? `The first ${fmt(errors.length)} of ${fmt(stored)} errors; “All errors (.csv)” has every one.` : "";
+  renderOutcome(doc);
 }
 
 const DOWNLOADS = {
@@ -756,6 +776,7 @@ async function refreshUnderWay() {
 
 export function initImports(options) {
   showView = options.showView;
+  initChanges({ open: (jobId) => watch(jobId) });
   const input = $("file-input");
   input.addEventListener("change", () => pickFile(input.files[0]));
   const zone = $("drop-zone");
