@@ -33,6 +33,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -198,7 +199,9 @@ class TimedCursor:
         return getattr(self._cur, name)
 
 
-async def profile(dsn: str, redis_url: str, prefix: str, csv_path: Path, batch: int, budget_mb: int) -> dict[str, Any]:
+async def profile(
+    dsn: str, redis_url: str, prefix: str, csv_path: Path, batch: int, budget_mb: int, keep_rows: bool = False
+) -> dict[str, Any]:
     from redis.asyncio import Redis
 
     from shared.config import parse_mysql_dsn
@@ -246,12 +249,68 @@ async def profile(dsn: str, redis_url: str, prefix: str, csv_path: Path, batch: 
                     for label, (n, wall, cpu) in sorted(stats.items(), key=lambda kv: -kv[1][2])
                 },
             }
-        async with transaction(pool) as cur:
-            await cur.execute("TRUNCATE TABLE customers")
-            await cur.execute("TRUNCATE TABLE customer_history")
+        if not keep_rows:
+            async with transaction(pool) as cur:
+                await cur.execute("TRUNCATE TABLE customers")
+                await cur.execute("TRUNCATE TABLE customer_history")
     finally:
         await close_pool(pool)
         await redis.aclose()
+    return out
+
+
+async def history_split(dsn: str, batch: int) -> dict[str, Any]:
+    """Where history_repo.record_written's mysqld CPU goes, for created rows: run over the customers
+    a `profile --keep-rows` left, in batches of `batch` ids, as
+    (a) the statement itself, (b) the same rows with a constant changes text (no JSON building),
+    (c) (b) into a copy of customer_history without its three secondary indexes. Each into an
+    emptied table, mysqld CPU per row from /proc."""
+    from shared.config import parse_mysql_dsn
+    from shared.customers import history_repo
+    from shared.infra.db import close_pool, open_database, transaction
+
+    pool = await open_database(parse_mysql_dsn(dsn), 1)
+    mysqld = find_pids("mariadbd", "mysqld")
+    source = history_repo.Source(history_repo.IMPORT, actor="bench", job_id="bench-write-split")
+    full = history_repo._RECORD_WRITTEN
+    plain = re.sub(r"CONCAT\('\{', CONCAT_WS.*?, '\}'\) FROM", "'{}' FROM", full, flags=re.DOTALL)
+    out: dict[str, Any] = {}
+    try:
+        async with transaction(pool) as cur:
+            await cur.execute("SELECT id FROM customers ORDER BY id")
+            ids = [int(r[0]) for r in await cur.fetchall()]
+            await cur.execute("DROP TABLE IF EXISTS history_noindex")
+            await cur.execute("CREATE TABLE history_noindex LIKE customer_history")
+            for index in ("ix_customer_history_customer", "ix_customer_history_job", "ix_customer_history_at"):
+                await cur.execute(f"ALTER TABLE history_noindex DROP INDEX {index}")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "already exists"
+                await cur.execute(history_repo._BEFORE_DDL)
+            await cur.execute("DELETE FROM customer_before")
+        cases = (
+            ("record_written as is", full),
+            ("constant changes text", plain),
+            ("constant text, no secondary indexes", plain.replace("INTO customer_history", "INTO history_noindex")),
+        )
+        for label, sql in cases:
+            async with transaction(pool) as cur:
+                await cur.execute("TRUNCATE TABLE customer_history")
+                await cur.execute("TRUNCATE TABLE history_noindex")
+            cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in mysqld), time.perf_counter()
+            for start in range(0, len(ids), batch):
+                chunk = ", ".join(str(i) for i in ids[start : start + batch])
+                async with transaction(pool) as cur:
+                    await cur.execute(
+                        sql.replace("{ids}", chunk), (source.actor, source.kind, source.job_id, source.request_id)
+                    )
+            seconds = time.perf_counter() - t0
+            cpu = sum(cpu_seconds(p) or 0.0 for p in mysqld) - cpu0
+            out[label] = {"rows": len(ids), "rows_per_s": len(ids) / seconds, "mysqld_us_per_row": 1e6 * cpu / len(ids)}
+        async with transaction(pool) as cur:
+            await cur.execute("DROP TABLE IF EXISTS history_noindex")
+            await cur.execute("TRUNCATE TABLE customer_history")
+    finally:
+        await close_pool(pool)
     return out
 
 
@@ -285,9 +344,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prefix", required=True)
     p.add_argument("--batch", type=int, default=2000)
     p.add_argument("--budget-mb", type=int, default=768)
+    p.add_argument("--keep-rows", action="store_true", help="leave the customers written (for history-split)")
+    h = sub.add_parser("history-split")
+    h.add_argument("--dsn", required=True)
+    h.add_argument("--batch", type=int, default=2000)
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument("--batch", type=int, help="IMPORT_BATCH_SIZE for the worker (default: the setting's)")
+    parser.add_argument(
+        "--profile-batches", default="", help="comma-separated batch sizes to profile (default: the worker's)"
+    )
     parser.add_argument("--database", default="bench_write")
     parser.add_argument("--prefix", default="bench:write:")
     args = parser.parse_args(argv)
@@ -295,8 +362,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(asyncio.run(bare(args.dsn, args.csv))))
         return 0
     if args.cmd == "profile":
-        result = asyncio.run(profile(args.dsn, args.redis, args.prefix, args.csv, args.batch, args.budget_mb))
+        result = asyncio.run(
+            profile(args.dsn, args.redis, args.prefix, args.csv, args.batch, args.budget_mb, args.keep_rows)
+        )
         print(json.dumps(result))
+        return 0
+    if args.cmd == "history-split":
+        print(json.dumps(asyncio.run(history_split(args.dsn, args.batch))))
         return 0
     return run(args)
 
@@ -309,11 +381,15 @@ def run(args: Any) -> int:
     files = datagen.ensure([n], ("shared", "csv"))
     xlsx, csv_path = files[(n, "shared")], files[(n, "csv")]
     settings = bench_settings(args.database, args.prefix)
+    if args.batch:
+        settings = replace(settings, import_batch_size=args.batch)
     drop_database(settings)
     clear_redis(settings)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-write-logs-"))
     port = free_port()
-    env = service_env(settings, PORT=port, FANOUT_PARTS=1, IMPORT_HISTORY="true")
+    env = service_env(
+        settings, PORT=port, FANOUT_PARTS=1, IMPORT_HISTORY="true", IMPORT_BATCH_SIZE=settings.import_batch_size
+    )
     loads = [load_average()]
     print(f"measuring code at {code_version()}: {n:,} rows, {args.repeat} time(s); load average {loads[0]}", flush=True)
     runs: dict[str, list[dict[str, Any]]] = {}
@@ -351,11 +427,12 @@ def run(args: Any) -> int:
         worker.stop()
         worker = None
         if not args.no_profile:
-            cmd = ["-m", "tests.bench.write_path_bench", "profile", str(csv_path), "--dsn", settings.mysql_dsn]
-            cmd += ["--redis", settings.redis_url, "--prefix", settings.redis_prefix + "profile:"]
-            cmd += ["--batch", str(settings.import_batch_size), "--budget-mb", str(settings.reader_memory_budget_mb)]
-            runs["profile"] = [run_json(cmd)]
-            loads.append(load_average())
+            for size in [int(x) for x in args.profile_batches.split(",") if x] or [settings.import_batch_size]:
+                cmd = ["-m", "tests.bench.write_path_bench", "profile", str(csv_path), "--dsn", settings.mysql_dsn]
+                cmd += ["--redis", settings.redis_url, "--prefix", settings.redis_prefix + "profile:"]
+                cmd += ["--batch", str(size), "--budget-mb", str(settings.reader_memory_budget_mb)]
+                runs.setdefault("profile", []).append(run_json(cmd))
+                loads.append(load_average())
     finally:
         if worker is not None:
             worker.stop()
@@ -453,9 +530,7 @@ def report(runs: dict[str, list[dict[str, Any]]], n: int, repeat: int, loads: li
                 bare_runs[0]["local_infile_was"],
             )
         )
-    prof = runs.get("profile")
-    if prof:
-        result = prof[0]
+    for result in runs.get("profile", []):
         for case in ("new", "unchanged"):
             part = result[case]
             lines.append(
