@@ -49,8 +49,11 @@ ORDER: list[tuple[str, str, str]] = [
     # Right after its start the previewed job is queued or running: cancelled (200), unless a fast
     # worker has finished it already (409).
     ("post", "/jobs/{id}/cancel", ""),
+    # The uploads above remembered their mappings under the file's header.
+    ("get", "/mappings", ""),
 ]
 LAST = [
+    ("delete", "/mappings/{id}", ""),  # the remembered mapping GET /mappings listed first
     # A second preview, discarded (DELETE /jobs/{id} takes only a preview that was never started).
     ("post", "/upload", "discard"),
     ("delete", "/jobs/{id}", ""),
@@ -101,6 +104,8 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
     if variant in ("preview", "discard"):
         status = 201
     variable = "customerId" if path.startswith("/customers/") else "jobId"
+    if path.startswith("/mappings/"):
+        variable = "mappingId"
     if path in ("/jobs/{id}/preview", "/jobs/{id}/start", "/jobs/{id}/cancel"):
         variable = "previewJobId"
     elif path == "/jobs/{id}" and method == "delete":
@@ -127,6 +132,8 @@ def _request(method: str, path: str, variant: str, operation: dict[str, Any]) ->
         request["body"] = {"mode": "raw", "raw": body if method == "put" else '{"city": "Leeds"}'}
     elif path == "/jobs/{id}/start":
         request["body"] = {"mode": "raw", "raw": "{}"}
+    elif path == "/mappings" and method == "get":
+        tests.append('pm.collectionVariables.set("mappingId", pm.response.json().items[0].id);')
     elif path == "/jobs/{id}/preview":
         request["body"] = {"mode": "raw", "raw": '{"header_row": 1}'}
     elif path == "/customers/bulk-delete":
@@ -179,6 +186,7 @@ def build_collection(spec: dict[str, Any], base_url: str) -> dict[str, Any]:
             {"key": "jobId", "value": ""},
             {"key": "previewJobId", "value": ""},
             {"key": "discardJobId", "value": ""},
+            {"key": "mappingId", "value": ""},
         ],
         "item": items,
     }
