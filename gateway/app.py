@@ -33,6 +33,19 @@ from shared.infra.storage import open_store
 
 log = logging.getLogger(__name__)
 
+# Every route table, in the order the router tries them (/customers/export before /customers/{id}); the API
+# document (gateway/openapi/document.py) lists their routes from their handlers' operations.
+ROUTE_TABLES = (
+    health_routes,
+    openapi_routes,
+    postman_routes,
+    import_routes,
+    mapping_routes,
+    export_routes,
+    customer_routes,
+    web_routes,
+)
+
 
 async def _store(app: web.Application) -> AsyncIterator[None]:
     store = app[keys.STORE]
@@ -104,14 +117,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(_database)
     app.cleanup_ctx.append(_redis)
     app.on_cleanup.append(_metrics_cleanup)
-    app.add_routes(health_routes)
-    app.add_routes(openapi_routes)
-    app.add_routes(postman_routes)
-    app.add_routes(import_routes)
-    app.add_routes(mapping_routes)
-    app.add_routes(export_routes)  # before customer_routes: /customers/export is not a /customers/{id}
-    app.add_routes(customer_routes)
-    app.add_routes(web_routes)
+    for table in ROUTE_TABLES:
+        app.add_routes(table)
     routing.claim_literal_paths(app.router)  # last: a literal path's wrong method is its own 405
     if not settings.keys:
         log.warning("API_KEYS is not set: every endpoint is open to anyone who can reach this port")

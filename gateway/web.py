@@ -22,6 +22,7 @@ from aiohttp import web
 
 from gateway.http import params
 from gateway.http.problems import Problem
+from gateway.openapi import operations as api
 from gateway.openapi.docs_page import IMMUTABLE, REVALIDATE, Asset, respond_asset
 
 STATIC_DIR = Path(__file__).resolve().with_name("static")
@@ -121,10 +122,41 @@ def page() -> Asset:
     return _build()[PAGE_FILE]
 
 
+@api.operation(
+    "webPage",
+    "The import page: upload a file, map its columns, follow the import, edit customers",
+    "page",
+    {
+        200: api.ok("The page.", api.TEXT, *api.ASSET_HEADERS, media="text/html"),
+        304: api.empty("Not modified.", *api.ASSET_HEADERS),
+    },
+    parameters=[{**api.IF_NONE_MATCH, "description": "A 304 with no body when the page has this ETag."}],
+    public=True,
+)
 async def index(request: web.Request) -> web.Response:
     return respond_asset(request, page(), {**PAGE_HEADERS, "Cache-Control": REVALIDATE})
 
 
+@api.operation(
+    "webAsset",
+    "A file the import page loads",
+    "page",
+    {
+        200: {
+            "description": "The file.",
+            "headers": api.headers(*api.ASSET_HEADERS),
+            "content": {"text/css": {"schema": api.TEXT}, "text/javascript": {"schema": api.TEXT}},
+        },
+        304: api.empty("Not modified.", *api.ASSET_HEADERS),
+        404: api.problem("No such file."),
+    },
+    parameters=[
+        api.asset_name(ASSET_NAMES),
+        api.ASSET_QUERY,
+        api.ASSET_NONE_MATCH,
+    ],
+    public=True,
+)
 @params.accepts("v")
 async def static_asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]

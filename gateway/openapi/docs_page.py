@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.http import params
 from gateway.http.problems import Problem
+from gateway.openapi import operations as api
 
 SWAGGER_UI_PACKAGE = "swagger_ui"  # PyPI: swagger-ui-py
 ASSET_PREFIX = "/docs/"
@@ -139,6 +140,13 @@ def _accepts_gzip(request: web.Request) -> bool:
     return False
 
 
+@api.operation(
+    "docsPage",
+    "An interactive page for this document (Swagger UI, served from this origin)",
+    "documentation",
+    {200: api.ok("The page.", api.TEXT, "CacheControl", media="text/html")},
+    public=True,
+)
 async def docs_page(request: web.Request) -> web.Response:
     return web.Response(
         body=page(),
@@ -153,6 +161,26 @@ async def docs_page(request: web.Request) -> web.Response:
     )
 
 
+@api.operation(
+    "docsAsset",
+    "A file the /docs page loads",
+    "documentation",
+    {
+        200: {
+            "description": "The file.",
+            "headers": api.headers(*api.ASSET_HEADERS),
+            "content": {
+                "text/css": {"schema": api.TEXT},
+                "text/javascript": {"schema": api.TEXT},
+                "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}},
+            },
+        },
+        304: api.empty("Not modified.", *api.ASSET_HEADERS),
+        404: api.problem("No such asset."),
+    },
+    parameters=[api.asset_name(ASSET_NAMES), api.ASSET_QUERY, api.ASSET_NONE_MATCH],
+    public=True,
+)
 @params.accepts("v")
 async def docs_asset(request: web.Request) -> web.Response:
     name = request.match_info["name"]

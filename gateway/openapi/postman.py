@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.http.responses import json_response
+from gateway.openapi import operations as api
 from gateway.openapi.document import build_spec
 
 routes = web.RouteTableDef()
@@ -192,6 +193,13 @@ def build_collection(spec: dict[str, Any], base_url: str) -> dict[str, Any]:
     }
 
 
+@api.operation(
+    "getPostmanCollection",
+    "A Postman collection of every operation, in an order that runs (`newman run`)",
+    "documentation",
+    {200: api.ok("The collection (v2.1).", {"type": "object"}, "ContentDisposition")},
+    public=True,
+)
 @routes.get("/postman.json")
 async def postman(request: web.Request) -> web.Response:
     base = f"{request.scheme}://{request.host}"

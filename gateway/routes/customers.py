@@ -10,11 +10,29 @@ from gateway.http import auth, params
 from gateway.http.keys import CUSTOMERS, JOBS, METRICS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import JSON, dumps, json_response
+from gateway.openapi import operations as api
+from gateway.openapi import schemas as api_schemas
 from shared.customers.cache import CacheUnavailable
 from shared.customers.service import MAX_LIMIT, EmailTaken, InvalidInput, NotFound, PreconditionFailed
 from shared.infra.logs import request_id_var
 
 routes = web.RouteTableDef()
+
+# `limit` of the paginated endpoints: (default, maximum), applied by the handlers and shown by the API document.
+CUSTOMERS_LIMIT = (50, MAX_LIMIT)
+
+# Answers these handlers give, as the API document describes them.
+_WRITTEN = ("CustomerETag", "XCache")
+_NOT_FOUND = api.problem("No such customer.")
+_STALE = api.problem("If-Match (or the `version` in the body) is not the customer's current version.", "CustomerETag")
+_TAKEN = api.problem("Another customer has this email (`errors` names `email`).")
+_INVALID = api.problem("The body is not a valid customer: `errors` names each bad field.")
+_BAD_WRITE = "no body, malformed JSON, a customer id that is not a positive whole number, a malformed If-Match"
+_WRITE_BODY = (
+    "All ten fields (absent ones become null). Text fields also take numbers (a phone or a postcode); "
+    "first_name or last_name is required. The read-only fields GET answered may be sent back: "
+    "`id` must be this customer's, `version` is checked like If-Match, the timestamps are ignored."
+)
 
 
 def _not_found(customer_id: int) -> Problem:
@@ -42,10 +60,29 @@ def _document_response(doc: dict[str, Any], cache: str, status: int = 200) -> we
     )
 
 
+@api.operation(
+    "listCustomers",
+    "A page of customers, by id or by the field `sort` names",
+    "customers",
+    {
+        200: api.ok("A page of customers.", "CustomerPage", "XCache"),
+        422: api.problem("limit out of range, q too long, sort not a field, or count not a boolean."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[
+        api.query(
+            api_schemas.page_query(
+                *CUSTOMERS_LIMIT, q=api_schemas.SEARCH, sort=api_schemas.CUSTOMER_SORT, count=api_schemas.CUSTOMER_COUNT
+            )
+        )
+    ],
+    bad_request=api.BAD_CURSOR,
+    description="Cached in Redis per page until the next write.",
+)
 @routes.get("/customers")
 @params.accepts("limit", "cursor", "q", "sort", "count")
 async def list_customers(request: web.Request) -> web.Response:
-    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    limit = params.limit_param(request, default=CUSTOMERS_LIMIT[0], maximum=CUSTOMERS_LIMIT[1])
     search = params.text_param(request, "q", max_length=100)
     sort = params.text_param(request, "sort", max_length=40)
     count = params.parse_bool("count", request.query.get("count"))
@@ -59,10 +96,22 @@ async def list_customers(request: web.Request) -> web.Response:
     return web.Response(body=body, content_type=JSON, headers={"X-Cache": cache})
 
 
+@api.operation(
+    "listCachedCustomers",
+    "What Redis holds now, with each document's remaining TTL",
+    "customers",
+    {
+        200: api.ok("A page of cached customers (SCAN order).", "CachedCustomerPage"),
+        422: api.problem("limit out of range."),
+        503: api.problem("Redis is unavailable."),
+    },
+    parameters=[api.query(api_schemas.page_query(*CUSTOMERS_LIMIT))],
+    bad_request=api.BAD_CURSOR,
+)
 @routes.get("/customers/cache")
 @params.accepts("limit", "cursor")
 async def cached_customers(request: web.Request) -> web.Response:
-    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    limit = params.limit_param(request, default=CUSTOMERS_LIMIT[0], maximum=CUSTOMERS_LIMIT[1])
     try:
         page = await request.app[CUSTOMERS].cached(cursor=params.cursor_param(request), limit=limit)
     except InvalidInput as exc:
@@ -72,6 +121,19 @@ async def cached_customers(request: web.Request) -> web.Response:
     return json_response(page)
 
 
+@api.operation(
+    "getCustomer",
+    "One customer (Redis first)",
+    "customers",
+    {
+        200: api.ok("The customer.", "Customer", *_WRITTEN),
+        304: api.empty("Not modified: If-None-Match names the current version.", *_WRITTEN),
+        404: _NOT_FOUND,
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.CUSTOMER_ID, api.IF_NONE_MATCH],
+    bad_request="a customer id that is not a positive whole number",
+)
 @routes.get("/customers/{id}")
 async def get_customer(request: web.Request) -> web.Response:
     customer_id = params.customer_id(request)
@@ -86,11 +148,24 @@ async def get_customer(request: web.Request) -> web.Response:
     return web.Response(body=found.body, content_type=JSON, headers=headers)
 
 
+@api.operation(
+    "getCustomerHistory",
+    "Every change of a customer, newest first (also for a deleted one)",
+    "customers",
+    {
+        200: api.ok("A page of changes: who, when, through what, and each field's old and new value.", "HistoryPage"),
+        404: api.problem("No customer ever had this id."),
+        422: api.problem("limit out of range."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.CUSTOMER_ID, api.query(api_schemas.page_query(*CUSTOMERS_LIMIT))],
+    bad_request=f"a customer id that is not a positive whole number; {api.BAD_CURSOR}",
+)
 @routes.get("/customers/{id}/history")
 @params.accepts("limit", "cursor")
 async def customer_history(request: web.Request) -> web.Response:
     customer_id = params.customer_id(request)
-    limit = params.limit_param(request, default=50, maximum=MAX_LIMIT)
+    limit = params.limit_param(request, default=CUSTOMERS_LIMIT[0], maximum=CUSTOMERS_LIMIT[1])
     try:
         page = await request.app[CUSTOMERS].history(customer_id, limit=limit, cursor=params.cursor_param(request))
     except InvalidInput as exc:
@@ -100,6 +175,20 @@ async def customer_history(request: web.Request) -> web.Response:
     return json_response(page)
 
 
+@api.operation(
+    "createCustomer",
+    "Create a customer",
+    "customers",
+    {
+        201: api.ok("Created.", "Customer", *_WRITTEN, "Location"),
+        409: _TAKEN,
+        413: api.TOO_LARGE,
+        422: _INVALID,
+        503: api.DB_UNAVAILABLE,
+    },
+    body=api.json_body("CustomerIn", _WRITE_BODY.replace("All ten", "The ten")),
+    bad_request="no body, or malformed JSON",
+)
 @routes.post("/customers")
 async def create_customer(request: web.Request) -> web.Response:
     data = await params.json_body(request)
@@ -133,16 +222,63 @@ async def _replace(request: web.Request, *, partial: bool) -> web.Response:
     return _document_response(doc, cache)
 
 
+@api.operation(
+    "replaceCustomer",
+    "Replace a customer",
+    "customers",
+    {
+        200: api.ok("The customer as stored (the version is unchanged when nothing changed).", "Customer", *_WRITTEN),
+        404: _NOT_FOUND,
+        409: _TAKEN,
+        412: _STALE,
+        413: api.TOO_LARGE,
+        422: _INVALID,
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.CUSTOMER_ID, api.IF_MATCH],
+    body=api.json_body("CustomerIn", _WRITE_BODY),
+    bad_request=_BAD_WRITE,
+)
 @routes.put("/customers/{id}")
 async def put_customer(request: web.Request) -> web.Response:
     return await _replace(request, partial=False)
 
 
+@api.operation(
+    "updateCustomer",
+    "Change some fields of a customer",
+    "customers",
+    {
+        200: api.ok("The customer as stored.", "Customer", *_WRITTEN),
+        404: _NOT_FOUND,
+        409: _TAKEN,
+        412: _STALE,
+        413: api.TOO_LARGE,
+        422: _INVALID,
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.CUSTOMER_ID, api.IF_MATCH],
+    body=api.json_body("CustomerPatch", "The fields to change; null clears one (email cannot be cleared)."),
+    bad_request=_BAD_WRITE,
+)
 @routes.patch("/customers/{id}")
 async def patch_customer(request: web.Request) -> web.Response:
     return await _replace(request, partial=True)
 
 
+@api.operation(
+    "deleteCustomer",
+    "Delete a customer (from MySQL and Redis)",
+    "customers",
+    {
+        204: api.empty("Deleted.", "XCache"),
+        404: _NOT_FOUND,
+        412: _STALE,
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.CUSTOMER_ID, api.IF_MATCH],
+    bad_request="a customer id that is not a positive whole number, a malformed If-Match",
+)
 @routes.delete("/customers/{id}")
 async def delete_customer(request: web.Request) -> web.Response:
     customer_id = params.customer_id(request)
@@ -156,6 +292,20 @@ async def delete_customer(request: web.Request) -> web.Response:
     return web.Response(status=204, headers={"X-Cache": cache})
 
 
+@api.operation(
+    "bulkDeleteCustomers",
+    "Delete every customer a search matches, as a `delete` job (in the history, revertable)",
+    "customers",
+    {
+        202: api.JOB_QUEUED,
+        409: api.problem("expected_count is not the number of customers q matches now: nothing is deleted."),
+        413: api.problem("The body is over the server's limit (1 MB)."),
+        422: api.problem("An unknown field, q too long, or expected_count not a whole number."),
+        503: api.DB_UNAVAILABLE,
+    },
+    body=api.json_body("BulkDelete", "The search and how many customers it matches now."),
+    bad_request="no body, malformed JSON",
+)
 @routes.post("/customers/bulk-delete")
 async def bulk_delete(request: web.Request) -> web.Response:
     """`{"q": "...", "expected_count": N}`: a `delete` job deleting every customer `q` matches (as GET

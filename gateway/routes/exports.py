@@ -10,6 +10,8 @@ from aiohttp import web
 from gateway.http import params
 from gateway.http.keys import DB_POOL, SETTINGS
 from gateway.http.problems import field_problem
+from gateway.openapi import operations as api
+from gateway.openapi import schemas as api_schemas
 from shared.customers import exports
 from shared.infra.logs import request_id_var
 
@@ -39,6 +41,15 @@ def _download_headers(fmt: str, filename: str) -> dict[str, str]:
     }
 
 
+@api.operation(
+    "getTemplate",
+    "An empty import file: the header row (with a note on each column in the xlsx)",
+    "imports",
+    {200: api.download("The template.", {api.XLSX: "", api.CSV: ""}), 422: api.problem("format not xlsx or csv.")},
+    parameters=[
+        api.query(api.fields_schema({"format": api_schemas.file_format(("xlsx", "csv"), "xlsx", "The file's format")}))
+    ],
+)
 @routes.get("/template")
 @params.accepts("format")
 async def import_template(request: web.Request) -> web.Response:
@@ -46,6 +57,26 @@ async def import_template(request: web.Request) -> web.Response:
     return web.Response(body=exports.template(fmt), headers=_download_headers(fmt, f"customers-template.{fmt}"))
 
 
+@api.operation(
+    "exportCustomers",
+    "Every matching customer as a file, streamed (importing it back changes nothing)",
+    "customers",
+    {
+        200: api.download("The customers.", {api.CSV: "", api.XLSX: ""}),
+        422: api.problem("format not csv or xlsx, or q too long."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[
+        api.query(
+            api.fields_schema(
+                {
+                    "format": api_schemas.file_format(("csv", "xlsx"), "csv", "The file's format"),
+                    "q": api_schemas.SEARCH,
+                }
+            )
+        )
+    ],
+)
 @routes.get("/customers/export")
 @params.accepts("format", "q")
 async def export_customers(request: web.Request) -> web.StreamResponse:

@@ -8,12 +8,14 @@ from aiohttp import web
 
 from gateway.http.keys import CACHE, DB_POOL, METRICS, REDIS, SETTINGS
 from gateway.http.responses import json_response
+from gateway.openapi import operations as api
 from shared.infra.db import DatabaseUnavailable, connection, mysql_deadline
 from shared.infra.prometheus import CONTENT_TYPE
 
 routes = web.RouteTableDef()
 
 
+@api.operation("healthz", "Liveness", "operations", {200: api.ok("Alive.", "Health")}, public=True)
 @routes.get("/healthz")
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
@@ -37,6 +39,16 @@ async def _redis_ok(request: web.Request) -> bool:
         return False
 
 
+@api.operation(
+    "readyz",
+    "Readiness: MySQL and Redis both answer",
+    "operations",
+    {
+        200: api.ok("Ready.", "Readiness"),
+        503: api.ok("Not ready: `checks` names what is down.", "Readiness"),
+    },
+    public=True,
+)
 @routes.get("/readyz")
 async def readyz(request: web.Request) -> web.Response:
     mysql, redis = await asyncio.gather(_mysql_ok(request), _redis_ok(request))
@@ -47,6 +59,13 @@ async def readyz(request: web.Request) -> web.Response:
     )
 
 
+@api.operation(
+    "metrics",
+    "Prometheus metrics",
+    "operations",
+    {200: api.ok("Prometheus text format.", api.TEXT, media="text/plain")},
+    public=True,
+)
 @routes.get("/metrics")
 async def metrics(request: web.Request) -> web.Response:
     app = request.app

@@ -18,6 +18,8 @@ from gateway.http import auth, params
 from gateway.http.keys import JOBS, METRICS, SETTINGS
 from gateway.http.problems import Problem, field_errors, field_problem
 from gateway.http.responses import dumps, json_response
+from gateway.openapi import operations as api
+from gateway.openapi import schemas as api_schemas
 from shared.customers.exports import encode_file
 from shared.imports.job_repo import UPLOADED
 from shared.imports.service import LISTED_STATUSES, STATUSES, UploadRequest
@@ -29,6 +31,17 @@ from shared.spreadsheet.readers import UploadRejected
 from shared.spreadsheet.rules import excel_safe
 
 routes = web.RouteTableDef()
+
+# `limit` of the paginated endpoints: (default, maximum), applied by the handlers and shown by the API document.
+JOBS_LIMIT = (20, 200)
+JOB_ERRORS_LIMIT = (100, 1000)
+
+# Answers these handlers give, as the API document describes them.
+_COLUMNS_UNFIT = (
+    "a header without the required columns (`missing_columns`, `header`) or options that do not fit the file "
+    "(`errors`), with the file's `preview` to build a mapping from"
+)
+
 CHUNK = 256 * 1024
 
 
@@ -220,6 +233,48 @@ async def _expect_upload(request: web.Request) -> None:
     request.writer.output_size = 0
 
 
+@api.operation(
+    "uploadFile",
+    "Upload a workbook (.xlsx) or .csv of customers; answers at once with a job id",
+    "imports",
+    {
+        201: api.ok(
+            "preview=true: the file is stored (status `uploaded`) and previewed; nothing is imported "
+            "until POST start_url. A preview not started within PREVIEW_TTL_S expires.",
+            "UploadedPreview",
+            "Location",
+        ),
+        202: api.ok("Accepted: the job is queued. Follow it at Location.", "UploadAccepted", "Location"),
+        413: api.problem(
+            "The upload is over MAX_UPLOAD_MB, the workbook would inflate past the limit, a form "
+            "field is over 64 KB, or the file holds more rows than MAX_ROWS_PER_JOB (estimated "
+            "from its first rows)."
+        ),
+        415: api.problem("Not multipart/form-data; or not a workbook or CSV (legacy .xls, encrypted, binary)."),
+        422: api.problem(
+            "An option is invalid (dry_run, preview, mapping, header_row, sheet, encoding, callback_url); "
+            "the file is "
+            "not a readable workbook (damaged, suspicious compression, malformed XML); or "
+            f"{_COLUMNS_UNFIT}.",
+            schema="ColumnsProblem",
+        ),
+        503: api.problem(
+            f"{api.NO_DATABASE} Or this server is already receiving MAX_CONCURRENT_UPLOADS uploads.",
+            "RetryAfter",
+        ),
+    },
+    parameters=[api.query(api_schemas.UploadOptionsSchema)],
+    body={
+        "required": True,
+        "description": "The file in a part named `file`; the options may come as form fields instead "
+        "of query parameters (before or after the file, not both).",
+        "content": {"multipart/form-data": {"schema": "UploadForm"}},
+    },
+    bad_request="an empty file, no part named `file` or two of them, an unknown form field, an option "
+    "given both in the query and the form, a malformed multipart body",
+    description="The container and the header are checked at once, from the first rows. Nothing is "
+    "queued for a rejected file.",
+)
 @routes.post("/upload", expect_handler=_expect_upload)
 @params.accepts(*UPLOAD_OPTIONS)
 async def upload(request: web.Request) -> web.Response:
@@ -292,6 +347,26 @@ def _accepted(job: dict[str, Any]) -> web.Response:
     )
 
 
+@api.operation(
+    "startJob",
+    "Import a previewed upload, with options replacing the upload's",
+    "imports",
+    {
+        202: api.ok("Accepted: the job is queued. Follow it at Location.", "UploadAccepted", "Location"),
+        404: api.NO_JOB,
+        409: api.problem("The job is not an uploaded preview waiting to be started."),
+        413: api.problem("The body is over the server's limit (1 MB)."),
+        422: api.problem(f"An unknown or invalid option; or {_COLUMNS_UNFIT}.", schema="ColumnsProblem"),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID],
+    body={
+        "required": False,
+        "description": "Each option is optional; no body starts the job with the upload's options.",
+        "content": {api.JSON: {"schema": "StartOptions"}},
+    },
+    bad_request=f"{api.BAD_JOB_ID}; malformed JSON, or a body that is not an object",
+)
 @routes.post("/jobs/{id}/start")
 async def start(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
@@ -319,6 +394,33 @@ async def start(request: web.Request) -> web.Response:
 PREVIEW_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
 
 
+@api.operation(
+    "previewAgain",
+    "Read a preview's stored file again with another header row, sheet or encoding",
+    "imports",
+    {
+        200: api.ok(
+            "The same job (still `uploaded`) with its new preview; nothing was uploaded again. "
+            "A start without options now uses this reading.",
+            "UploadedPreview",
+        ),
+        404: api.NO_JOB,
+        409: api.problem("The job is not an uploaded preview (it was started, or has expired)."),
+        413: api.problem("The body is over the server's limit (1 MB)."),
+        422: api.problem(
+            "An unknown or invalid option, a sheet the workbook does not have, an encoding that does not fit the file.",
+            schema="ColumnsProblem",
+        ),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID],
+    body={
+        "required": False,
+        "description": "Each option is optional; the header row and the mapping are found anew unless given.",
+        "content": {api.JSON: {"schema": "PreviewOptions"}},
+    },
+    bad_request=f"{api.BAD_JOB_ID}; malformed JSON, or a body that is not an object",
+)
 @routes.post("/jobs/{id}/preview")
 async def preview_again(request: web.Request) -> web.Response:
     """An uploaded preview read again from its stored file with other header_row, sheet or encoding:
@@ -338,6 +440,19 @@ async def preview_again(request: web.Request) -> web.Response:
     return json_response(job)
 
 
+@api.operation(
+    "deletePreview",
+    "Discard a preview that will not be started: the job and its stored file are deleted",
+    "imports",
+    {
+        204: api.empty("Deleted: the job is gone (404 from now on) and so is its file."),
+        404: api.NO_JOB,
+        409: api.problem("The job is not a preview (it was started): cancel or revert it instead."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID],
+    bad_request=api.BAD_JOB_ID,
+)
 @routes.delete("/jobs/{id}")
 async def discard_preview(request: web.Request) -> web.Response:
     """A preview that will not be started: 204, the job and its stored file gone; 409 for any other job."""
@@ -345,6 +460,53 @@ async def discard_preview(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@api.operation(
+    "getJobEvents",
+    "Follow a job live (Server-Sent Events) until it ends",
+    "imports",
+    {
+        200: {
+            "description": "An event stream: `progress` after every committed batch, then `completed` "
+            "or `failed`, then the end; each event's data is the job document (as GET /jobs/{id}). "
+            "A job that already ended answers its final event at once. Comments keep the "
+            "connection alive.",
+            "headers": api.headers(),
+            "content": {
+                "text/event-stream": {
+                    # One event, as an EventSource (or a tool reading the stream) parses it.
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "id": {"type": "string", "description": "Pass it back as Last-Event-ID."},
+                            "event": {"type": "string", "enum": ["progress", "completed", "failed"]},
+                            "data": {
+                                "type": "string",
+                                "description": "The job document (as GET /jobs/{id}), JSON.",
+                                "contentMediaType": api.JSON,
+                                "contentSchema": {"$ref": "#/components/schemas/Job"},
+                            },
+                            "retry": {"type": "integer"},
+                        },
+                        "required": ["data"],
+                    },
+                    "example": 'id: 1718000000000-0\nevent: progress\ndata: {"job_id": "...", ...}\n\n',
+                }
+            },
+        },
+        404: api.NO_JOB,
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[
+        api.JOB_ID,
+        {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "description": "The id of the last event received: the stream resumes after it.",
+            "schema": {"type": "string"},
+        },
+    ],
+    bad_request=api.BAD_JOB_ID,
+)
 @routes.get("/jobs/{id}/events")
 async def job_events(request: web.Request) -> web.StreamResponse:
     """Server-Sent Events: `progress` after every committed batch, then `completed` or `failed`, then
@@ -359,11 +521,31 @@ async def job_events(request: web.Request) -> web.StreamResponse:
     return response
 
 
+@api.operation(
+    "listJobs",
+    "Recent import jobs, newest first",
+    "imports",
+    {
+        200: api.ok("A page of jobs (without their row errors).", "JobPage"),
+        422: api.problem("limit out of range."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[
+        api.query(
+            api_schemas.page_query(
+                *JOBS_LIMIT, status=api_schemas.JOB_STATUS_FILTER, include_previews=api_schemas.INCLUDE_PREVIEWS
+            )
+        )
+    ],
+    bad_request=api.BAD_CURSOR,
+    description="Previews (status `uploaded`) are left out unless `status` names them or "
+    "`include_previews=true`: a page that previews files and abandons them does not fill the list.",
+)
 @routes.get("/jobs")
 @params.accepts("limit", "cursor", "status", "include_previews")
 async def jobs_index(request: web.Request) -> web.Response:
     """Recent jobs; previews (status `uploaded`) only when asked: ?status=uploaded or ?include_previews=true."""
-    limit = params.limit_param(request, default=20, maximum=200)
+    limit = params.limit_param(request, default=JOBS_LIMIT[0], maximum=JOBS_LIMIT[1])
     page = await request.app[JOBS].list_page(
         limit=limit, cursor=params.cursor_param(request), statuses=_listed_statuses(request)
     )
@@ -391,11 +573,39 @@ def _listed_statuses(request: web.Request) -> tuple[str, ...] | None:
     return (*wanted, UPLOADED) if previews and UPLOADED not in wanted else wanted
 
 
+@api.operation(
+    "getJob",
+    "One import job: status, counters, progress, the first row errors",
+    "imports",
+    {200: api.ok("The job.", "Job"), 404: api.NO_JOB, 503: api.DB_UNAVAILABLE},
+    parameters=[api.JOB_ID],
+    bad_request=api.BAD_JOB_ID,
+)
 @routes.get("/jobs/{id}")
 async def job_detail(request: web.Request) -> web.Response:
     return json_response(await request.app[JOBS].get(params.job_id(request)))
 
 
+@api.operation(
+    "listJobErrors",
+    "Every stored row error of a job (JSON pages, or ?format=csv)",
+    "imports",
+    {
+        200: {
+            "description": "A page of row errors; with format=csv all of them as a download.",
+            "headers": api.headers("ContentDisposition"),
+            "content": {
+                api.JSON: {"schema": "JobErrorsPage"},
+                api.CSV: {"schema": {"type": "string"}, "example": "row,column,field,value,message\r\n"},
+            },
+        },
+        404: api.NO_JOB,
+        422: api.problem("limit out of range, or format not json or csv."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID, api.query(api_schemas.page_query(*JOB_ERRORS_LIMIT, format=api_schemas.ERRORS_FORMAT))],
+    bad_request=f"{api.BAD_JOB_ID}; {api.BAD_CURSOR}",
+)
 @routes.get("/jobs/{id}/errors")
 @params.accepts("limit", "cursor", "format")
 async def job_errors(request: web.Request) -> web.Response:
@@ -405,7 +615,11 @@ async def job_errors(request: web.Request) -> web.Response:
         raise field_problem(
             422, "Invalid query parameter", "format must be json or csv", "format", "Must be json or csv."
         )
-    limit = None if as_csv == "csv" else params.limit_param(request, default=100, maximum=1000)
+    limit = (
+        None
+        if as_csv == "csv"
+        else params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
+    )
     page = await request.app[JOBS].errors(job_id, limit=limit, cursor=params.cursor_param(request))
     if as_csv == "json":
         return json_response(page)
@@ -425,6 +639,22 @@ async def job_errors(request: web.Request) -> web.Response:
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
+@api.operation(
+    "getRejectedRows",
+    "The invalid rows as uploaded, plus an `errors` column: fix them and upload the file as it is",
+    "imports",
+    {
+        200: api.download("The rejected rows.", {api.CSV: "", api.XLSX: ""}),
+        404: api.NO_JOB,
+        422: api.problem("format not csv or xlsx."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[
+        api.JOB_ID,
+        api.query(api.fields_schema({"format": api_schemas.file_format(("csv", "xlsx"), "csv", "The file's format")})),
+    ],
+    bad_request=api.BAD_JOB_ID,
+)
 @routes.get("/jobs/{id}/rejected")
 @params.accepts("format")
 async def job_rejected(request: web.Request) -> web.Response:
@@ -449,6 +679,30 @@ def _job_accepted(job: dict[str, Any]) -> web.Response:
     return json_response(job, status=202, headers={"Location": f"/jobs/{job['job_id']}"})
 
 
+@api.operation(
+    "listJobChanges",
+    "What a job did to each customer (JSON pages, or ?format=csv: a line per changed field)",
+    "imports",
+    {
+        200: {
+            "description": "A page of customers the job inserted, updated, deleted or restored; with "
+            "format=csv all of them as a download.",
+            "headers": api.headers("ContentDisposition"),
+            "content": {
+                api.JSON: {"schema": "JobChangesPage"},
+                api.CSV: {
+                    "schema": {"type": "string"},
+                    "example": "customer_id,email,action,field,old,new\r\n",
+                },
+            },
+        },
+        404: api.NO_JOB,
+        422: api.problem("limit out of range, or format not json or csv."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID, api.query(api_schemas.page_query(*JOB_ERRORS_LIMIT, format=api_schemas.ERRORS_FORMAT))],
+    bad_request=f"{api.BAD_JOB_ID}; {api.BAD_CURSOR}",
+)
 @routes.get("/jobs/{id}/changes")
 @params.accepts("limit", "cursor", "format")
 async def job_changes(request: web.Request) -> web.StreamResponse:
@@ -458,7 +712,7 @@ async def job_changes(request: web.Request) -> web.StreamResponse:
     kind = params.choice_param(request, "format", ("json", "csv"), default="json")
     jobs = request.app[JOBS]
     if kind == "json":
-        limit = params.limit_param(request, default=100, maximum=1000)
+        limit = params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
         return json_response(await jobs.changes(job_id, limit=limit, cursor=params.cursor_param(request)))
     # The first page is read before anything is sent: an unknown job is still a 404, MySQL down a 503.
     page = await jobs.changes(job_id, limit=CHANGES_CSV_PAGE, cursor=params.cursor_param(request))
@@ -496,6 +750,30 @@ def _changes_csv(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+@api.operation(
+    "revertJob",
+    "Undo a completed or cancelled import (or bulk delete): a `revert` job",
+    "imports",
+    {
+        202: api.JOB_QUEUED,
+        404: api.NO_JOB,
+        409: api.problem(
+            "The job is not a finished import or bulk delete (running, failed, a dry run, a revert), or "
+            "was already reverted."
+        ),
+        413: api.problem("The body is over the server's limit (1 MB)."),
+        422: api.problem("An unknown field, or force not a boolean."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID],
+    body={
+        "required": False,
+        "description": "Optional. Customers changed since the job are conflicts, left as they are and "
+        "listed in the revert's errors (`row` is the customer id), unless force.",
+        "content": {api.JSON: {"schema": "RevertOptions"}},
+    },
+    bad_request=f"{api.BAD_JOB_ID}; malformed JSON",
+)
 @routes.post("/jobs/{id}/revert")
 async def revert_job(request: web.Request) -> web.Response:
     """Queue a revert of a completed or cancelled import (or bulk delete): body optional, `{"force": true}`
@@ -518,6 +796,19 @@ async def revert_job(request: web.Request) -> web.Response:
     return _job_accepted(job)
 
 
+@api.operation(
+    "cancelJob",
+    "Cancel a queued or running job (a running one stops at its next batch; its parts too)",
+    "imports",
+    {
+        200: api.ok("The job, `cancelled`; what it committed stays (and can be reverted).", "Job"),
+        404: api.NO_JOB,
+        409: api.problem("The job has ended (or is a preview: DELETE /jobs/{id} discards one)."),
+        503: api.DB_UNAVAILABLE,
+    },
+    parameters=[api.JOB_ID],
+    bad_request=api.BAD_JOB_ID,
+)
 @routes.post("/jobs/{id}/cancel")
 async def cancel_job(request: web.Request) -> web.Response:
     """A queued job ends `cancelled` at once; a running one stops at its next batch."""
