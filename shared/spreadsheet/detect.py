@@ -62,16 +62,27 @@ def header_row(head: Sequence[tuple[int, list[Any]]]) -> int | None:
     rows = [(number, cells) for number, cells in head if not row_is_empty(cells)][:SCAN_ROWS]
     if not rows:
         return None
-    if has_email(rows[0][1]):
+    if _is_data(rows, 0):
         return 0
     best_number, best_score = None, 0.0
-    for number, cells in rows:
-        if has_email(cells):
+    for index, (number, cells) in enumerate(rows):
+        if _is_data(rows, index):
             break  # the data has started: the header is above
         score = header_score(cells)
         if score > best_score:
             best_number, best_score = number, score
     return best_number
+
+
+def _is_data(rows: Sequence[tuple[int, list[Any]]], index: int) -> bool:
+    """Whether a row is a customer: it holds an email, and it is no title line (a lone cell, like "Questions:
+    help@acme.example") unless the row after it holds an email too (a file of emails alone)."""
+    cells = rows[index][1]
+    if not has_email(cells):
+        return False
+    if len(_texts(cells)) >= 2:
+        return True
+    return index + 1 >= len(rows) or has_email(rows[index + 1][1])
 
 
 def sheet_fit(head: Sequence[tuple[int, list[Any]]]) -> float:

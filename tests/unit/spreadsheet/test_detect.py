@@ -41,6 +41,14 @@ def test_a_first_row_holding_an_email_is_data() -> None:
     assert header_row(numbered([[], *DATA])) == 0
 
 
+def test_a_title_line_with_an_email_is_no_data() -> None:
+    rows = numbered([["Customer list - questions to help@acme.example"], [], HEADER, *DATA])
+    assert header_row(rows) == 3
+    # A file of emails alone has no header row.
+    assert header_row(numbered([["ada@example.org"], ["alan@example.org"]])) == 0
+    assert header_row(numbered([["ada@example.org"]])) == 0
+
+
 def test_no_row_naming_a_field_leaves_the_choice_to_the_caller() -> None:
     assert header_row(numbered([["hello"], ["world"]])) is None
     assert header_row([]) is None
