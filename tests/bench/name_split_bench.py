@@ -24,7 +24,7 @@ Splitter = Callable[[str], tuple[str | None, str | None]]
 
 def nameparser_split() -> Splitter | None:
     try:
-        from nameparser import HumanName  # type: ignore[import-not-found]
+        from nameparser import HumanName
     except ImportError:
         return None
 
