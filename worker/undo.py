@@ -124,6 +124,7 @@ class _Revert(_Task):
             if entry.id > first_ids[entry.customer_id]:
                 later.setdefault(entry.customer_id, []).append(entry)
         history: list[tuple[int, str, int | None, dict[str, list[Any]]]] = []
+        updated: list[tuple[int, dict[str, Any]]] = []  # (id, values before) of the customers restored in place
         for customer_id in ids:
             rows = entries[customer_id]
             now = current.get(customer_id)
@@ -164,16 +165,22 @@ class _Revert(_Task):
             if not history_repo.diff(now, wanted):
                 done.unchanged += 1
                 continue
-            try:
-                async with savepoint(cur):
-                    await customer_repo.update(cur, customer_id, wanted, None)
-            except EmailTaken as exc:
-                done.conflicts.append(
-                    job_repo.row_error(customer_id, _taken(customer_id, exc), field="email", value=exc.email)
-                )
-                continue
-            restored = await customer_repo.get(cur, customer_id)
-            assert restored is not None
+            if wanted["email"] == now["email"]:
+                await customer_repo.update(cur, customer_id, wanted, None)  # no email to collide with
+            else:
+                try:
+                    async with savepoint(cur):
+                        await customer_repo.update(cur, customer_id, wanted, None)
+                except EmailTaken as exc:
+                    done.conflicts.append(
+                        job_repo.row_error(customer_id, _taken(customer_id, exc), field="email", value=exc.email)
+                    )
+                    continue
+            updated.append((customer_id, now))
+        # The restored rows as stored now (their new versions), read once for the batch.
+        stored = await customer_repo.get_many(cur, [customer_id for customer_id, _ in updated])
+        for customer_id, now in updated:
+            restored = stored[customer_id]
             done.restored.append(restored)
             history.append((customer_id, history_repo.RESTORED, restored["version"], history_repo.diff(now, restored)))
         await customer_repo.delete_many(cur, done.deleted)

@@ -231,3 +231,24 @@ async def test_a_change_committed_after_the_reverts_snapshot_is_still_a_conflict
         assert (await client.patch(f"/customers/{target}", json={"city": "Hull"})).status == 200
         later = await history_repo.later_entries(cur, ids, first, [job["job_id"]])
     assert [(e.customer_id, e.changes) for e in later] == [(target, {"city": ["Leeds", "Hull"]})]
+
+
+async def test_an_email_another_customer_took_since_is_a_conflict(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    created = await client.post("/customers", json={"email": "x@example.com", "first_name": "X"})
+    cid = (await created.json())["id"]
+    fd = form("ids.csv", csv_bytes([[cid, "y@example.com", "X"]], header=["id", "email", "first_name"]))
+    fd.add_field("match_on", "id")
+    response = await client.post("/upload", data=fd)
+    assert response.status == 202, await response.text()
+    await run_burst_worker(settings)
+    job = await (await client.get(f"/jobs/{(await response.json())['job_id']}")).json()
+    assert (job["status"], job["rows_updated"]) == ("completed", 1), job
+    # x@ is free now, and someone takes it.
+    assert (await client.post("/customers", json={"email": "x@example.com", "first_name": "New"})).status == 201
+    revert = await run(client, settings, await client.post(f"/jobs/{job['job_id']}/revert"))
+    assert (revert["status"], revert["rows_restored"], revert["rows_invalid"]) == ("completed", 0, 1), revert
+    errors = (await (await client.get(f"/jobs/{revert['job_id']}/errors")).json())["items"]
+    assert errors[0]["row"] == cid and "x@example.com" in errors[0]["message"]
+    assert (await (await client.get(f"/customers/{cid}")).json())["email"] == "y@example.com"
