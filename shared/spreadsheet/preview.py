@@ -125,23 +125,7 @@ def build_preview(
     The preview's `mapping` is what an import started now uses: the confident suggestions, over them
     a mapping remembered for this header, over both the mapping given (shared.spreadsheet.mapping's
     merge_mapping)."""
-    try:
-        reader, head = read_head(path, kind, HEAD_ROWS, sheet=options.sheet, encoding=options.encoding)
-    except SheetNotFound as exc:
-        raise UploadRejected(
-            Rejection.UNPROCESSABLE,
-            "Unknown sheet",
-            f"{filename!r}: {exc}.",
-            errors=[{"field": "sheet", "message": str(exc)}],
-        ) from None
-    except WorkbookError as exc:
-        raise UploadRejected(Rejection.UNPROCESSABLE, "Unreadable file", f"{filename!r}: {exc}.") from None
-    if not any(not row_is_empty(cells) for _, cells in head):
-        what = "sheet is empty" if kind == "xlsx" else "file holds no rows"
-        raise UploadRejected(
-            Rejection.UNPROCESSABLE, "No header row", f"{filename!r}: the {what}: there is no header row and no data."
-        )
-    layout = getattr(reader, "layout", None)
+    reader, head = _read_first_rows(path, filename, kind, options)
     choice: HeaderChoice | None = None
     problem: HeaderError | OptionError | None = None
     try:
@@ -158,26 +142,15 @@ def build_preview(
     # A report's footer lines ("Total (32)", "Confidential") are no rows (the import skips them too).
     data = [(n, cells) for n, cells in head if n > header_row and not row_is_empty(cells) and not is_footer(cells)]
     columns = _columns(header, [cells for _, cells in data])
-    width = len(columns)
     has_header = header is not None and header_row > 0
-    for column in columns:
-        if has_header and column["suggested_field"] is None and (column["header"] or "").startswith(ATTRIBUTE_PREFIX):
-            # An export's attribute column: imported back as that attribute.
-            column["suggested_field"], column["confidence"], column["reason"] = column["header"], 1.0, "header"
-    suggested: Mapping_ = {}
-    for column in columns:
-        if column["suggested_field"] is not None and column["confidence"] >= CONFIDENT:
-            # Several columns of one field (the address and its second line) are joined in order.
-            field, ref = column["suggested_field"], _ref(column, has_header)
-            before = suggested.get(field)
-            suggested[field] = ref if before is None else [*(before if isinstance(before, list) else [before]), ref]
-    layers: list[tuple[str, Mapping_]] = [("header", suggested)]
+    found = header if has_header else None
+    layers: list[tuple[str, Mapping_]] = [("header", _suggested(columns, has_header))]
     if remembered is not None:
         layers.append(("remembered", remembered.mapping))
     if options.mapping:
         layers.append(("mapping", options.mapping))
-    mapping = merge_mapping(header if has_header else None, width, *(layer for _, layer in layers))
-    _mark(columns, header if has_header else None, layers, mapping)
+    mapping = merge_mapping(found, len(columns), *(layer for _, layer in layers))
+    _mark(columns, found, layers, mapping)
     row_problem = isinstance(problem, OptionError) and any(field == "header_row" for field, _ in problem.errors)
     # No row the header rules take for a header, and no mapping to say otherwise: the values' guesses
     # alone do not make the first row a header (a headerless file's first customer would be lost).
@@ -185,12 +158,67 @@ def build_preview(
     if not row_problem and not unfound:
         # The merged mapping is what the import will use: check it fits the file.
         try:
-            resolved = resolve_columns(header if has_header else None, width, mapping)
+            resolved = resolve_columns(found, len(columns), mapping)
         except (HeaderError, OptionError) as exc:
             choice, problem = None, exc
         else:
-            choice, problem = HeaderChoice(header_row, header if has_header else None, width, resolved), None
-    document = {
+            choice, problem = HeaderChoice(header_row, found, len(columns), resolved), None
+    document = _document(kind, reader, header_row, columns, mapping, remembered, choice, data)
+    return Preview(document, choice, problem)
+
+
+def _read_first_rows(path: Path, filename: str, kind: str, options: ImportOptions) -> tuple[Any, list[Any]]:
+    """The reader and the first HEAD_ROWS rows; UploadRejected for an unknown sheet, a file that cannot be
+    read, or one that holds no row at all."""
+    try:
+        reader, head = read_head(path, kind, HEAD_ROWS, sheet=options.sheet, encoding=options.encoding)
+    except SheetNotFound as exc:
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE,
+            "Unknown sheet",
+            f"{filename!r}: {exc}.",
+            errors=[{"field": "sheet", "message": str(exc)}],
+        ) from None
+    except WorkbookError as exc:
+        raise UploadRejected(Rejection.UNPROCESSABLE, "Unreadable file", f"{filename!r}: {exc}.") from None
+    if not any(not row_is_empty(cells) for _, cells in head):
+        what = "sheet is empty" if kind == "xlsx" else "file holds no rows"
+        raise UploadRejected(
+            Rejection.UNPROCESSABLE, "No header row", f"{filename!r}: the {what}: there is no header row and no data."
+        )
+    return reader, head
+
+
+def _suggested(columns: list[dict[str, Any]], has_header: bool) -> Mapping_:
+    """The mapping the columns suggest with confidence (an export's attribute columns included); several
+    columns of one field (the address and its second line) are joined in order."""
+    for column in columns:
+        if has_header and column["suggested_field"] is None and (column["header"] or "").startswith(ATTRIBUTE_PREFIX):
+            # An export's attribute column: imported back as that attribute.
+            column["suggested_field"], column["confidence"], column["reason"] = column["header"], 1.0, "header"
+    suggested: Mapping_ = {}
+    for column in columns:
+        if column["suggested_field"] is not None and column["confidence"] >= CONFIDENT:
+            field, ref = column["suggested_field"], _ref(column, has_header)
+            before = suggested.get(field)
+            suggested[field] = ref if before is None else [*(before if isinstance(before, list) else [before]), ref]
+    return suggested
+
+
+def _document(
+    kind: str,
+    reader: Any,
+    header_row: int,
+    columns: list[dict[str, Any]],
+    mapping: Mapping_,
+    remembered: Remembered | None,
+    choice: HeaderChoice | None,
+    data: list[Any],
+) -> dict[str, Any]:
+    """The preview document the API answers."""
+    layout = getattr(reader, "layout", None)
+    width = len(columns)
+    return {
         "kind": kind,
         "sheets": [
             {"index": s.index, "name": s.name, "hidden": s.hidden, "selected": s.name == layout.sheet_name}
@@ -214,7 +242,6 @@ def build_preview(
         ],
         "rows_total_estimate": reader.total_estimate,
     }
-    return Preview(document, choice, problem)
 
 
 def _formula_warnings(reader: Any) -> list[str]:
