@@ -261,10 +261,10 @@ async def profile(
 
 async def history_split(dsn: str, batch: int) -> dict[str, Any]:
     """Where history_repo.record_written's mysqld CPU goes, for created rows: run over the customers
-    a `profile --keep-rows` left, in batches of `batch` ids, as
-    (a) the statement itself, (b) the same rows with a constant changes text (no JSON building),
-    (c) (b) into a copy of customer_history without its three secondary indexes. Each into an
-    emptied table, mysqld CPU per row from /proc."""
+    a `profile --keep-rows` left, in batches of `batch` ids, as (a) the statement itself, (a') its
+    members built with JSON_ARRAY as before issue 21, (b) the same rows with a constant changes text
+    (no JSON building), (c) (b) into a copy of customer_history without its three secondary indexes.
+    Each into an emptied table, mysqld CPU per row from /proc."""
     from shared.config import parse_mysql_dsn
     from shared.customers import history_repo
     from shared.infra.db import close_pool, open_database, transaction
@@ -273,6 +273,17 @@ async def history_split(dsn: str, batch: int) -> dict[str, Any]:
     mysqld = find_pids("mariadbd", "mysqld")
     source = history_repo.Source(history_repo.IMPORT, actor="bench", job_id="bench-write-split")
     full = history_repo._RECORD_WRITTEN
+    members = ", ".join(history_repo._change(name) for name in history_repo.TRACKED)
+    assert members in full
+    # The statement as it was before issue 21: each member built with JSON_ARRAY.
+    json_array = full.replace(
+        members,
+        ", ".join(
+            f"IF(b.id IS NULL, IF(c.{n} IS NULL, NULL, CONCAT('\"{n}\":', JSON_ARRAY(NULL, c.{n}))),"
+            f" IF({history_repo._same(n)}, NULL, CONCAT('\"{n}\":', JSON_ARRAY(b.{n}, c.{n}))))"
+            for n in history_repo.TRACKED
+        ),
+    )
     plain = re.sub(r"CONCAT\('\{', CONCAT_WS.*?, '\}'\) FROM", "'{}' FROM", full, flags=re.DOTALL)
     out: dict[str, Any] = {}
     try:
@@ -289,6 +300,7 @@ async def history_split(dsn: str, batch: int) -> dict[str, Any]:
             await cur.execute("DELETE FROM customer_before")
         cases = (
             ("record_written as is", full),
+            ("record_written with JSON_ARRAY (before issue 21)", json_array),
             ("constant changes text", plain),
             ("constant text, no secondary indexes", plain.replace("INTO customer_history", "INTO history_noindex")),
         )
