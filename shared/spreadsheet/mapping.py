@@ -218,64 +218,13 @@ def resolve_columns(header: Sequence[Any] | None, width: int, mapping: Mapping[s
     name (null: left out). Raises OptionError naming the mapping's field for a column that does not
     exist, a column mapped twice or the email left unmapped; HeaderError (missing columns) when no
     mapping was given."""
-    positions: dict[str, int] = {}
-    joined: dict[str, tuple[int, ...]] = {}
-    attributes: dict[str, int] = {}
-    full_name: int | None = None
-    used: dict[int, str] = {}
-    errors: list[tuple[str, str]] = []
-
-    def take(field: str, ref: str) -> int | None:
-        index = column_ref(ref, header, width)
-        if index is None:
-            where = "no header cell has that text and it is no column" if header is not None else "no such column"
-            errors.append((f"mapping.{field}", f"Column {ref!r} does not exist ({where}; the sheet has {width})."))
-            return None
-        if index in used and used[index] != field:
-            errors.append((f"mapping.{field}", f"Column {ref!r} is already mapped to {used[index]}."))
-            return None
-        used[index] = field
-        return index
-
-    for field, ref in (mapping or {}).items():
-        if ref is None:
-            continue
-        if isinstance(ref, list):
-            indexes = [take(field, item) for item in ref]
-            if all(index is not None for index in indexes):
-                joined[field] = tuple(index for index in indexes if index is not None)
-            continue
-        index = take(field, ref)
-        if index is None:
-            continue
-        if field == FULL_NAME:
-            full_name = index
-        elif field.startswith(ATTRIBUTE_PREFIX):
-            attributes[field[len(ATTRIBUTE_PREFIX) :]] = index
-        else:
-            positions[field] = index
+    placed = _Placement(header, width)
+    placed.place_mapped(mapping or {})
     named = set(mapping or {})
     if header is not None:
-        # Headers as tools write them (shared.spreadsheet.headers), by the header alone.
-        for field, columns in header_positions(header).items():
-            if field in named or any(index in used for index in columns):
-                continue
-            if field == FULL_NAME:
-                if full_name is None:
-                    full_name = columns[0]
-            elif len(columns) > 1:
-                joined[field] = tuple(columns)
-            else:
-                positions[field] = columns[0]
-            used.update(dict.fromkeys(columns, field))
-        for index, cell in enumerate(header):
-            # An export's `attributes.<name>` columns import back as those attributes.
-            text = normalize_cell(cell)
-            if text and text.startswith(ATTRIBUTE_PREFIX) and index not in used and text not in named:
-                name = text[len(ATTRIBUTE_PREFIX) :].strip()
-                if name and len(name) <= MAX_ATTRIBUTE_NAME and name not in attributes:
-                    attributes[name] = index
-                    used[index] = text
+        placed.place_by_header(header, named)
+    positions, joined, used, errors = placed.positions, placed.joined, placed.used, placed.errors
+    full_name = placed.full_name
     labels = {index: _label(header, index) for index in used}
     ignored = [
         _label(header, index)
@@ -298,9 +247,78 @@ def resolve_columns(header: Sequence[Any] | None, width: int, mapping: Mapping[s
         ignored_columns_warning(ignored),
         joined=joined,
         full_name=full_name,
-        attributes=attributes,
+        attributes=placed.attributes,
         labels=labels,
     )
+
+
+class _Placement:
+    """Where the fields sit while resolve_columns finds them: the mapping's columns first, then the header
+    rules' for the fields the mapping does not name; each column is used once."""
+
+    def __init__(self, header: Sequence[Any] | None, width: int) -> None:
+        self.header, self.width = header, width
+        self.positions: dict[str, int] = {}
+        self.joined: dict[str, tuple[int, ...]] = {}
+        self.attributes: dict[str, int] = {}
+        self.full_name: int | None = None
+        self.used: dict[int, str] = {}
+        self.errors: list[tuple[str, str]] = []
+
+    def take(self, field: str, ref: str) -> int | None:
+        index = column_ref(ref, self.header, self.width)
+        if index is None:
+            where = "no header cell has that text and it is no column" if self.header is not None else "no such column"
+            self.errors.append(
+                (f"mapping.{field}", f"Column {ref!r} does not exist ({where}; the sheet has {self.width}).")
+            )
+            return None
+        if index in self.used and self.used[index] != field:
+            self.errors.append((f"mapping.{field}", f"Column {ref!r} is already mapped to {self.used[index]}."))
+            return None
+        self.used[index] = field
+        return index
+
+    def place_mapped(self, mapping: Mapping[str, ColumnRef]) -> None:
+        for field, ref in mapping.items():
+            if ref is None:
+                continue
+            if isinstance(ref, list):
+                indexes = [self.take(field, item) for item in ref]
+                if all(index is not None for index in indexes):
+                    self.joined[field] = tuple(index for index in indexes if index is not None)
+                continue
+            index = self.take(field, ref)
+            if index is None:
+                continue
+            if field == FULL_NAME:
+                self.full_name = index
+            elif field.startswith(ATTRIBUTE_PREFIX):
+                self.attributes[field[len(ATTRIBUTE_PREFIX) :]] = index
+            else:
+                self.positions[field] = index
+
+    def place_by_header(self, header: Sequence[Any], named: set[str]) -> None:
+        # Headers as tools write them (shared.spreadsheet.headers), by the header alone.
+        for field, columns in header_positions(header).items():
+            if field in named or any(index in self.used for index in columns):
+                continue
+            if field == FULL_NAME:
+                if self.full_name is None:
+                    self.full_name = columns[0]
+            elif len(columns) > 1:
+                self.joined[field] = tuple(columns)
+            else:
+                self.positions[field] = columns[0]
+            self.used.update(dict.fromkeys(columns, field))
+        for index, cell in enumerate(header):
+            # An export's `attributes.<name>` columns import back as those attributes.
+            text = normalize_cell(cell)
+            if text and text.startswith(ATTRIBUTE_PREFIX) and index not in self.used and text not in named:
+                name = text[len(ATTRIBUTE_PREFIX) :].strip()
+                if name and len(name) <= MAX_ATTRIBUTE_NAME and name not in self.attributes:
+                    self.attributes[name] = index
+                    self.used[index] = text
 
 
 def merge_mapping(header: Sequence[Any] | None, width: int, *layers: Mapping[str, ColumnRef] | None) -> Mapping_:
