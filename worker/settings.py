@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from arq import cron
@@ -58,17 +59,16 @@ def redis_settings(settings: Settings) -> RedisSettings:
     return arq_redis_settings(settings)
 
 
-def build_worker_settings(settings: Settings) -> dict[str, Any]:
-    """Keyword arguments for arq.Worker."""
-
-    logging.getLogger("arq.worker").addFilter(quiet_sweeps)
+def _on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """arq's on_startup: the process's database pool, upload store, cache, webhook session and metrics,
+    handed to the jobs as ctx["deps"]."""
 
     async def on_startup(ctx: dict[str, Any]) -> None:
         pool = await open_database(settings.mysql, settings.mysql_pool_size)
         store = open_store(settings)
         await store.open()
-        # The cache's own client, on the queue's Redis or another, or a Redis Cluster (README "Scaling
-        # out"); its connections pack the warm-up's thousands of script keys in linear time.
+        # The cache's own client, on the queue's Redis or another, or a Redis Cluster (docs/scaling.md); its
+        # connections pack the warm-up's thousands of script keys in linear time.
         cache_client = ctx["cache_redis"] = cache_redis(settings, socket_timeout=5.0, socket_connect_timeout=2.0)
         cache = CustomerCache(cache_client, prefix=settings.redis_prefix, ttl_s=settings.cache_ttl_s)
         ctx["http"] = webhook_session(allow_private=settings.webhook_allow_private)
@@ -95,6 +95,12 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             enqueue_part=queue_part,
         )
 
+    return on_startup
+
+
+def _on_shutdown(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None]]:
+    """arq's on_shutdown: closes what on_startup opened."""
+
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
@@ -107,6 +113,14 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
             await ctx["cache_redis"].aclose()
         if "follow_primary" in ctx:
             ctx["follow_primary"].cancel()
+
+    return on_shutdown
+
+
+def build_worker_settings(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for arq.Worker."""
+
+    logging.getLogger("arq.worker").addFilter(quiet_sweeps)
 
     step = max(1, min(settings.sweep_interval_s, 60))
 
@@ -135,8 +149,8 @@ def build_worker_settings(settings: Settings) -> dict[str, Any]:
         # Against sentinels: a pool whose commands ride out a failover (None: arq connects itself).
         "redis_pool": worker_queue(settings),
         "queue_name": settings.queue_name,
-        "on_startup": on_startup,
-        "on_shutdown": on_shutdown,
+        "on_startup": _on_startup(settings),
+        "on_shutdown": _on_shutdown(settings),
         "max_jobs": settings.worker_concurrency,
         "job_timeout": IMPORT_TIMEOUT_S,
         "keep_result": 600,
