@@ -44,7 +44,7 @@ def check_query(request: web.Request) -> None:
 
 def limit_param(request: web.Request, *, default: int, maximum: int) -> int:
     raw = request.query.get("limit")
-    if raw is None or raw == "":
+    if raw is None:
         return default
     try:
         value = int(raw)

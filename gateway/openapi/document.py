@@ -166,8 +166,9 @@ def build_spec() -> dict[str, Any]:
         "header",
         {
             "name": "X-Request-ID",
-            "description": "Your id for the request (at most 128 printable characters); answered and logged.",
-            "schema": {"type": "string", "maxLength": 128},
+            "description": "Your id for the request, answered and logged: kept when it is 1 to 128 printable "
+            "characters, else replaced by a new one (never refused).",
+            "schema": {"type": "string"},
         },
     )
     # Nested schemas are registered under their class name less "Schema" when first met; the ones

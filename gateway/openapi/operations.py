@@ -211,7 +211,8 @@ IF_MATCH = {
     "in": "header",
     "description": 'Only if the customer is still at this version: an ETag it answered (`"v3"`), or `*`. '
     'A stale one is a 412, and so is a weak one (`W/"v3"`): If-Match compares strongly (RFC 9110).',
-    "schema": {"type": "string"},
+    # What the server takes (gateway/http/params.py): `*`, or a list of our ETags, strong or weak.
+    "schema": {"type": "string", "pattern": r'^(\*|(W/)?"v[0-9]{1,18}"(, ?(W/)?"v[0-9]{1,18}")*)$'},
 }
 IF_NONE_MATCH = {
     "name": "If-None-Match",

@@ -324,6 +324,8 @@ async def bulk_delete(request: web.Request) -> web.Response:
             422, "Invalid field", "q must be text of at most 100 characters", "q", "Text, at most 100 characters."
         )
     expected = body.get("expected_count")
+    if isinstance(expected, float) and expected.is_integer():
+        expected = int(expected)  # 12.0 is a whole number (JSON Schema's "integer" says so too)
     if not isinstance(expected, int) or isinstance(expected, bool) or expected < 0:
         raise field_problem(
             422, "Invalid field", "expected_count must be the number of customers q matches now", "expected_count",

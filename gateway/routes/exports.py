@@ -21,8 +21,8 @@ routes = web.RouteTableDef()
 
 
 def _format(request: web.Request, default: str) -> str:
-    raw = request.query.get("format", "")
-    value = raw.strip().lower() or default
+    raw = request.query.get("format")
+    value = default if raw is None else raw.strip().lower()  # given empty: not a format
     if value not in exports.FORMATS:
         raise field_problem(
             422,

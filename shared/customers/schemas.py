@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate
+from marshmallow import EXCLUDE, RAISE, Schema, ValidationError, fields, pre_load, validate, validates_schema
 
 from shared.customers.fields import (
     ATTRIBUTES_DESCRIPTION,
@@ -101,6 +101,19 @@ class CustomerInSchema(CustomerSchema):
     the timestamps ignored)."""
 
     attributes = attributes_field()
+
+    @validates_schema(pass_original=True, skip_on_field_errors=False)
+    def _raw_lengths(self, data: Any, original: Any, **_: Any) -> None:
+        """A value longer than its field as sent is refused, even when trimming its spaces would make it
+        fit: the OpenAPI document's maxLength is about the JSON a client sends."""
+        if isinstance(original, dict):
+            too_long = {
+                name: [f"Longer than {FIELD_LENGTHS[name]} characters."]
+                for name, value in original.items()
+                if isinstance(value, str) and name in FIELD_LENGTHS and len(value) > FIELD_LENGTHS[name]
+            }
+            if too_long:
+                raise ValidationError(too_long)
 
     # readOnly in the OpenAPI document: what GET returned, which a client may send back but never sets.
     id = fields.Integer(

@@ -53,10 +53,11 @@ def operations(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]
 
 
 def app_routes(app: web.Application) -> dict[tuple[str, str], web.AbstractRoute]:
-    """(method, canonical path) of every route, less the HEAD aiohttp adds to each GET."""
+    """(method, canonical path) of every route, less the HEAD aiohttp adds to each GET and the
+    catch-alls that answer 405 on a literal path (gateway/http/routing.py): no operations."""
     found = {}
     for route in app.router.routes():
-        if route.method == "HEAD":
+        if route.method in ("HEAD", "*"):
             continue
         assert route.resource is not None
         found[(route.method, route.resource.canonical)] = route

@@ -5,14 +5,20 @@ the schemathesis process, never in pytest's).
   upload -> the job's operations; create customer -> read, replace, change, delete it.
 * Half of the generated uploads carry a valid CSV of customers instead of random bytes, so the
   options and the job operations after an upload are reached, not only the file checks.
+* A `cursor` is opaque: only a `next_cursor` the API answered is a valid one, which no schema can
+  generate. Cases meant to be valid (positive_data_acceptance) go without one; the others still send
+  drawn cursors, which must be refused (400 naming `cursor`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import hypothesis.strategies as st
 import schemathesis
+
+from gateway.openapi.operations import IF_MATCH as IF_MATCH_HEADER
 
 VALID_CSV = (
     b"first_name,last_name,company_name,address,city,county,postal,phone,email,web\r\n"
@@ -68,3 +74,23 @@ def before_generate_body(context: Any, strategy: st.SearchStrategy[Any]) -> st.S
     if operation is None or (operation.method.upper(), operation.path) != ("POST", "/upload"):
         return strategy
     return st.tuples(strategy, st.booleans()).map(_with_valid_file)
+
+
+# The If-Match header's pattern (gateway/openapi/operations.py IF_MATCH) needs `"`; schemathesis' coverage
+# phase narrows header values to letters and digits, so the "valid" If-Match it sends (`0`) is not
+# (schemathesis 4.32 limitation): such a value is taken out of a case meant to be valid.
+IF_MATCH = re.compile(IF_MATCH_HEADER["schema"]["pattern"])
+
+
+@schemathesis.hook
+def map_case(context: Any, case: Any) -> Any:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive:
+        return case
+    if isinstance(case.query, dict):
+        case.query.pop("cursor", None)
+    if isinstance(case.headers, dict):
+        for name in [n for n in case.headers if n.lower() == "if-match"]:
+            if not IF_MATCH.match(str(case.headers[name])):
+                del case.headers[name]
+    return case
