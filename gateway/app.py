@@ -16,6 +16,7 @@ from gateway.openapi.document import routes as openapi_routes
 from gateway.openapi.postman import routes as postman_routes
 from gateway.routes.customers import routes as customer_routes
 from gateway.routes.exports import routes as export_routes
+from gateway.routes.fields import routes as field_routes
 from gateway.routes.health import routes as health_routes
 from gateway.routes.imports import routes as import_routes
 from gateway.routes.mappings import routes as mapping_routes
@@ -40,6 +41,7 @@ ROUTE_TABLES = (
     openapi_routes,
     postman_routes,
     import_routes,
+    field_routes,
     mapping_routes,
     export_routes,
     customer_routes,

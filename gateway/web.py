@@ -34,6 +34,7 @@ _TYPES = {
     "dom.js": "text/javascript; charset=utf-8",
     "imports.js": "text/javascript; charset=utf-8",
     "customers.js": "text/javascript; charset=utf-8",
+    "fields.js": "text/javascript; charset=utf-8",
     "changes.js": "text/javascript; charset=utf-8",
     "history.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",

@@ -37,6 +37,7 @@ PUBLIC_PATHS = frozenset(
         "/readyz",
         "/metrics",
         "/openapi.json",
+        "/fields",  # the customer fields: what the page needs before a key is entered (no secret)
         "/postman.json",
         "/docs",
         "/docs/swagger-ui.css",

@@ -178,6 +178,7 @@ def build_spec() -> dict[str, Any]:
         "Problem": s.ProblemSchema,
         "ColumnsProblem": s.ColumnsProblemSchema,
         "Customer": s.CustomerOutSchema,
+        "CustomerFields": s.CustomerFieldsSchema,
         "CustomerPage": s.CustomerPageSchema,
         "CachedCustomer": s.CachedCustomerSchema,
         "CachedCustomerPage": s.CachedCustomerPageSchema,

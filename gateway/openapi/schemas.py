@@ -90,6 +90,45 @@ def customer_fields() -> dict[str, fields.Field]:
 
 
 CustomerOutSchema = Schema.from_dict(customer_fields(), name="CustomerOutSchema")
+
+
+class CustomerFieldSchema(Schema):
+    """One customer field as shared/customers/fields.py declares it (dumped from a CustomerField)."""
+
+    name = fields.String(required=True, validate=validate.OneOf(CUSTOMER_FIELDS))
+    label = fields.String(required=True, attribute="title", metadata=_described("How the web page names it."))
+    description = fields.String(required=True)
+    max_length = fields.Integer(required=True, validate=validate.Range(min=1), metadata=_described("In characters."))
+    required = fields.Boolean(
+        required=True, metadata=_described("true: every customer has a value, so a file needs a column for it.")
+    )
+    aliases = fields.List(
+        fields.String(),
+        required=True,
+        metadata=_described("Other header texts an import takes for it (lower-case, `_` for spaces and dashes)."),
+    )
+
+
+class MappingTargetSchema(Schema):
+    name = fields.String(required=True)
+    label = fields.String(required=True)
+
+
+class CustomerFieldsSchema(Schema):
+    """GET /fields: the customer fields in their order, and a mapping's targets that are no field."""
+
+    items = fields.List(fields.Nested(CustomerFieldSchema), required=True)
+    full_name = fields.Nested(
+        MappingTargetSchema,
+        required=True,
+        metadata=_described("A mapping target: one column holding the whole name, split into first and last name."),
+    )
+    attribute_prefix = fields.String(
+        required=True,
+        metadata=_described("A mapping target `<prefix><name>` keeps a column on the customer under that name."),
+    )
+
+
 CachedCustomerSchema = Schema.from_dict(
     {
         **customer_fields(),
@@ -120,7 +159,10 @@ class CachedCustomerPageSchema(Schema):
 
 # A mapping's keys: a field, `full_name`, or `attributes.<name>` (shared.spreadsheet.mapping).
 MAPPING_TARGET = (
-    "^(" + "|".join([*CUSTOMER_FIELDS, FULL_NAME]) + ")$|^" + ATTRIBUTE_PREFIX.replace(".", "\\.")
+    "^("
+    + "|".join([*CUSTOMER_FIELDS, FULL_NAME])
+    + ")$|^"
+    + ATTRIBUTE_PREFIX.replace(".", "\\.")
     + f"\\S(.{{0,{MAX_ATTRIBUTE_NAME - 2}}}\\S)?$"
 )
 

@@ -4,6 +4,7 @@
 import { ApiError, forgetKey, hasKey, onUnauthorized, request, setKey } from "./api.js";
 import { initCustomers, showCustomers } from "./customers.js";
 import { $, busy, fieldError, keepTableSemantics } from "./dom.js";
+import { loadFields } from "./fields.js";
 import { initImports, loadJobs, resetImport } from "./imports.js";
 
 const VIEWS = ["import", "jobs", "customers"];
@@ -101,6 +102,13 @@ async function signIn(event) {
 }
 
 async function start() {
+  try {
+    await loadFields(); // the forms and the mapping are built from them
+  } catch (error) {
+    $("loading").textContent = `The service did not answer as expected: ${error.message} Reload the page to try again.`;
+    $("loading").className = "notice error";
+    return;
+  }
   keepTableSemantics();
   initImports({ showView });
   initCustomers();

@@ -4,7 +4,8 @@
 import { ApiError, download, getJSON, request, sendJSON } from "./api.js";
 import { $, breakable, busy, el, fieldError, fmt, fmtBytes, fmtDate, showError, toast } from "./dom.js";
 import { initHistory, setHistoryCustomer } from "./history.js";
-import { FIELDS, watch } from "./imports.js";
+import { FIELDS } from "./fields.js";
+import { watch } from "./imports.js";
 
 const PAGE_SIZE = 20;
 const FIELD_TYPES = { email: "email", phone: "tel", web: "url" };

@@ -4,29 +4,14 @@
 import { ApiError, download, followEvents, getJSON, request, sendJSON, upload } from "./api.js";
 import { chosenModes, clearOutcome, initChanges, renderModes, renderOutcome, showCancel } from "./changes.js";
 import { $, breakable, busy, count, el, fieldError, fmt, fmtBytes, fmtDate, fmtDuration, showError, toast } from "./dom.js";
-
-export const FIELDS = [
-  ["first_name", "First name"],
-  ["last_name", "Last name"],
-  ["company_name", "Company"],
-  ["address", "Address"],
-  ["city", "City"],
-  ["county", "County"],
-  ["postal", "Postcode"],
-  ["country", "Country"],
-  ["phone", "Phone"],
-  ["email", "Email"],
-  ["web", "Website"],
-];
-// Only the email needs a column (shared/customers/fields.py REQUIRED_FIELDS); every other field is optional.
-export const REQUIRED = ["email"];
+// The fields, their labels and which need a column come from the service (GET /fields).
+import { FIELDS, LABEL, REQUIRED } from "./fields.js";
 // Mapping targets that are no field: one column holding the whole name, split into first and last name;
 // and `attributes.<name>`, any other column kept on the customer under that name.
 const FULL_NAME = "full_name";
 const NAME_PARTS = ["first_name", "last_name"];
 const ATTRIBUTE = "attributes.";
 const KEEP = "(keep)"; // the select's value for "keep as attribute": named after the column when mapped
-const LABEL = { ...Object.fromEntries(FIELDS), [FULL_NAME]: "Full name" };
 const targetLabel = (target) => (target?.startsWith(ATTRIBUTE) ? `attribute “${target.slice(ATTRIBUTE.length)}”` : LABEL[target] ?? target);
 const COUNTERS = [
   ["rows_read", "Rows read"],
