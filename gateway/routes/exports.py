@@ -27,7 +27,7 @@ def _format(request: web.Request, default: str) -> str:
         raise field_problem(
             422,
             "Invalid query parameter",
-            f"format must be csv or xlsx, got {raw[:20]!r}",
+            f"format must be csv or xlsx, got {str(raw)[:20]!r}",
             "format",
             "Must be csv or xlsx.",
         )

@@ -13,7 +13,7 @@ the schemathesis process, never in pytest's).
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, cast
 
 import hypothesis.strategies as st
 import schemathesis
@@ -79,7 +79,7 @@ def before_generate_body(context: Any, strategy: st.SearchStrategy[Any]) -> st.S
 # The If-Match header's pattern (gateway/openapi/operations.py IF_MATCH) needs `"`; schemathesis' coverage
 # phase narrows header values to letters and digits, so the "valid" If-Match it sends (`0`) is not
 # (schemathesis 4.32 limitation): such a value is taken out of a case meant to be valid.
-IF_MATCH = re.compile(IF_MATCH_HEADER["schema"]["pattern"])
+IF_MATCH = re.compile(cast(dict[str, str], IF_MATCH_HEADER["schema"])["pattern"])
 
 
 @schemathesis.hook
