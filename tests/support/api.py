@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+from typing import Any
 
 import aiohttp
 from aiohttp.test_utils import TestClient
 
 from gateway.http.keys import REDIS
 from shared.config import Settings
+from tests.support.jobs import run_burst_worker
 
 PROBLEM = "application/problem+json"
 
@@ -50,3 +52,35 @@ async def still_answers(client: TestClient, headers: dict[str, str] | None = Non
     assert (await client.get("/healthz")).status == 200
     response = await client.get("/jobs?limit=1", headers=headers or {})
     assert response.status == 200, await response.text()
+
+
+# tests/data/uk-500.csv has no header row: its columns by letter.
+UK_500_BY_LETTER = {
+    "first_name": "A",
+    "last_name": "B",
+    "company_name": "C",
+    "address": "D",
+    "city": "E",
+    "county": "F",
+    "postal": "G",
+    "phone": "H",  # phone1; I is phone2
+    "email": "J",
+    "web": "K",
+}
+
+
+def counters(job: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    return (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"], job["rows_invalid"])
+
+
+async def finished(client: TestClient, settings: Settings, job_id: str) -> dict[str, Any]:
+    await run_burst_worker(settings)
+    return dict(await (await client.get(f"/jobs/{job_id}")).json())
+
+
+async def upload_and_import(
+    client: TestClient, settings: Settings, filename: str, data: bytes, **fields: str
+) -> dict[str, Any]:
+    response = await client.post("/upload", data=form(filename, data, **fields))
+    assert response.status == 202, await response.text()
+    return await finished(client, settings, (await response.json())["job_id"])
