@@ -68,6 +68,7 @@ UNFINISHED = (UPLOADED, QUEUED, RUNNING)
 CANCELLED = "cancelled"
 FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)  # a job in one of these never changes again
 STATUSES = (*UNFINISHED, *FINAL_STATUSES)  # every status a job can have
+STATUSES = (*UNFINISHED, *FINAL_STATUSES)  # every status a job can have
 # What a job does: imports a file, undoes an import (or a bulk delete), deletes customers by search.
 IMPORT, REVERT, DELETE = "import", "revert", "delete"
 
