@@ -27,14 +27,15 @@ READ_ONLY = ("id", "version", "created_at", "updated_at")
 
 
 def routes(app: web.Application) -> list[tuple[str, str]]:
-    """(method, path template) of every route but HEAD (answered by its GET) and static files."""
+    """(method, path template) of every route but HEAD (answered by its GET) and the catch-alls that
+    answer 405 on a literal path (gateway/http/routing.py)."""
     found = []
     for resource in app.router.resources():
         info = resource.get_info()
         path = info.get("path") or info.get("formatter")
         if path is None:
             continue
-        found += [(route.method, path) for route in resource if route.method != "HEAD"]
+        found += [(route.method, path) for route in resource if route.method not in ("HEAD", "*")]
     return sorted(set(found))
 
 
