@@ -114,11 +114,18 @@ def _same(name: str) -> str:
     return f"CAST(b.{name} AS BINARY) <=> CAST(c.{name} AS BINARY)"
 
 
+def _json(value: str) -> str:
+    # JSON_QUOTE escapes exactly as JSON_ARRAY does (every tracked column is text) at about half its
+    # CPU: JSON_ARRAY was most of this statement's cost per created row (tests/bench/write_path_bench.py
+    # history-split).
+    return f"IFNULL(JSON_QUOTE({value}), 'null')"
+
+
 def _change(name: str) -> str:
-    """The `"name": [old, new]` member of the changes object, or NULL (CONCAT_WS skips it)."""
+    """The `"name":[old,new]` member of the changes object, or NULL (CONCAT_WS skips it)."""
     return (
-        f"IF(b.id IS NULL, IF(c.{name} IS NULL, NULL, CONCAT('\"{name}\":', JSON_ARRAY(NULL, c.{name}))),"
-        f" IF({_same(name)}, NULL, CONCAT('\"{name}\":', JSON_ARRAY(b.{name}, c.{name}))))"
+        f"IF(b.id IS NULL, IF(c.{name} IS NULL, NULL, CONCAT('\"{name}\":[null,', JSON_QUOTE(c.{name}), ']')),"
+        f" IF({_same(name)}, NULL, CONCAT('\"{name}\":[', {_json(f'b.{name}')}, ',', {_json(f'c.{name}')}, ']')))"
     )
 
 
@@ -234,11 +241,14 @@ async def later_entries(
     marks = ", ".join(["%s"] * len(customer_ids))
     jobs = ", ".join(["%s"] * len(exclude_jobs)) or "NULL"
     await cur.execute(
-        f"SELECT {_HISTORY_COLUMNS} FROM customer_history WHERE customer_id IN ({marks}) AND id > %s"
-        f" AND (job_id IS NULL OR job_id NOT IN ({jobs})) ORDER BY id LOCK IN SHARE MODE",
+        # The customer index, forced: by the primary key (ORDER BY id) the server would read, and lock,
+        # every history row since `after_id`, a whole import's worth for each batch of a revert.
+        f"SELECT {_HISTORY_COLUMNS} FROM customer_history FORCE INDEX (ix_customer_history_customer)"
+        f" WHERE customer_id IN ({marks}) AND id > %s AND (job_id IS NULL OR job_id NOT IN ({jobs}))"
+        " ORDER BY customer_id, id LOCK IN SHARE MODE",
         (*customer_ids, after_id, *exclude_jobs),
     )
-    return [Entry.from_row(row) for row in await cur.fetchall()]
+    return sorted((Entry.from_row(row) for row in await cur.fetchall()), key=lambda entry: entry.id)
 
 
 async def expire(cur: aiomysql.Cursor, older_than_days: int, limit: int = 10_000) -> int:
