@@ -13,12 +13,23 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
-from tests.api.imports.test_files_as_they_come import counters, upload_and_import
 from tests.support.api import form
 from tests.support.header_corpus import EXPORTS, expectations
 from tests.support.jobs import run_burst_worker
 
 pytestmark = pytest.mark.usefixtures("clean")
+
+
+def counters(job: dict[str, Any]) -> tuple[int, int, int, int, int]:
+    return (job["rows_read"], job["rows_inserted"], job["rows_updated"], job["rows_unchanged"], job["rows_invalid"])
+
+
+async def upload_and_import(client: TestClient, settings: Settings, filename: str, data: bytes) -> dict[str, Any]:
+    """Upload as a new user does (no options), run a worker until the queue is empty: the job as it ended."""
+    response = await client.post("/upload", data=form(filename, data))
+    assert response.status == 202, await response.text()
+    await run_burst_worker(settings)
+    return dict(await (await client.get(f"/jobs/{(await response.json())['job_id']}")).json())
 
 
 async def customer(client: TestClient, email: str) -> dict[str, Any]:
