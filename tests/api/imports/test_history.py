@@ -8,7 +8,6 @@ import io
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import aiomysql
 from aiohttp.test_utils import TestClient
 
@@ -16,18 +15,13 @@ from gateway.app import create_app
 from shared.config import Settings
 from shared.customers import history_repo
 from shared.infra.db import connection
+from tests.support.api import form
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import HEADER, csv_bytes, customers
 from worker.sweeper import _expire_history
 
 EMAIL = HEADER.index("email")
 PHONE = HEADER.index("phone")
-
-
-def form(filename: str, data: bytes) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename=filename, content_type="text/csv")
-    return fd
 
 
 async def import_rows(client: TestClient, settings: Settings, rows: list[list[Any]], name: str = "c.csv") -> dict:

@@ -13,6 +13,7 @@ from shared.config import Settings
 from shared.infra.db import connection
 from shared.spreadsheet.readers import Rejection, UploadRejected
 from tests.conftest import DATA
+from tests.support.api import stored
 from tests.support.db import scalar
 from tests.support.jobs import import_file, job_service, submit
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_xlsx
@@ -23,11 +24,6 @@ ODD = DATA / "odd-xlsx"
 
 def assert_exact(job: dict) -> None:
     assert job["rows_read"] == job["rows_inserted"] + job["rows_updated"] + job["rows_unchanged"] + job["rows_invalid"]
-
-
-def stored_uploads(settings: Settings) -> list[str]:
-    folder = Path(settings.upload_dir)
-    return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
 
 def counters(job: dict) -> tuple[int, int, int, int, int]:
@@ -102,7 +98,7 @@ async def test_csv_with_bom_aliases_and_invalid_rows(settings: Settings, pool: a
 
 async def test_missing_columns_are_refused_at_upload_naming_them(settings: Settings, pool: aiomysql.Pool) -> None:
     data = b"Vorname,Nachname,Firma\nAda,Lovelace,Analytical Engines\n"  # no email column
-    before = stored_uploads(settings)
+    before = stored(settings)
     with pytest.raises(UploadRejected) as info:
         await submit(settings, pool, "people.csv", data)
     assert info.value.reason == Rejection.UNPROCESSABLE
@@ -112,7 +108,7 @@ async def test_missing_columns_are_refused_at_upload_naming_them(settings: Setti
     # The header found is quoted.
     assert info.value.extra["header"] == ["Vorname", "Nachname", "Firma"]
     assert await scalar(pool, "SELECT COUNT(*) FROM import_jobs") == 0
-    assert stored_uploads(settings) == before
+    assert stored(settings) == before
 
 
 @pytest.mark.parametrize(

@@ -5,17 +5,16 @@ against the OpenAPI document), real storage, a real worker, MariaDB and Redis.""
 
 from __future__ import annotations
 
-import os
 import uuid
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
 from shared.config import Settings
 from tests.conftest import DATA
+from tests.support.api import form, stored
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
 
@@ -23,16 +22,6 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 # uk-500.csv has no header row: its columns by letter (H is phone1, I phone2).
 UK_500_BY_LETTER = dict(zip(HEADER, "ABCDEFGHJK", strict=True))
-
-
-def form(filename: str, data: bytes) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename=filename, content_type="application/octet-stream")
-    return fd
-
-
-def stored_files(settings: Settings) -> list[str]:
-    return sorted(os.listdir(settings.upload_dir)) if os.path.isdir(settings.upload_dir) else []
 
 
 async def preview_upload(client: TestClient, filename: str, data: bytes) -> dict[str, Any]:
@@ -57,7 +46,7 @@ async def test_a_header_row_change_reads_the_stored_file_again_and_the_start_use
 ) -> None:
     job = await preview_upload(client, "uk-500.csv", (DATA / "uk-500.csv").read_bytes())
     job_id = job["job_id"]
-    files = stored_files(settings)
+    files = stored(settings)
     assert f"{job_id}.csv" in files
 
     status, first_row = await preview_again(client, job_id, {"header_row": 1})
@@ -71,7 +60,7 @@ async def test_a_header_row_change_reads_the_stored_file_again_and_the_start_use
     assert preview["header_row"] == 0 and preview["columns"][0]["header"] is None
     assert preview["rows"][0]["row"] == 1 and preview["rows"][0]["values"][0] == "Aleshia"  # now a data row
     # Read from the file already stored: no second file, no second job.
-    assert stored_files(settings) == files
+    assert stored(settings) == files
     assert await listed(client, include_previews="true") == [job_id]
 
     # Back to row 1, and to 0 again: the preview follows each time, still one job.
@@ -120,7 +109,7 @@ async def test_a_sheet_change_reads_another_sheet_and_a_header_row_change_keeps_
     # A sheet the workbook does not have: 422 naming the field; the preview and its file stay.
     status, problem = await preview_again(client, job_id, {"sheet": "Elsewhere"})
     assert status == 422 and any(e["field"] == "sheet" for e in problem["errors"]), problem
-    assert f"{job_id}.xlsx" in stored_files(settings)
+    assert f"{job_id}.xlsx" in stored(settings)
     assert (await (await client.get(f"/jobs/{job_id}")).json())["status"] == "uploaded"
     started = await client.post(f"/jobs/{job_id}/start")
     assert started.status == 202, await started.text()
@@ -152,11 +141,11 @@ async def test_preview_again_refuses_what_it_cannot_do(client: TestClient) -> No
 async def test_delete_discards_a_preview_and_its_file_and_nothing_else(client: TestClient, settings: Settings) -> None:
     job = await preview_upload(client, "c.csv", csv_bytes(customers(3)))
     job_id = job["job_id"]
-    before = stored_files(settings)
+    before = stored(settings)
     assert f"{job_id}.csv" in before
     response = await client.delete(f"/jobs/{job_id}")
     assert response.status == 204 and await response.read() == b""
-    assert stored_files(settings) == [name for name in before if name != f"{job_id}.csv"]
+    assert stored(settings) == [name for name in before if name != f"{job_id}.csv"]
     assert (await client.get(f"/jobs/{job_id}")).status == 404
     assert (await client.delete(f"/jobs/{job_id}")).status == 404
     assert (await client.post(f"/jobs/{job_id}/start")).status == 404
@@ -167,7 +156,7 @@ async def test_delete_discards_a_preview_and_its_file_and_nothing_else(client: T
     response = await client.delete(f"/jobs/{queued['job_id']}")
     assert response.status == 409
     assert "not a preview" in (await response.json())["detail"]
-    assert f"{queued['job_id']}.csv" in stored_files(settings)
+    assert f"{queued['job_id']}.csv" in stored(settings)
     await run_burst_worker(settings)
     assert (await client.delete(f"/jobs/{queued['job_id']}")).status == 409  # completed: kept too
     assert (await (await client.get(f"/jobs/{queued['job_id']}")).json())["status"] == "completed"

@@ -14,18 +14,13 @@ from redis.asyncio import Redis
 
 from shared.config import Settings
 from shared.infra.db import connection
+from tests.support.api import form
 from tests.support.jobs import run_burst_worker
 from tests.support.workbooks import HEADER, csv_bytes, customers
 
 EMAIL = HEADER.index("email")
 CITY = HEADER.index("city")
 NO_JOB = "00000000-0000-4000-8000-000000000000"
-
-
-def form(filename: str, data: bytes) -> aiohttp.FormData:
-    fd = aiohttp.FormData()
-    fd.add_field("file", data, filename=filename, content_type="text/csv")
-    return fd
 
 
 async def import_rows(client: TestClient, settings: Settings, rows: list[list[Any]]) -> dict:
