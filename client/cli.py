@@ -433,12 +433,11 @@ def _follow_and_report(ctx: click.Context, api: Api, job_id: str) -> NoReturn:
               help="1-based row of the header; 0: the file has none (map columns by letter).")  # fmt: skip
 @click.option("--sheet", metavar="S", help="Worksheet name or 1-based number (default: the sheet that fits best).")
 @click.option("--encoding", metavar="E", help="CSV text encoding, e.g. cp1252 (default: detected).")
-# The modes' choices are the gateway's (GET /openapi.json); it answers an unknown one with a 422 naming them.
-@click.option(
-    "--mode", metavar="MODE", help="upsert (default), insert (known customers skipped) or update (new ones skipped)."
-)
-@click.option("--blank-cells", metavar="B", help="keep (default: an empty cell erases nothing) or clear.")
-@click.option("--match-on", metavar="M", help="email (default) or id (an export's id column names the customer).")
+# The choices of these are the service's (its API document): `customer-import options` lists them, and a
+# value that is none of them is refused before the file is sent.
+@click.option("--mode", metavar="MODE", help="Which customers to add or update (see: customer-import options).")
+@click.option("--blank-cells", metavar="B", help="What an empty cell does (see: customer-import options).")
+@click.option("--match-on", metavar="M", help="How a row finds its customer (see: customer-import options).")
 @click.pass_context
 def upload(
     ctx: click.Context,
@@ -461,7 +460,9 @@ def upload(
     api = _api(ctx)
     form = {"dry_run": "true" if dry_run else None, "mapping": mapping, "sheet": sheet, "encoding": encoding}
     form["header_row"] = None if header_row is None else str(header_row)
-    form.update(mode=mode, blank_cells=blank_cells, match_on=match_on)
+    chosen = {"mode": mode, "blank_cells": blank_cells, "match_on": match_on}
+    if any(value is not None for value in chosen.values()):
+        form.update(_check_choices(api, chosen))
     try:
         handle = file.open("rb")
     except OSError as exc:
@@ -478,6 +479,51 @@ def upload(
     if wait:
         _follow_and_report(ctx, api, job_id)
     click.echo(f"follow it: customer-import job {job_id} --wait")
+
+
+def upload_choices(api: Api) -> dict[str, dict[str, dict[str, str]]]:
+    """option -> {choice -> {label, description}}: the upload's options that take one of a few values, as
+    the service's API document declares them (`x-choices`, from shared/imports/options.py)."""
+    document = api.get_json("/openapi.json")
+    properties = document["components"]["schemas"]["UploadForm"]["properties"]
+    return {name: prop["x-choices"] for name, prop in properties.items() if "x-choices" in prop}
+
+
+def _check_choices(api: Api, chosen: dict[str, str | None]) -> dict[str, str]:
+    choices = upload_choices(api)
+    checked: dict[str, str] = {}
+    for name, value in chosen.items():
+        if value is None:
+            continue
+        known = choices.get(name, {})
+        if known and value.strip().lower() not in known:
+            flag = "--" + name.replace("_", "-")
+            raise click.BadParameter(f"{value!r} is not one of: {', '.join(known)}.", param_hint=f"'{flag}'")
+        checked[name] = value
+    return checked
+
+
+@cli.command()
+@click.pass_context
+def options(ctx: click.Context) -> None:
+    """List the choices of --mode, --blank-cells and --match-on, as the service declares them."""
+    for name, known in upload_choices(_api(ctx)).items():
+        click.echo(f"--{name.replace('_', '-')}:")
+        for index, (value, about) in enumerate(known.items()):
+            default = " (default)" if index == 0 else ""
+            click.echo(f"  {value:<10} {about['label']}{default}: {about['description']}")
+
+
+@cli.command()
+@click.pass_context
+def fields(ctx: click.Context) -> None:
+    """List the customer fields a mapping may name (GET /fields), the required ones marked."""
+    answer = _api(ctx).get_json("/fields")
+    for item in answer["items"]:
+        need = " (required)" if item["required"] else ""
+        click.echo(f"  {item['name']:<14} {item['label']}{need}: at most {item['max_length']} characters")
+    click.echo(f"  {answer['full_name']['name']:<14} {answer['full_name']['label']}: split into first and last name")
+    click.echo(f"  {answer['attribute_prefix']}<name>  kept on the customer under that name")
 
 
 @cli.command()

@@ -341,3 +341,14 @@ def test_a_terminal_gets_a_progress_bar(gateway: Gateway, tmp_path: Path) -> Non
     assert "3000/3000" in out  # rich's MofN column at the end
     assert ANSI.search(out)
     assert counter(re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out), "rows_inserted") == 3000
+
+
+def test_the_fields_are_the_services(gateway: Gateway) -> None:
+    """`fields` prints what the service declares (GET /fields), in its order, the required ones marked."""
+    from shared.customers.fields import FIELDS
+
+    shown = run("--url", gateway.base, "fields")
+    assert shown.returncode == 0, shown.stderr
+    names = re.findall(r"^\s+(\w+)\s", shown.stdout, re.MULTILINE)
+    assert names[: len(FIELDS)] == [field.name for field in FIELDS]
+    assert re.search(r"^\s+email\s+Email \(required\)", shown.stdout, re.MULTILINE), shown.stdout
