@@ -66,8 +66,10 @@ def test_concurrent_imports_of_the_same_emails_are_right_the_first_time(
     truncate_all(settings)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    # Small batches: more transactions, more chances to interleave.
-    env = service_env(settings, PORT=port, IMPORT_BATCH_SIZE=8, WORKER_CONCURRENCY=6)
+    # Small batches: more transactions, more chances to interleave. The lease as in production (the
+    # tests' 5 s can lapse on a busy machine while a batch waits out lock conflicts: the sweep then
+    # hands the job to another worker, a retry this test would count against the fix).
+    env = service_env(settings, PORT=port, IMPORT_BATCH_SIZE=8, WORKER_CONCURRENCY=6, JOB_LEASE_S=30)
     services = [Service("gateway", env, tmp_path, "gateway")]
     try:
         wait_http_ready(base, services[0])
