@@ -615,12 +615,11 @@ async def job_errors(request: web.Request) -> web.Response:
         raise field_problem(
             422, "Invalid query parameter", "format must be json or csv", "format", "Must be json or csv."
         )
-    limit = (
-        None
-        if as_csv == "csv"
-        else params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
+    # A bad limit is a 422 whatever the format (as the document says), though the csv sends every error.
+    limit = params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
+    page = await request.app[JOBS].errors(
+        job_id, limit=None if as_csv == "csv" else limit, cursor=params.cursor_param(request)
     )
-    page = await request.app[JOBS].errors(job_id, limit=limit, cursor=params.cursor_param(request))
     if as_csv == "json":
         return json_response(page)
     out = io.StringIO()
@@ -711,8 +710,9 @@ async def job_changes(request: web.Request) -> web.StreamResponse:
     job_id = params.job_id(request)
     kind = params.choice_param(request, "format", ("json", "csv"), default="json")
     jobs = request.app[JOBS]
+    # A bad limit is a 422 whatever the format (as the document says), though the csv pages by itself.
+    limit = params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
     if kind == "json":
-        limit = params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
         return json_response(await jobs.changes(job_id, limit=limit, cursor=params.cursor_param(request)))
     # The first page is read before anything is sent: an unknown job is still a 404, MySQL down a 503.
     page = await jobs.changes(job_id, limit=CHANGES_CSV_PAGE, cursor=params.cursor_param(request))
