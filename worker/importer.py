@@ -19,11 +19,11 @@ from arq import Retry
 from shared.customers.cache import CacheUnavailable
 from shared.imports import job_repo, part_repo
 from shared.imports.job_repo import LeaseLost
+from shared.imports.options import OptionError
 from shared.imports.queue import Outcome
 from shared.infra.db import DatabaseUnavailable, connection, transaction
 from shared.infra.logs import job_id_var, request_id_var
 from shared.infra.runtime import release_memory
-from shared.spreadsheet.mapping import OptionError
 from shared.spreadsheet.readers import WorkbookError
 from shared.spreadsheet.rules import HeaderError
 from worker.pipeline.commit import write_rows

@@ -24,6 +24,7 @@ from gateway.openapi import docs_page as docs
 from gateway.openapi import operations as api
 from gateway.openapi import schemas as s
 from shared.customers.schemas import CustomerInSchema, Text
+from shared.imports import options
 
 routes = web.RouteTableDef()
 
@@ -194,8 +195,8 @@ def build_spec() -> dict[str, Any]:
         "BulkDelete": s.BulkDeleteSchema,
         "UploadAccepted": s.UploadAcceptedSchema,
         "UploadedPreview": s.UploadedPreviewSchema,
-        "StartOptions": s.StartOptionsSchema,
-        "PreviewOptions": s.PreviewOptionsSchema,
+        "StartOptions": options.StartOptionsSchema,
+        "PreviewOptions": options.PreviewOptionsSchema,
         "UploadForm": s.UploadFormSchema,
         "Health": s.HealthSchema,
         "Readiness": s.ReadinessSchema,

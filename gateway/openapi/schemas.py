@@ -1,9 +1,10 @@
 """Marshmallow schemas of what the API answers (and of its query strings), for the OpenAPI document.
 
-Request bodies are described by the service's own input schema (shared.customers.schemas); these describe
-responses. They are never used to serialise: the handlers answer documents the repositories build,
-and the tests check every response they see against the document made from these (see
-tests/support/openapi_check.py), so a field added, renamed or made nullable shows up as a failing test.
+Request bodies are described by the services' own input schemas (shared.customers.schemas, the import
+options of shared.imports.options). The job document is dumped by its own schema (shared.imports.document),
+the one shown here; the other documents here describe what the repositories build, and the tests check
+every response they see against the document made from these (see tests/support/openapi_check.py), so a
+field added, renamed or made nullable shows up as a failing test.
 
 Response schemas reject unknown members (marshmallow's default `unknown = RAISE` becomes
 `additionalProperties: false`), so an undocumented field is a mismatch too. Problem documents are the
@@ -18,22 +19,22 @@ from marshmallow import INCLUDE, Schema, fields, validate
 
 from shared.customers.customer_repo import SORT_KEYS
 from shared.customers.fields import (
-    ATTRIBUTE_PREFIX,
     ATTRIBUTES,
     ATTRIBUTES_DESCRIPTION,
     BY_NAME,
-    FULL_NAME,
-    MAX_ATTRIBUTE_NAME,
 )
 from shared.customers.schemas import FIELD_LENGTHS, CustomerSchema
-from shared.imports.service import STATUSES
-from shared.spreadsheet.mapping import MAX_JOINED
+from shared.imports.document import FILE_KINDS, JobSchema, RowErrorSchema
+from shared.imports.job_repo import STATUSES
+from shared.imports.options import (
+    MAPPING_TARGET,
+    UploadOptionsSchema,
+    mapping_field,
+)
 from shared.spreadsheet.preview import REASONS
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 
 JOB_STATUSES = STATUSES  # every status a job can have, from its one home
-JOB_KINDS = ("import", "revert", "delete")
-FILE_KINDS = ("xlsx", "csv")
 CACHE_STATES = ("hit", "miss", "bypass")
 
 
@@ -158,185 +159,9 @@ class CachedCustomerPageSchema(Schema):
 
 
 # A mapping's keys: a field, `full_name`, or `attributes.<name>` (shared.spreadsheet.mapping).
-MAPPING_TARGET = (
-    "^("
-    + "|".join([*CUSTOMER_FIELDS, FULL_NAME])
-    + ")$|^"
-    + ATTRIBUTE_PREFIX.replace(".", "\\.")
-    + f"\\S(.{{0,{MAX_ATTRIBUTE_NAME - 2}}}\\S)?$"
-)
-
-
-def _mapping_value(*, integers: bool = False) -> fields.Raw:
-    kinds = ["string", "integer"] if integers else ["string"]
-    return fields.Raw(
-        allow_none=True,
-        metadata={
-            "oneOf": [
-                {"type": kinds},
-                {"type": "array", "items": {"type": kinds}, "minItems": 1, "maxItems": MAX_JOINED},
-                {"type": "null"},
-            ],
-            "description": "A column, a list of columns joined in order (`, ` for address, a space otherwise), "
-            "or null (the field is left out).",
-        },
-    )
-
-
-def _mapping(*, description: str, values: fields.Field | None = None, **kwargs: Any) -> fields.Dict:
-    """target -> column(s). (The keys' pattern becomes `propertyNames`: see gateway.openapi.document.)"""
-    return fields.Dict(
-        keys=fields.String(validate=validate.Regexp(MAPPING_TARGET)),
-        values=values or _mapping_value(),
-        metadata=_described(description),
-        **kwargs,
-    )
-
-
-class RowErrorSchema(Schema):
-    row = fields.Integer(required=True, metadata=_described("Row number as the spreadsheet shows it."))
-    column = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=_described(
-            "The column as the file shows it: its header text (`Firma`), or its letter in a file without a "
-            "header; columns joined into one field as `Address1 + Address2`. null: the row as a whole."
-        ),
-    )
-    field = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=_described("The customer field (or `attributes.<name>`) the value was for; null: none."),
-    )
-    value = fields.String(
-        required=True, allow_none=True, metadata=_described("The offending value (at most 100 characters).")
-    )
-    message = fields.String(required=True, metadata=_described("What is wrong, in plain words."))
-
-
-class ProgressSchema(Schema):
-    rows_processed = _count("Rows read so far.")
-    rows_total_estimate = fields.Integer(
-        required=True, allow_none=True, metadata=_described("Estimated data rows in the file; null until known.")
-    )
-    percent = fields.Float(
-        required=True, allow_none=True, validate=validate.Range(min=0, max=100), metadata=_described("null: unknown.")
-    )
-
-
-class JobPartSchema(Schema):
-    """One part of a job split over several workers (FANOUT_MIN_ROWS; docs/scaling.md)."""
-
-    part = fields.Integer(required=True, metadata=_described("0-based."))
-    status = fields.String(
-        required=True, validate=validate.OneOf(["queued", "running", "completed", "failed", "cancelled"])
-    )
-    rows = _count("Rows this part read so far (its share of rows_read).")
-    rows_inserted = _count("New customers.")
-    rows_updated = _count("Customers that existed and changed.")
-    rows_unchanged = _count("Customers that existed with the same values.")
-    rows_invalid = _count("Rows skipped as invalid.")
-    attempts = _count("How many times a worker started on the part.")
-    worker = fields.String(
-        required=True, allow_none=True, metadata=_described("The worker (host:pid:tag) that last took the part.")
-    )
-
-
-class WebhookAttemptSchema(Schema):
-    at = fields.DateTime(required=True, metadata=_described("When the attempt was made (UTC)."))
-    status = fields.Integer(
-        required=True, allow_none=True, metadata=_described("The receiver's HTTP status; null: none.")
-    )
-    error = fields.String(required=True, allow_none=True, metadata=_described("Why it failed; null: it did not."))
-
-
-class WebhookSchema(Schema):
-    """The delivery of the job's webhook: owed once the job ends, retried with back-off."""
-
-    status = fields.String(required=True, validate=validate.OneOf(["pending", "delivered", "failed"]))
-    delivery_id = fields.String(required=True, metadata=_described("X-Webhook-Id: the same on every attempt."))
-    attempts = fields.List(fields.Nested(WebhookAttemptSchema), required=True)
-
-
-class JobSchema(Schema):
-    job_id = fields.UUID(required=True)
-    kind = fields.String(
-        required=True,
-        validate=validate.OneOf(JOB_KINDS),
-        metadata=_described(
-            "import: a file; revert: undoes the job `reverts` names (POST /jobs/{id}/revert); delete: a bulk "
-            "delete by search (POST /customers/bulk-delete)."
-        ),
-    )
-    reverts = fields.UUID(required=True, allow_none=True, metadata=_described("A revert: the job it undoes."))
-    reverted_by = fields.UUID(
-        required=True, allow_none=True, metadata=_described("The revert job queued for this job; null: none.")
-    )
-    status = fields.String(required=True, validate=validate.OneOf(JOB_STATUSES))
-    filename = fields.String(required=True, metadata=_described("The upload's name; a revert or delete: what it does."))
-    file_kind = fields.String(
-        required=True, allow_none=True, validate=validate.OneOf(FILE_KINDS), metadata=_described("null: no file.")
-    )
-    size_bytes = _count("Size of the upload.")
-    sha256 = fields.String(required=True, metadata=_described("SHA-256 of the upload, hex."))
-    dry_run = fields.Boolean(required=True, metadata=_described("true: validated only, nothing written."))
-    reader = fields.String(
-        required=True, allow_none=True, metadata=_described("The reader that parsed the file; null until it starts.")
-    )
-    sheet = fields.String(required=True, allow_none=True, metadata=_described("The worksheet read (xlsx)."))
-    encoding = fields.String(required=True, allow_none=True, metadata=_described("The text encoding read (CSV)."))
-    header_row = fields.Integer(
-        required=True,
-        allow_none=True,
-        validate=validate.Range(min=0),
-        metadata=_described("The header's row number (0: the file has none); null until known."),
-    )
-    mapping = _mapping(
-        required=True,
-        allow_none=True,
-        description="The mapping the import uses (the one given merged with the preview's suggestions); null: none.",
-    )
-    rows_read = _count("rows_inserted + rows_updated + rows_unchanged + rows_invalid.")
-    rows_inserted = _count("New customers.")
-    rows_updated = _count("Customers that existed and changed.")
-    rows_unchanged = _count("Customers that existed with the same values.")
-    rows_invalid = _count("Rows skipped as invalid (exact, even when not all errors are stored).")
-    rows_deleted = _count("A revert: customers it deleted (the import had inserted them); a bulk delete: deleted.")
-    rows_restored = _count("A revert: customers given back the values they had before the job it undoes.")
-    progress = fields.Nested(ProgressSchema, required=True)
-    checkpoint_row = _count("Last row committed; an import resumed by another worker goes on from here.")
-    warnings = fields.List(fields.String(), required=True)
-    errors = fields.List(
-        fields.Nested(RowErrorSchema),
-        metadata=_described("The first row errors (GET /jobs/{id} only; all of them at /jobs/{id}/errors)."),
-    )
-    callback_url = fields.Url(
-        required=True, allow_none=True, metadata=_described("Where the job's document is POSTed when it ends.")
-    )
-    webhook = fields.Nested(
-        WebhookSchema, required=True, allow_none=True, metadata=_described("null: no callback_url.")
-    )
-    errors_stored = _count("Row errors stored (capped by MAX_ERRORS_PER_JOB).")
-    parts = fields.List(
-        fields.Nested(JobPartSchema),
-        metadata=_described(
-            "GET /jobs/{id} only: the parts of a job split over several workers; empty when one worker "
-            "imports it. The job's counters are their sums."
-        ),
-    )
-    error = fields.String(required=True, allow_none=True, metadata=_described("Why a failed job failed."))
-    attempts = _count("How many times a worker started on the job.")
-    request_id = fields.String(required=True, allow_none=True, metadata=_described("X-Request-ID of the upload."))
-    uploaded_by = fields.String(
-        required=True,
-        allow_none=True,
-        metadata=_described("The name of the API key that uploaded the file (never the key); null: keys are off."),
-    )
-    duration_s = fields.Float(required=True, allow_none=True, metadata=_described("null until finished."))
-    created_at = _timestamp("When the upload was received (UTC).")
-    started_at = _timestamp("When a worker first started on it.", nullable=True)
-    finished_at = _timestamp("When it completed or failed.", nullable=True)
-    updated_at = _timestamp("Last change of status or counters.")
+def _mapping(*, description: str, **kwargs: Any) -> fields.Dict:
+    """target -> column(s), as the import options take it (shared.imports.options)."""
+    return mapping_field(description, **kwargs)
 
 
 class JobPageSchema(Schema):
@@ -462,72 +287,16 @@ class UploadAcceptedSchema(Schema):
     dry_run = fields.Boolean(required=True)
 
 
-def _callback_url() -> fields.Url:
-    return fields.Url(
-        metadata=_described(
-            "An http(s) URL the job's document is POSTed to when it ends (signed: see the `jobEnded` webhook); "
-            "private and loopback addresses are refused unless WEBHOOK_ALLOW_PRIVATE; metadata and link-local "
-            "addresses always."
-        )
-    )
-
-
-def _option_fields() -> dict[str, fields.Field]:
-    """The import options as form fields or query parameters (text: `mapping` is a JSON object)."""
-    return {
-        "dry_run": fields.Boolean(
-            metadata={"default": False, "description": "true: validate the file, write nothing."}
-        ),
-        "preview": fields.Boolean(
-            metadata={"default": False, "description": "true: store the file and answer its preview; import nothing."}
-        ),
-        "mapping": fields.String(
-            metadata=_described(
-                'A JSON object: customer field -> header text, column letter or 1-based number, e.g. {"phone": "D"}.'
-            )
-        ),
-        "header_row": fields.Integer(
-            validate=validate.Range(min=0), metadata=_described("The header's row number; 0: the file has none.")
-        ),
-        "sheet": fields.String(metadata=_described("A worksheet's name or 1-based number (xlsx).")),
-        "encoding": fields.String(metadata=_described("The text encoding (CSV); detected when absent.")),
-        "callback_url": _callback_url(),
-    }
-
-
-UploadOptionsSchema = Schema.from_dict(_option_fields(), name="UploadOptionsSchema")
+# The import options: loaded and documented by the schemas of shared.imports.options.
 UploadFormSchema = Schema.from_dict(
     {
         "file": fields.Raw(
             required=True,
             metadata={"type": "string", "format": "binary", "description": "An .xlsx workbook or a .csv file."},
         ),
-        **_option_fields(),
+        **UploadOptionsSchema._declared_fields,
     },
     name="UploadFormSchema",
-)
-
-
-class StartOptionsSchema(Schema):
-    """POST /jobs/{id}/start: options replacing those of the upload (each optional)."""
-
-    mapping = _mapping(
-        description="Customer field -> header text, column letter or 1-based column number.",
-        values=_mapping_value(integers=True),
-    )
-    header_row = fields.Integer(validate=validate.Range(min=0), metadata=_described("0: the file has no header row."))
-    sheet = fields.Raw(metadata={"type": ["string", "integer"], "description": "A worksheet's name or number."})
-    encoding = fields.String(metadata=_described("The text encoding (CSV)."))
-    dry_run = fields.Boolean()
-    callback_url = _callback_url()
-
-
-# POST /jobs/{id}/preview: how to read the stored file again, the reading options of a start (each
-# optional). The header row and the mapping are found anew unless given; the sheet and encoding stay
-# those of the last preview.
-PreviewOptionsSchema = Schema.from_dict(
-    {name: StartOptionsSchema._declared_fields[name] for name in ("mapping", "header_row", "sheet", "encoding")},
-    name="PreviewOptionsSchema",
 )
 
 

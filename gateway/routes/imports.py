@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import BodyPartReader, HttpVersion11, MultipartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp_sse import sse_response
+from marshmallow import Schema
 
 from gateway.http import auth, params
 from gateway.http.keys import JOBS, METRICS, SETTINGS
@@ -21,12 +22,19 @@ from gateway.http.responses import dumps, json_response
 from gateway.openapi import operations as api
 from gateway.openapi import schemas as api_schemas
 from shared.customers.exports import encode_file
-from shared.imports.job_repo import UPLOADED
-from shared.imports.service import LISTED_STATUSES, STATUSES, UploadRequest
+from shared.imports import options
+from shared.imports.job_repo import STATUSES, UPLOADED
+from shared.imports.options import (
+    OptionError,
+    PreviewOptionsSchema,
+    StartOptionsSchema,
+    UploadOptionsSchema,
+    load_options,
+)
+from shared.imports.service import LISTED_STATUSES, UploadRequest
 from shared.imports.webhooks import check_callback_url
 from shared.infra.logs import request_id_var
 from shared.infra.storage import UploadTooLarge
-from shared.spreadsheet.mapping import ImportOptions, OptionError, parse_options
 from shared.spreadsheet.readers import UploadRejected
 from shared.spreadsheet.rules import excel_safe
 
@@ -161,8 +169,11 @@ async def _form(request: web.Request, accepted: frozenset[str]) -> UploadForm:
     return UploadForm(reader, accepted)
 
 
-UPLOAD_OPTIONS = frozenset({"dry_run", "preview", "mapping", "header_row", "sheet", "encoding", "callback_url"})
-IMPORT_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
+# Each request's options are loaded by one schema (shared.imports.options), the one the API document shows.
+UPLOAD_SCHEMA = UploadOptionsSchema()
+START_SCHEMA = StartOptionsSchema()
+PREVIEW_SCHEMA = PreviewOptionsSchema()
+UPLOAD_OPTIONS = frozenset(UPLOAD_SCHEMA.fields)
 
 
 async def _callback_url(request: web.Request, value: Any) -> str | None:
@@ -174,9 +185,15 @@ async def _callback_url(request: web.Request, value: Any) -> str | None:
         raise Problem(422, "Invalid callback_url", str(exc), errors=field_errors(exc.errors)) from None
 
 
-def _options(values: dict[str, Any]) -> ImportOptions:
+def _options(schema: Schema, values: dict[str, Any], what: str) -> dict[str, Any]:
+    """{"options": ImportOptions, and the request's other options given}: a 422 naming each one wrong."""
+    unknown = sorted(set(values) - set(schema.fields))
+    if unknown:
+        raise field_problem(
+            422, "Unknown field", f"{unknown[0]!r} is not an option of {what}", unknown[0], "Unknown field."
+        )
     try:
-        return parse_options(values)
+        return load_options(schema, values)
     except OptionError as exc:
         raise Problem(422, "Invalid import options", str(exc), errors=field_errors(exc.errors)) from None
 
@@ -263,7 +280,7 @@ async def _expect_upload(request: web.Request) -> None:
             "RetryAfter",
         ),
     },
-    parameters=[api.query(api_schemas.UploadOptionsSchema)],
+    parameters=[api.query(options.UploadOptionsSchema)],
     body={
         "required": True,
         "description": "The file in a part named `file`; the options may come as form fields instead "
@@ -301,15 +318,14 @@ async def _upload(request: web.Request) -> web.Response:
         metrics.upload("too_large")
         raise too_large from None
     try:
-        dry_run = params.parse_bool("dry_run", form.option(request, "dry_run"))
-        preview = params.parse_bool("preview", form.option(request, "preview"))
-        options = _options({name: form.option(request, name) for name in IMPORT_OPTIONS})
-        callback_url = await _callback_url(request, form.option(request, "callback_url"))
+        given = _options(UPLOAD_SCHEMA, {name: form.option(request, name) for name in UPLOAD_OPTIONS}, "an upload")
+        chosen, dry_run, preview = given["options"], given.get("dry_run", False), given.get("preview", False)
+        callback_url = await _callback_url(request, given.get("callback_url"))
         job = await jobs.upload(
             UploadRequest(
                 upload=received,
                 filename=filename,
-                options=options,
+                options=chosen,
                 dry_run=dry_run,
                 preview=preview,
                 callback_url=callback_url,
@@ -373,25 +389,14 @@ async def start(request: web.Request) -> web.Response:
     body = await params.json_body(request) if request.can_read_body else {}
     if not isinstance(body, dict):
         raise Problem(400, "Bad request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - {*IMPORT_OPTIONS, "dry_run", "callback_url"})
-    if unknown:
-        raise field_problem(
-            422, "Unknown field", f"{unknown[0]!r} is not an option of a start", unknown[0], "Unknown field."
-        )
-    dry_run = body.get("dry_run")
-    if dry_run is not None and not isinstance(dry_run, bool):
-        raise field_problem(422, "Invalid field", "dry_run must be true or false", "dry_run", "Not a boolean.")
+    given = _options(START_SCHEMA, body, "a start")
     job = await request.app[JOBS].start(
         job_id,
-        _options(body),
-        dry_run=dry_run,
-        callback_url=await _callback_url(request, body.get("callback_url")),
+        given["options"],
+        dry_run=given.get("dry_run"),
+        callback_url=await _callback_url(request, given.get("callback_url")),
     )
     return _accepted(job)
-
-
-# What POST /jobs/{id}/preview reads the stored file again with.
-PREVIEW_OPTIONS = ("mapping", "header_row", "sheet", "encoding")
 
 
 @api.operation(
@@ -429,12 +434,7 @@ async def preview_again(request: web.Request) -> web.Response:
     body = await params.json_body(request) if request.can_read_body else {}
     if not isinstance(body, dict):
         raise Problem(400, "Bad request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - set(PREVIEW_OPTIONS))
-    if unknown:
-        raise field_problem(
-            422, "Unknown field", f"{unknown[0]!r} is not an option of a preview", unknown[0], "Unknown field."
-        )
-    job = await request.app[JOBS].preview_again(job_id, _options(body))
+    job = await request.app[JOBS].preview_again(job_id, _options(PREVIEW_SCHEMA, body, "a preview")["options"])
     job["status_url"] = f"/jobs/{job_id}"
     job["start_url"] = f"/jobs/{job_id}/start"
     return json_response(job)

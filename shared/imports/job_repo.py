@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomysql
 
-from shared.spreadsheet.mapping import ImportOptions
+from shared.imports.options import ImportOptions
 
 JOB_COLUMNS = (
     "id",
@@ -67,7 +67,6 @@ UPLOADED, QUEUED, RUNNING, COMPLETED, FAILED = "uploaded", "queued", "running", 
 UNFINISHED = (UPLOADED, QUEUED, RUNNING)
 CANCELLED = "cancelled"
 FINAL_STATUSES = (COMPLETED, FAILED, CANCELLED)  # a job in one of these never changes again
-STATUSES = (*UNFINISHED, *FINAL_STATUSES)  # every status a job can have
 STATUSES = (*UNFINISHED, *FINAL_STATUSES)  # every status a job can have
 # What a job does: imports a file, undoes an import (or a bulk delete), deletes customers by search.
 IMPORT, REVERT, DELETE = "import", "revert", "delete"

@@ -17,7 +17,7 @@ from typing import Any
 
 import aiomysql
 
-from shared.spreadsheet.mapping import Mapping_
+from shared.imports.options import Mapping_
 from shared.spreadsheet.rules import fold_header
 
 _COLUMNS = "id, header, mapping, filename, last_used"

@@ -13,10 +13,10 @@ from typing import Any
 import aiomysql
 
 from shared.imports import mapping_repo
+from shared.imports.options import ImportOptions
 from shared.infra import cursors
 from shared.infra.cursors import decode_cursor, encode_cursor
 from shared.infra.db import bounded, connection
-from shared.spreadsheet.mapping import ImportOptions
 from shared.spreadsheet.preview import Preview, Remembered, build_preview
 
 

@@ -26,14 +26,15 @@ from shared.config import Settings
 from shared.customers import customer_repo, history_repo
 from shared.customers.cache import REDIS_ERRORS
 from shared.imports import job_repo, mappings, part_repo
+from shared.imports.document import error_documents, job_document
 from shared.imports.events import JobEvents, follow_job
 from shared.imports.job_repo import Job
+from shared.imports.options import ImportOptions
 from shared.imports.queue import enqueue_job
 from shared.infra import cursors
 from shared.infra.cursors import BadCursor, decode_cursor, encode_cursor
 from shared.infra.db import OutcomeUnknown, connection, mysql_deadline, transaction
 from shared.infra.storage import StoredUpload, UploadStore
-from shared.spreadsheet.mapping import ImportOptions
 from shared.spreadsheet.preview import Preview, build_preview, problem_extra
 from shared.spreadsheet.readers import Rejection, UploadRejected, inspect_upload
 from shared.spreadsheet.rules import HeaderError, column_letter
@@ -48,14 +49,12 @@ __all__ = [
     "NotWaiting",
     "UploadRequest",
     "get_job",
-    "job_document",
 ]
 
 FIRST_ERRORS = 10
 # Every status a job can have, and those GET /jobs lists unless asked: previews (`uploaded`, nothing
 # imported yet, deleted or expiring by themselves) only with ?status=uploaded or ?include_previews=true.
-STATUSES = (*job_repo.UNFINISHED, job_repo.COMPLETED, job_repo.FAILED, job_repo.CANCELLED)
-LISTED_STATUSES = tuple(status for status in STATUSES if status != job_repo.UPLOADED)
+LISTED_STATUSES = tuple(status for status in job_repo.STATUSES if status != job_repo.UPLOADED)
 Event = tuple[str, str, dict[str, Any]]
 
 
@@ -315,7 +314,7 @@ class JobService:
             next_cursor = encode_cursor({"after": rows[limit - 1][0]})
             rows = rows[:limit]
         return {
-            "items": [error_document(error) for error in rows],
+            "items": error_documents(rows),
             "next_cursor": next_cursor,
             "rows_invalid": job.rows_invalid,
             "errors_stored": job.errors_stored,
@@ -462,76 +461,6 @@ def _check_upload(path: Path, filename: str, settings: Settings, options: Import
     return kind, build_preview(path, filename, kind, options)
 
 
-def _iso(value: dt.datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
-
-
-def error_document(error: job_repo.StoredError) -> dict[str, Any]:
-    """A row error in the user's words: the row, the column as the file shows it (header text, or its
-    letter in a file without a header), the field, the offending value (at most 100 characters) and
-    the message."""
-    _, row, column, field, value, message = error
-    return {"row": row, "column": column, "field": field, "value": value, "message": message}
-
-
-def job_document(job: Job, first_errors: list[job_repo.StoredError] | None) -> dict[str, Any]:
-    """The job as the API shows it. `first_errors` None leaves `errors` out (list items do not
-    carry them: an empty list there would claim the job had none)."""
-    processed = job.rows_read
-    total = job.rows_total_estimate
-    if job.status == job_repo.COMPLETED:
-        percent: float | None = 100.0
-    elif total:
-        percent = round(min(processed / total, 0.99) * 100, 1)
-    else:
-        percent = 0.0 if job.status == job_repo.QUEUED else None
-    duration = (job.finished_at - job.started_at).total_seconds() if job.finished_at and job.started_at else None
-    doc: dict[str, Any] = {
-        "job_id": job.id,
-        "kind": job.kind,
-        "reverts": job.reverts,
-        "reverted_by": job.reverted_by,
-        "status": job.status,
-        "filename": job.filename,
-        "file_kind": job.file_kind or None,
-        "size_bytes": job.size_bytes,
-        "sha256": job.sha256,
-        "dry_run": job.dry_run,
-        "reader": job.reader,
-        "sheet": job.sheet,
-        "encoding": job.encoding,
-        "header_row": job.header_row,
-        "mapping": job.options.mapping,
-        "callback_url": job.callback_url,
-        "webhook": job.webhook,
-        "rows_read": job.rows_read,
-        "rows_inserted": job.rows_inserted,
-        "rows_updated": job.rows_updated,
-        "rows_unchanged": job.rows_unchanged,
-        "rows_invalid": job.rows_invalid,
-        "rows_deleted": job.rows_deleted,
-        "rows_restored": job.rows_restored,
-        "progress": {"rows_processed": processed, "rows_total_estimate": total, "percent": percent},
-        "checkpoint_row": job.checkpoint_row,
-        "warnings": job.warnings,
-        "errors_stored": job.errors_stored,
-        "error": job.error,
-        "attempts": job.attempts,
-        "request_id": job.request_id,
-        "uploaded_by": job.uploaded_by,
-        "duration_s": None if duration is None else round(duration, 3),
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
-        "updated_at": _iso(job.updated_at),
-    }
-    if first_errors is not None:
-        doc["errors"] = [error_document(error) for error in first_errors]
-    return doc
-
-
 async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
     """The job document with its first errors and its parts, unbounded (the workers' reads;
     JobService.get bounds it)."""
@@ -541,22 +470,7 @@ async def get_job(pool: aiomysql.Pool, job_id: str) -> dict[str, Any]:
             raise JobNotFound(job_id)
         errors = await job_repo.list_errors(cur, job_id, after_id=0, limit=FIRST_ERRORS)
         parts = await part_repo.list_parts(cur, job_id)
-    doc = job_document(job, errors)
-    doc["parts"] = [
-        {
-            "part": p.part,
-            "status": p.status,
-            "rows": p.rows_read,
-            "rows_inserted": p.rows_inserted,
-            "rows_updated": p.rows_updated,
-            "rows_unchanged": p.rows_unchanged,
-            "rows_invalid": p.rows_invalid,
-            "attempts": p.attempts,
-            "worker": p.worker,
-        }
-        for p in parts
-    ]
-    return doc
+    return job_document(job, errors, parts)
 
 
 # A history row's action as GET /jobs/{id}/changes names what the job did.

@@ -27,7 +27,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.helpers import is_ip_address
 from aiohttp.resolver import ThreadedResolver
 
-from shared.spreadsheet.mapping import OptionError
+from shared.imports.options import OptionError
 
 SIGNATURE_HEADER = "X-Signature-256"
 ID_HEADER = "X-Webhook-Id"

@@ -1,4 +1,5 @@
-"""What a client may say about a file (mapping, header row, sheet, encoding) and how it picks columns.
+"""How the columns are picked from a file, as the import options say (shared.imports.options holds the
+options and reads them).
 
 `mapping` maps a customer field to a source column: the header text when the file has a header row,
 a column letter (`A`, `B`, ...) or 1-based number when `header_row` is 0 (no header row; letters and
@@ -14,18 +15,16 @@ mapped; failing that, the first non-empty row.
 
 from __future__ import annotations
 
-import codecs
-import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-from shared.customers.fields import ATTRIBUTE_PREFIX, FULL_NAME, MAX_ATTRIBUTE_NAME, MAX_ATTRIBUTES, REQUIRED_FIELDS
+from shared.customers.fields import ATTRIBUTE_PREFIX, FULL_NAME, MAX_ATTRIBUTE_NAME, REQUIRED_FIELDS
+from shared.imports.options import ColumnRef, ImportOptions, Mapping_, OptionError
 from shared.spreadsheet import detect
 from shared.spreadsheet.headers import CONFIDENT, SAMPLE_ROWS, header_positions, suggest_columns
 from shared.spreadsheet.rules import (
-    CUSTOMER_FIELDS,
     SILENTLY_IGNORED,
     HeaderError,
     HeaderMap,
@@ -38,148 +37,7 @@ from shared.spreadsheet.rules import (
     row_is_empty,
 )
 
-MAX_HEADER_ROW = 1_000_000
 _LETTERS = re.compile(r"^[A-Za-z]{1,3}$")
-
-
-class OptionError(ValueError):
-    """An option is malformed or does not fit the file: (field, message) pairs; a 422."""
-
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        super().__init__("; ".join(f"{f}: {m}" for f, m in errors))
-        self.errors = errors
-
-
-# A mapping's value: a column (header text, letter or 1-based number, as text), several joined, or None
-# (the field is left out).
-ColumnRef = str | list[str] | None
-Mapping_ = dict[str, ColumnRef]
-MAX_JOINED = 10
-
-
-def mapping_targets() -> str:
-    return ", ".join([*CUSTOMER_FIELDS, FULL_NAME, ATTRIBUTE_PREFIX + "<name>"])
-
-
-@dataclass(frozen=True)
-class ImportOptions:
-    mapping: Mapping_ | None = None
-    header_row: int | None = None  # None: found automatically; 0: the file has no header row
-    sheet: str | None = None  # a name or a 1-based index
-    encoding: str | None = None  # CSV only; None: detected
-
-    def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None})
-
-    @classmethod
-    def from_json(cls, raw: str | None) -> ImportOptions:
-        return cls(**json.loads(raw)) if raw else cls()
-
-    def merged(self, other: ImportOptions) -> ImportOptions:
-        """These options with every option `other` gives replacing them."""
-        values = asdict(self)
-        values.update({k: v for k, v in asdict(other).items() if v is not None})
-        return ImportOptions(**values)
-
-
-def parse_options(raw: Mapping[str, Any]) -> ImportOptions:
-    """Options from a JSON body (mapping an object) or form/query values (mapping a JSON string)."""
-    errors: list[tuple[str, str]] = []
-    mapping = _parse_mapping(raw.get("mapping"), errors)
-    header_row = _parse_header_row(raw.get("header_row"), errors)
-    sheet = raw.get("sheet")
-    if sheet is not None:
-        if isinstance(sheet, int) and not isinstance(sheet, bool):
-            sheet = str(sheet)
-        if not isinstance(sheet, str) or not sheet.strip() or len(sheet) > 255:
-            errors.append(("sheet", "A sheet name or its 1-based number."))
-            sheet = None
-    encoding = raw.get("encoding")
-    if encoding is not None:
-        encoding = _parse_encoding(encoding, errors)
-    if errors:
-        raise OptionError(errors)
-    return ImportOptions(mapping=mapping, header_row=header_row, sheet=sheet, encoding=encoding)
-
-
-def _parse_mapping(value: Any, errors: list[tuple[str, str]]) -> Mapping_ | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            errors.append(("mapping", 'A JSON object of customer field to column, like {"phone": "Phone 1"}.'))
-            return None
-    if not isinstance(value, dict):
-        errors.append(("mapping", 'A JSON object of customer field to column, like {"phone": "Phone 1"}.'))
-        return None
-    mapping: Mapping_ = {}
-    attributes = 0
-    for field, column in value.items():
-        where = f"mapping.{field}"
-        if field.startswith(ATTRIBUTE_PREFIX):
-            name = field[len(ATTRIBUTE_PREFIX) :]
-            attributes += 1
-            if not name.strip() or len(name) > MAX_ATTRIBUTE_NAME or name != name.strip():
-                errors.append((where, f"An attribute's name: 1 to {MAX_ATTRIBUTE_NAME} characters, no outer spaces."))
-                continue
-            if attributes > MAX_ATTRIBUTES:
-                errors.append((where, f"At most {MAX_ATTRIBUTES} attributes."))
-                continue
-        elif field not in CUSTOMER_FIELDS and field != FULL_NAME:
-            errors.append((where, f"Not a customer field (one of: {mapping_targets()})."))
-            continue
-        if column is None:
-            mapping[field] = None
-        elif isinstance(column, list):
-            if field in REQUIRED_FIELDS or field == FULL_NAME or field.startswith(ATTRIBUTE_PREFIX):
-                errors.append((where, "One column, not a list."))
-                continue
-            refs = [_column_value(item) for item in column]
-            if not 1 <= len(refs) <= MAX_JOINED or any(ref is None for ref in refs):
-                errors.append((where, f"A list of 1 to {MAX_JOINED} columns (header texts, letters or numbers)."))
-                continue
-            mapping[field] = [ref for ref in refs if ref is not None]
-        elif (ref := _column_value(column)) is not None:
-            mapping[field] = ref
-        else:
-            errors.append((where, "A header text, a column letter, a 1-based column number, a list of them, or null."))
-    return mapping
-
-
-def _column_value(column: Any) -> str | None:
-    if isinstance(column, int) and not isinstance(column, bool) and 1 <= column <= 16384:
-        return str(column)
-    if isinstance(column, str) and column.strip() and len(column) <= 255:
-        return column.strip()
-    return None
-
-
-def _parse_header_row(value: Any, errors: list[tuple[str, str]]) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, str) and value.strip().isdigit():
-        value = int(value.strip())
-    if type(value) is not int or not 0 <= value <= MAX_HEADER_ROW:
-        errors.append(("header_row", f"A row number from 1 to {MAX_HEADER_ROW}, or 0 when the file has no header."))
-        return None
-    return value
-
-
-def _parse_encoding(value: Any, errors: list[tuple[str, str]]) -> str | None:
-    if not isinstance(value, str) or not value.strip() or len(value) > 40:
-        errors.append(("encoding", "A text encoding, like utf-8, cp1252 or utf-16."))
-        return None
-    try:
-        info = codecs.lookup(value.strip())
-    except (LookupError, ValueError):  # ValueError: a NUL in the name
-        errors.append(("encoding", f"Unknown encoding {value!r}: try utf-8, cp1252, latin-1 or utf-16."))
-        return None
-    if not getattr(info, "_is_text_encoding", True):
-        errors.append(("encoding", f"{value!r} is not a text encoding."))
-        return None
-    return info.name
 
 
 # -- columns -----------------------------------------------------------------------------------------

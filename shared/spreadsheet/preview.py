@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from shared.customers.fields import ATTRIBUTE_PREFIX, REQUIRED_FIELDS
+from shared.imports.options import ImportOptions, Mapping_, OptionError
 from shared.spreadsheet.detect import formula_warning, is_footer
 from shared.spreadsheet.headers import CONFIDENT, SAMPLE_ROWS, suggest_columns
 from shared.spreadsheet.mapping import (
     HeaderChoice,
-    ImportOptions,
-    Mapping_,
-    OptionError,
     choose_header,
     column_ref,
     merge_mapping,

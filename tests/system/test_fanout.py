@@ -14,8 +14,8 @@ import pymysql
 import pytest
 
 from shared.config import Settings
+from shared.imports.options import ImportOptions
 from shared.imports.parts import part_of
-from shared.spreadsheet.mapping import ImportOptions
 from tests.conftest import truncate_all
 from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
 from tests.support.workbooks import HEADER, csv_bytes, customer_row

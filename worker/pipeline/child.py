@@ -25,7 +25,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import IO, Any
 
-from shared.spreadsheet.mapping import OptionError
+from shared.imports.options import OptionError
 from shared.spreadsheet.readers import WorkbookError
 from shared.spreadsheet.rules import HeaderError
 from worker.pipeline.messages import SourceFailed, SourceMessage

@@ -11,8 +11,9 @@ from collections.abc import AsyncIterator
 import aiomysql
 
 from shared.imports import job_repo, part_repo
+from shared.imports.document import job_document
 from shared.imports.job_repo import BatchResult, Job, LeaseLost
-from shared.imports.service import get_job, job_document
+from shared.imports.service import get_job
 from shared.infra.db import DatabaseUnavailable, connection, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.messages import SheetInfo

@@ -11,10 +11,11 @@ from typing import Any
 from marshmallow import ValidationError
 
 from shared.customers.fields import ATTRIBUTE_PREFIX, FIELD_LENGTHS, FULL_NAME, STORED_FIELDS
+from shared.imports.options import ImportOptions
 from shared.imports.parts import part_of
 from shared.spreadsheet.detect import footer_warning, formula_warning, is_footer
 from shared.spreadsheet.evidence import normalize_phone
-from shared.spreadsheet.mapping import ImportOptions, choose_header
+from shared.spreadsheet.mapping import choose_header
 from shared.spreadsheet.readers import HEAD_ROWS, WorkbookError, open_reader
 from shared.spreadsheet.rules import MULTI_VALUE, HeaderMap, column_letter, normalize_cell, row_is_empty
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo

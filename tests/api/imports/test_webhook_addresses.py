@@ -28,10 +28,10 @@ from redis.asyncio import Redis
 from gateway.app import create_app
 from shared.config import Settings
 from shared.customers.cache import CustomerCache
+from shared.imports.options import OptionError
 from shared.imports.webhooks import check_callback_url, webhook_session
 from shared.infra.db import connection
 from shared.infra.storage import UploadStore
-from shared.spreadsheet.mapping import OptionError
 from tests.support.workbooks import csv_bytes, customers
 from worker.pipeline.deps import WorkerDeps
 from worker.webhook_delivery import deliver_webhook

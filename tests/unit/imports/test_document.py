@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from shared.imports import document
 from shared.imports.document import JobSchema, job_document
 from shared.imports.job_repo import Job
 from shared.imports.options import ImportOptions
@@ -83,3 +84,10 @@ def test_what_the_row_does_not_hold_is_computed_by_the_fields() -> None:
     assert done["progress"]["percent"] == 100.0 and done["duration_s"] == 3.21
     queued = job_document(job(status="queued", rows_total_estimate=None, file_kind=""), None)
     assert queued["progress"]["percent"] == 0.0 and queued["file_kind"] is None
+
+
+def test_the_api_document_shows_the_schema_that_dumps_it() -> None:
+    from gateway.openapi import schemas
+
+    assert schemas.JobSchema is document.JobSchema
+    assert schemas.RowErrorSchema is document.RowErrorSchema

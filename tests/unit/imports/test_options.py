@@ -50,3 +50,16 @@ def test_every_option_wrong_is_named() -> None:
     assert set(named) == {"mapping.bogus", "mapping.email", "header_row", "match_on", "dry_run"}
     assert named["match_on"] == f"One of: {', '.join(MODE_OPTIONS['match_on'])}."
     assert named["dry_run"] == "Not a boolean."  # a JSON body says true or false
+
+
+def test_the_api_document_shows_the_options_as_declared() -> None:
+    from gateway.openapi.document import build_spec
+
+    schemas = build_spec()["components"]["schemas"]
+    for component in ("UploadForm", "StartOptions"):
+        properties = schemas[component]["properties"]
+        assert set(OPTION_FIELDS) <= set(properties), component
+        for name, choices in MODE_OPTIONS.items():
+            assert properties[name]["enum"] == list(choices)
+            assert set(properties[name]["x-choices"]) == set(choices)
+    assert set(schemas["PreviewOptions"]["properties"]) == set(READING_OPTIONS)

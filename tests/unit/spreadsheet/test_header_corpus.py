@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from shared.spreadsheet.mapping import ImportOptions
+from shared.imports.options import ImportOptions
 from shared.spreadsheet.preview import build_preview
 from tests.support.header_corpus import FileScore, expectations, preview_scores, table
 
