@@ -80,11 +80,13 @@ def test_sigkill_mid_revert_another_worker_finishes_it_exactly(stack: Stack, set
     for customer_id in sample:
         assert get_json(f"{stack.base}/customers/{customer_id}")[1]["city"] == "York"
     importer.stop()
+    stack.services.remove(importer)  # its log is closed: stack.logs() reads the others'
 
-    victim = stack.start_worker(IMPORT_BATCH_SIZE=100)
+    # Small batches, so the revert is mid-way when the worker is killed (about 400 of them).
+    victim = stack.start_worker(IMPORT_BATCH_SIZE=max(100, ROWS // 400))
     status, revert = _post(f"{stack.base}/jobs/{job['job_id']}/revert")
     assert status == 202, revert
-    before = _wait_until(stack, revert["job_id"], ROWS // 4)
+    before = _wait_until(stack, revert["job_id"], ROWS // 4, timeout=600)
     victim.signal(signal.SIGKILL)
     victim.proc.wait(10)
     assert victim.proc.returncode == -signal.SIGKILL
