@@ -352,3 +352,24 @@ def test_the_fields_are_the_services(gateway: Gateway) -> None:
     names = re.findall(r"^\s+(\w+)\s", shown.stdout, re.MULTILINE)
     assert names[: len(FIELDS)] == [field.name for field in FIELDS]
     assert re.search(r"^\s+email\s+Email \(required\)", shown.stdout, re.MULTILINE), shown.stdout
+
+
+def test_the_choices_are_the_services(gateway: Gateway, tmp_path: Path) -> None:
+    """`options` prints the choices the service's API document declares; a choice it does not offer is
+    refused before the file is sent."""
+    from shared.imports.options import MODE_OPTIONS
+
+    listed = run("--url", gateway.base, "options")
+    assert listed.returncode == 0, listed.stderr
+    for name, choices in MODE_OPTIONS.items():
+        assert f"--{name.replace('_', '-')}:" in listed.stdout
+        for value, (label, _) in choices.items():
+            assert re.search(rf"^\s+{value}\s+{re.escape(label)}", listed.stdout, re.MULTILINE), (value, listed.stdout)
+    path = write(tmp_path / "modes.csv", csv_bytes(customers(1, domain="modes.example")))
+    refused = run("--url", gateway.base, "upload", str(path), "--mode", "merge")
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "--mode" in refused.stderr and "upsert, insert, update" in refused.stderr
+    taken = run("--url", gateway.base, "upload", str(path), "--wait", "--mode", "insert")
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+    job = json.loads(run("--url", gateway.base, "job", job_id_of(taken.stdout), "--json").stdout)
+    assert job["mode"] == "insert"
