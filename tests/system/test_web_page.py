@@ -282,7 +282,9 @@ def start_and_finish(driver: webdriver.Chrome, stack: Stack) -> dict[str, Any]:
 
 def assert_summary_matches(driver: webdriver.Chrome, job: dict[str, Any]) -> None:
     shown = counters_on_page(driver)
-    expected = {name: job[name] for name in ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged")}
+    expected = {
+        name: job[name] for name in ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "rows_skipped")
+    }
     expected["rows_invalid"] = job["rows_invalid"]
     assert shown == expected, (shown, expected)
     assert by_id(driver, "watch-title").text.startswith("Import completed")  # ": N rows need fixing" when rejected
