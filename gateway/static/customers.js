@@ -25,7 +25,9 @@ async function loadPage() {
   showError("customers-error", "");
   $("customers-state").textContent = "Loading…";
   try {
-    const answer = await busy([$("page-prev"), $("page-next"), $("search-submit")], () =>
+    // The search stays usable while a page loads (a disabled submit button would swallow Enter in the box):
+    // the newest request wins (listRequest), so an earlier answer arriving late is dropped.
+    const answer = await busy([$("page-prev"), $("page-next")], () =>
       getJSON("customers", {
         query: { q: query, limit: PAGE_SIZE, cursor: cursors[cursors.length - 1], sort, count: "true" },
       }),
