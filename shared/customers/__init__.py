@@ -1,1 +1,2 @@
-"""Customers: the field registry, schemas, the repository (SQL), the cache, the service, exports."""
+"""Customers: the field registry (fields), row schemas, the repository (SQL), the history repository, the
+Redis cache, the service the API calls, and exports."""

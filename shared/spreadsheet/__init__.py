@@ -1,2 +1,2 @@
-"""Spreadsheets: upload checks, readers (csv, calamine, the compiled stream reader), headers, mapping,
-preview, cell rules and writers (xlsx, csv)."""
+"""Spreadsheets: upload checks and readers (csv, calamine, the compiled stream reader), where the table is
+(detect), header matching and value evidence, mapping, names, the preview, cell rules and writers (xlsx)."""
