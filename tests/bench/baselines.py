@@ -125,8 +125,10 @@ async def insert(dsn: str, redis_url: str, prefix: str, batch: int, csv_path: Pa
 
     with csv_path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.reader(fh)
-        next(reader)
-        rows = [tuple(r) for r in reader]
+        header = next(reader)
+        # The file's columns in the table's order; a field the file lacks (country, attributes) is NULL.
+        where = [header.index(name) if name in header else None for name in customer_repo.STORED_FIELDS]
+        rows = [tuple(r[i] if i is not None else None for i in where) for r in reader]
     batches = [rows[i : i + batch] for i in range(0, len(rows), batch)]
     pool = await open_database(parse_mysql_dsn(dsn), 4)
     out: dict[str, Any] = {"rows": len(rows), "batch": batch}
