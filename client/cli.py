@@ -540,7 +540,7 @@ def jobs(ctx: click.Context, limit: int) -> None:
         cursor = page.get("next_cursor")
         if not cursor:
             break
-    columns = ["id", "status", "filename", "read", "inserted", "updated", "unchanged", "invalid", "created_at"]
+    columns = ["id", "status", "filename", *(name.removeprefix("rows_") for name in COUNTERS), "created_at"]
     console = Console()
     rows = [
         [str(j.get("job_id")), str(j.get("status")), str(j.get("filename") or "").replace("\t", " ")]

@@ -218,10 +218,23 @@ def test_jobs_and_job(gateway: Gateway, invalid_job: tuple[str, str]) -> None:
     listing = run("--url", gateway.base, "jobs", "--limit", "50")
     assert listing.returncode == 0, listing.stderr
     lines = listing.stdout.splitlines()
-    assert lines[0].split("\t")[:3] == ["id", "status", "filename"]
-    mine = next(line.split("\t") for line in lines if line.startswith(job_id))
-    assert mine[1:8] == ["completed", "invalid.csv", "20", "18", "0", "0", "2"], mine
-    assert re.match(r"\d{4}-\d\d-\d\dT", mine[8])
+    header = lines[0].split("\t")
+    assert header == [
+        "id",
+        "status",
+        "filename",
+        "read",
+        "inserted",
+        "updated",
+        "unchanged",
+        "skipped",
+        "invalid",
+        "created_at",
+    ]
+    mine = dict(zip(header, next(line.split("\t") for line in lines if line.startswith(job_id)), strict=True))
+    counters = ["status", "filename", "read", "inserted", "updated", "unchanged", "skipped", "invalid"]
+    assert [mine[name] for name in counters] == ["completed", "invalid.csv", "20", "18", "0", "0", "0", "2"], mine
+    assert re.match(r"\d{4}-\d\d-\d\dT", mine["created_at"])
     one = run("--url", gateway.base, "jobs", "--limit", "1")
     assert len(one.stdout.splitlines()) == 2
 
