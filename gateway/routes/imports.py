@@ -610,17 +610,13 @@ async def job_detail(request: web.Request) -> web.Response:
 @params.accepts("limit", "cursor", "format")
 async def job_errors(request: web.Request) -> web.Response:
     job_id = params.job_id(request)
-    as_csv = request.query.get("format", "json").lower()
-    if as_csv not in ("json", "csv"):
-        raise field_problem(
-            422, "Invalid query parameter", "format must be json or csv", "format", "Must be json or csv."
-        )
+    kind = params.choice_param(request, "format", ("json", "csv"), default="json")
     # A bad limit is a 422 whatever the format (as the document says), though the csv sends every error.
     limit = params.limit_param(request, default=JOB_ERRORS_LIMIT[0], maximum=JOB_ERRORS_LIMIT[1])
     page = await request.app[JOBS].errors(
-        job_id, limit=None if as_csv == "csv" else limit, cursor=params.cursor_param(request)
+        job_id, limit=None if kind == "csv" else limit, cursor=params.cursor_param(request)
     )
-    if as_csv == "json":
+    if kind == "json":
         return json_response(page)
     out = io.StringIO()
     writer = csv.writer(out)
