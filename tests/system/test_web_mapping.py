@@ -12,8 +12,7 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
-from tests.system import test_web_page as web_page
-from tests.system.test_web_page import (
+from tests.support.browser import (
     PHONE,
     WIDE,
     Stack,
@@ -26,6 +25,7 @@ from tests.system.test_web_page import (
     visible,
     wait,
 )
+from tests.system import test_web_page as web_page
 
 # The page's fixtures: one gateway, worker and browser for this module too.
 stack = web_page.stack

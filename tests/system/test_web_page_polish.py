@@ -24,9 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select
 
 from shared.config import Settings
-from tests.support.procs import Service, free_port, service_env, wait_http_ready
-from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
-from tests.system.test_web_page import (
+from tests.support.browser import (
     API_KEY,
     PHONE,
     WIDE,
@@ -44,9 +42,11 @@ from tests.system.test_web_page import (
     visible,
     wait,
 )
+from tests.support.procs import Service, free_port, service_env, wait_http_ready
+from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser", "page", "provoked"]  # fixtures this module uses from test_web_page
+__all__ = ["browser", "page", "provoked"]  # the fixtures this module uses from the harness
 
 DOMAIN = "vandenberghe-oppenheimer-holdings.example"
 

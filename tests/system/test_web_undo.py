@@ -22,9 +22,7 @@ from selenium.webdriver.support.ui import Select
 
 from shared.config import Settings
 from tests.conftest import truncate_all
-from tests.support.procs import Service, free_port, service_env, wait_http_ready
-from tests.support.workbooks import HEADER, csv_bytes
-from tests.system.test_web_page import (
+from tests.support.browser import (
     API_KEY,
     PHONE,
     WIDE,
@@ -44,9 +42,11 @@ from tests.system.test_web_page import (
     wait,
     wait_download,
 )
+from tests.support.procs import Service, free_port, service_env, wait_http_ready
+from tests.support.workbooks import HEADER, csv_bytes
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser", "page", "provoked"]  # test_web_page's fixtures, used here with this module's stack
+__all__ = ["browser", "page", "provoked"]  # the harness's fixtures (tests/support/browser.py), used here with this module's stack
 
 
 class UndoStack(Stack):
