@@ -46,7 +46,7 @@ from tests.support.procs import Service, free_port, service_env, wait_http_ready
 from tests.support.workbooks import HEADER, csv_bytes
 
 pytestmark = pytest.mark.e2e
-__all__ = ["browser", "page", "provoked"]  # the harness's fixtures (tests/support/browser.py), used here with this module's stack
+__all__ = ["browser", "page", "provoked"]  # the harness's fixtures, used here with this module's stack
 
 
 class UndoStack(Stack):
