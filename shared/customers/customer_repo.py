@@ -8,7 +8,7 @@ import os
 import re
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiomysql
@@ -504,12 +504,17 @@ async def bulk_upsert(
 
 
 async def upsert_staged(
-    cur: aiomysql.Cursor, data: bytes, count: int, *, new_emails: int | None = None
+    cur: aiomysql.Cursor,
+    data: bytes,
+    count: int,
+    *,
+    new_emails: int | None = None,
+    before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
 ) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
     """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
     sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
     count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
-    lines' numbers."""
+    lines' numbers. `before_upsert` runs once the staging table `customer_stage` holds the rows."""
     if not count:
         return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
@@ -528,6 +533,8 @@ async def upsert_staged(
             raise
         if cur.rowcount != count:
             raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
+        if before_upsert is not None:
+            await before_upsert(cur)
         await _reset_duplicates(cur)
         await cur.execute(_STAGE_UPSERT)
         affected = cur.rowcount

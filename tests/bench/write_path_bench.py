@@ -293,7 +293,7 @@ async def history_split(dsn: str, batch: int, repeat: int = 3) -> dict[str, Any]
             ids = [int(r[0]) for r in await cur.fetchall()]
             await cur.execute("DROP TABLE IF EXISTS history_noindex")
             await cur.execute("CREATE TABLE history_noindex LIKE customer_history")
-            for index in ("ix_customer_history_customer", "ix_customer_history_job", "ix_customer_history_at"):
+            for index in ("ix_customer_history_customer", "ix_customer_history_job"):
                 await cur.execute(f"ALTER TABLE history_noindex DROP INDEX {index}")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # "already exists"

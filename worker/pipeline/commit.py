@@ -16,6 +16,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,7 +31,7 @@ from shared.infra.db import DatabaseUnavailable, savepoint, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
-from worker.pipeline.modes import Modes, State, plan_batch, state_from
+from worker.pipeline.modes import Modes, Plan, State, plan_batch, state_from
 
 log = logging.getLogger("worker.importer")
 DEFAULT_MODES = Modes()
@@ -84,12 +85,83 @@ async def write_rows(
     plan = plan_batch(staged, state, modes, unhashed)
     if plan.hashes_found:
         await customer_repo.store_hashes(cur, plan.hashes_found)
+    if history is not None and _recordable_from_stage(deps, staged, plan):
+        written = await _upsert_recording(deps, cur, staged, plan, stored_ids, history)
+    else:
+        written = await _write_snapshotted(deps, cur, staged, plan, stored_ids, history)
+    written.unchanged += plan.unchanged
+    written.skipped = plan.skipped
+    written.errors = plan.errors
+    return written
+
+
+def _recordable_from_stage(deps: WorkerDeps, staged: StagedRows, plan: Plan) -> bool:
+    """Whether the batch's history can be written from the staging table (the common case): rows
+    upserted by email through it, each email once and as `known` matched it."""
+    if not (deps.bulk_load and plan.exact and plan.upsert) or plan.update:
+        return False
+    emails = staged.emails
+    return len({emails[index] for index in plan.upsert}) == len(plan.upsert)
+
+
+class _Raced(Exception):
+    """The table changed under the batch's emails after `known` read them (or the staging table
+    could not be used)."""
+
+
+async def _upsert_recording(
+    deps: WorkerDeps,
+    cur: aiomysql.Cursor,
+    staged: StagedRows,
+    plan: Plan,
+    stored_ids: dict[str, int | None],
+    history: history_repo.Source,
+) -> Written:
+    """The upsert with its history and no copy of the rows: the updates recorded from the staging
+    table just before the upsert (history_repo.record_staged_updates), then the creations. The
+    upsert shows whether the table changed since `known` read it: it inserted another number of
+    rows than `known` left unmatched (another import inserted one, or deleted one), or wrote an email
+    under another id. Then it is undone and written the general way, which copies by email too."""
+    recorded = False
+
+    async def record_updates(cur: aiomysql.Cursor) -> None:
+        nonlocal recorded
+        await history_repo.record_staged_updates(cur, history)
+        recorded = True
+
+    try:
+        async with savepoint(cur, "before_upsert"):
+            written = await _upsert(deps, cur, staged, plan.upsert, plan.inserting, before_upsert=record_updates)
+            emails = staged.emails
+            if (
+                not recorded
+                or written.inserted != plan.inserting
+                or any(stored_ids.get(emails[seq], cid) != cid for seq, cid, *_ in written.stamps)
+            ):
+                raise _Raced
+    except _Raced:
+        log.info("batch met rows written since it read the table; writing it again")
+        return await _write_snapshotted(deps, cur, staged, plan, stored_ids, history)
+    stored = set(stored_ids.values())
+    await history_repo.record_created(cur, history, sorted(s[1] for s in written.stamps if s[1] not in stored))
+    return written
+
+
+async def _write_snapshotted(
+    deps: WorkerDeps,
+    cur: aiomysql.Cursor,
+    staged: StagedRows,
+    plan: Plan,
+    stored_ids: dict[str, int | None],
+    history: history_repo.Source | None,
+) -> Written:
+    """Update by id and upsert the planned rows; with `history`, the stored rows they may change are
+    copied first and compared after (history_repo.record_written)."""
     if history is not None and (plan.update or plan.upsert):
-        # The stored rows this batch may change, copied before it writes (history_repo.record_written).
-        touched = {cid for _, cid in plan.update}
-        touched.update(i for i in (stored_ids.get(staged.emails[index]) for index in plan.upsert) if i is not None)
-        # And by the emails it upserts: one another import inserted since `known` read is no creation.
-        await history_repo.snapshot(cur, sorted(touched), [staged.emails[index] for index in plan.upsert])
+        # By id, and by the emails it upserts: one another import inserted since `known` read is no creation.
+        ids = {cid for _, cid in plan.update}
+        ids.update(i for i in (stored_ids.get(staged.emails[index]) for index in plan.upsert) if i is not None)
+        await history_repo.snapshot(cur, sorted(ids), [staged.emails[index] for index in plan.upsert])
     by_id = Written()
     if plan.update:
         values_of_line = customer_repo.values_of_line
@@ -102,26 +174,32 @@ async def write_rows(
     written = await _upsert(deps, cur, staged, plan.upsert, plan.inserting if plan.exact else None)
     written.updated += by_id.updated
     written.stamps += by_id.stamps
-    written.unchanged += plan.unchanged
-    written.skipped = plan.skipped
-    written.errors = plan.errors
     if history is not None and written.stamps:
         await history_repo.record_written(cur, history, sorted({stamp[1] for stamp in written.stamps}))
     return written
 
 
 async def _upsert(
-    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, chosen: list[int], new_emails: int | None
+    deps: WorkerDeps,
+    cur: aiomysql.Cursor,
+    staged: StagedRows,
+    chosen: list[int],
+    new_emails: int | None,
+    *,
+    before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
 ) -> Written:
     """Upsert the chosen rows on email; `new_emails`: how many distinct emails of them the table does
-    not hold (None: counted by a query)."""
+    not hold (None: counted by a query). `before_upsert` runs when they are in the staging table (not
+    at all when LOCAL INFILE is refused)."""
     if not chosen:
         return Written()
     if deps.bulk_load:
         data = ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
         try:
             async with savepoint(cur):
-                outcomes, by_seq = await customer_repo.upsert_staged(cur, data, len(chosen), new_emails=new_emails)
+                outcomes, by_seq = await customer_repo.upsert_staged(
+                    cur, data, len(chosen), new_emails=new_emails, before_upsert=before_upsert
+                )
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
             deps.bulk_load = False

@@ -209,6 +209,37 @@ async def test_a_row_another_import_inserted_since_the_batch_looked_is_updated_n
     assert items[0]["changes"] == {"city": ["Leeds", "York"]}
 
 
+async def test_an_import_batch_that_meets_a_row_written_since_it_read_records_an_update(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """The commit step snapshots only the rows its read found; the upsert shows it met one written
+    since (inserted fewer than expected), so it is undone and run again with that row copied: the
+    history says updated, with the fields changed, and the counters say updated, not inserted."""
+    from dataclasses import replace as replaced
+
+    from shared.customers import customer_repo
+    from shared.infra.db import transaction
+    from worker.pipeline.commit import write_rows
+    from worker.pipeline.deps import WorkerDeps
+    from worker.pipeline.stage import stage_rows
+
+    created = await client.post("/customers", json={"email": "late@example.com", "first_name": "Late", "city": "Leeds"})
+    cid = (await created.json())["id"]
+    values = {"email": "late@example.com", "first_name": "Late", "city": "York"}
+    staged = stage_rows([tuple(values.get(name) for name in customer_repo.STORED_FIELDS)])
+    # The batch's read as it was before the customer was created: it finds nothing.
+    staged = replaced(staged, known_query=customer_repo.known_query(["nobody@example.com"]))
+    deps = WorkerDeps(settings, pool, None, None)  # type: ignore[arg-type]
+    source = history_repo.Source(history_repo.IMPORT, job_id="00000000-0000-4000-8000-000000000002")
+    async with transaction(pool) as cur:
+        written = await write_rows(deps, cur, staged, source)
+    assert (written.inserted, written.updated) == (0, 1)
+    assert [stamp[1] for stamp in written.stamps] == [cid]
+    items = await all_history(client, cid, limit=10)
+    assert [item["action"] for item in items] == ["updated", "created"]
+    assert items[0]["changes"] == {"city": ["Leeds", "York"]}
+
+
 async def test_the_changes_csv_streams_every_page(
     client: TestClient, settings: Settings, pool: aiomysql.Pool, monkeypatch: Any
 ) -> None:
