@@ -314,8 +314,12 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
     ),
     (
         15,
-        "customer_history: retention by id ranges, without the index on `at` (cheaper history for imports)",
-        ["DROP INDEX ix_customer_history_at ON customer_history"],
+        "customer_history: cheaper for imports to write: no index on `at` (retention goes by id ranges), and"
+        " job_id in ASCII compared byte for byte (a UUID; its index cost ~3 us a row under utf8mb4_unicode_ci)",
+        [
+            "ALTER TABLE customer_history DROP INDEX ix_customer_history_at,"
+            " MODIFY job_id CHAR(36) CHARACTER SET ascii COLLATE ascii_bin NULL"
+        ],
     ),
 ]
 
