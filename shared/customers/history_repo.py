@@ -5,10 +5,15 @@ JSON text {field: [old, new]} holding only the fields that changed (a creation: 
 null; a deletion: every field set, to null). Rows are written in the transaction of the change they
 describe, so neither ever exists without the other.
 
-An import records its batch's history in bulk, around its upsert: `snapshot` copies the rows about to
-be written into a per-connection temporary table, `record_written` then compares each written row with
-its copy in one INSERT ... SELECT (a row without a copy was created). What the upsert stored, not what
-the file said, is what the history holds, whatever the import's options made of the file.
+An import records its batch's history in bulk, around its upsert, in one of two ways:
+- the common one (rows upserted by email through the staging table, each email once):
+  `record_staged_updates` compares the staged rows with the stored ones just before the upsert, and
+  `record_created` records the customers it inserted just after it: no copy of any row;
+- the general one (updates by id, an email twice in the batch, or the table changed since the batch
+  read it): `snapshot` copies the rows about to be written into a per-connection temporary table,
+  `record_written` then compares each written row with its copy (a row without a copy was created).
+Either way what the upsert stored, not what the file said, is what the history holds, whatever the
+import's options made of the file.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def one_setting(history: bool, rows: int, files: dict[str, Path], log_dir: Path,
         result: dict[str, Any] = {"history": history}
         before = (0, 0)
         for case in CASES:
-            run = run_import(port, files[case], rows, worker, pids, settings, "new" if case == "new" else "other")
+            run = run_import(port, files[case], rows, worker, pids, settings, case)
             counters = run["counters"]
             wanted = {"new": "rows_inserted", "updated": "rows_updated", "unchanged": "rows_unchanged"}[case]
             run["counters_ok"] = counters[wanted] == rows == counters["rows_read"]

@@ -368,7 +368,7 @@ def run_import(
     hits, sampled = cache_check(settings, rows)
     if doc["status"] != "completed":
         raise RuntimeError(f"job failed: {doc.get('error')}")
-    counted = doc["rows_inserted"] if expect == "new" else doc["rows_unchanged"]
+    counted = doc[{"new": "rows_inserted", "updated": "rows_updated"}.get(expect, "rows_unchanged")]
     counters = {k: doc[k] for k in ("rows_read", "rows_inserted", "rows_updated", "rows_unchanged", "rows_invalid")}
     if doc["rows_read"] != rows or counted != rows or doc["rows_invalid"]:
         print(f"  WARNING: counters off: {json.dumps(counters)}")
