@@ -8,7 +8,6 @@ from typing import Any
 
 import aiohttp
 import aiomysql
-import pytest
 from aiohttp.test_utils import TestClient
 from redis.asyncio import Redis
 
@@ -237,8 +236,6 @@ async def test_an_email_another_customer_took_since_is_a_conflict(
     fd = form("ids.csv", csv_bytes([[cid, "y@example.com", "X"]], header=["id", "email", "first_name"]))
     fd.add_field("match_on", "id")
     response = await client.post("/upload", data=fd)
-    if response.status == 400 and "match_on" in await response.text():
-        pytest.skip("the upload does not take match_on yet (issue 19's import modes, another engineer's part)")
     assert response.status == 202, await response.text()
     await run_burst_worker(settings)
     job = await (await client.get(f"/jobs/{(await response.json())['job_id']}")).json()
