@@ -378,6 +378,27 @@ _LOCAL_INFILE_REFUSED = {1148, 2068, 3948, 3950, 4166}
 _TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r", "\0": "\\0"})
 
 
+# aiomysql sends a LOCAL file in packets of up to 16 MB, which a server refuses beyond its
+# max_allowed_packet (MariaDB's default is 16 MB, older servers' 4 MB): a batch's staging file goes in
+# pieces below that (one piece for any batch of ordinary rows).
+LOAD_PIECE_BYTES = 4 * 1024 * 1024
+
+
+def load_pieces(data: bytes, limit: int = LOAD_PIECE_BYTES) -> list[bytes]:
+    """A staging file's contents cut at line ends into pieces of at most `limit` bytes (a longer line
+    is a piece of its own)."""
+    pieces, start = [], 0
+    while len(data) - start > limit:
+        end = data.rfind(b"\n", start, start + limit)
+        if end < start:
+            end = data.index(b"\n", start + limit)
+        pieces.append(data[start : end + 1])
+        start = end + 1
+    if start < len(data):
+        pieces.append(data[start:])
+    return pieces
+
+
 class LocalInfileRefused(Exception):
     """The server does not accept LOAD DATA LOCAL INFILE."""
 
@@ -518,21 +539,25 @@ async def upsert_staged(
     if not count:
         return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
             await cur.execute(_STAGE_DDL)
         await cur.execute("DELETE FROM customer_stage")
-        try:
-            await cur.execute(_STAGE_LOAD, (path,))
-        except pymysql.err.MySQLError as exc:
-            if exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED:
-                raise LocalInfileRefused(str(exc)) from exc
-            raise
-        if cur.rowcount != count:
-            raise RuntimeError(f"staging loaded {cur.rowcount} of {count} rows")
+        loaded = 0
+        for piece in load_pieces(data):
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_TRUNC), "wb") as fh:
+                fh.write(piece)
+            try:
+                await cur.execute(_STAGE_LOAD, (path,))
+            except pymysql.err.MySQLError as exc:
+                if exc.args and exc.args[0] in _LOCAL_INFILE_REFUSED:
+                    raise LocalInfileRefused(str(exc)) from exc
+                raise
+            loaded += cur.rowcount
+        if loaded != count:
+            raise RuntimeError(f"staging loaded {loaded} of {count} rows")
         if before_upsert is not None:
             await before_upsert(cur)
         await _reset_duplicates(cur)

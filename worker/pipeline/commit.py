@@ -16,7 +16,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,7 @@ from shared.infra.db import DatabaseUnavailable, savepoint, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
-from worker.pipeline.modes import Modes, Plan, State, plan_batch, state_from
+from worker.pipeline.modes import BY_ID, Modes, Plan, State, plan_batch, state_from
 
 log = logging.getLogger("worker.importer")
 DEFAULT_MODES = Modes()
@@ -78,25 +78,59 @@ async def write_rows(
     history: history_repo.Source | None = None,
     *,
     modes: Modes = DEFAULT_MODES,
+    guess_new: bool = False,
 ) -> Written:
     """Inside the caller's transaction: decide each row by the import's modes (worker.pipeline.modes),
     skip the unchanged ones, update by id (match_on=id) and upsert the others; with `history`, the
-    changes written are recorded in the same transaction."""
+    changes written are recorded in the same transaction. `guess_new`: try the batch as all new
+    customers first (_write_guessed_new)."""
     if not len(staged):
         return Written()
+    if guess_new and modes.match_on != BY_ID:
+        guessed = await _write_guessed_new(deps, cur, staged, history, modes)
+        if guessed is not None:
+            return guessed
     state, unhashed = state_from(await customer_repo.known(cur, staged.known_query))
     stored_ids = {email: customer.id for email, customer in state.by_email.items()}
     plan = plan_batch(staged, state, modes, unhashed)
     if plan.hashes_found:
         await customer_repo.store_hashes(cur, plan.hashes_found)
+    written = None
     if history is not None and _recordable_from_stage(deps, staged, plan):
-        written = await _upsert_recording(deps, cur, staged, plan, stored_ids, history)
-    else:
+        try:
+            written = await _upsert_checked(deps, cur, staged, plan, stored_ids, history)
+        except _Raced:
+            log.info("batch met rows written since it read the table; writing it again")
+    if written is None:
         written = await _write_snapshotted(deps, cur, staged, plan, stored_ids, history)
+    return _finish(written, plan)
+
+
+def _finish(written: Written, plan: Plan) -> Written:
     written.unchanged += plan.unchanged
     written.skipped = plan.skipped
     written.errors = plan.errors
     return written
+
+
+async def _write_guessed_new(
+    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, history: history_repo.Source | None, modes: Modes
+) -> Written | None:
+    """The batch written as if the table held none of its emails, without asking it (`known`, ~5 us of
+    mysqld a row): what a file of new customers is, batch after batch. The upsert shows whether it
+    was so (it inserted every email); if not, it is undone and None returned (the caller plans the
+    batch from what the table holds, as any other). Only for a batch whose emails are all different:
+    planning one against an empty table then changes nothing of it (no blank cell filled from an
+    earlier row)."""
+    if len(set(staged.emails)) != len(staged):
+        return None
+    plan = plan_batch(staged, State(), modes)
+    if plan.errors or not _recordable_from_stage(deps, staged, plan):
+        return None
+    try:
+        return _finish(await _upsert_checked(deps, cur, staged, plan, {}, history), plan)
+    except _Raced:
+        return None
 
 
 def _recordable_from_stage(deps: WorkerDeps, staged: StagedRows, plan: Plan) -> bool:
@@ -109,47 +143,45 @@ def _recordable_from_stage(deps: WorkerDeps, staged: StagedRows, plan: Plan) -> 
 
 
 class _Raced(Exception):
-    """The table changed under the batch's emails after `known` read them (or the staging table
-    could not be used)."""
+    """The upsert did not meet the table the plan expected (see _upsert_checked)."""
 
 
-async def _upsert_recording(
+async def _upsert_checked(
     deps: WorkerDeps,
     cur: aiomysql.Cursor,
     staged: StagedRows,
     plan: Plan,
-    stored_ids: dict[str, int | None],
-    history: history_repo.Source,
+    stored_ids: Mapping[str, int | None],
+    history: history_repo.Source | None,
 ) -> Written:
-    """The upsert with its history and no copy of the rows: the updates recorded from the staging
-    table just before the upsert (history_repo.record_staged_updates), then the creations. The
-    upsert shows whether the table changed since `known` read it: it inserted another number of
-    rows than `known` left unmatched (another import inserted one, or deleted one), or wrote an email
-    under another id. Then it is undone and written the general way, which copies by email too."""
-    # Nothing to compare when `known` found none of the emails (the upsert then checks it did insert them all).
-    updating = plan.inserting < len(plan.upsert)
+    """The planned upsert, checked: it must insert exactly the emails the plan found new and write the
+    others under the ids `stored_ids` says; else it is undone (to a savepoint) and _Raced raised: the
+    table changed since it was read (another import inserted or deleted one of the emails), or the plan
+    guessed. With `history`, and no copy of any row: the updates are recorded from the staging table
+    just before the upsert (history_repo.record_staged_updates), the creations after it."""
+    # Nothing to compare when the plan found none of the emails stored (the check then sees they were not).
+    updating = history is not None and plan.inserting < len(plan.upsert)
     recorded = not updating
 
     async def record_updates(cur: aiomysql.Cursor) -> None:
         nonlocal recorded
+        assert history is not None
         await history_repo.record_staged_updates(cur, history)
         recorded = True
 
-    try:
-        async with savepoint(cur, "before_upsert"):
-            written = await _upsert(
-                deps, cur, staged, plan.upsert, plan.inserting, before_upsert=record_updates if updating else None
-            )
-            emails = staged.emails
-            if (
-                not recorded
-                or written.inserted != plan.inserting
-                or any(stored_ids.get(emails[seq], cid) != cid for seq, cid, *_ in written.stamps)
-            ):
-                raise _Raced
-    except _Raced:
-        log.info("batch met rows written since it read the table; writing it again")
-        return await _write_snapshotted(deps, cur, staged, plan, stored_ids, history)
+    async with savepoint(cur, "before_upsert"):
+        written = await _upsert(
+            deps, cur, staged, plan.upsert, plan.inserting, before_upsert=record_updates if updating else None
+        )
+        emails = staged.emails
+        if (
+            not recorded
+            or written.inserted != plan.inserting
+            or any(stored_ids.get(emails[seq], cid) != cid for seq, cid, *_ in written.stamps)
+        ):
+            raise _Raced
+    if history is None:
+        return written
     stored = set(stored_ids.values())
     created = sorted(stamp[1] for stamp in written.stamps if stamp[1] not in stored)
     # The stamps are final: the cache documents (~5 us a row of this process) are built while mysqld
@@ -331,6 +363,7 @@ class BatchCommitter:
         self.lease = lease
         self.modes = Modes.of(lease.job.options)
         self.dry_run = DryRunCounter(self.modes) if lease.job.dry_run else None
+        self.guess_new = True
         job = lease.job
         self.history = (
             history_repo.Source(history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id)
@@ -361,7 +394,13 @@ class BatchCommitter:
             elif self.dry_run is not None:
                 written = await self.dry_run.count(cur, staged)
             else:
-                written = await write_rows(self.deps, cur, staged, self.history, modes=self.modes)
+                written = await write_rows(
+                    self.deps, cur, staged, self.history, modes=self.modes, guess_new=self.guess_new
+                )
+                # A file of new customers is guessed so batch after batch; any other is asked (`known`).
+                self.guess_new = bool(written.inserted) and not (
+                    written.updated or written.unchanged or written.skipped
+                )
             errors, rejected = batch.errors, batch.rejected
             if written.errors and staged is not None:
                 errors, rejected = row_errors(batch, staged, written.errors)
