@@ -245,9 +245,12 @@ async def profile(
         for case in ("new", "unchanged"):
             stats: dict[str, list[float]] = {}
             cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in mysqld), time.perf_counter()
+            guess_new = True  # as the worker's BatchCommitter does
             for staged in batches:
                 async with transaction(pool) as cur:
-                    await write_rows(deps, TimedCursor(cur, mysqld, stats), staged, source)
+                    timed = TimedCursor(cur, mysqld, stats)
+                    written = await write_rows(deps, timed, staged, source, guess_new=guess_new)  # type: ignore[arg-type]
+                guess_new = written.all_new
             seconds = time.perf_counter() - t0
             total_cpu = sum(cpu_seconds(p) or 0.0 for p in mysqld) - cpu0
             out[case] = {

@@ -52,6 +52,11 @@ class Written:
     # documents(), when built already (while MySQL wrote the batch's history).
     built: list[bytes] | None = None
 
+    @property
+    def all_new(self) -> bool:
+        """Every row it wrote was a new customer: the next batch is guessed so (write_rows' guess_new)."""
+        return self.inserted > 0 and not (self.updated or self.unchanged or self.skipped)
+
     def documents(self, staged: StagedRows) -> list[bytes]:
         """The cache documents of the rows written (only these: an unchanged row costs nothing here):
         id and version first, as the cache's guard reads them, then the fields, then the timestamps
@@ -398,9 +403,7 @@ class BatchCommitter:
                     self.deps, cur, staged, self.history, modes=self.modes, guess_new=self.guess_new
                 )
                 # A file of new customers is guessed so batch after batch; any other is asked (`known`).
-                self.guess_new = bool(written.inserted) and not (
-                    written.updated or written.unchanged or written.skipped
-                )
+                self.guess_new = written.all_new
             errors, rejected = batch.errors, batch.rejected
             if written.errors and staged is not None:
                 errors, rejected = row_errors(batch, staged, written.errors)
