@@ -8,6 +8,11 @@ stored row without a hash (written before migration 6, or by UPSERT_SQL) is comp
 and its hash stored when it is unchanged. The rest is upserted (LOAD DATA LOCAL into a staging table,
 INSERT ... SELECT; or a multi-row INSERT where LOCAL INFILE is refused), which counts inserted,
 updated and unchanged rows exactly as before.
+
+A file of new customers skips that query: after a batch that only inserted, the next one is planned
+as if the table held none of its emails, and the upsert's own count shows whether that was so (if
+not, it is undone to a savepoint and planned from the table). The history of a batch is written by
+MySQL around the upsert (shared.customers.history_repo says how).
 """
 
 from __future__ import annotations
