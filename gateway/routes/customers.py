@@ -27,6 +27,15 @@ _NOT_FOUND = api.problem("No such customer.")
 _STALE = api.problem("If-Match (or the `version` in the body) is not the customer's current version.", "CustomerETag")
 _TAKEN = api.problem("Another customer has this email (`errors` names `email`).")
 _INVALID = api.problem("The body is not a valid customer: `errors` names each bad field.")
+# What a replace or a change of one customer answers when it does not write.
+_CHANGE_FAILURES = {
+    404: _NOT_FOUND,
+    409: _TAKEN,
+    412: _STALE,
+    413: api.TOO_LARGE,
+    422: _INVALID,
+    503: api.DB_UNAVAILABLE,
+}
 _BAD_WRITE = "no body, malformed JSON, a customer id that is not a positive whole number, a malformed If-Match"
 _WRITE_BODY = (
     "All ten fields (absent ones become null). Text fields also take numbers (a phone or a postcode); "
@@ -228,12 +237,7 @@ async def _replace(request: web.Request, *, partial: bool) -> web.Response:
     "customers",
     {
         200: api.ok("The customer as stored (the version is unchanged when nothing changed).", "Customer", *_WRITTEN),
-        404: _NOT_FOUND,
-        409: _TAKEN,
-        412: _STALE,
-        413: api.TOO_LARGE,
-        422: _INVALID,
-        503: api.DB_UNAVAILABLE,
+        **_CHANGE_FAILURES,
     },
     parameters=[api.CUSTOMER_ID, api.IF_MATCH],
     body=api.json_body("CustomerIn", _WRITE_BODY),
@@ -250,12 +254,7 @@ async def put_customer(request: web.Request) -> web.Response:
     "customers",
     {
         200: api.ok("The customer as stored.", "Customer", *_WRITTEN),
-        404: _NOT_FOUND,
-        409: _TAKEN,
-        412: _STALE,
-        413: api.TOO_LARGE,
-        422: _INVALID,
-        503: api.DB_UNAVAILABLE,
+        **_CHANGE_FAILURES,
     },
     parameters=[api.CUSTOMER_ID, api.IF_MATCH],
     body=api.json_body("CustomerPatch", "The fields to change; null clears one (email cannot be cleared)."),

@@ -376,11 +376,11 @@ def _accepted(job: dict[str, Any]) -> web.Response:
         503: api.DB_UNAVAILABLE,
     },
     parameters=[api.JOB_ID],
-    body={
-        "required": False,
-        "description": "Each option is optional; no body starts the job with the upload's options.",
-        "content": {api.JSON: {"schema": "StartOptions"}},
-    },
+    body=api.json_body(
+        "StartOptions",
+        "Each option is optional; no body starts the job with the upload's options.",
+        required=False,
+    ),
     bad_request=f"{api.BAD_JOB_ID}; malformed JSON, or a body that is not an object",
 )
 @routes.post("/jobs/{id}/start")
@@ -419,11 +419,11 @@ async def start(request: web.Request) -> web.Response:
         503: api.DB_UNAVAILABLE,
     },
     parameters=[api.JOB_ID],
-    body={
-        "required": False,
-        "description": "Each option is optional; the header row and the mapping are found anew unless given.",
-        "content": {api.JSON: {"schema": "PreviewOptions"}},
-    },
+    body=api.json_body(
+        "PreviewOptions",
+        "Each option is optional; the header row and the mapping are found anew unless given.",
+        required=False,
+    ),
     bad_request=f"{api.BAD_JOB_ID}; malformed JSON, or a body that is not an object",
 )
 @routes.post("/jobs/{id}/preview")
@@ -762,12 +762,12 @@ def _changes_csv(items: list[dict[str, Any]], *, header: bool = False) -> bytes:
         503: api.DB_UNAVAILABLE,
     },
     parameters=[api.JOB_ID],
-    body={
-        "required": False,
-        "description": "Optional. Customers changed since the job are conflicts, left as they are and "
+    body=api.json_body(
+        "RevertOptions",
+        "Optional. Customers changed since the job are conflicts, left as they are and "
         "listed in the revert's errors (`row` is the customer id), unless force.",
-        "content": {api.JSON: {"schema": "RevertOptions"}},
-    },
+        required=False,
+    ),
     bad_request=f"{api.BAD_JOB_ID}; malformed JSON",
 )
 @routes.post("/jobs/{id}/revert")

@@ -294,16 +294,8 @@ async def by_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[dict[st
 async def stamps_by_email(cur: aiomysql.Cursor, emails: Sequence[str]) -> list[tuple[str, int, int, str, str]]:
     """(email, id, version, created_at, updated_at) of the given emails, timestamps already as the API
     writes them: the import builds cache documents from these and the values it just wrote."""
-    if not emails:
-        return []
-    marks = ", ".join(["%s"] * len(emails))
-    await cur.execute(
-        "SELECT email, id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
-        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE email IN ({marks})"
-        + _LOCKING_READ,
-        list(emails),
-    )
-    return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in await cur.fetchall()]
+    rows = await _stamps(cur, "email", emails)
+    return [(row[0], int(row[1]), int(row[2]), row[3], row[4]) for row in rows]
 
 
 async def update_many_by_id(cur: aiomysql.Cursor, rows: Sequence[tuple[int, Sequence[str | None], str]]) -> None:
@@ -319,16 +311,21 @@ async def update_many_by_id(cur: aiomysql.Cursor, rows: Sequence[tuple[int, Sequ
 
 async def stamps_by_id(cur: aiomysql.Cursor, ids: Sequence[int]) -> list[tuple[int, int, str, str]]:
     """(id, version, created_at, updated_at) of the given customers, as stamps_by_email writes them."""
-    if not ids:
+    return [(int(row[1]), int(row[2]), row[3], row[4]) for row in await _stamps(cur, "id", ids)]
+
+
+async def _stamps(cur: aiomysql.Cursor, key: str, values: Sequence[Any]) -> Sequence[Sequence[Any]]:
+    """(email, id, version, created_at, updated_at) rows of the customers whose `key` (email or id) is
+    one of `values`: a locking read (see _LOCKING_READ)."""
+    if not values:
         return []
-    marks = ", ".join(["%s"] * len(ids))
+    marks = ", ".join(["%s"] * len(values))
     await cur.execute(
-        "SELECT id, version, DATE_FORMAT(created_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ'),"
-        f" DATE_FORMAT(updated_at, '%%Y-%%m-%%dT%%H:%%i:%%s.%%fZ') FROM customers WHERE id IN ({marks})"
-        + _LOCKING_READ,
-        list(ids),
+        f"SELECT email, id, version, DATE_FORMAT(created_at, {_TIMESTAMP_ARG}),"
+        f" DATE_FORMAT(updated_at, {_TIMESTAMP_ARG}) FROM customers WHERE {key} IN ({marks})" + _LOCKING_READ,
+        list(values),
     )
-    return [(int(row[0]), int(row[1]), row[2], row[3]) for row in await cur.fetchall()]
+    return list(await cur.fetchall())
 
 
 async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[str]:
@@ -364,6 +361,7 @@ _STAGE_UPSERT = (
 # row it left alone may show an older version. The upsert holds these rows' locks already.
 _LOCKING_READ = " LOCK IN SHARE MODE"
 _TIMESTAMP = "'%Y-%m-%dT%H:%i:%s.%fZ'"
+_TIMESTAMP_ARG = _TIMESTAMP.replace("%", "%%")  # in a statement with parameters, % is doubled
 # One row holding every stamp: parsing 2,000 result rows in pure Python costs more than the query.
 # The join order and index are forced: with stale statistics (say, right after the table was emptied)
 # MariaDB would scan `customers` once per staged row, a 10-16 s stall on a 100k-row table.
@@ -583,11 +581,10 @@ async def upsert_staged(
 # one more value: the attributes' JSON text (shared.customers.exports spreads it into a column a name).
 EXPORT_COLUMNS = (*CUSTOMER_FIELDS, "id", "version", "created_at", "updated_at")
 EXPORT_ID_INDEX = EXPORT_COLUMNS.index("id")
-_EXPORT_TIMESTAMP = _TIMESTAMP.replace("%", "%%")  # the statement has parameters: % is doubled
 _EXPORT_SELECT = (
     "SELECT "
     + ", ".join(CUSTOMER_FIELDS)
-    + f", id, version, DATE_FORMAT(created_at, {_EXPORT_TIMESTAMP}), DATE_FORMAT(updated_at, {_EXPORT_TIMESTAMP}),"
+    + f", id, version, DATE_FORMAT(created_at, {_TIMESTAMP_ARG}), DATE_FORMAT(updated_at, {_TIMESTAMP_ARG}),"
     f" {ATTRIBUTES} FROM customers"
 )
 

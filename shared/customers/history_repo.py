@@ -55,6 +55,10 @@ class Source:
     job_id: str | None = None
     request_id: str | None = None
 
+    def values(self) -> tuple[str | None, str, str | None, str | None]:
+        """(actor, source_kind, job_id, request_id): the order the bulk statements take them in."""
+        return self.actor, self.kind, self.job_id, self.request_id
+
 
 @dataclass
 class Entry:
@@ -99,7 +103,7 @@ async def record(
     await cur.executemany(
         _INSERT,
         [
-            (customer_id, action, source.actor, source.kind, source.job_id, source.request_id, version,
+            (customer_id, action, *source.values(), version,
              json.dumps(changes, ensure_ascii=False))
             for customer_id, action, version, changes in entries
         ],
@@ -178,7 +182,7 @@ async def record_created(cur: aiomysql.Cursor, source: Source, ids: Sequence[int
     if not ids:
         return 0
     sql = _RECORD_CREATED.replace("{ids}", ", ".join(str(int(i)) for i in ids))
-    await cur.execute(sql, (source.actor, source.kind, source.job_id, source.request_id))
+    await cur.execute(sql, source.values())
     return int(cur.rowcount)
 
 
@@ -188,7 +192,7 @@ async def record_staged_updates(cur: aiomysql.Cursor, source: Source) -> int:
     upsert is about to change, old values from the table, new from the staging table. Reading them
     locks those rows until the commit, so the upsert changes exactly these. Cheaper than `snapshot`
     + `record_written` (no copy of the rows). Returns how many were recorded."""
-    await cur.execute(_RECORD_STAGED_UPDATES, (source.actor, source.kind, source.job_id, source.request_id))
+    await cur.execute(_RECORD_STAGED_UPDATES, source.values())
     return int(cur.rowcount)
 
 
@@ -222,7 +226,7 @@ async def record_written(cur: aiomysql.Cursor, source: Source, ids: Sequence[int
     if not ids:
         return 0
     sql = _RECORD_WRITTEN.replace("{ids}", ", ".join(str(int(i)) for i in ids))
-    await cur.execute(sql, (source.actor, source.kind, source.job_id, source.request_id))
+    await cur.execute(sql, source.values())
     return int(cur.rowcount)
 
 

@@ -4,6 +4,7 @@ Selenium against a real `python -m gateway` (API_KEYS set) and `python -m worker
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import time
@@ -38,7 +39,6 @@ FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--no-first-run",
-    "--hide-scrollbars",
 )
 API_KEY = "web-page-test-key"
 WIDE, PHONE = (1280, 900), (390, 844)
@@ -49,7 +49,9 @@ FIELDS = ("first_name", "last_name", "company_name", "address", "city", "county"
 class Stack:
     base: str
     downloads: Path
-    services: list[Service]
+    services: list[Service]  # the gateway, then the worker
+    env: dict[str, str]
+    log_dir: Path
 
     def api(self, method: str, path: str, body: Any = None, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         """A request with the key, like another client (or a second tab) would make it."""
@@ -62,26 +64,42 @@ class Stack:
         kind = answered.get("Content-Type", "")
         return status, json.loads(raw) if raw and "json" in kind else raw
 
+    def restart_worker(self) -> None:
+        self.services[1].stop()
+        self.services[1] = Service("worker", self.env, self.log_dir, "worker-again")
 
-@pytest.fixture(scope="module")
-def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    log_dir = tmp_path_factory.mktemp("web-logs")
+
+@contextlib.contextmanager
+def started_stack(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, label: str, *, empty: bool = True, **env: object
+) -> Iterator[Stack]:
+    """A real gateway (API key set) and worker of their own, `env` added to their environment;
+    with `empty`, the tables are emptied before the worker starts."""
+    log_dir = tmp_path_factory.mktemp(f"{label}-logs")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = service_env(settings, PORT=port, HOST="127.0.0.1", API_KEYS=API_KEY)
-    services = [Service("gateway", env, log_dir, "gateway")]
+    environment = service_env(settings, PORT=port, HOST="127.0.0.1", API_KEYS=API_KEY, **env)
+    services = [Service("gateway", environment, log_dir, "gateway")]
     try:
         wait_http_ready(base, services[0])
-        truncate_all(settings)  # the sample workbook must go into an empty table: 500 inserted
-        services.append(Service("worker", env, log_dir, "worker"))
-        yield Stack(base, tmp_path_factory.mktemp("downloads"), services)
+        if empty:
+            truncate_all(settings)
+        services.append(Service("worker", environment, log_dir, "worker"))
+        yield Stack(base, tmp_path_factory.mktemp("downloads"), services, environment, log_dir)
     finally:
         for service in services:
             service.stop()
 
 
 @pytest.fixture(scope="module")
-def browser(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with started_stack(settings, tmp_path_factory, "web") as started:  # the sample workbook: 500 inserted
+        yield started
+
+
+def chromium(profile: Path, *flags: str, prefs: dict[str, Any] | None = None) -> webdriver.Chrome:
+    """Debian's headless Chromium through its chromedriver (never Selenium Manager: nothing is
+    downloaded), its console and network logged; skips the test when they are not installed."""
     if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
         pytest.skip(
             "chromium not installed: run deploy/browser.sh (or as root: apt-get install chromium chromium-driver)"
@@ -90,15 +108,23 @@ def browser(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         patch.setenv("SE_OFFLINE", "true")  # Selenium Manager may not download anything
         options = Options()
         options.binary_location = str(CHROMIUM)
-        for flag in FLAGS:
+        for flag in (*FLAGS, *flags):
             options.add_argument(flag)
-        options.add_argument(f"--window-size={WIDE[0]},{WIDE[1]}")
-        options.add_argument(f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}")
-        options.add_experimental_option(
-            "prefs", {"download.default_directory": str(stack.downloads), "download.prompt_for_download": False}
-        )
+        options.add_argument(f"--user-data-dir={profile}")
+        if prefs:
+            options.add_experimental_option("prefs", prefs)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-        driver = webdriver.Chrome(service=ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+        return webdriver.Chrome(service=ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[webdriver.Chrome]:
+    driver = chromium(
+        tmp_path_factory.mktemp("chromium-profile"),
+        "--hide-scrollbars",
+        f"--window-size={WIDE[0]},{WIDE[1]}",
+        prefs={"download.default_directory": str(stack.downloads), "download.prompt_for_download": False},
+    )
     try:
         yield driver
     finally:

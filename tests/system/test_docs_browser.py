@@ -9,39 +9,23 @@ without them. Selenium Manager is never used (the driver's path is given), so no
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from gateway.openapi.document import build_spec
 from shared.config import Settings
+from tests.support.browser import chromium, requested_urls
 from tests.support.procs import Service, free_port, service_env, wait_http_ready
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
-FLAGS = (
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-dev-shm-usage",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--window-size=1400,1000",
-)
 API_KEY = "browser-test-key"
 
 
@@ -59,35 +43,12 @@ def gateway(settings: Settings, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def browser(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[webdriver.Chrome]:
-    if not (CHROMIUM.is_file() and CHROMEDRIVER.is_file()):
-        pytest.skip(
-            "chromium not installed: run deploy/browser.sh (or as root: apt-get install chromium chromium-driver)"
-        )
-    monkeypatch.setenv("SE_OFFLINE", "true")  # belt and braces: Selenium Manager may not download anything
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for flag in FLAGS:
-        options.add_argument(flag)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=ChromeService(executable_path=str(CHROMEDRIVER)), options=options)
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    driver = chromium(tmp_path / "chromium-profile", "--window-size=1400,1000")
     try:
         yield driver
     finally:
         driver.quit()
-
-
-def requested_urls(driver: webdriver.Chrome) -> list[str]:
-    """Every URL the page asked for, from the DevTools network events in the performance log."""
-    urls = []
-    for entry in driver.get_log("performance"):
-        message: dict[str, Any] = json.loads(entry["message"])["message"]
-        if message.get("method") == "Network.requestWillBeSent":
-            urls.append(message["params"]["request"]["url"])
-        elif message.get("method") == "Network.webSocketCreated":
-            urls.append(message["params"]["url"])
-    return urls
 
 
 def test_docs_render_offline_from_this_origin_alone(gateway: str, browser: webdriver.Chrome, tmp_path: Path) -> None:

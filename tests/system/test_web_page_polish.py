@@ -37,12 +37,12 @@ from tests.support.browser import (
     provoked,
     screenshot,
     start_and_finish,
+    started_stack,
     text_of,
     upload_and_preview,
     visible,
     wait,
 )
-from tests.support.procs import Service, free_port, service_env, wait_http_ready
 from tests.support.workbooks import HEADER, csv_bytes, customers, write_two_sheets
 
 pytestmark = pytest.mark.e2e
@@ -55,18 +55,8 @@ DOMAIN = "vandenberghe-oppenheimer-holdings.example"
 def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """A gateway and a worker of their own; batches of 200 rows, so a larger import runs long enough to
     be left and found again while it runs."""
-    log_dir = tmp_path_factory.mktemp("polish-logs")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(settings, PORT=port, HOST="127.0.0.1", API_KEYS=API_KEY, IMPORT_BATCH_SIZE=200)
-    services = [Service("gateway", env, log_dir, "gateway")]
-    try:
-        wait_http_ready(base, services[0])
-        services.append(Service("worker", env, log_dir, "worker"))
-        yield Stack(base, tmp_path_factory.mktemp("downloads"), services)
-    finally:
-        for service in services:
-            service.stop()
+    with started_stack(settings, tmp_path_factory, "polish", empty=False, IMPORT_BATCH_SIZE=200) as started:
+        yield started
 
 
 # -- measuring the layout ------------------------------------------------------------------------

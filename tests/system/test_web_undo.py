@@ -21,9 +21,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
 from shared.config import Settings
-from tests.conftest import truncate_all
 from tests.support.browser import (
-    API_KEY,
     PHONE,
     WIDE,
     Stack,
@@ -35,6 +33,7 @@ from tests.support.browser import (
     provoked,
     screenshot,
     start_and_finish,
+    started_stack,
     text_of,
     unlabelled,
     upload_and_preview,
@@ -42,39 +41,16 @@ from tests.support.browser import (
     wait,
     wait_download,
 )
-from tests.support.procs import Service, free_port, service_env, wait_http_ready
 from tests.support.workbooks import HEADER, csv_bytes
 
 pytestmark = pytest.mark.e2e
 __all__ = ["browser", "page", "provoked"]  # the harness's fixtures, used here with this module's stack
 
 
-class UndoStack(Stack):
-    env: dict[str, str]
-    log_dir: Path
-
-    def restart_worker(self) -> None:
-        self.services[1].stop()
-        self.services[1] = Service("worker", self.env, self.log_dir, "worker-again")
-
-
 @pytest.fixture(scope="module")
-def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[UndoStack]:
-    log_dir = tmp_path_factory.mktemp("undo-logs")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    env = service_env(settings, PORT=port, HOST="127.0.0.1", API_KEYS=API_KEY)
-    services = [Service("gateway", env, log_dir, "gateway")]
-    try:
-        wait_http_ready(base, services[0])
-        truncate_all(settings)
-        services.append(Service("worker", env, log_dir, "worker"))
-        found = UndoStack(base, tmp_path_factory.mktemp("downloads"), services)
-        found.env, found.log_dir = env, log_dir
-        yield found
-    finally:
-        for service in services:
-            service.stop()
+def stack(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with started_stack(settings, tmp_path_factory, "undo") as started:
+        yield started
 
 
 def person(i: int, city: str | None, domain: str = "undo.example") -> list[str]:
@@ -105,7 +81,7 @@ def changes_on_page(driver: webdriver.Chrome) -> list[tuple[str, str]]:
 
 
 def test_modes_changes_and_undo_at_1280(
-    page: webdriver.Chrome, stack: UndoStack, tmp_path: Path, provoked: set[int]
+    page: webdriver.Chrome, stack: Stack, tmp_path: Path, provoked: set[int]
 ) -> None:
     provoked.add(401)  # the tab's first probe, before the key is typed in
     open_page(page, stack)
@@ -189,7 +165,7 @@ def test_modes_changes_and_undo_at_1280(
 
 
 def test_insert_mode_chosen_on_the_preview_skips_known_customers(
-    page: webdriver.Chrome, stack: UndoStack, tmp_path: Path
+    page: webdriver.Chrome, stack: Stack, tmp_path: Path
 ) -> None:
     open_page(page, stack)
     upload_and_preview(page, write(tmp_path, "insert.csv", [person(1, "Nowhere"), person(20, "Lima")]))
@@ -201,7 +177,7 @@ def test_insert_mode_chosen_on_the_preview_skips_known_customers(
     assert p1["city"] == "Leeds"
 
 
-def test_cancel_while_an_import_waits(page: webdriver.Chrome, stack: UndoStack, tmp_path: Path) -> None:
+def test_cancel_while_an_import_waits(page: webdriver.Chrome, stack: Stack, tmp_path: Path) -> None:
     stack.services[1].stop()  # no worker: the import stays queued until it is cancelled
     try:
         open_page(page, stack)
@@ -222,7 +198,7 @@ def test_cancel_while_an_import_waits(page: webdriver.Chrome, stack: UndoStack, 
 
 
 def test_customers_sorted_by_column_with_the_total_and_a_history_tab(
-    page: webdriver.Chrome, stack: UndoStack, tmp_path: Path
+    page: webdriver.Chrome, stack: Stack, tmp_path: Path
 ) -> None:
     open_page(page, stack, "customers")
     _, listed = stack.api("GET", "/customers?limit=1&count=true")
@@ -267,7 +243,7 @@ def test_customers_sorted_by_column_with_the_total_and_a_history_tab(
     by_id(page, "customer-close").click()
 
 
-def test_the_new_parts_at_phone_width(page: webdriver.Chrome, stack: UndoStack, tmp_path: Path) -> None:
+def test_the_new_parts_at_phone_width(page: webdriver.Chrome, stack: Stack, tmp_path: Path) -> None:
     page.set_window_size(*PHONE)
     open_page(page, stack)
     upload_and_preview(page, write(tmp_path, "phone.csv", [person(2, "Paris"), person(50, "Kiev")]))
