@@ -381,6 +381,9 @@ class Settings:
     max_zip_ratio: int = setting(200, _positive_int, "zip-bomb guard: a workbook part's compression ratio")
     import_batch_size: int = setting(2000, _positive_int, "rows per committed batch (and per checkpoint)")
     cache_ttl_s: int = setting(300, _positive_int, "TTL of cached customers and list pages")
+    import_warm_max_rows: int = setting(
+        100_000, _non_negative_int, "customers one import run puts in the cache; beyond, reads fill it (0: none)"
+    )
     workers: int = setting(2, _positive_int, "worker processes deploy/run.sh starts")
     gateway_processes: int = setting(1, _positive_int, "gateway processes deploy/run.sh starts on one port")
     worker_concurrency: int = setting(2, _positive_int, "imports one worker process runs at once")

@@ -529,11 +529,13 @@ async def upsert_staged(
     *,
     new_emails: int | None = None,
     before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
+    read_stamps: bool = True,
 ) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
     """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
     sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
     count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
-    lines' numbers. `before_upsert` runs once the staging table `customer_stage` holds the rows."""
+    lines' numbers (none without `read_stamps`: ~5 us of mysqld a row less). `before_upsert` runs
+    once the staging table `customer_stage` holds the rows."""
     if not count:
         return (0, 0, 0), {}
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
@@ -561,6 +563,8 @@ async def upsert_staged(
         await _reset_duplicates(cur)
         await cur.execute(_STAGE_UPSERT)
         affected = cur.rowcount
+        if not read_stamps:
+            return split_outcomes(count, await _new_rows(cur, count), affected), {}
         await cur.execute(_STAGE_STAMPS)
         (packed, duplicates) = await cur.fetchone()
         outcomes = split_outcomes(count, count - int(duplicates or 0), affected)

@@ -168,12 +168,28 @@ _RECORD_STAGED_UPDATES = (
 )
 
 
-_RECORD_CREATED = (
+_CREATED_FROM_C = (
     "INSERT INTO customer_history (customer_id, action, actor, source_kind, job_id, request_id, version, changes)"
     " SELECT c.id, 'created', %s, %s, %s, %s, c.version,"
     " CONCAT('{', CONCAT_WS(',', " + ", ".join(_created(name) for name in TRACKED) + "), '}')"
-    " FROM customers c WHERE c.id IN ({ids})"
 )
+_RECORD_CREATED = _CREATED_FROM_C + " FROM customers c WHERE c.id IN ({ids})"
+
+
+# The same for every row of customer_repo's staging table, found by email (after an upsert that
+# inserted each of them: the caller checked its count), in the order the upsert inserted them.
+_RECORD_STAGED_CREATED = (
+    _CREATED_FROM_C
+    + " FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email"
+    " ORDER BY s.seq"
+)
+
+
+async def record_staged_created(cur: aiomysql.Cursor, source: Source) -> int:
+    """record_created for the customers of the staging table, when the upsert inserted every one of
+    them: their ids are not needed (nor read back)."""
+    await cur.execute(_RECORD_STAGED_CREATED, source.values())
+    return int(cur.rowcount)
 
 
 async def record_created(cur: aiomysql.Cursor, source: Source, ids: Sequence[int]) -> int:

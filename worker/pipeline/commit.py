@@ -89,15 +89,17 @@ async def write_rows(
     *,
     modes: Modes = DEFAULT_MODES,
     guess_new: bool = False,
+    warm: bool = True,
 ) -> Written:
     """Inside the caller's transaction: decide each row by the import's modes (worker.pipeline.modes),
     skip the unchanged ones, update by id (match_on=id) and upsert the others; with `history`, the
     changes written are recorded in the same transaction. `guess_new`: try the batch as all new
-    customers first (_write_guessed_new)."""
+    customers first (_write_guessed_new). `warm`: the cache documents of the rows written are wanted
+    (without, a batch of new customers is written without reading their ids back)."""
     if not len(staged):
         return Written()
     if guess_new and modes.match_on != BY_ID:
-        guessed = await _write_guessed_new(deps, cur, staged, history, modes)
+        guessed = await _write_guessed_new(deps, cur, staged, history, modes, warm)
         if guessed is not None:
             return guessed
     state, unhashed = state_from(await customer_repo.known(cur, staged.known_query))
@@ -108,7 +110,7 @@ async def write_rows(
     written = None
     if history is not None and _recordable_from_stage(deps, staged, plan):
         try:
-            written = await _upsert_checked(deps, cur, staged, plan, stored_ids, history)
+            written = await _upsert_checked(deps, cur, staged, plan, stored_ids, history, warm)
         except _Raced:
             log.info("batch met rows written since it read the table; writing it again")
     if written is None:
@@ -124,7 +126,12 @@ def _finish(written: Written, plan: Plan) -> Written:
 
 
 async def _write_guessed_new(
-    deps: WorkerDeps, cur: aiomysql.Cursor, staged: StagedRows, history: history_repo.Source | None, modes: Modes
+    deps: WorkerDeps,
+    cur: aiomysql.Cursor,
+    staged: StagedRows,
+    history: history_repo.Source | None,
+    modes: Modes,
+    warm: bool,
 ) -> Written | None:
     """The batch written as if the table held none of its emails, without asking it (`known`, ~5 us of
     mysqld a row): what a file of new customers is, batch after batch. The upsert shows whether it
@@ -138,7 +145,7 @@ async def _write_guessed_new(
     if plan.errors or not _recordable_from_stage(deps, staged, plan):
         return None
     try:
-        return _finish(await _upsert_checked(deps, cur, staged, plan, {}, history), plan)
+        return _finish(await _upsert_checked(deps, cur, staged, plan, {}, history, warm), plan)
     except _Raced:
         return None
 
@@ -163,15 +170,19 @@ async def _upsert_checked(
     plan: Plan,
     stored_ids: Mapping[str, int | None],
     history: history_repo.Source | None,
+    warm: bool = True,
 ) -> Written:
     """The planned upsert, checked: it must insert exactly the emails the plan found new and write the
     others under the ids `stored_ids` says; else it is undone (to a savepoint) and _Raced raised: the
     table changed since it was read (another import inserted or deleted one of the emails), or the plan
     guessed. With `history`, and no copy of any row: the updates are recorded from the staging table
-    just before the upsert (history_repo.record_staged_updates), the creations after it."""
+    just before the upsert (history_repo.record_staged_updates), the creations after it. Without
+    `warm`, a batch the plan found all new has no stamps: nothing then needs its customers' ids (the
+    count alone shows the plan held; their creations are recorded from the staging table)."""
     # Nothing to compare when the plan found none of the emails stored (the check then sees they were not).
     updating = history is not None and plan.inserting < len(plan.upsert)
     recorded = not updating
+    read_stamps = warm or bool(stored_ids)
 
     async def record_updates(cur: aiomysql.Cursor) -> None:
         nonlocal recorded
@@ -181,7 +192,13 @@ async def _upsert_checked(
 
     async with savepoint(cur, "before_upsert"):
         written = await _upsert(
-            deps, cur, staged, plan.upsert, plan.inserting, before_upsert=record_updates if updating else None
+            deps,
+            cur,
+            staged,
+            plan.upsert,
+            plan.inserting,
+            before_upsert=record_updates if updating else None,
+            read_stamps=read_stamps,
         )
         emails = staged.emails
         if (
@@ -192,8 +209,14 @@ async def _upsert_checked(
             raise _Raced
     if history is None:
         return written
+    if not written.stamps:  # not read (every row was inserted: the count says so)
+        await history_repo.record_staged_created(cur, history)
+        return written
     stored = set(stored_ids.values())
     created = sorted(stamp[1] for stamp in written.stamps if stamp[1] not in stored)
+    if not warm:
+        await history_repo.record_created(cur, history, created)
+        return written
     # The stamps are final: the cache documents (~5 us a row of this process) are built while mysqld
     # writes the creations' history (~8 us a row), instead of after it.
     recording = asyncio.create_task(history_repo.record_created(cur, history, created))
@@ -247,10 +270,12 @@ async def _upsert(
     new_emails: int | None,
     *,
     before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
+    read_stamps: bool = True,
 ) -> Written:
     """Upsert the chosen rows on email; `new_emails`: how many distinct emails of them the table does
     not hold (None: counted by a query). `before_upsert` runs when they are in the staging table (not
-    at all when LOCAL INFILE is refused)."""
+    at all when LOCAL INFILE is refused). Without `read_stamps`, the stamps may be left out (when the
+    rows go through the staging table)."""
     if not chosen:
         return Written()
     if deps.bulk_load:
@@ -258,7 +283,12 @@ async def _upsert(
         try:
             async with savepoint(cur):
                 outcomes, by_seq = await customer_repo.upsert_staged(
-                    cur, data, len(chosen), new_emails=new_emails, before_upsert=before_upsert
+                    cur,
+                    data,
+                    len(chosen),
+                    new_emails=new_emails,
+                    before_upsert=before_upsert,
+                    read_stamps=read_stamps,
                 )
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
@@ -366,7 +396,10 @@ def is_lock_conflict(exc: BaseException) -> bool:
 
 class BatchCommitter:
     """One transaction a batch: its rows (or, for a dry run, their counting), then the job's counters,
-    checkpoint and errors through the lease. Returns the cache documents of the rows written."""
+    checkpoint and errors through the lease. Returns the cache documents of the rows written, for the
+    first IMPORT_WARM_MAX_ROWS customers it writes: warming a million costs more than it saves (~20 us
+    of CPU a row across the worker, mysqld and Redis, and ~1 KB of Redis memory each for 5 minutes,
+    docs/benchmarks.md); the read path caches the rest when they are read."""
 
     def __init__(self, deps: WorkerDeps, lease: JobLease) -> None:
         self.deps = deps
@@ -374,6 +407,7 @@ class BatchCommitter:
         self.modes = Modes.of(lease.job.options)
         self.dry_run = DryRunCounter(self.modes) if lease.job.dry_run else None
         self.guess_new = True
+        self.warm_left = deps.settings.import_warm_max_rows
         job = lease.job
         self.history = (
             history_repo.Source(history_repo.IMPORT, actor=job.uploaded_by, job_id=job.id, request_id=job.request_id)
@@ -405,7 +439,13 @@ class BatchCommitter:
                 written = await self.dry_run.count(cur, staged)
             else:
                 written = await write_rows(
-                    self.deps, cur, staged, self.history, modes=self.modes, guess_new=self.guess_new
+                    self.deps,
+                    cur,
+                    staged,
+                    self.history,
+                    modes=self.modes,
+                    guess_new=self.guess_new,
+                    warm=self.warm_left > 0,
                 )
                 # A file of new customers is guessed so batch after batch; any other is asked (`known`).
                 self.guess_new = written.all_new
@@ -435,4 +475,8 @@ class BatchCommitter:
                 batch.invalid,
                 time.perf_counter() - started,
             )
-        return written.documents(staged) if staged is not None and written.stamps else []
+        if staged is None or not written.stamps or self.warm_left <= 0:
+            return []
+        documents = written.documents(staged)[: self.warm_left]
+        self.warm_left -= len(documents)
+        return documents

@@ -9,6 +9,7 @@ from dataclasses import replace
 from typing import Any
 
 import aiomysql
+import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.app import create_app
@@ -209,12 +210,14 @@ async def test_a_row_another_import_inserted_since_the_batch_looked_is_updated_n
     assert items[0]["changes"] == {"city": ["Leeds", "York"]}
 
 
+@pytest.mark.parametrize("guess_new, warm", [(False, True), (True, False)], ids=["read", "guessed-unwarmed"])
 async def test_an_import_batch_that_meets_a_row_written_since_it_read_records_an_update(
-    client: TestClient, settings: Settings, pool: aiomysql.Pool
+    client: TestClient, settings: Settings, pool: aiomysql.Pool, guess_new: bool, warm: bool
 ) -> None:
     """The commit step snapshots only the rows its read found; the upsert shows it met one written
     since (inserted fewer than expected), so it is undone and run again with that row copied: the
-    history says updated, with the fields changed, and the counters say updated, not inserted."""
+    history says updated, with the fields changed, and the counters say updated, not inserted. The
+    same when the batch was guessed new and not warmed (its ids not read back: the count shows it)."""
     from dataclasses import replace as replaced
 
     from shared.customers import customer_repo
@@ -232,7 +235,7 @@ async def test_an_import_batch_that_meets_a_row_written_since_it_read_records_an
     deps = WorkerDeps(settings, pool, None, None)  # type: ignore[arg-type]
     source = history_repo.Source(history_repo.IMPORT, job_id="00000000-0000-4000-8000-000000000002")
     async with transaction(pool) as cur:
-        written = await write_rows(deps, cur, staged, source)
+        written = await write_rows(deps, cur, staged, source, guess_new=guess_new, warm=warm)
     assert (written.inserted, written.updated) == (0, 1)
     assert [stamp[1] for stamp in written.stamps] == [cid]
     items = await all_history(client, cid, limit=10)

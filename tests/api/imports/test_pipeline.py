@@ -4,8 +4,10 @@ parser process dies with its worker. Real MariaDB, Redis and worker processes.""
 
 from __future__ import annotations
 
+import json
 import signal
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import aiomysql
@@ -13,7 +15,7 @@ import pytest
 from redis.asyncio import Redis
 
 from shared.config import Settings
-from shared.customers import customer_repo
+from shared.customers import customer_repo, history_repo
 from shared.customers.cache import CustomerCache
 from shared.customers.fields import STORED_FIELDS
 from shared.customers.service import CustomerService
@@ -21,10 +23,11 @@ from shared.infra.db import connection
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 from tests.support.jobs import import_file
 from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
-from tests.support.workbooks import csv_bytes, customers
+from tests.support.workbooks import HEADER, csv_bytes, customers
 from worker.pipeline.stage import stage_rows
 
 pytestmark = pytest.mark.usefixtures("clean")
+EMAIL = HEADER.index("email")
 
 _STATE = "SELECT email, id, version, updated_at, LOWER(HEX(row_hash)) FROM customers ORDER BY id"
 
@@ -88,6 +91,37 @@ async def test_reimporting_an_unchanged_file_writes_and_warms_nothing(
         ("Elsewhere again",)
     ]
     await stored_hashes_match_values(pool)
+
+
+async def test_an_import_warms_only_its_first_import_warm_max_rows_customers_and_records_every_creation(
+    settings: Settings, pool: aiomysql.Pool, redis: Redis, cache: CustomerCache
+) -> None:
+    """Past IMPORT_WARM_MAX_ROWS, a file of new customers is written without reading their ids back:
+    the counters, the rows and their history are the same as for the warmed ones; the cache holds
+    exactly the first customers written, and a read caches any other."""
+    capped = replace(settings, import_warm_max_rows=700)  # batches of 500: 500 warmed, then 200, then none
+    rows = customers(1200)
+    job = await import_file(capped, pool, "capped.csv", csv_bytes(rows))
+    assert counters(job) == (1200, 1200, 0, 0, 0)
+    ids = {email: cid for email, cid, *_ in await rows_of(pool, _STATE)}
+    assert len(ids) == 1200
+    assert await cached_ids(redis, settings) == {ids[row[EMAIL]] for row in rows[:700]}
+    await stored_hashes_match_values(pool)
+
+    # One `created` row per customer, naming the job, its values as stored: warmed or not.
+    tracked = ", ".join(history_repo.TRACKED)
+    stored = {row[0]: row[1:] for row in await rows_of(pool, f"SELECT id, {tracked} FROM customers")}
+    history = await rows_of(pool, "SELECT customer_id, action, version, job_id, changes FROM customer_history")
+    assert sorted(cid for cid, *_ in history) == sorted(stored)
+    for cid, action, version, job_id, changes in history:
+        assert (action, version, job_id) == ("created", 1, job["job_id"])
+        values = dict(zip(history_repo.TRACKED, stored[cid], strict=True))
+        assert json.loads(changes) == {name: [None, value] for name, value in values.items() if value is not None}
+
+    # A customer left out of the cache is cached by its first read.
+    left_out = ids[rows[-1][EMAIL]]
+    assert (await CustomerService(pool, cache).get(left_out)).cache == "miss"
+    assert left_out in await cached_ids(redis, settings)
 
 
 async def test_rows_without_a_hash_are_compared_by_value_then_hashed(
