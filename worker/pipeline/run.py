@@ -49,15 +49,34 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
         part=lease.part if isinstance(lease, PartLease) else 0,
         parts=parts,
     )
-    committer = BatchCommitter(deps, lease)
     info = SheetInfo("", None, [])
-    async with lease.kept_alive(), SourceProcess(params) as source, CacheWarmer(deps.cache) as warmer:
+    async with (
+        lease.kept_alive(),
+        SourceProcess(params) as source,
+        CacheWarmer(deps.cache) as warmer,
+        BatchCommitter(deps, lease) as committer,
+    ):
+
+        async def commit(batch: ParsedBatch) -> None:
+            documents = await committer.commit(batch)
+            await lease.publish_progress()
+            # Warm the cache with this batch while the next one is written.
+            await warmer.submit(documents)
+
+        # A batch whose lookup was started (committer.prefetch) waits here while the next message is
+        # read, and is committed while the next batch's lookup runs; batches stay in file order.
+        held: ParsedBatch | None = None
         while (message := await source.receive()) is not None:
+            if isinstance(message, ParsedBatch) and committer.prefetch(message):
+                if held is not None:
+                    await commit(held)
+                held = message
+                continue
+            if held is not None:
+                await commit(held)
+                held = None
             if isinstance(message, ParsedBatch):
-                documents = await committer.commit(message)
-                await lease.publish_progress()
-                # Warm the cache with this batch while the next one is written.
-                await warmer.submit(documents)
+                await commit(message)
             elif isinstance(message, SheetInfo):
                 info = message
                 await lease.set_reader(info)
@@ -71,6 +90,8 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
                 if message.detail:
                     log.warning("reader error", extra={"error": message.message, "traceback": message.detail})
                 raise WorkbookError(message.message)
+        if held is not None:
+            await commit(held)
         await warmer.drain()
     if not job.dry_run:
         try:
