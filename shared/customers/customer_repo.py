@@ -579,6 +579,22 @@ async def upsert_staged(
     return outcomes, stamps
 
 
+async def bulk_inserts_numbered_consecutively(cur: aiomysql.Cursor) -> bool:
+    """Whether the server gives the rows one INSERT ... SELECT inserts consecutive ids: InnoDB holds the
+    table's AUTO-INC lock for the whole statement in lock modes 0 and 1 (MariaDB's default is 1;
+    MySQL 8's is 2, "interleaved", where rows of concurrent inserts mix), counting by 1."""
+    await cur.execute("SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment")
+    mode, increment = await cur.fetchone()
+    return int(mode) <= 1 and int(increment) == 1
+
+
+async def first_inserted_id(cur: aiomysql.Cursor) -> int:
+    """The id the connection's last INSERT gave its first new row."""
+    await cur.execute("SELECT LAST_INSERT_ID()")
+    (first,) = await cur.fetchone()
+    return int(first)
+
+
 # -- export ---------------------------------------------------------------------------------------
 # The columns of an export file: the customer's fields as an import reads them, then the read-only
 # ones. Rows come back as tuples in this order, the timestamps already as the API writes them, and

@@ -185,6 +185,13 @@ _RECORD_STAGED_CREATED = (
 )
 
 
+async def record_created_range(cur: aiomysql.Cursor, source: Source, first: int, last: int) -> int:
+    """record_created for the customers with ids first .. last (those one bulk insert numbered)."""
+    sql = _CREATED_FROM_C + f" FROM customers c WHERE c.id BETWEEN {int(first)} AND {int(last)}"
+    await cur.execute(sql, source.values())
+    return int(cur.rowcount)
+
+
 async def record_staged_created(cur: aiomysql.Cursor, source: Source) -> int:
     """record_created for the customers of the staging table, when the upsert inserted every one of
     them: their ids are not needed (nor read back)."""

@@ -245,12 +245,21 @@ async def profile(
         for case in ("new", "unchanged"):
             stats: dict[str, list[float]] = {}
             cpu0, t0 = sum(cpu_seconds(p) or 0.0 for p in mysqld), time.perf_counter()
-            guess_new = True  # as the worker's BatchCommitter does
+            # As the worker's BatchCommitter does: the guess, and the warm-up's cap.
+            guess_new, warm_left = True, settings.import_warm_max_rows
             for staged in batches:
                 async with transaction(pool) as cur:
                     timed = TimedCursor(cur, mysqld, stats)
-                    written = await write_rows(deps, timed, staged, source, guess_new=guess_new)  # type: ignore[arg-type]
+                    written = await write_rows(
+                        deps,
+                        timed,  # type: ignore[arg-type]
+                        staged,
+                        source,
+                        guess_new=guess_new,
+                        warm=warm_left > 0,
+                    )
                 guess_new = written.all_new
+                warm_left -= len(written.stamps) if warm_left > 0 else 0
             seconds = time.perf_counter() - t0
             total_cpu = sum(cpu_seconds(p) or 0.0 for p in mysqld) - cpu0
             out[case] = {
@@ -449,6 +458,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--no-profile", action="store_true")
+    parser.add_argument(
+        "--fanout-parts",
+        type=int,
+        default=1,
+        help="FANOUT_PARTS for the worker (default 1: one part; the setting's default, 2, splits a 1M-row job "
+        "into two parts the one worker process imports at once, WORKER_CONCURRENCY=2)",
+    )
     parser.add_argument("--batch", type=int, help="IMPORT_BATCH_SIZE for the worker (default: the setting's)")
     parser.add_argument(
         "--profile-batches", default="", help="comma-separated batch sizes to profile (default: the worker's)"
@@ -490,10 +506,19 @@ def run(args: Any) -> int:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-write-logs-"))
     port = free_port()
     env = service_env(
-        settings, PORT=port, FANOUT_PARTS=1, IMPORT_HISTORY="true", IMPORT_BATCH_SIZE=settings.import_batch_size
+        settings,
+        PORT=port,
+        FANOUT_PARTS=args.fanout_parts,
+        WORKER_CONCURRENCY=max(2, args.fanout_parts),
+        IMPORT_HISTORY="true",
+        IMPORT_BATCH_SIZE=settings.import_batch_size,
     )
     loads = [load_average()]
-    print(f"measuring code at {code_version()}: {n:,} rows, {args.repeat} time(s); load average {loads[0]}", flush=True)
+    print(
+        f"measuring code at {code_version()}: {n:,} rows, {args.repeat} time(s), FANOUT_PARTS={args.fanout_parts};"
+        f" load average {loads[0]}",
+        flush=True,
+    )
     runs: dict[str, list[dict[str, Any]]] = {}
     gateway = Service("gateway", env, log_dir, "gateway")
     worker: Service | None = None

@@ -155,6 +155,13 @@ async def _write_guessed_new(
         return None
 
 
+async def _consecutive_ids(deps: WorkerDeps, cur: aiomysql.Cursor) -> bool:
+    """Whether the server numbers the rows of one INSERT ... SELECT consecutively (asked once)."""
+    if deps.consecutive_ids is None:
+        deps.consecutive_ids = await customer_repo.bulk_inserts_numbered_consecutively(cur)
+    return deps.consecutive_ids
+
+
 def _recordable_from_stage(deps: WorkerDeps, staged: StagedRows, plan: Plan) -> bool:
     """Whether the batch's history can be written from the staging table (the common case): rows
     upserted by email through it, each email once and as `known` matched it."""
@@ -182,8 +189,9 @@ async def _upsert_checked(
     table changed since it was read (another import inserted or deleted one of the emails), or the plan
     guessed. With `history`, and no copy of any row: the updates are recorded from the staging table
     just before the upsert (history_repo.record_staged_updates), the creations after it. Without
-    `warm`, a batch the plan found all new has no stamps: nothing then needs its customers' ids (the
-    count alone shows the plan held; their creations are recorded from the staging table)."""
+    `warm`, a batch the plan found all new has no stamps: nothing then needs its customers' ids but
+    the history, and the count alone shows the plan held (their creations are recorded by id range
+    where the server numbers a bulk insert's rows consecutively, else from the staging table)."""
     # Nothing to compare when the plan found none of the emails stored (the check then sees they were not).
     updating = history is not None and plan.inserting < len(plan.upsert)
     recorded = not updating
@@ -212,9 +220,17 @@ async def _upsert_checked(
             or any(stored_ids.get(emails[seq], cid) != cid for seq, cid, *_ in written.stamps)
         ):
             raise _Raced
+        if history is not None and not written.stamps and await _consecutive_ids(deps, cur):
+            # Not read back, every row inserted (the count says so): ids first .. first + n - 1.
+            first = await customer_repo.first_inserted_id(cur)
+            if await history_repo.record_created_range(cur, history, first, first + written.inserted - 1) != len(
+                plan.upsert
+            ):
+                raise _Raced  # not so numbered after all: undone, and written the general way
+            return written
     if history is None:
         return written
-    if not written.stamps:  # not read (every row was inserted: the count says so)
+    if not written.stamps:  # not read back (every row was inserted: the count says so)
         await history_repo.record_staged_created(cur, history)
         return written
     stored = set(stored_ids.values())

@@ -243,6 +243,36 @@ async def test_an_import_batch_that_meets_a_row_written_since_it_read_records_an
     assert items[0]["changes"] == {"city": ["Leeds", "York"]}
 
 
+@pytest.mark.parametrize("consecutive_ids", [True, False], ids=["by-id-range", "from-staging"])
+async def test_creations_written_without_reading_ids_back_are_recorded_per_customer(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool, consecutive_ids: bool
+) -> None:
+    """Past the warm-up, a batch of new customers is written without reading its ids back: its
+    `created` rows come from the ids the insert numbered (where the server numbers them one after
+    another) or from the staging table; either way one per customer, with its values."""
+    from shared.customers import customer_repo
+    from shared.infra.db import transaction
+    from worker.pipeline.commit import write_rows
+    from worker.pipeline.deps import WorkerDeps
+    from worker.pipeline.stage import stage_rows
+
+    await client.post("/customers", json={"email": "before@example.com"})  # ids do not start at 1
+    rows = customers(5)
+    by_field = [dict(zip(HEADER, row, strict=True)) for row in rows]
+    staged = stage_rows([tuple(row.get(name) for name in customer_repo.STORED_FIELDS) for row in by_field])
+    deps = WorkerDeps(settings, pool, None, None, consecutive_ids=consecutive_ids)  # type: ignore[arg-type]
+    source = history_repo.Source(history_repo.IMPORT, job_id="00000000-0000-4000-8000-000000000003")
+    async with transaction(pool) as cur:
+        written = await write_rows(deps, cur, staged, source, guess_new=True, warm=False)
+    assert (written.inserted, written.stamps) == (5, [])
+    for row in by_field:
+        items = await all_history(client, await customer_id(pool, row["email"]), limit=10)
+        assert [(item["action"], item["version"], item["source"]["job_id"]) for item in items] == [
+            ("created", 1, source.job_id)
+        ]
+        assert items[0]["changes"] == {name: [None, value] for name, value in row.items()}
+
+
 async def test_the_changes_csv_streams_every_page(
     client: TestClient, settings: Settings, pool: aiomysql.Pool, monkeypatch: Any
 ) -> None:
