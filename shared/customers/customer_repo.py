@@ -579,20 +579,15 @@ async def upsert_staged(
     return outcomes, stamps
 
 
-async def bulk_inserts_numbered_consecutively(cur: aiomysql.Cursor) -> bool:
-    """Whether the server gives the rows one INSERT ... SELECT inserts consecutive ids: InnoDB holds the
-    table's AUTO-INC lock for the whole statement in lock modes 0 and 1 (MariaDB's default is 1;
-    MySQL 8's is 2, "interleaved", where rows of concurrent inserts mix), counting by 1."""
-    await cur.execute("SELECT @@innodb_autoinc_lock_mode, @@auto_increment_increment")
-    mode, increment = await cur.fetchone()
-    return int(mode) <= 1 and int(increment) == 1
-
-
-async def first_inserted_id(cur: aiomysql.Cursor) -> int:
-    """The id the connection's last INSERT gave its first new row."""
-    await cur.execute("SELECT LAST_INSERT_ID()")
-    (first,) = await cur.fetchone()
-    return int(first)
+async def first_id_if_numbered_consecutively(cur: aiomysql.Cursor) -> int | None:
+    """The id the connection's last INSERT gave its first new row, if the server numbers the rows of
+    one INSERT ... SELECT consecutively (else None): InnoDB holds the table's AUTO-INC lock for the
+    whole statement in lock modes 0 and 1 (MariaDB's default is 1; MySQL 8's is 2, "interleaved",
+    where the rows of concurrent inserts mix), counting by 1 (a Galera cluster counts by its size).
+    Asked with the id, so a server restarted with other settings is seen at once."""
+    await cur.execute("SELECT LAST_INSERT_ID(), @@innodb_autoinc_lock_mode, @@auto_increment_increment")
+    first, mode, increment = await cur.fetchone()
+    return int(first) if int(mode) <= 1 and int(increment) == 1 else None
 
 
 # -- export ---------------------------------------------------------------------------------------

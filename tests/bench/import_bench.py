@@ -383,6 +383,7 @@ def run_import(
         "reader": doc.get("reader"),
         "peak_rss_mb": sampler.peak_mb,
         "sampled_peak_rss_mb": sampler.sampled_peak_mb,
+        "peak_pss_mb": sampler.peak_pss_mb,
         "start_rss_mb": sampler.start_kb / 1024,
         "hwm_reset": sampler.hwm_reset,
         "cpu_s": window.cpu,

@@ -55,6 +55,17 @@ def tree_cpu_seconds(pid: int) -> float:
     return total
 
 
+def pss_kb(pid: int) -> int | None:
+    """The process's proportional set size (/proc/PID/smaps_rollup, Linux ≥ 4.14)."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
 def descendants(pid: int) -> list[int]:
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
@@ -180,7 +191,9 @@ class RssSampler:
     """Samples VmRSS of one process every `interval` seconds in a thread; `peak_mb` is the larger of
     the sampled maximum and VmHWM (which catches spikes between samples, after reset_peak). With
     `tree`, each sample is the sum over the process and its descendants (the worker's parser
-    processes; shared pages counted once per process, so it errs high), and VmHWM is the process's own."""
+    processes; shared pages counted once per process, so it errs high), and VmHWM is the process's own;
+    then `peak_pss_mb` too: the tree's summed PSS (each shared page split among its sharers, so the
+    forkserver's imports that the parser shares are counted once), sampled every `pss_every` samples."""
 
     def __init__(self, pid: int, interval: float = 0.05, *, tree: bool = False) -> None:
         self.pid = pid
@@ -191,15 +204,22 @@ class RssSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.hwm_reset = False
         self.start_kb = 0
+        self.pss_kb: list[int] = []
+        self.pss_every = 5
 
     def _run(self) -> None:
         t0 = time.perf_counter()
+        n = 0
         while not self._stop.is_set():
             kb = status_kb(self.pid, "VmRSS")
             if kb is not None and self.tree:
-                kb += sum(status_kb(child, "VmRSS") or 0 for child in descendants(self.pid))
+                children = descendants(self.pid)
+                kb += sum(status_kb(child, "VmRSS") or 0 for child in children)
+                if n % self.pss_every == 0:
+                    self.pss_kb.append(sum(pss_kb(p) or 0 for p in (self.pid, *children)))
             if kb is not None:
                 self.samples.append((time.perf_counter() - t0, kb))
+            n += 1
             self._stop.wait(self.interval)
 
     def start(self) -> None:
@@ -210,6 +230,10 @@ class RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+    @property
+    def peak_pss_mb(self) -> float:
+        return max(self.pss_kb, default=0) / 1024
 
     @property
     def sampled_peak_mb(self) -> float:

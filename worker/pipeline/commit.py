@@ -155,13 +155,6 @@ async def _write_guessed_new(
         return None
 
 
-async def _consecutive_ids(deps: WorkerDeps, cur: aiomysql.Cursor) -> bool:
-    """Whether the server numbers the rows of one INSERT ... SELECT consecutively (asked once)."""
-    if deps.consecutive_ids is None:
-        deps.consecutive_ids = await customer_repo.bulk_inserts_numbered_consecutively(cur)
-    return deps.consecutive_ids
-
-
 def _recordable_from_stage(deps: WorkerDeps, staged: StagedRows, plan: Plan) -> bool:
     """Whether the batch's history can be written from the staging table (the common case): rows
     upserted by email through it, each email once and as `known` matched it."""
@@ -220,14 +213,15 @@ async def _upsert_checked(
             or any(stored_ids.get(emails[seq], cid) != cid for seq, cid, *_ in written.stamps)
         ):
             raise _Raced
-        if history is not None and not written.stamps and await _consecutive_ids(deps, cur):
-            # Not read back, every row inserted (the count says so): ids first .. first + n - 1.
-            first = await customer_repo.first_inserted_id(cur)
-            if await history_repo.record_created_range(cur, history, first, first + written.inserted - 1) != len(
-                plan.upsert
-            ):
-                raise _Raced  # not so numbered after all: undone, and written the general way
-            return written
+        if history is not None and not written.stamps:
+            # Not read back, every row inserted (the count says so): ids first .. first + n - 1, where
+            # the server numbers one insert's rows so.
+            first = await customer_repo.first_id_if_numbered_consecutively(cur)
+            if first is not None:
+                last = first + written.inserted - 1
+                if await history_repo.record_created_range(cur, history, first, last) != written.inserted:
+                    raise _Raced  # not so numbered after all: undone, and written the general way
+                return written
     if history is None:
         return written
     if not written.stamps:  # not read back (every row was inserted: the count says so)

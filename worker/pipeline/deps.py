@@ -22,8 +22,6 @@ class WorkerDeps:
     store: UploadStore
     events: JobEvents | None = None
     bulk_load: bool = True
-    # Whether one INSERT ... SELECT's new rows get consecutive ids (None: not asked yet; commit.py).
-    consecutive_ids: bool | None = None
     # Called with the job id once a job with a callback_url has ended: queues its webhook.
     on_finished: Callable[[str], Awaitable[None]] | None = None
     metrics: WorkerMetrics | None = None
