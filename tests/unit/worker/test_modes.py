@@ -89,3 +89,13 @@ def test_repeated_emails_are_named_by_their_rows() -> None:
     )
     assert "first row counts" in str(finder.warning("insert"))
     assert DuplicateFinder().warning("upsert") is None
+
+
+def test_repeated_emails_are_all_found_across_the_sorted_slices() -> None:
+    """repeated() sorts the hashes a slice at a time: every repeated email of a big file is found."""
+    finder = DuplicateFinder()
+    emails = [f"person{i % 9000}@example.com" for i in range(10_000)]  # 1,000 emails twice, 8,000 once
+    for start in range(0, len(emails), 2000):
+        finder.add(emails[start : start + 2000], list(range(start + 2, start + 2002)))
+    expected = sorted(([i + 2, i + 9002] for i in range(1000)), key=lambda rows: rows[0])
+    assert finder.repeated() == expected
