@@ -421,9 +421,9 @@ def _drop(task: asyncio.Task[Any]) -> None:
 class BatchCommitter:
     """One transaction a batch: its rows (or, for a dry run, their counting), then the job's counters,
     checkpoint and errors through the lease. Returns the cache documents of the rows written, for the
-    first IMPORT_WARM_MAX_ROWS customers it writes: warming a million costs more than it saves (~20 us
-    of CPU a row across the worker, mysqld and Redis, and ~1 KB of Redis memory each for 5 minutes,
-    docs/benchmarks.md); the read path caches the rest when they are read."""
+    first IMPORT_WARM_MAX_ROWS customers it writes: warming a million costs more than it saves (~15 us
+    of CPU a row across the worker, mysqld and Redis, and ~450 bytes of Redis memory each for 5
+    minutes, docs/benchmarks.md); the read path caches the rest when they are read."""
 
     def __init__(self, deps: WorkerDeps, lease: JobLease) -> None:
         self.deps = deps
