@@ -27,6 +27,14 @@ DATA = Path(__file__).resolve().parent / "data"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # pytest sets each test's warning filters anew: the server notes the code ignores are ignored here too.
+    from shared.infra.db import QUIET_SERVER_NOTES
+
+    for note in QUIET_SERVER_NOTES:
+        config.addinivalue_line("filterwarnings", f"ignore:{note}:pymysql.err.Warning")
+
+
 def _base_settings(tmp_root: Path) -> Settings:
     run = uuid.uuid4().hex[:10]
     env = dict(os.environ)

@@ -7,7 +7,6 @@ import hashlib
 import os
 import re
 import tempfile
-import warnings
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -541,9 +540,7 @@ async def upsert_staged(
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     os.close(fd)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
-            await cur.execute(_STAGE_DDL)
+        await cur.execute(_STAGE_DDL)  # the table lives as long as the connection
         await cur.execute("DELETE FROM customer_stage")
         loaded = 0
         for piece in load_pieces(data):

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -224,9 +223,7 @@ async def snapshot(cur: aiomysql.Cursor, ids: Sequence[int], emails: Sequence[st
     the emails it upserts. By email too: another import may have inserted one of them since the batch
     looked (its upsert then updates that row, which is no creation of this job's). INSERT ... SELECT
     reads the latest rows and locks them (and, for an email not there, the gap) until the commit."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # "already exists": the table lives as long as the connection
-        await cur.execute(_BEFORE_DDL)
+    await cur.execute(_BEFORE_DDL)  # the table lives as long as the connection
     await cur.execute("DELETE FROM customer_before")
     if not ids and not emails:
         return

@@ -16,6 +16,15 @@ import pymysql
 from shared.config import MySQLConfig
 
 log = logging.getLogger(__name__)
+
+# Notes the server sends that are not worth a line: "Table '…' already exists" for the CREATE … IF NOT
+# EXISTS this code repeats on purpose (the staging tables live as long as their connection), and the
+# note that a savepoint's rollback could not undo a temporary table's changes (the staging tables are
+# emptied before each use). Filtered here, once: warnings.catch_warnings() around an `await` is not
+# safe with other tasks (one leaving it restores the filters while another's statement runs).
+QUIET_SERVER_NOTES = (r"Table '\w+' already exists", r"Some non-transactional changed tables couldn't be rolled back")
+for _note in QUIET_SERVER_NOTES:
+    warnings.filterwarnings("ignore", message=_note, category=pymysql.Warning)
 T = TypeVar("T")
 
 # Errors that mean "the server or the connection is gone", as opposed to a bad statement.
@@ -459,11 +468,8 @@ async def savepoint(cur: aiomysql.Cursor, name: str = "sp") -> AsyncIterator[Non
     except asyncio.CancelledError:
         raise  # aiomysql closed the connection mid-statement: nothing to roll back to
     except BaseException:
-        # If the rollback fails the connection is gone; the caller sees the original error. Its one
-        # warning, "some non-transactional changed tables couldn't be rolled back", is about a temporary
-        # table created in the block (the staging tables, emptied before each use): not worth a line.
-        with contextlib.suppress(Exception), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        # If the rollback fails the connection is gone; the caller sees the original error.
+        with contextlib.suppress(Exception):
             await cur.execute(f"ROLLBACK TO SAVEPOINT {name}")
         raise
     await cur.execute(f"RELEASE SAVEPOINT {name}")
@@ -493,15 +499,13 @@ async def migrate(pool: aiomysql.Pool, database: str) -> list[int]:
         if got != 1:
             raise RuntimeError("timed out waiting for the migration lock held by another process")
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # the server's note that the table already exists
-                await cur.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_migrations ("
-                    " version INT NOT NULL PRIMARY KEY,"
-                    " description VARCHAR(255) NOT NULL,"
-                    " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
-                    ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
-                )
+            await cur.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version INT NOT NULL PRIMARY KEY,"
+                " description VARCHAR(255) NOT NULL,"
+                " applied_at TIMESTAMP(6) NOT NULL DEFAULT CURRENT_TIMESTAMP(6)"
+                ") ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+            )
             await cur.execute("SELECT version FROM schema_migrations")
             done = {row[0] for row in await cur.fetchall()}
             for version, description, statements in MIGRATIONS:
