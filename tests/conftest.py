@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 from gateway.app import create_app
 from shared.config import Settings, load_settings
 from shared.customers.cache import CustomerCache
-from shared.infra.db import close_pool, open_database
+from shared.infra.db import QUIET_SERVER_NOTES, close_pool, open_database
 from shared.infra.redis_clients import CacheRedis, cache_redis
 from tests.support.openapi_check import CheckedTestClient
 from tests.support.redis_servers import LocalCluster, ServersUnavailable
@@ -29,8 +29,6 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 def pytest_configure(config: pytest.Config) -> None:
     # pytest sets each test's warning filters anew: the server notes the code ignores are ignored here too.
-    from shared.infra.db import QUIET_SERVER_NOTES
-
     for note in QUIET_SERVER_NOTES:
         config.addinivalue_line("filterwarnings", f"ignore:{note}:pymysql.err.Warning")
 
