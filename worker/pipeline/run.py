@@ -16,7 +16,6 @@ from worker.pipeline.commit import BatchCommitter
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.fanout import split_job
 from worker.pipeline.lease import JobLease, PartLease
-from worker.pipeline.memory import return_freed_memory
 from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed
 from worker.pipeline.source import SourceParams
 from worker.pipeline.warm import CacheWarmer
@@ -59,7 +58,6 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
     ):
 
         async def commit(batch: ParsedBatch) -> None:
-            return_freed_memory()  # the last batch's, before this one's are made
             documents = await committer.commit(batch)
             await lease.publish_progress()
             # Warm the cache with this batch while the next one is written.
