@@ -214,30 +214,27 @@ async def _upsert_checked(
         ):
             raise _Raced
         if history is not None and not written.stamps:
-            # Not read back, every row inserted (the count says so): ids first .. first + n - 1, where
-            # the server numbers one insert's rows so.
+            # Not read back, every row inserted (the count says so): by the ids first .. first + n - 1
+            # where the server numbers one insert's rows so, else by email from the staging table.
             first = await customer_repo.first_id_if_numbered_consecutively(cur)
-            if first is not None:
-                last = first + written.inserted - 1
-                if await history_repo.record_created_range(cur, history, first, last) != written.inserted:
-                    raise _Raced  # not so numbered after all: undone, and written the general way
+            if first is None:
+                await history_repo.record_staged_created(cur, history)
                 return written
+            last = first + written.inserted - 1
+            if await history_repo.record_created_range(cur, history, first, last) != written.inserted:
+                raise _Raced  # not so numbered after all: undone, and written the general way
+            return written
     if history is None:
-        return written
-    if not written.stamps:  # not read back (every row was inserted: the count says so)
-        await history_repo.record_staged_created(cur, history)
         return written
     stored = set(stored_ids.values())
     created = sorted(stamp[1] for stamp in written.stamps if stamp[1] not in stored)
-    if not warm:
-        await history_repo.record_created(cur, history, created)
-        return written
-    # The stamps are final: the cache documents (~5 us a row of this process) are built while mysqld
-    # writes the creations' history (~8 us a row), instead of after it.
+    # The stamps are final: the cache documents (~5 us a row of this process), when wanted, are built
+    # while mysqld writes the creations' history (~8 us a row), instead of after it.
     recording = asyncio.create_task(history_repo.record_created(cur, history, created))
     await asyncio.sleep(0)  # the statement is sent
     try:
-        written.built = written.documents(staged)
+        if warm:
+            written.built = written.documents(staged)
     except BaseException:
         recording.cancel()
         raise
