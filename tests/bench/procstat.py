@@ -43,7 +43,7 @@ def cpu_seconds(pid: int) -> float | None:
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of a process and all its descendants, the ones that ended included: each live
     process's own time plus what its reaped children used (cutime, cstime). A worker's parser
-    processes are children of the multiprocessing fork server, itself the worker's child."""
+    processes are its children (before 2026-12-05's change, of the fork server, itself its child)."""
     total = 0.0
     for member in (pid, *descendants(pid)):
         try:
@@ -192,8 +192,8 @@ class RssSampler:
     the sampled maximum and VmHWM (which catches spikes between samples, after reset_peak). With
     `tree`, each sample is the sum over the process and its descendants (the worker's parser
     processes; shared pages counted once per process, so it errs high), and VmHWM is the process's own;
-    then `peak_pss_mb` too: the tree's summed PSS (each shared page split among its sharers, so the
-    forkserver's imports that the parser shares are counted once), sampled every `pss_every` samples."""
+    then `peak_pss_mb` too: the tree's summed PSS (each shared page split among its sharers, so pages
+    a parent shares with its forked child are counted once), sampled every `pss_every` samples."""
 
     def __init__(self, pid: int, interval: float = 0.05, *, tree: bool = False) -> None:
         self.pid = pid
