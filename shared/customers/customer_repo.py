@@ -521,22 +521,10 @@ async def bulk_upsert(
     return await upsert_staged(cur, data.encode("utf-8"), len(rows))
 
 
-async def upsert_staged(
-    cur: aiomysql.Cursor,
-    data: bytes,
-    count: int,
-    *,
-    new_emails: int | None = None,
-    before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
-    read_stamps: bool = True,
-) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
-    """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
-    sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
-    count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
-    lines' numbers (none without `read_stamps`: ~5 us of mysqld a row less). `before_upsert` runs
-    once the staging table `customer_stage` holds the rows."""
-    if not count:
-        return (0, 0, 0), {}
+async def load_stage(cur: aiomysql.Cursor, data: bytes, count: int) -> None:
+    """The staging table `customer_stage` (the connection's own, temporary) emptied and filled with a
+    staging file's contents (`count` lines from stage_line). Also outside a transaction: the next
+    batch's rows are loaded so while the one before it commits (upsert_staged's `preloaded`)."""
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     os.close(fd)
     try:
@@ -553,26 +541,48 @@ async def upsert_staged(
                     raise LocalInfileRefused(str(exc)) from exc
                 raise
             loaded += cur.rowcount
-        if loaded != count:
-            raise RuntimeError(f"staging loaded {loaded} of {count} rows")
-        if before_upsert is not None:
-            await before_upsert(cur)
-        await _reset_duplicates(cur)
-        await cur.execute(_STAGE_UPSERT)
-        affected = cur.rowcount
-        if not read_stamps:
-            return split_outcomes(count, await _new_rows(cur, count), affected), {}
-        await cur.execute(_STAGE_STAMPS)
-        (packed, duplicates) = await cur.fetchone()
-        outcomes = split_outcomes(count, count - int(duplicates or 0), affected)
-        stamps = {}
-        for record in packed.split(";") if packed else ():
-            seq, customer_id, version, created_at, updated_at = record.split(",")
-            stamps[int(seq)] = (int(customer_id), int(version), created_at, updated_at)
-        if len(stamps) != count:
-            raise RuntimeError(f"read back {len(stamps)} of {count} staged rows")
     finally:
         os.unlink(path)
+    if loaded != count:
+        raise RuntimeError(f"staging loaded {loaded} of {count} rows")
+
+
+async def upsert_staged(
+    cur: aiomysql.Cursor,
+    data: bytes,
+    count: int,
+    *,
+    new_emails: int | None = None,
+    before_upsert: Callable[[aiomysql.Cursor], Awaitable[object]] | None = None,
+    read_stamps: bool = True,
+    preloaded: bool = False,
+) -> tuple[tuple[int, int, int], dict[int, tuple[int, int, str, str]]]:
+    """bulk_upsert of a staging file's contents already built (`count` lines from stage_line, any
+    sequence numbers). The outcomes are counted by the upsert itself; `new_emails` is not used (a
+    count taken before the upsert may be stale by then: see _DUPLICATES). Stamps are keyed by the
+    lines' numbers (none without `read_stamps`: ~5 us of mysqld a row less). `before_upsert` runs
+    once the staging table `customer_stage` holds the rows. `preloaded`: load_stage put exactly
+    these lines there already, on this connection."""
+    if not count:
+        return (0, 0, 0), {}
+    if not preloaded:
+        await load_stage(cur, data, count)
+    if before_upsert is not None:
+        await before_upsert(cur)
+    await _reset_duplicates(cur)
+    await cur.execute(_STAGE_UPSERT)
+    affected = cur.rowcount
+    if not read_stamps:
+        return split_outcomes(count, await _new_rows(cur, count), affected), {}
+    await cur.execute(_STAGE_STAMPS)
+    (packed, duplicates) = await cur.fetchone()
+    outcomes = split_outcomes(count, count - int(duplicates or 0), affected)
+    stamps = {}
+    for record in packed.split(";") if packed else ():
+        seq, customer_id, version, created_at, updated_at = record.split(",")
+        stamps[int(seq)] = (int(customer_id), int(version), created_at, updated_at)
+    if len(stamps) != count:
+        raise RuntimeError(f"read back {len(stamps)} of {count} staged rows")
     return outcomes, stamps
 
 

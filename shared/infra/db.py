@@ -413,10 +413,23 @@ def _uncancel(task: asyncio.Task[object], times: int) -> int:
 async def connection(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Connection]:
     """Borrow a connection; a connection that broke is closed (so the pool drops it) and the error
     becomes DatabaseUnavailable, so callers answer 503 and the next request gets a fresh one."""
+    conn = await acquire(pool)
+    async with lent(pool, conn):
+        yield conn
+
+
+async def acquire(pool: aiomysql.Pool) -> aiomysql.Connection:
+    """A connection from the pool, for `lent` (or `pool.release`) to give back."""
     try:
-        conn = await pool.acquire()
+        conn: aiomysql.Connection = await pool.acquire()
     except CONNECTION_ERRORS as exc:
         raise DatabaseUnavailable(str(exc)) from exc
+    return conn
+
+
+@asynccontextmanager
+async def lent(pool: aiomysql.Pool, conn: aiomysql.Connection) -> AsyncIterator[aiomysql.Connection]:
+    """A connection acquired from `pool` already, used and given back as `connection` does."""
     try:
         yield conn
     except CONNECTION_ERRORS as exc:
@@ -433,22 +446,29 @@ async def connection(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Connection]:
 
 @asynccontextmanager
 async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
-    async with connection(pool) as conn:
-        await conn.begin()
-        try:
-            async with conn.cursor() as cur:
-                yield cur
-        except BaseException:
-            await _rollback(conn)
-            raise
-        try:
-            await conn.commit()
-        except CONNECTION_ERRORS as exc:
-            conn.close()
-            raise OutcomeUnknown(f"the connection broke while committing: {exc}") from exc
-        except BaseException:
-            await _rollback(conn)
-            raise
+    async with connection(pool) as conn, transaction_on(conn) as cur:
+        yield cur
+
+
+@asynccontextmanager
+async def transaction_on(conn: aiomysql.Connection) -> AsyncIterator[aiomysql.Cursor]:
+    """A transaction on a connection borrowed already (with `connection`): committed if the block
+    ends, rolled back if it raises."""
+    await conn.begin()
+    try:
+        async with conn.cursor() as cur:
+            yield cur
+    except BaseException:
+        await _rollback(conn)
+        raise
+    try:
+        await conn.commit()
+    except CONNECTION_ERRORS as exc:
+        conn.close()
+        raise OutcomeUnknown(f"the connection broke while committing: {exc}") from exc
+    except BaseException:
+        await _rollback(conn)
+        raise
 
 
 async def _rollback(conn: aiomysql.Connection) -> None:
