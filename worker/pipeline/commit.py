@@ -538,11 +538,11 @@ class BatchCommitter:
 
     async def _take_prefetched(self, batch: ParsedBatch) -> KnownRows | None:
         """The lookup read ahead for this batch, if still good (any read ahead for an earlier batch,
-        which was committed without it, is dropped)."""
-        while self._prefetched and self._prefetched[0][0] is not batch:
-            _drop(self._prefetched.pop(0)[2])
-        if not self._prefetched:
+        which was committed without it, is dropped; one for a later batch is kept for it)."""
+        if not any(entry[0] is batch for entry in self._prefetched):
             return None
+        while self._prefetched[0][0] is not batch:
+            _drop(self._prefetched.pop(0)[2])
         _, writes, task = self._prefetched.pop(0)
         if writes != self._writes:
             _drop(task)
@@ -583,6 +583,9 @@ class BatchCommitter:
     async def _commit(self, batch: ParsedBatch) -> list[bytes]:
         staged = batch.staged
         started = time.perf_counter()
+        # Both taken before the transaction's connection: a read ahead still waiting for a connection
+        # would wait forever for the one the transaction holds (with every other one in use).
+        known = await self._take_prefetched(batch)
         load = self._take_loaded(batch)
         loaded = None if load is None else await load.connection()
         async with contextlib.AsyncExitStack() as stack:
@@ -604,7 +607,7 @@ class BatchCommitter:
                     modes=self.modes,
                     guess_new=self.guess_new,
                     warm=self.warm_left > 0,
-                    known=await self._take_prefetched(batch),
+                    known=known,
                     preloaded=loaded is not None,
                 )
                 # A file of new customers is guessed so batch after batch; any other is asked (`known`).

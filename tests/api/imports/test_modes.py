@@ -311,6 +311,20 @@ async def test_repeated_emails_across_batches_are_found(client: TestClient, sett
     assert any("rows 2, 8" in warning for warning in job["warnings"])
 
 
+async def test_insert_mode_skips_a_known_email_in_a_batch_loaded_ahead_as_new(
+    client: TestClient, settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """A file of new customers has each batch loaded into a staging table while the one before it
+    commits, as if all new; the third batch here holds a customer the first one wrote, with another
+    city: that batch is planned from the table, and insert mode leaves the customer as it was."""
+    rows = customers(1500)  # batches of 500
+    rows[1200] = [*rows[100][:4], "Paris", *rows[100][5:]]
+    job = await run(client, settings, rows, mode="insert")
+    assert counters(job) == (1500, 1499, 0, 0, 1, 0)
+    kept = (await stored(pool))["person100@example.com"]
+    assert (kept["city"], kept["version"]) == (rows[100][4], 1)
+
+
 # -- counters with dry runs, resumes and parts ------------------------------------------------------------
 @pytest.mark.parametrize("options", [{"mode": "insert"}, {"mode": "update", "blank_cells": "clear"}, {}])
 async def test_a_dry_run_counts_what_the_import_then_does(

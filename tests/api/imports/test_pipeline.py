@@ -4,6 +4,7 @@ parser process dies with its worker. Real MariaDB, Redis and worker processes.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import time
@@ -19,11 +20,14 @@ from shared.customers import customer_repo, history_repo
 from shared.customers.cache import CustomerCache
 from shared.customers.fields import STORED_FIELDS
 from shared.customers.service import CustomerService
+from shared.imports.service import get_job
 from shared.infra.db import connection
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
-from tests.support.jobs import import_file
+from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
 from tests.support.workbooks import HEADER, csv_bytes, customers
+from worker.pipeline.commit import BatchCommitter, KnownRows
+from worker.pipeline.messages import ParsedBatch
 from worker.pipeline.stage import stage_rows
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -124,6 +128,27 @@ async def test_an_import_warms_only_its_first_import_warm_max_rows_customers_and
     assert left_out in await cached_ids(redis, settings)
 
 
+async def test_a_reimport_uses_each_lookup_read_ahead_past_its_first_batches(
+    settings: Settings, pool: aiomysql.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-importing an unchanged file, each batch's stored hashes are read while the batch before it
+    commits, and that read is the one its commit uses (the first two batches are tried as new
+    customers, as any file's are, and load ahead instead)."""
+    rows = customers(3000)  # batches of 500
+    assert counters(await import_file(settings, pool, "first.csv", csv_bytes(rows))) == (3000, 3000, 0, 0, 0)
+    used: list[bool] = []
+    take = BatchCommitter._take_prefetched
+
+    async def counted(self: BatchCommitter, batch: ParsedBatch) -> KnownRows | None:
+        known = await take(self, batch)
+        used.append(known is not None)
+        return known
+
+    monkeypatch.setattr(BatchCommitter, "_take_prefetched", counted)
+    assert counters(await import_file(settings, pool, "again.csv", csv_bytes(rows))) == (3000, 0, 0, 3000, 0)
+    assert used == [False, False, True, True, True, True]
+
+
 async def test_a_lookup_read_ahead_is_not_used_once_a_batch_before_it_wrote(
     settings: Settings, pool: aiomysql.Pool
 ) -> None:
@@ -142,6 +167,66 @@ async def test_a_lookup_read_ahead_is_not_used_once_a_batch_before_it_wrote(
         (original_city, 3)
     ]
     await stored_hashes_match_values(pool)
+
+
+async def test_a_batch_loaded_ahead_as_new_is_written_from_the_table_when_it_was_not(
+    settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """While a batch of new customers commits, the next one is loaded into a staging table on a
+    connection of its own and then upserted from it as all new. The second batch here changes a
+    customer the first one wrote and the third repeats one unchanged: each is planned from the table
+    and written so (counted, stored, recorded in the history as an update)."""
+    city = HEADER.index("city")
+    rows = customers(1500)  # batches of 500
+    rows[700] = list(rows[100])
+    rows[700][city] = "Later"
+    rows[1200] = list(rows[200])
+    job = await import_file(settings, pool, "ahead.csv", csv_bytes(rows))
+    assert counters(job) == (1500, 1498, 1, 1, 0)
+    assert await rows_of(pool, "SELECT city, version FROM customers WHERE email = %s", rows[100][EMAIL]) == [
+        ("Later", 2)
+    ]
+    assert await rows_of(pool, "SELECT version FROM customers WHERE email = %s", rows[200][EMAIL]) == [(1,)]
+    actions = await rows_of(
+        pool,
+        "SELECT h.action, h.changes FROM customer_history h JOIN customers c ON c.id = h.customer_id"
+        " WHERE c.email = %s ORDER BY h.id",
+        rows[100][EMAIL],
+    )
+    assert [action for action, _ in actions] == ["created", "updated"]
+    assert json.loads(actions[1][1]) == {"city": [rows[100][city], "Later"]}
+    assert (await rows_of(pool, "SELECT COUNT(*) FROM customer_history"))[0][0] == 1499
+    await stored_hashes_match_values(pool)
+
+
+async def test_a_worker_with_one_database_connection_imports_without_loading_ahead(
+    settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """What a batch's commit reads or loads ahead needs a connection of its own: with
+    MYSQL_POOL_SIZE=1 a commit that held the only one while it waited for its read ahead (which
+    waited for a connection) never ended. Here the first batch is stored already (not new: the
+    third is read ahead while the second commits), the second is new (the fourth is loaded ahead
+    while the third commits). Bounded, so a deadlock fails rather than hangs."""
+    rows = customers(2000)  # batches of 500
+    assert counters(await import_file(settings, pool, "first.csv", csv_bytes(rows[:500]))) == (500, 500, 0, 0, 0)
+    async with asyncio.timeout(60):
+        job = await import_file(replace(settings, mysql_pool_size=1), pool, "one.csv", csv_bytes(rows))
+    assert counters(job) == (2000, 1500, 0, 500, 0)
+
+
+async def test_a_job_that_fails_part_way_gives_back_the_connections_it_loaded_ahead(
+    settings: Settings, pool: aiomysql.Pool
+) -> None:
+    """The file has more rows than MAX_ROWS_PER_JOB: the batches before the limit are committed, the
+    job fails saying why, and the worker shuts down (its pool closes only once every connection,
+    the ones holding batches loaded ahead included, is back: a leak would hang here)."""
+    job_id = await submit(settings, pool, "long.csv", csv_bytes(customers(2500)))
+    async with asyncio.timeout(120):
+        await run_burst_worker(replace(settings, max_rows_per_job=1200))  # the gateway took it with the default
+    job = await get_job(pool, job_id)
+    assert job["status"] == "failed" and "MAX_ROWS_PER_JOB" in job["error"], job
+    stored = (await rows_of(pool, "SELECT COUNT(*) FROM customers"))[0][0]
+    assert stored == job["rows_inserted"] > 0
 
 
 async def test_rows_without_a_hash_are_compared_by_value_then_hashed(
