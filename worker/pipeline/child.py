@@ -105,6 +105,16 @@ class SourceProcess:
                 await self._process.wait()
         return self._process.returncode
 
+    async def _drain(self, seconds: float) -> None:
+        """Read the child's stdout to its end: wait() ends only once the pipe has, and a stream that
+        stopped reading at its buffer's limit (the job stopped while the child was ahead) never gets
+        there. At most the buffer and the pipe's contents, the child being gone or done."""
+        assert self._process is not None and self._process.stdout is not None
+        with contextlib.suppress(TimeoutError, OSError):
+            async with asyncio.timeout(seconds):
+                while await self._process.stdout.read(BUFFER_LIMIT):
+                    pass
+
     @property
     def pid(self) -> int | None:
         return None if self._process is None else self._process.pid
@@ -121,6 +131,7 @@ class SourceProcess:
         if not self._finished and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
+        await self._drain(10.0)
         if await self._wait(10.0) is None:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()

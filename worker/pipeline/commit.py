@@ -442,17 +442,31 @@ class _StageLoad:
         """The connection holding the batch's rows, now the caller's to give back (`lent`); None if
         the load failed (the commit then loads the rows itself, and meets the trouble, or not)."""
         try:
-            return await self.task
-        except (DatabaseUnavailable, pymysql.err.MySQLError, customer_repo.LocalInfileRefused, RuntimeError) as exc:
+            # Shielded: a commit cancelled as the load ends must not lose the connection it returns.
+            return await asyncio.shield(self.task)
+        except asyncio.CancelledError:
+            self.drop()
+            raise
+        except (
+            DatabaseUnavailable,
+            pymysql.err.MySQLError,
+            customer_repo.LocalInfileRefused,
+            RuntimeError,
+            OSError,  # the staging file (a full disk, say)
+        ) as exc:
             log.info("loading a batch ahead failed; loading it with its commit", extra={"error": str(exc)})
             return None
 
     def drop(self) -> None:
-        """Not used: its connection goes back to the pool (closed, if it was still loading)."""
-        if not self.task.done():
-            self.task.cancel()
-        elif not self.task.cancelled() and self.task.exception() is None:
-            self.pool.release(self.task.result())
+        """Not used: its connection goes back to the pool once the load has ended (closed by the load
+        if it was cancelled mid-statement; given back as it is if it ended all the same, as a
+        cancellation swallowed while connecting lets it)."""
+        self.task.cancel()
+        self.task.add_done_callback(self._give_back)
+
+    def _give_back(self, task: asyncio.Task[aiomysql.Connection]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.pool.release(task.result())
 
 
 def _drop(task: asyncio.Task[Any]) -> None:
@@ -516,8 +530,10 @@ class BatchCommitter:
             not self.deps.bulk_load
             or self.modes.match_on == BY_ID
             or len(set(staged.emails)) != len(staged)  # not guessed (_write_guessed_new)
-            # The load holds its connection until its commit: one must be left for the commit before it.
+            # The load holds its connection until its commit: one must be left for the commit before it,
+            # and a load still waiting for one (with other jobs' work) must not be joined by another.
             or pool.freesize + pool.maxsize - pool.size < 2
+            or any(not load.task.done() for load in self._loaded)
         ):
             return False
         self._loaded.append(_StageLoad(pool, batch))
@@ -556,6 +572,9 @@ class BatchCommitter:
         for _, _, task in self._prefetched:
             _drop(task)
         self._prefetched.clear()
+        self.discard_loads()
+
+    def discard_loads(self) -> None:
         for load in self._loaded:
             load.drop()
         self._loaded.clear()
@@ -588,6 +607,9 @@ class BatchCommitter:
         known = await self._take_prefetched(batch)
         load = self._take_loaded(batch)
         loaded = None if load is None else await load.connection()
+        if loaded is None:
+            # A later batch's load holds a connection this commit may need (every other one in use).
+            self.discard_loads()
         async with contextlib.AsyncExitStack() as stack:
             if loaded is None:
                 cur = await stack.enter_async_context(transaction(self.deps.pool))

@@ -21,12 +21,12 @@ from shared.customers.cache import CustomerCache
 from shared.customers.fields import STORED_FIELDS
 from shared.customers.service import CustomerService
 from shared.imports.service import get_job
-from shared.infra.db import connection
+from shared.infra.db import connection, open_database
 from shared.spreadsheet.rules import CUSTOMER_FIELDS
 from tests.support.jobs import import_file, run_burst_worker, submit
 from tests.support.procs import Service, free_port, get_json, service_env, upload, wait_http_ready, wait_job
 from tests.support.workbooks import HEADER, csv_bytes, customers
-from worker.pipeline.commit import BatchCommitter, KnownRows
+from worker.pipeline.commit import BatchCommitter, KnownRows, _StageLoad
 from worker.pipeline.messages import ParsedBatch
 from worker.pipeline.stage import stage_rows
 
@@ -212,6 +212,35 @@ async def test_a_worker_with_one_database_connection_imports_without_loading_ahe
     async with asyncio.timeout(60):
         job = await import_file(replace(settings, mysql_pool_size=1), pool, "one.csv", csv_bytes(rows))
     assert counters(job) == (2000, 1500, 0, 500, 0)
+
+
+async def test_a_batch_loaded_ahead_gives_its_connection_back_when_its_commit_is_cancelled(
+    settings: Settings,
+) -> None:
+    """The load ends in the very turn of the event loop in which its commit is cancelled (a lease
+    lost, a SIGTERM): the connection it loaded is given back to the pool, not lost with the
+    cancelled commit (the pool would then never close)."""
+    email = STORED_FIELDS.index("email")
+    rows = []
+    for n in range(50):
+        values: list[str | None] = [None] * len(STORED_FIELDS)
+        values[email] = f"ahead{n}@example.com"
+        rows.append(tuple(values))
+    own = await open_database(settings.mysql, 3)
+    try:
+        load = _StageLoad(own, ParsedBatch(staged=stage_rows(rows)))
+        commits: list[asyncio.Task[object]] = []
+        load.task.add_done_callback(lambda _: commits[0].cancel())  # runs before the commit resumes
+        commits.append(asyncio.create_task(load.connection()))
+        with pytest.raises(asyncio.CancelledError):
+            await commits[0]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert load.task.done() and not load.task.cancelled() and load.task.exception() is None
+        assert own.freesize == own.size
+    finally:
+        own.terminate()  # a connection lost to the pool would keep close() waiting for ever
+        await own.wait_closed()
 
 
 async def test_a_job_that_fails_part_way_gives_back_the_connections_it_loaded_ahead(
