@@ -415,6 +415,9 @@ def is_lock_conflict(exc: BaseException) -> bool:
     return isinstance(cause, pymysql.err.OperationalError) and bool(cause.args) and cause.args[0] in _LOCK_CONFLICTS
 
 
+LOAD_CONNECTION_WAIT_S = 1.0
+
+
 class _StageLoad:
     """A batch of new customers loaded into the staging table of a connection of its own (outside any
     transaction) while the batch before it commits: its commit then goes on that connection and skips
@@ -428,7 +431,13 @@ class _StageLoad:
     async def _load(self) -> aiomysql.Connection:
         staged = self.batch.staged
         assert staged is not None
-        conn = await acquire(self.pool)
+        # Bounded: with every connection in use (other jobs' loads among them), a load that waited
+        # would keep its commit waiting; it gives up, and the commit loads its rows itself.
+        try:
+            async with asyncio.timeout(LOAD_CONNECTION_WAIT_S):
+                conn = await acquire(self.pool)
+        except TimeoutError:
+            raise DatabaseUnavailable("no free connection to load a batch ahead") from None
         try:
             async with conn.cursor() as cur:
                 await customer_repo.load_stage(cur, ("\n".join(staged.lines) + "\n").encode("utf-8"), len(staged))
@@ -530,10 +539,8 @@ class BatchCommitter:
             not self.deps.bulk_load
             or self.modes.match_on == BY_ID
             or len(set(staged.emails)) != len(staged)  # not guessed (_write_guessed_new)
-            # The load holds its connection until its commit: one must be left for the commit before it,
-            # and a load still waiting for one (with other jobs' work) must not be joined by another.
+            # The load holds its connection until its commit: one must be left for the commit before it.
             or pool.freesize + pool.maxsize - pool.size < 2
-            or any(not load.task.done() for load in self._loaded)
         ):
             return False
         self._loaded.append(_StageLoad(pool, batch))

@@ -214,6 +214,22 @@ async def test_a_worker_with_one_database_connection_imports_without_loading_ahe
     assert counters(job) == (2000, 1500, 0, 500, 0)
 
 
+async def test_two_imports_at_once_share_a_pool_of_two_connections(settings: Settings, pool: aiomysql.Pool) -> None:
+    """WORKER_CONCURRENCY=2 over MYSQL_POOL_SIZE=2: each import's commits, reads ahead and loads ahead
+    compete for two connections (and the leases' heartbeats with them); both finish, exactly counted.
+    Bounded, so a deadlock fails rather than hangs."""
+    stored, fresh = customers(1500), customers(2000, start=10000)
+    assert counters(await import_file(settings, pool, "first.csv", csv_bytes(stored[:500])))[1] == 500
+    ids = [
+        await submit(settings, pool, "again.csv", csv_bytes(stored)),
+        await submit(settings, pool, "fresh.csv", csv_bytes(fresh)),
+    ]
+    async with asyncio.timeout(90):
+        await run_burst_worker(replace(settings, mysql_pool_size=2, worker_concurrency=2))
+    jobs = [await get_job(pool, job_id) for job_id in ids]
+    assert [counters(job) for job in jobs] == [(1500, 1000, 0, 500, 0), (2000, 2000, 0, 0, 0)]
+
+
 async def test_a_batch_loaded_ahead_gives_its_connection_back_when_its_commit_is_cancelled(
     settings: Settings,
 ) -> None:
