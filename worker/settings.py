@@ -37,6 +37,7 @@ from worker.job_metrics import (
     start_server,
     stop_server,
 )
+from worker.pipeline.child import ParserSpares
 from worker.sweeper import sweep_jobs
 from worker.undo import delete_customers, revert_job
 from worker.webhook_delivery import deliver_webhook
@@ -93,7 +94,9 @@ def _on_startup(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[None
             on_finished=queue_webhook,
             metrics=metrics,
             enqueue_part=queue_part,
+            parsers=ParserSpares(),
         )
+        ctx["deps"].parsers.refill()
 
     return on_startup
 
@@ -104,6 +107,8 @@ def _on_shutdown(settings: Settings) -> Callable[[dict[str, Any]], Awaitable[Non
     async def on_shutdown(ctx: dict[str, Any]) -> None:
         deps: WorkerDeps | None = ctx.get("deps")
         if deps is not None:
+            if deps.parsers is not None:
+                await deps.parsers.close()
             await close_pool(deps.pool)
             await deps.store.close()
         if "http" in ctx:

@@ -12,6 +12,7 @@ from shared.customers.cache import CustomerCache
 from shared.imports.events import JobEvents
 from shared.infra.storage import UploadStore
 from worker.job_metrics import WorkerMetrics
+from worker.pipeline.child import ParserSpares
 
 
 @dataclass
@@ -27,3 +28,5 @@ class WorkerDeps:
     metrics: WorkerMetrics | None = None
     # Queues one part of a job split over several workers: (job id, part, arq job id) -> queued.
     enqueue_part: Callable[[str, int, str], Awaitable[bool]] | None = None
+    # A parser process started ahead for the next import (None: each import starts its own).
+    parsers: ParserSpares | None = None

@@ -52,7 +52,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
     info = SheetInfo("", None, [])
     async with (
         lease.kept_alive(),
-        SourceProcess(params) as source,
+        SourceProcess(params, deps.parsers) as source,
         CacheWarmer(deps.cache) as warmer,
         BatchCommitter(deps, lease) as committer,
     ):

@@ -407,6 +407,26 @@ def test_the_parser_process_dies_with_its_worker(settings: Settings, tmp_path: P
         gateway.stop()
 
 
+@pytest.mark.e2e
+def test_an_idle_workers_spare_parser_dies_with_it(settings: Settings, tmp_path: Path) -> None:
+    """A worker keeps a parser process started for its next import; killed (SIGKILL: no shutdown
+    runs), it leaves no process behind: the spare reads the end of its stdin and exits."""
+    worker = Service("worker", service_env(settings), tmp_path, "worker")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (spare := _descendants(worker.proc.pid)):
+            time.sleep(0.05)
+        assert spare, "the worker starts a spare parser"
+        worker.signal(signal.SIGKILL)
+        worker.proc.wait(30)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(pid) for pid in spare):
+            time.sleep(0.1)
+        assert not [pid for pid in spare if _alive(pid)], worker.output()[-3000:]
+    finally:
+        worker.stop()
+
+
 def _corpus(count: int, seed: int) -> list[list[object]]:
     """Rows of cells as readers give them: text with spaces, apostrophes, unicode and odd lengths,
     numbers, dates, empty cells; emails good, bad and borderline for marshmallow's validator."""

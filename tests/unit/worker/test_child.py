@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shared.imports.options import ImportOptions
 from tests.support.workbooks import csv_bytes, customers
-from worker.pipeline.child import SourceProcess
+from worker.pipeline.child import ParserSpares, SourceProcess
 from worker.pipeline.messages import ParsedBatch
 from worker.pipeline.source import SourceParams
 
@@ -48,3 +48,22 @@ async def test_a_job_that_stops_early_ends_its_parser_at_once(tmp_path: Path) ->
         async with asyncio.timeout(5):
             await source.close()
     assert _gone(pid)
+
+
+async def test_a_job_takes_the_spare_parser_and_the_next_one_starts_when_it_has_ended(tmp_path: Path) -> None:
+    """ParserSpares: a parser started ahead serves the next job (it does not pay the interpreter's
+    start); the next spare is started only once that job's parser has ended; closing ends it."""
+    path = tmp_path / "people.csv"
+    path.write_bytes(csv_bytes(customers(600)))
+    spares = ParserSpares()
+    spares.refill()
+    ready = await spares.started()
+    assert ready is not None and not _gone(ready)
+    async with SourceProcess(_params(path), spares) as source:
+        assert source.pid == ready and await spares.started() is None  # taken; none started beside it
+        while await source.receive() is not None:
+            pass
+    following = await spares.started()
+    assert following is not None and following != ready and not _gone(following)
+    await spares.close()
+    assert _gone(following) and _gone(ready)
