@@ -78,6 +78,8 @@ class ParserSpares:
         self._closed = False
 
     async def take(self) -> asyncio.subprocess.Process:
+        """The spare (the one being started, when it is: it is ready sooner than a new one), or a new one."""
+        await self.started()
         spare, self._spare = self._spare, None
         if spare is not None and spare.returncode is None:
             return spare
