@@ -445,15 +445,15 @@ async def lent(pool: aiomysql.Pool, conn: aiomysql.Connection) -> AsyncIterator[
 
 
 @asynccontextmanager
-async def transaction(pool: aiomysql.Pool) -> AsyncIterator[aiomysql.Cursor]:
-    async with connection(pool) as conn, transaction_on(conn) as cur:
+async def transaction(pool: aiomysql.Pool, held: aiomysql.Connection | None = None) -> AsyncIterator[aiomysql.Cursor]:
+    """A transaction on a connection of the pool, committed if the block ends, rolled back if it
+    raises; with `held`, on that one (acquired from the pool already, given back at the end)."""
+    async with connection(pool) if held is None else lent(pool, held) as conn, _transaction_on(conn) as cur:
         yield cur
 
 
 @asynccontextmanager
-async def transaction_on(conn: aiomysql.Connection) -> AsyncIterator[aiomysql.Cursor]:
-    """A transaction on a connection borrowed already (with `connection`): committed if the block
-    ends, rolled back if it raises."""
+async def _transaction_on(conn: aiomysql.Connection) -> AsyncIterator[aiomysql.Cursor]:
     await conn.begin()
     try:
         async with conn.cursor() as cur:

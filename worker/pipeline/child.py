@@ -106,7 +106,7 @@ class ParserSpares:
         finally:
             self._starting = None
         if self._closed or self._spare is not None:
-            await _end(process)
+            await _stop(process, kill=False)
         else:
             self._spare = process
 
@@ -118,19 +118,41 @@ class ParserSpares:
                 await self._starting
         spare, self._spare = self._spare, None
         if spare is not None:
-            await _end(spare)
+            await _stop(spare, kill=False)
 
 
-async def _end(process: asyncio.subprocess.Process) -> None:
-    """A spare that was never given a job: its stdin closed, it exits."""
+async def _stop(process: asyncio.subprocess.Process, *, kill: bool) -> None:
+    """End a parser process: its stdin (the lifeline) closed, so a spare or a finished child exits;
+    with `kill`, killed too unless it ended already; killed anyway if it lingers."""
     if process.stdin is not None:
         process.stdin.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(10):
-            await process.wait()
-    if process.returncode is None:
+    if kill and process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
+    await _drain(process, 10.0)
+    if await _wait(process, 10.0) is None:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await _wait(process, 5.0)
+
+
+async def _wait(process: asyncio.subprocess.Process, seconds: float) -> int | None:
+    """The exit code, or None if the process is still running after `seconds`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await process.wait()
+    return process.returncode
+
+
+async def _drain(process: asyncio.subprocess.Process, seconds: float) -> None:
+    """Read the process's stdout to its end: wait() ends only once the pipe has, and a stream that
+    stopped reading at its buffer's limit (the job stopped while the child was ahead) never gets
+    there. At most the buffer and the pipe's contents, the child being gone or done."""
+    assert process.stdout is not None
+    with contextlib.suppress(TimeoutError, OSError):
+        async with asyncio.timeout(seconds):
+            while await process.stdout.read(BUFFER_LIMIT):
+                pass
 
 
 class SourceProcess:
@@ -167,30 +189,12 @@ class SourceProcess:
             (size,) = _FRAME.unpack(await reader.readexactly(_FRAME.size))
             payload = await reader.readexactly(size)
         except asyncio.IncompleteReadError:
-            code = await self._wait(5.0)
+            code = await _wait(self._process, 5.0)
             raise ParserDied(f"the parser process ended unexpectedly (exit code {code})") from None
         message: SourceMessage | None = pickle.loads(payload)
         if message is None:
             self._finished = True
         return message
-
-    async def _wait(self, seconds: float) -> int | None:
-        """The exit code, or None if the child is still running after `seconds`."""
-        assert self._process is not None
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._process.wait()
-        return self._process.returncode
-
-    async def _drain(self, seconds: float) -> None:
-        """Read the child's stdout to its end: wait() ends only once the pipe has, and a stream that
-        stopped reading at its buffer's limit (the job stopped while the child was ahead) never gets
-        there. At most the buffer and the pipe's contents, the child being gone or done."""
-        assert self._process is not None and self._process.stdout is not None
-        with contextlib.suppress(TimeoutError, OSError):
-            async with asyncio.timeout(seconds):
-                while await self._process.stdout.read(BUFFER_LIMIT):
-                    pass
 
     @property
     def pid(self) -> int | None:
@@ -200,19 +204,9 @@ class SourceProcess:
         await asyncio.shield(self.close())
 
     async def close(self) -> None:
-        process = self._process
-        if process is None:
+        if self._process is None:
             return
-        if process.stdin is not None:
-            process.stdin.close()
-        if not self._finished and process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-        await self._drain(10.0)
-        if await self._wait(10.0) is None:
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await self._wait(5.0)
+        await _stop(self._process, kill=not self._finished)
         if self.spares is not None:
             self.spares.refill()
 

@@ -18,13 +18,12 @@ MySQL around the upsert (shared.customers.history_repo says how).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import aiomysql
 import orjson
@@ -33,7 +32,7 @@ import pymysql
 from shared.customers import customer_repo, history_repo
 from shared.customers.fields import ATTRIBUTES, STORED_FIELDS
 from shared.imports.job_repo import BatchResult
-from shared.infra.db import DatabaseUnavailable, acquire, connection, lent, savepoint, transaction, transaction_on
+from shared.infra.db import DatabaseUnavailable, acquire, connection, savepoint, transaction
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
@@ -309,7 +308,7 @@ async def _upsert(
                     new_emails=new_emails,
                     before_upsert=before_upsert,
                     read_stamps=read_stamps,
-                    preloaded=preloaded and chosen == list(range(len(staged))),
+                    preloaded=preloaded and len(chosen) == len(staged),  # chosen: distinct indices
                 )
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
@@ -478,13 +477,41 @@ class _StageLoad:
             self.pool.release(task.result())
 
 
-def _drop(task: asyncio.Task[Any]) -> None:
-    """Cancel a task whose result is not wanted (its failure, if it failed already, is not logged)."""
-    if task.done():
-        if not task.cancelled():
-            task.exception()
-    else:
-        task.cancel()
+@dataclass
+class _ReadAhead:
+    """A batch's lookup (customer_repo.known) read while the batch before it commits, and how many
+    commits had written rows when it started."""
+
+    batch: ParsedBatch
+    writes: int
+    task: asyncio.Task[KnownRows]
+
+    def drop(self) -> None:
+        """Not used: cancelled (its failure, if it failed already, is not logged)."""
+        if not self.task.done():
+            self.task.cancel()
+        elif not self.task.cancelled():
+            self.task.exception()
+
+
+class _Ahead(Protocol):
+    batch: ParsedBatch
+
+    def drop(self) -> None: ...
+
+
+_AheadT = TypeVar("_AheadT", bound=_Ahead)
+
+
+def _take(started: list[_AheadT], batch: ParsedBatch) -> _AheadT | None:
+    """What was started ahead for this batch, if it was and is not taken yet (a retried commit finds
+    none); what was started for a batch before it, committed without it, is dropped; what was started
+    for a later one is kept for it."""
+    if not any(entry.batch is batch for entry in started):
+        return None
+    while started[0].batch is not batch:
+        started.pop(0).drop()
+    return started.pop(0)
 
 
 class BatchCommitter:
@@ -504,7 +531,7 @@ class BatchCommitter:
         # Commits that wrote rows, and the lookups read ahead: (their batch, that count then, the read).
         self._writes = 0
         self._last_wrote = False
-        self._prefetched: list[tuple[ParsedBatch, int, asyncio.Task[KnownRows]]] = []
+        self._prefetched: list[_ReadAhead] = []
         self._loaded: list[_StageLoad] = []
         job = lease.job
         self.history = (
@@ -528,7 +555,8 @@ class BatchCommitter:
             return self._load_ahead(batch)
         if self._last_wrote:
             return False
-        self._prefetched.append((batch, self._writes, asyncio.create_task(self._read_known(staged.known_query))))
+        read = asyncio.create_task(self._read_known(staged.known_query))
+        self._prefetched.append(_ReadAhead(batch, self._writes, read))
         return True
 
     def _load_ahead(self, batch: ParsedBatch) -> bool:
@@ -546,38 +574,26 @@ class BatchCommitter:
         self._loaded.append(_StageLoad(pool, batch))
         return True
 
-    def _take_loaded(self, batch: ParsedBatch) -> _StageLoad | None:
-        """The batch's load, if one was started and not taken yet (a retried commit finds none); any
-        load for a batch before it, which was committed without it, is dropped."""
-        if not any(load.batch is batch for load in self._loaded):
-            return None
-        while self._loaded[0].batch is not batch:
-            self._loaded.pop(0).drop()
-        return self._loaded.pop(0)
-
     async def _read_known(self, query: str) -> KnownRows:
         async with connection(self.deps.pool) as conn, conn.cursor() as cur:
             return await customer_repo.known(cur, query)
 
     async def _take_prefetched(self, batch: ParsedBatch) -> KnownRows | None:
-        """The lookup read ahead for this batch, if still good (any read ahead for an earlier batch,
-        which was committed without it, is dropped; one for a later batch is kept for it)."""
-        if not any(entry[0] is batch for entry in self._prefetched):
+        """The lookup read ahead for this batch, if still good."""
+        read = _take(self._prefetched, batch)
+        if read is None:
             return None
-        while self._prefetched[0][0] is not batch:
-            _drop(self._prefetched.pop(0)[2])
-        _, writes, task = self._prefetched.pop(0)
-        if writes != self._writes:
-            _drop(task)
+        if read.writes != self._writes:
+            read.drop()
             return None
         try:
-            return await task
+            return await read.task
         except DatabaseUnavailable:
             return None  # asked again in the transaction (which meets the same trouble, or not)
 
     def discard_prefetch(self) -> None:
-        for _, _, task in self._prefetched:
-            _drop(task)
+        for read in self._prefetched:
+            read.drop()
         self._prefetched.clear()
         self.discard_loads()
 
@@ -612,17 +628,12 @@ class BatchCommitter:
         # Both taken before the transaction's connection: a read ahead still waiting for a connection
         # would wait forever for the one the transaction holds (with every other one in use).
         known = await self._take_prefetched(batch)
-        load = self._take_loaded(batch)
+        load = _take(self._loaded, batch)
         loaded = None if load is None else await load.connection()
         if loaded is None:
             # A later batch's load holds a connection this commit may need (every other one in use).
             self.discard_loads()
-        async with contextlib.AsyncExitStack() as stack:
-            if loaded is None:
-                cur = await stack.enter_async_context(transaction(self.deps.pool))
-            else:
-                conn = await stack.enter_async_context(lent(self.deps.pool, loaded))
-                cur = await stack.enter_async_context(transaction_on(conn))
+        async with transaction(self.deps.pool, loaded) as cur:
             if staged is None:
                 written = Written()
             elif self.dry_run is not None:
