@@ -341,10 +341,11 @@ async def existing_emails(cur: aiomysql.Cursor, emails: Sequence[str]) -> set[st
 # refuse LOCAL INFILE (MySQL 8 ships with local_infile=OFF) get the executemany path instead.
 _STAGE_COLUMNS = ", ".join(STORED_FIELDS)
 _STAGE_DDL = (
-    "CREATE TEMPORARY TABLE IF NOT EXISTS customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
+    "CREATE TEMPORARY TABLE customer_stage (seq INT UNSIGNED NOT NULL PRIMARY KEY, "
     + ", ".join([*(column_definition(field) for field in FIELDS), ATTRIBUTES_COLUMN])
     + ", row_hash BINARY(16) NULL) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci"
 )
+_STAGE_DROP = "DROP TEMPORARY TABLE IF EXISTS customer_stage"
 _STAGE_LOAD = (
     "LOAD DATA LOCAL INFILE %s INTO TABLE customer_stage CHARACTER SET utf8mb4"
     " FIELDS TERMINATED BY '\\t' ESCAPED BY '\\\\' LINES TERMINATED BY '\\n'"
@@ -528,8 +529,11 @@ async def load_stage(cur: aiomysql.Cursor, data: bytes, count: int) -> None:
     fd, path = tempfile.mkstemp(prefix="customer-stage-", suffix=".tsv")
     os.close(fd)
     try:
-        await cur.execute(_STAGE_DDL)  # the table lives as long as the connection
-        await cur.execute("DELETE FROM customer_stage")
+        # Made anew rather than emptied: DELETE costs ~1.3 us of mysqld a row and leaves the rows it
+        # marks for the next LOAD DATA to step over (~1 us a row more); dropping and creating a
+        # TEMPORARY table costs ~0.3 ms a batch and, unlike TRUNCATE, never commits the transaction.
+        await cur.execute(_STAGE_DROP)
+        await cur.execute(_STAGE_DDL)  # the table lives as long as the connection, or until the next load
         loaded = 0
         for piece in load_pieces(data):
             with os.fdopen(os.open(path, os.O_WRONLY | os.O_TRUNC), "wb") as fh:

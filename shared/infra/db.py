@@ -18,11 +18,16 @@ from shared.config import MySQLConfig
 log = logging.getLogger(__name__)
 
 # Notes the server sends that are not worth a line: "Table '…' already exists" for the CREATE … IF NOT
-# EXISTS this code repeats on purpose (the staging tables live as long as their connection), and the
-# note that a savepoint's rollback could not undo a temporary table's changes (the staging tables are
+# EXISTS this code repeats on purpose (the snapshot table lives as long as its connection), "Unknown
+# table" for the DROP … IF EXISTS before a connection's first staging table, and the note that a
+# savepoint's rollback could not undo a temporary table's changes (the staging tables are made anew or
 # emptied before each use). Filtered here, once: warnings.catch_warnings() around an `await` is not
 # safe with other tasks (one leaving it restores the filters while another's statement runs).
-QUIET_SERVER_NOTES = (r"Table '\w+' already exists", r"Some non-transactional changed tables couldn't be rolled back")
+QUIET_SERVER_NOTES = (
+    r"Table '\w+' already exists",
+    r"Unknown table '[^']+'",
+    r"Some non-transactional changed tables couldn't be rolled back",
+)
 for _note in QUIET_SERVER_NOTES:
     warnings.filterwarnings("ignore", message=_note, category=pymysql.Warning)
 T = TypeVar("T")
