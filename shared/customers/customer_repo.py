@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import aiomysql
@@ -469,14 +469,15 @@ def _unescape(text: str) -> str:
 _KNOWN_SELECT = (
     "SELECT JSON_ARRAYAGG(JSON_ARRAY(email, id, version, LOWER(HEX(row_hash)), IF(row_hash IS NULL, JSON_ARRAY("
     + _STAGE_COLUMNS
-    + "), NULL))) FROM customers WHERE email IN ("
+    + "), NULL))) FROM customers"
 )
 # The same with every row's values (an import keeping stored values for its empty cells needs them).
 _KNOWN_SELECT_VALUES = (
     "SELECT JSON_ARRAYAGG(JSON_ARRAY(email, id, version, LOWER(HEX(row_hash)), JSON_ARRAY("
     + _STAGE_COLUMNS
-    + "))) FROM customers WHERE email IN ("
+    + "))) FROM customers"
 )
+_BY_EMAIL = " WHERE email IN ("
 
 
 def known_query(emails: Sequence[str], *, ids: Sequence[int] = (), with_values: bool = False) -> str:
@@ -484,20 +485,46 @@ def known_query(emails: Sequence[str], *, ids: Sequence[int] = (), with_values: 
     escaped here (pure: an import's parser process builds it, so the event loop does not quote
     thousands of values)."""
     select = _KNOWN_SELECT_VALUES if with_values else _KNOWN_SELECT
-    query = select + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+    query = select + _by_email(emails)
     if ids:
         query += " OR id IN (" + ", ".join(str(int(i)) for i in ids) + ")"
     return query
 
 
-async def known(cur: aiomysql.Cursor, query: str) -> list[tuple[str, int, int, str | None, list[str | None] | None]]:
+def _by_email(emails: Iterable[str]) -> str:
+    return _BY_EMAIL + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
+
+
+KnownRows = list[tuple[str, int, int, str | None, list[str | None] | None]]
+
+
+async def known(cur: aiomysql.Cursor, query: str) -> KnownRows:
     """(email, id, version, row_hash hex or None, values when the hash is None) of each stored
     customer that `query` (from known_query) names."""
     await cur.execute(query)
     (packed,) = await cur.fetchone()
     if not packed:
         return []
-    found: list[tuple[str, int, int, str | None, list[str | None] | None]] = orjson.loads(packed)
+    found: KnownRows = orjson.loads(packed)
+    return found
+
+
+async def known_by_id_range(
+    cur: aiomysql.Cursor, query: str, emails: Sequence[str], first: int, last: int
+) -> KnownRows:
+    """known(query) for a batch whose customers are likely those with ids first .. last (a file
+    imported again in the order it created them): the rows of that id range are read (one scan of
+    the primary key instead of an index dive per email under the email's collation, about half the
+    server's CPU), the ones with the batch's emails kept, and only the emails not met there asked
+    by email. The same rows as known(query): an email met byte for byte is the row the unique index
+    holds for it. `query` is known_query's by email alone (no ids)."""
+    select = query[: query.index(_BY_EMAIL)]
+    found = await known(cur, f"{select} WHERE id BETWEEN {int(first)} AND {int(last)}")
+    wanted = set(emails)
+    found = [row for row in found if row[0] in wanted]
+    if len(found) < len(wanted):
+        met = {row[0] for row in found}
+        found += await known(cur, select + _by_email(email for email in wanted if email not in met))
     return found
 
 

@@ -149,6 +149,79 @@ async def test_a_reimport_uses_each_lookup_read_ahead_past_its_first_batches(
     assert used == [False, False, True, True, True, True]
 
 
+async def test_a_lookup_by_id_range_finds_what_the_lookup_by_email_finds(pool: aiomysql.Pool) -> None:
+    """customer_repo.known_by_id_range against known, for a batch holding emails stored inside the
+    range, outside it, stored with other letter cases (met by the collation, not byte for byte) and
+    not stored at all; with and without the stored values."""
+    async with connection(pool) as conn, conn.cursor() as cur:
+        for email in ["a@x.com", "b@x.com", "Mixed@X.com", "c@x.com", "far@x.com", "d@x.com"]:
+            await cur.execute("INSERT INTO customers (email, city) VALUES (%s, 'Here')", (email,))
+        await cur.execute("SELECT email, id FROM customers")
+        ids = dict(await cur.fetchall())
+        first, last = ids["a@x.com"], ids["c@x.com"]  # a, b, Mixed, c
+        batch = ["b@x.com", "mixed@x.com", "c@x.com", "far@x.com", "nobody@x.com", "b@x.com"]
+        for with_values in (False, True):
+            query = customer_repo.known_query(batch, with_values=with_values)
+            expected = await customer_repo.known(cur, query)
+            found = await customer_repo.known_by_id_range(cur, query, batch, first, last)
+            assert sorted(found) == sorted(expected)
+            assert {row[0] for row in found} == {"b@x.com", "Mixed@X.com", "c@x.com", "far@x.com"}
+            assert await customer_repo.known_by_id_range(cur, query, batch, last + 100, last + 200) == expected
+
+
+async def test_a_reimport_in_the_order_it_created_reads_each_batch_ahead_by_id_range(
+    settings: Settings, pool: aiomysql.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Re-importing an unchanged file, a batch read ahead after another one is read by the ids that
+    follow the highest that one found, and that range holds every customer of the batch."""
+    rows = customers(3000)  # batches of 500
+    assert counters(await import_file(settings, pool, "first.csv", csv_bytes(rows))) == (3000, 3000, 0, 0, 0)
+    by_range: list[int] = []
+    read = customer_repo.known_by_id_range
+
+    async def counted(cur: aiomysql.Cursor, query: str, emails: list[str], first: int, last: int) -> KnownRows:
+        found = await read(cur, query, emails, first, last)
+        by_range.append(sum(first <= row[1] <= last for row in found))
+        return found
+
+    monkeypatch.setattr(customer_repo, "known_by_id_range", counted)
+    assert counters(await import_file(settings, pool, "again.csv", csv_bytes(rows))) == (3000, 0, 0, 3000, 0)
+    # Batches 1-2 are tried as new (loaded ahead), 3 is read by email, 4-6 by the range after the last.
+    assert by_range == [500, 500, 500]
+
+
+@pytest.mark.parametrize("order", ["reversed", "one_moved"])
+async def test_a_reimport_in_another_order_counts_every_row_as_the_table_holds_it(
+    settings: Settings, pool: aiomysql.Pool, monkeypatch: pytest.MonkeyPatch, order: str
+) -> None:
+    """The id range a batch is read by ahead holds only part of its customers, or none: the others are
+    asked by email, every row is counted as the table holds it, and a range that holds less than
+    half the batch is not tried again in that import."""
+    city = HEADER.index("city")
+    rows = customers(3000)  # batches of 500
+    assert counters(await import_file(settings, pool, "first.csv", csv_bytes(rows))) == (3000, 3000, 0, 0, 0)
+    again = [list(row) for row in rows]
+    if order == "reversed":
+        again.reverse()
+    else:
+        again.insert(2100, again.pop(2900))  # batch 5 holds a row of batch 6 and lends it one
+    for index in (2600, 2800, 2950):  # batch 6: the reads ahead before it find nothing written
+        again[index][city] = "Changed"
+    calls: list[int] = []
+    read = customer_repo.known_by_id_range
+
+    async def counted(cur: aiomysql.Cursor, query: str, emails: list[str], first: int, last: int) -> KnownRows:
+        calls.append(first)
+        return await read(cur, query, emails, first, last)
+
+    monkeypatch.setattr(customer_repo, "known_by_id_range", counted)
+    assert counters(await import_file(settings, pool, "again.csv", csv_bytes(again))) == (3000, 0, 3, 2997, 0)
+    assert await rows_of(pool, "SELECT COUNT(*) FROM customers WHERE city = 'Changed'") == [(3,)]
+    await stored_hashes_match_values(pool)
+    # Reversed, the first range holds none of its batch; moved, one row of 500 is asked by email.
+    assert len(calls) == (1 if order == "reversed" else 3)
+
+
 async def test_a_lookup_read_ahead_is_not_used_once_a_batch_before_it_wrote(
     settings: Settings, pool: aiomysql.Pool
 ) -> None:
