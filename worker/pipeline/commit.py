@@ -36,7 +36,7 @@ from shared.infra.db import DatabaseUnavailable, acquire, connection, savepoint,
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
-from worker.pipeline.modes import BY_ID, Modes, Plan, State, plan_batch, state_from
+from worker.pipeline.modes import BY_ID, Modes, Plan, State, all_unchanged, plan_batch, state_from
 
 log = logging.getLogger("worker.importer")
 DEFAULT_MODES = Modes()
@@ -109,6 +109,8 @@ async def write_rows(
             return guessed
     if known is None:
         known = await customer_repo.known(cur, staged.known_query)
+    if all_unchanged(staged, known, modes):
+        return Written(unchanged=len(staged))
     state, unhashed = state_from(known)
     stored_ids = {email: customer.id for email, customer in state.by_email.items()}
     plan = plan_batch(staged, state, modes, unhashed)

@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from shared.customers import customer_repo
 from shared.customers.fields import STORED_FIELDS
-from worker.pipeline.modes import Customer, DuplicateFinder, Modes, State, merge_blanks, plan_batch
+from worker.pipeline.modes import (
+    Customer,
+    DuplicateFinder,
+    Modes,
+    State,
+    all_unchanged,
+    merge_blanks,
+    plan_batch,
+)
 from worker.pipeline.stage import stage_rows
 
 EMAIL, CITY, ATTRS = STORED_FIELDS.index("email"), STORED_FIELDS.index("city"), STORED_FIELDS.index("attributes")
@@ -99,3 +107,34 @@ def test_repeated_emails_are_all_found_across_the_sorted_slices() -> None:
         finder.add(emails[start : start + 2000], list(range(start + 2, start + 2002)))
     expected = sorted(([i + 2, i + 9002] for i in range(1000)), key=lambda rows: rows[0])
     assert finder.repeated() == expected
+
+
+def test_a_batch_told_all_unchanged_is_what_plan_batch_finds_all_unchanged() -> None:
+    """all_unchanged answers for plan_batch without its state: True only where plan_batch counts every
+    row unchanged and finds nothing else to do; False where a row is new, changed, refused or skipped
+    whatever its hash, or stored with other letter cases or no hash (plan_batch then decides)."""
+    a, b = row("a@x.com"), row("b@x.com")
+    table = [stored(1, a, version=3), stored(2, b)]
+    cases: list[tuple[str, list[tuple[str | None, ...]], Modes, list[int | None] | None, bool]] = [
+        ("every row as stored", [a, b], Modes(), None, True),
+        ("an email twice", [a, b, a], Modes(), None, True),
+        ("update mode", [a, b], Modes(mode="update"), None, True),
+        ("versions as stored or newer", [a, b], Modes(), [3, None], True),
+        ("a changed row", [a, row("b@x.com", "Paris")], Modes(), None, False),
+        ("a new email", [a, row("c@x.com")], Modes(), None, False),
+        ("insert mode skips stored emails", [a, b], Modes(mode="insert"), None, False),
+        ("an older version is a row error", [a, b], Modes(), [2, None], False),
+        ("matching on id", [a, b], Modes(match_on="id"), None, False),
+    ]
+    for name, rows, modes, versions, expected in cases:
+        staged = stage_rows(rows)
+        staged.versions = versions
+        found = [(c.email, c.id, c.version, c.hash, None) for c in table]
+        assert all_unchanged(staged, found, modes) is expected, name
+        if expected:
+            plan = plan_batch(staged, state(*(stored(c.id, tuple(c.values), c.version) for c in table)), modes)
+            assert (plan.unchanged, plan.upsert, plan.update, plan.errors, plan.skipped) == (len(rows), [], [], [], 0)
+    other_case = [("A@x.com", 1, 1, customer_repo.row_hash_hex(a), None)]
+    assert not all_unchanged(stage_rows([a]), other_case, Modes())
+    unhashed = [("a@x.com", 1, 1, None, list(a))]
+    assert not all_unchanged(stage_rows([a]), unhashed, Modes())
