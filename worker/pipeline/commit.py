@@ -595,7 +595,9 @@ class BatchCommitter:
             # Past the batch's length: InnoDB numbers a bulk insert's rows from blocks of 1, 2, 4, ...
             # ids and the rest of the last block is lost (a batch of 2,000 leaves a gap of 47).
             first, last = after + 1, after + len(staged) + len(staged) // 8 + 16
-            found = await customer_repo.known_by_id_range(cur, staged.known_query, staged.emails, first, last)
+            found = await customer_repo.known_by_id_range(
+                cur, staged.known_query, staged.emails, staged.hashes, first, last
+            )
         if 2 * sum(first <= row[1] <= last for row in found) < len(set(staged.emails)):
             self._by_id_range = False
         return found

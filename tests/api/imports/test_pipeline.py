@@ -151,43 +151,70 @@ async def test_a_reimport_uses_each_lookup_read_ahead_past_its_first_batches(
 
 async def test_a_lookup_by_id_range_finds_what_the_lookup_by_email_finds(pool: aiomysql.Pool) -> None:
     """customer_repo.known_by_id_range against known, for a batch holding emails stored inside the
-    range, outside it, stored with other letter cases (met by the collation, not byte for byte) and
-    not stored at all; with and without the stored values."""
+    range, outside it, stored with other letter cases (met by the collation, not byte for byte), not
+    stored at all, and stored without a hash; with the stored values asked for, they come for every
+    row but the ones whose hash is the batch's (unchanged: nothing is merged into them)."""
+
+    def rows_set(rows: KnownRows) -> set[tuple[object, ...]]:
+        return {(*row[:4], None if row[4] is None else tuple(row[4])) for row in rows}
+
+    def values(email: str) -> list[str | None]:
+        row: list[str | None] = [None] * len(STORED_FIELDS)
+        row[STORED_FIELDS.index("email")], row[STORED_FIELDS.index("city")] = email, "Here"
+        return row
+
     async with connection(pool) as conn, conn.cursor() as cur:
-        for email in ["a@x.com", "b@x.com", "Mixed@X.com", "c@x.com", "far@x.com", "d@x.com"]:
-            await cur.execute("INSERT INTO customers (email, city) VALUES (%s, 'Here')", (email,))
+        for email in ["a@x.com", "b@x.com", "Mixed@X.com", "c@x.com", "unhashed@x.com", "far@x.com"]:
+            digest = None if email == "unhashed@x.com" else customer_repo.row_hash_hex(values(email))
+            await cur.execute(
+                "INSERT INTO customers (email, city, row_hash) VALUES (%s, 'Here', UNHEX(%s))", (email, digest)
+            )
         await cur.execute("SELECT email, id FROM customers")
         ids = dict(await cur.fetchall())
-        first, last = ids["a@x.com"], ids["c@x.com"]  # a, b, Mixed, c
-        batch = ["b@x.com", "mixed@x.com", "c@x.com", "far@x.com", "nobody@x.com", "b@x.com"]
+        first, last = ids["a@x.com"], ids["unhashed@x.com"]
+        batch = ["b@x.com", "mixed@x.com", "c@x.com", "unhashed@x.com", "far@x.com", "nobody@x.com", "b@x.com"]
+        hashes = [customer_repo.row_hash_hex(values(email)) for email in batch]
+        hashes[2] = customer_repo.row_hash_hex(values("changed"))  # c@x.com changed in the file
         for with_values in (False, True):
             query = customer_repo.known_query(batch, with_values=with_values)
             expected = await customer_repo.known(cur, query)
-            found = await customer_repo.known_by_id_range(cur, query, batch, first, last)
-            assert sorted(found) == sorted(expected)
-            assert {row[0] for row in found} == {"b@x.com", "Mixed@X.com", "c@x.com", "far@x.com"}
-            assert await customer_repo.known_by_id_range(cur, query, batch, last + 100, last + 200) == expected
+            assert {row[0] for row in expected} == {"b@x.com", "Mixed@X.com", "c@x.com", "unhashed@x.com", "far@x.com"}
+            outside = await customer_repo.known_by_id_range(cur, query, batch, hashes, last + 100, last + 200)
+            assert rows_set(outside) == rows_set(expected)  # every email asked by email
+            if with_values:  # b@x.com is unchanged: its values are not read
+                expected = [[*row[:4], None] if row[0] == "b@x.com" else row for row in expected]
+            inside = await customer_repo.known_by_id_range(cur, query, batch, hashes, first, last)
+            assert rows_set(inside) == rows_set(expected)
 
 
 async def test_a_reimport_in_the_order_it_created_reads_each_batch_ahead_by_id_range(
     settings: Settings, pool: aiomysql.Pool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Re-importing an unchanged file, a batch read ahead after another one is read by the ids that
-    follow the highest that one found, and that range holds every customer of the batch."""
+    """Re-importing a file, a batch read ahead after another one is read by the ids that follow the
+    highest that one found, and that range holds every customer of the batch; a changed row with an
+    empty cell there keeps the stored value (the values are read for the rows that changed)."""
     rows = customers(3000)  # batches of 500
     assert counters(await import_file(settings, pool, "first.csv", csv_bytes(rows))) == (3000, 3000, 0, 0, 0)
     by_range: list[int] = []
     read = customer_repo.known_by_id_range
 
-    async def counted(cur: aiomysql.Cursor, query: str, emails: list[str], first: int, last: int) -> KnownRows:
-        found = await read(cur, query, emails, first, last)
+    async def counted(
+        cur: aiomysql.Cursor, query: str, emails: list[str], hashes: list[str], first: int, last: int
+    ) -> KnownRows:
+        found = await read(cur, query, emails, hashes, first, last)
         by_range.append(sum(first <= row[1] <= last for row in found))
         return found
 
     monkeypatch.setattr(customer_repo, "known_by_id_range", counted)
-    assert counters(await import_file(settings, pool, "again.csv", csv_bytes(rows))) == (3000, 0, 0, 3000, 0)
+    city, phone = HEADER.index("city"), HEADER.index("phone")
+    again = [list(row) for row in rows]
+    again[2800][city], again[2800][phone] = "Changed", ""  # an empty cell keeps the stored value
+    assert counters(await import_file(settings, pool, "again.csv", csv_bytes(again))) == (3000, 0, 1, 2999, 0)
     # Batches 1-2 are tried as new (loaded ahead), 3 is read by email, 4-6 by the range after the last.
     assert by_range == [500, 500, 500]
+    assert await rows_of(pool, "SELECT city, phone FROM customers WHERE email = %s", rows[2800][EMAIL]) == [
+        ("Changed", rows[2800][phone])
+    ]
 
 
 @pytest.mark.parametrize("order", ["reversed", "one_moved"])
@@ -210,9 +237,11 @@ async def test_a_reimport_in_another_order_counts_every_row_as_the_table_holds_i
     calls: list[int] = []
     read = customer_repo.known_by_id_range
 
-    async def counted(cur: aiomysql.Cursor, query: str, emails: list[str], first: int, last: int) -> KnownRows:
+    async def counted(
+        cur: aiomysql.Cursor, query: str, emails: list[str], hashes: list[str], first: int, last: int
+    ) -> KnownRows:
         calls.append(first)
-        return await read(cur, query, emails, first, last)
+        return await read(cur, query, emails, hashes, first, last)
 
     monkeypatch.setattr(customer_repo, "known_by_id_range", counted)
     assert counters(await import_file(settings, pool, "again.csv", csv_bytes(again))) == (3000, 0, 3, 2997, 0)
