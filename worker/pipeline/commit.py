@@ -36,7 +36,7 @@ from shared.infra.db import DatabaseUnavailable, acquire, connection, savepoint,
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.lease import JobLease
 from worker.pipeline.messages import ParsedBatch, StagedRows
-from worker.pipeline.modes import BY_ID, Modes, Plan, State, all_unchanged, plan_batch, state_from
+from worker.pipeline.modes import BY_ID, Modes, Plan, State, all_unchanged, plan_batch, plan_new, state_from
 
 log = logging.getLogger("worker.importer")
 DEFAULT_MODES = Modes()
@@ -151,7 +151,7 @@ async def _write_guessed_new(
     earlier row)."""
     if len(set(staged.emails)) != len(staged):
         return None
-    plan = plan_batch(staged, State(), modes)
+    plan = plan_new(staged, modes)
     if plan.errors or not _recordable_from_stage(deps, staged, plan):
         return None
     try:

@@ -127,6 +127,15 @@ def merge_blanks(new: list[str | None], stored: Sequence[str | None]) -> list[st
     return merged
 
 
+def plan_new(staged: StagedRows, modes: Modes) -> Plan:
+    """plan_batch against a table holding none of the batch's emails, each of which the batch holds
+    once (a batch guessed to be new customers), without building the state it would throw away (a
+    Customer a row: ~7 % of the worker's CPU on a file of new customers)."""
+    if modes.mode == UPDATE or modes.match_on == BY_ID:
+        return plan_batch(staged, State(), modes)
+    return Plan(upsert=list(range(len(staged))), inserting=len(staged))
+
+
 def all_unchanged(staged: StagedRows, found: Sequence[tuple[str, int, int, str | None, object]], modes: Modes) -> bool:
     """Whether plan_batch would find every row of the batch unchanged, told without building the
     state (a re-import of an unchanged file, batch after batch: state_from and plan_batch were a

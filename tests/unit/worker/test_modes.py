@@ -13,6 +13,7 @@ from worker.pipeline.modes import (
     all_unchanged,
     merge_blanks,
     plan_batch,
+    plan_new,
 )
 from worker.pipeline.stage import stage_rows
 
@@ -138,3 +139,11 @@ def test_a_batch_told_all_unchanged_is_what_plan_batch_finds_all_unchanged() -> 
     assert not all_unchanged(stage_rows([a]), other_case, Modes())
     unhashed = [("a@x.com", 1, 1, None, list(a))]
     assert not all_unchanged(stage_rows([a]), unhashed, Modes())
+
+
+def test_a_batch_guessed_new_is_planned_as_plan_batch_plans_it_against_an_empty_table() -> None:
+    rows = [row("a@x.com"), row("b@x.com", None), row("c@x.com", "Paris", '{"tier":"gold"}')]
+    for mode in ("upsert", "insert", "update"):
+        for blank_cells in ("keep", "clear"):
+            modes = Modes(mode=mode, blank_cells=blank_cells)
+            assert plan_new(stage_rows(rows), modes) == plan_batch(stage_rows(rows), State(), modes), modes
