@@ -300,7 +300,9 @@ async def _upsert(
     if not chosen:
         return Written()
     if deps.bulk_load:
-        data = ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
+        preloaded = preloaded and len(chosen) == len(staged)  # chosen: distinct indices
+        # Loaded already: the file is not built (~0.3 ms of this process a batch).
+        data = b"" if preloaded else ("\n".join([staged.lines[i] for i in chosen]) + "\n").encode("utf-8")
         try:
             async with savepoint(cur):
                 outcomes, by_seq = await customer_repo.upsert_staged(
@@ -310,7 +312,7 @@ async def _upsert(
                     new_emails=new_emails,
                     before_upsert=before_upsert,
                     read_stamps=read_stamps,
-                    preloaded=preloaded and len(chosen) == len(staged),  # chosen: distinct indices
+                    preloaded=preloaded,
                 )
         except customer_repo.LocalInfileRefused as exc:
             log.warning("LOAD DATA LOCAL INFILE refused; using multi-row INSERT", extra={"error": str(exc)})
