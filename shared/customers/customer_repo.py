@@ -495,7 +495,9 @@ def _by_email(emails: Iterable[str]) -> str:
     return _BY_EMAIL + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
 
 
-KnownRows = list[tuple[str, int, int, str | None, list[str | None] | None]]
+# A row of known()'s answer: (email, id, version, row_hash hex or None, stored values or None).
+KnownRow = tuple[str, int, int, str | None, list[str | None] | None]
+KnownRows = list[KnownRow]
 
 
 async def known(cur: aiomysql.Cursor, query: str) -> KnownRows:

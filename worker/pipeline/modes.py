@@ -93,7 +93,7 @@ class Plan:
     exact: bool = True  # every stored email matched a batch email byte for byte
 
 
-def state_from(found: Sequence[tuple[str, int, int, str | None, list[str | None] | None]]) -> tuple[State, set[int]]:
+def state_from(found: Sequence[customer_repo.KnownRow]) -> tuple[State, set[int]]:
     """The running state from customer_repo.known's rows, and the ids whose stored hash was unknown."""
     state = State()
     unhashed: set[int] = set()
@@ -136,7 +136,7 @@ def plan_new(staged: StagedRows, modes: Modes) -> Plan:
     return Plan(upsert=list(range(len(staged))), inserting=len(staged))
 
 
-def all_unchanged(staged: StagedRows, found: Sequence[tuple[str, int, int, str | None, object]], modes: Modes) -> bool:
+def all_unchanged(staged: StagedRows, found: Sequence[customer_repo.KnownRow], modes: Modes) -> bool:
     """Whether plan_batch would find every row of the batch unchanged, told without building the
     state (a re-import of an unchanged file, batch after batch: state_from and plan_batch were a
     sixth of the worker's CPU): each row's email is stored byte for byte with that row's hash, and
