@@ -167,18 +167,18 @@ _RECORD_STAGED_UPDATES = (
 )
 
 
-_CREATED_FROM_C = (
+CREATED_FROM_C = (
     "INSERT INTO customer_history (customer_id, action, actor, source_kind, job_id, request_id, version, changes)"
     " SELECT c.id, 'created', %s, %s, %s, %s, c.version,"
     " CONCAT('{', CONCAT_WS(',', " + ", ".join(_created(name) for name in TRACKED) + "), '}')"
 )
-_RECORD_CREATED = _CREATED_FROM_C + " FROM customers c WHERE c.id IN ({ids})"
+_RECORD_CREATED = CREATED_FROM_C + " FROM customers c WHERE c.id IN ({ids})"
 
 
 # The same for every row of customer_repo's staging table, found by email (after an upsert that
 # inserted each of them: the caller checked its count), in the order the upsert inserted them.
 _RECORD_STAGED_CREATED = (
-    _CREATED_FROM_C
+    CREATED_FROM_C
     + " FROM customer_stage s STRAIGHT_JOIN customers c FORCE INDEX (uq_customers_email) ON c.email = s.email"
     " ORDER BY s.seq"
 )
@@ -186,7 +186,7 @@ _RECORD_STAGED_CREATED = (
 
 async def record_created_range(cur: aiomysql.Cursor, source: Source, first: int, last: int) -> int:
     """record_created for the customers with ids first .. last (those one bulk insert numbered)."""
-    sql = _CREATED_FROM_C + f" FROM customers c WHERE c.id BETWEEN {int(first)} AND {int(last)}"
+    sql = CREATED_FROM_C + f" FROM customers c WHERE c.id BETWEEN {int(first)} AND {int(last)}"
     await cur.execute(sql, source.values())
     return int(cur.rowcount)
 
