@@ -7,7 +7,7 @@ import hashlib
 import os
 import re
 import tempfile
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import aiomysql
@@ -401,12 +401,17 @@ class LocalInfileRefused(Exception):
     """The server does not accept LOAD DATA LOCAL INFILE."""
 
 
-_TSV_SPECIAL = re.compile(r"[\\\t\n\r\0]")
+_TSV_SPECIAL = "\\\t\n\r\0"
 EMAIL_AT = STORED_FIELDS.index("email")
 
 
+def _holds_any(text: str, characters: str) -> bool:
+    # A substring test per character (a memchr-like scan) is ~40x faster than a character-class regex.
+    return any(character in text for character in characters)
+
+
 def needs_tsv_escape(text: str) -> bool:
-    return _TSV_SPECIAL.search(text) is not None
+    return _holds_any(text, _TSV_SPECIAL)
 
 
 def tsv_escape(value: str) -> str:
@@ -418,7 +423,7 @@ def tsv_values(row: Sequence[str | None]) -> str:
     tab-separated, `\\N` for NULL, MySQL's escapes. Also what the row's hash digests (an unambiguous
     encoding: a NULL and the text `\\N` differ)."""
     # Escape only the rare row that needs it: one search a row instead of a translate a value.
-    if _TSV_SPECIAL.search("".join(value for value in row if value is not None)):
+    if needs_tsv_escape("".join(value for value in row if value is not None)):
         return "\t".join("\\N" if value is None else value.translate(_TSV_ESCAPES) for value in row)
     return "\t".join("\\N" if value is None else value for value in row)
 
@@ -491,7 +496,14 @@ def known_query(emails: Sequence[str], *, ids: Sequence[int] = (), with_values: 
     return query
 
 
-def _by_email(emails: Iterable[str]) -> str:
+# What escape_string changes; a batch's emails rarely hold any (a quote is allowed before the @).
+_SQL_SPECIAL = "'\"\\\0\n\r\x1a"
+
+
+def _by_email(emails: Sequence[str]) -> str:
+    if emails and not _holds_any("".join(emails), _SQL_SPECIAL):
+        # Nothing to escape in any of them: one join (escaping each was ~0.35 us a row of the parser).
+        return _BY_EMAIL + "'" + "', '".join(emails) + "')"
     return _BY_EMAIL + ", ".join("'" + escape_string(email) + "'" for email in emails) + ")"
 
 
@@ -534,7 +546,7 @@ async def known_by_id_range(
         found = [row for row in found if row[0] not in changed]
     if len(found) < len(wanted):
         met = {row[0] for row in found}
-        found += await known(cur, select + _by_email(email for email in wanted if email not in met))
+        found += await known(cur, select + _by_email([email for email in wanted if email not in met]))
     return found
 
 

@@ -24,7 +24,7 @@ def start(py_spy: str, pid: int, out: Path, rate: int = 100) -> subprocess.Popen
     """Record raw (collapsed) stacks of every thread, idle ones excluded, until stop()."""
     return subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--threads",
-         "--nonblocking", "--output", str(out)],
+         "--nonblocking", "--subprocesses", "--output", str(out)],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     )  # fmt: skip
 

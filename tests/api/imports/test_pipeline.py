@@ -149,6 +149,19 @@ async def test_a_reimport_uses_each_lookup_read_ahead_past_its_first_batches(
     assert used == [False, False, True, True, True, True]
 
 
+async def test_the_lookup_by_email_finds_emails_with_characters_sql_escapes(pool: aiomysql.Pool) -> None:
+    """An email with a quote, a double quote or a backslash (legal before the @) is found by the
+    lookup, alone or among plain ones (the query escapes them; one with none is joined as it is)."""
+    odd = ["o'brien@x.com", 'say"hi@x.com', "back\\slash@x.com"]
+    plain = ["plain@x.com", "other@x.com"]
+    async with connection(pool) as conn, conn.cursor() as cur:
+        for email in [*odd, *plain]:
+            await cur.execute("INSERT INTO customers (email) VALUES (%s)", (email,))
+        for batch in ([*plain, *odd, "nobody@x.com"], [odd[0]], plain, ["it's-nobody@x.com"]):
+            found = await customer_repo.known(cur, customer_repo.known_query(batch))
+            assert sorted(row[0] for row in found) == sorted(e for e in batch if "nobody" not in e)
+
+
 async def test_a_lookup_by_id_range_finds_what_the_lookup_by_email_finds(pool: aiomysql.Pool) -> None:
     """customer_repo.known_by_id_range against known, for a batch holding emails stored inside the
     range, outside it, stored with other letter cases (met by the collation, not byte for byte), not
