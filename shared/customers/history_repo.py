@@ -167,6 +167,8 @@ _RECORD_STAGED_UPDATES = (
 )
 
 
+# A creation's history row for each customer `c` its FROM clause (the caller's) names, its changes built by
+# the server; public for the benchmark's bare baseline (tests/bench/write_path_bench.py bare --history).
 CREATED_FROM_C = (
     "INSERT INTO customer_history (customer_id, action, actor, source_kind, job_id, request_id, version, changes)"
     " SELECT c.id, 'created', %s, %s, %s, %s, c.version,"
