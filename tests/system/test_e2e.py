@@ -197,6 +197,11 @@ def test_json_logs_carry_job_and_request_ids(stack: Stack) -> None:
     completed = next(line for line in job_lines if line["msg"] == "import completed")
     assert (completed["rows_read"], completed["rows_inserted"], completed["rows_unchanged"]) == (3, 3, 0)
     assert completed["duration_s"] >= 0
+    # Where its wall time went: parts of the attempt, which the job's duration (from its start) holds.
+    stages = ["waiting_for_parser_s", "committing_s", "publishing_progress_s", "waiting_for_warmup_s"]
+    assert all(completed[name] >= 0 for name in stages), completed
+    assert completed["committing_s"] > 0
+    assert sum(completed[name] for name in stages) <= completed["duration_s"] + 0.01, completed
     # A sweep that finds nothing to do says nothing.
     assert not [line for line in worker_lines if "sweep" in line["msg"]], worker_lines
 

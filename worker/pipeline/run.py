@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from shared.customers.cache import CacheUnavailable
@@ -16,11 +18,25 @@ from worker.pipeline.commit import BatchCommitter
 from worker.pipeline.deps import WorkerDeps
 from worker.pipeline.fanout import split_job
 from worker.pipeline.lease import JobLease, PartLease
-from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed
+from worker.pipeline.messages import ParsedBatch, SheetEnd, SheetInfo, SourceFailed, SourceMessage
 from worker.pipeline.source import SourceParams
 from worker.pipeline.warm import CacheWarmer
 
 log = logging.getLogger("worker.importer")
+
+
+@dataclass
+class LoopTimes:
+    """Where an import's wall time went, in seconds (its "import completed" log line): batches of new
+    customers are bound by their commits, a re-import of an unchanged file by the parser."""
+
+    waiting_for_parser: float = 0.0
+    committing: float = 0.0
+    publishing_progress: float = 0.0
+    waiting_for_warmup: float = 0.0  # the previous batch's cache warm-up, still running
+
+    def fields(self) -> dict[str, float]:
+        return {f"{name}_s": round(seconds, 3) for name, seconds in asdict(self).items()}
 
 
 async def run_import(deps: WorkerDeps, job: Job, owner: str, lease: JobLease | None = None, parts: int = 1) -> Outcome:
@@ -50,6 +66,8 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
         parts=parts,
     )
     info = SheetInfo("", None, [])
+    times = LoopTimes()
+    clock = time.perf_counter
     async with (
         lease.kept_alive(),
         SourceProcess(params, deps.parsers) as source,
@@ -58,15 +76,27 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
     ):
 
         async def commit(batch: ParsedBatch) -> None:
+            started = clock()
             documents = await committer.commit(batch)
+            committed = clock()
             await lease.publish_progress()
+            published = clock()
             # Warm the cache with this batch while the next one is written.
             await warmer.submit(documents)
+            times.committing += committed - started
+            times.publishing_progress += published - committed
+            times.waiting_for_warmup += clock() - published
+
+        async def receive() -> SourceMessage | None:
+            started = clock()
+            message = await source.receive()
+            times.waiting_for_parser += clock() - started
+            return message
 
         # A batch whose lookup was started (committer.prefetch) waits here while the next message is
         # read, and is committed while the next batch's lookup runs; batches stay in file order.
         held: ParsedBatch | None = None
-        while (message := await source.receive()) is not None:
+        while (message := await receive()) is not None:
             if isinstance(message, ParsedBatch) and committer.prefetch(message):
                 if held is not None:
                     await commit(held)
@@ -102,7 +132,7 @@ async def _import_file(deps: WorkerDeps, job: Job, lease: JobLease, path: Path, 
     async with connection(deps.pool) as conn, conn.cursor() as cur:
         final = await job_repo.get(cur, job.id)
     if final is not None:
-        log.info("import completed", extra=summary(final))
+        log.info("import completed", extra={**summary(final), **times.fields()})
     return Outcome.COMPLETED
 
 
